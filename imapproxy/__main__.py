@@ -1,0 +1,5 @@
+import sys
+
+from imapproxy.cli import main
+
+sys.exit(main())

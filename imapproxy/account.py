@@ -1,0 +1,99 @@
+"""One logged-in account: its replica, its upstream link, its outbox, shared by its sessions.
+
+Sessions of the same user (phone and laptop, two windows) share one AccountRuntime,
+so they share one upstream connection and see each other's changes through the
+notifier. Reads come from the replica; the upstream is asked only for what the
+replica lacks, and when it cannot be reached the replica still answers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from twisted.internet import defer
+
+from imapproxy.notify import MailboxChange, Notifier
+from imapproxy.outbox.runner import Outbox
+from imapproxy.store import Store, mailboxes
+from imapproxy.store.accounts import Account
+from imapproxy.store.mailboxes import Mailbox
+from imapproxy.store.messages import Message
+from imapproxy.sync.content import Need, fetch_missing
+from imapproxy.sync.mailboxes import sync_mailbox_list, sync_messages
+from imapproxy.upstream.client import UpstreamClient
+from imapproxy.upstream.errors import UpstreamUnavailable
+from imapproxy.upstream.link import UpstreamLink
+
+log = logging.getLogger(__name__)
+
+
+class AccountRuntime:
+    def __init__(self, reactor: Any, store: Store, notifier: Notifier, account: Account, link: UpstreamLink) -> None:
+        self.reactor = reactor
+        self.store = store
+        self.notifier = notifier
+        self.account = account
+        self.link = link
+        self.outbox = Outbox(store, account, link, notifier)
+        self.sessions = 0
+        self._listed = False
+
+    # mailbox list ------------------------------------------------------------
+
+    async def refresh_mailboxes(self, force: bool = False) -> None:
+        """Sync the mailbox list once per runtime (and after changes); offline, keep the replica's."""
+        if self._listed and not force:
+            return
+
+        async def run(client: UpstreamClient) -> list[Any]:
+            return await sync_mailbox_list(client, self.store, self.account.id)
+
+        try:
+            removed = await self.link.use(run)
+        except UpstreamUnavailable as exc:
+            log.info("mailbox list from the replica (upstream unavailable: %s)", exc)
+            return
+        self._listed = True
+        for mailbox_id in removed:
+            self.notifier.publish(self.account.id, MailboxChange(mailbox_id, deleted=True))
+
+    def mailboxes(self) -> list[Mailbox]:
+        return self.store.read(lambda tx: mailboxes.all_mailboxes(tx, self.account.id))
+
+    def mailbox(self, name: str) -> Mailbox | None:
+        return self.store.read(lambda tx: mailboxes.find(tx, self.account.id, name))
+
+    # one mailbox ---------------------------------------------------------------
+
+    async def sync(self, mailbox: Mailbox, required: bool = False) -> Mailbox:
+        """Bring mailbox up to date; offline, the replica's state stands (unless required)."""
+
+        async def run(client: UpstreamClient) -> tuple[Mailbox, MailboxChange]:
+            current = self.mailbox(mailbox.name) or mailbox
+            return await sync_messages(client, self.store, current)
+
+        try:
+            synced, change = await self.link.use(run)
+        except UpstreamUnavailable:
+            if required:
+                raise
+            return self.mailbox(mailbox.name) or mailbox
+        self.notifier.publish(self.account.id, change)
+        return synced
+
+    async def ensure_content(self, mailbox: Mailbox, wanted: Iterable[Message], needs: set[Need]) -> None:
+        await fetch_missing(self.link, self.store, mailbox, wanted, needs)
+
+    def watch(self, mailbox: Mailbox | None) -> None:
+        """Have the link IDLE upstream on the mailbox a client just selected."""
+        self.link.watch(None if mailbox is None else mailbox.name, self.request_sync)
+
+    def request_sync(self, name: str) -> None:
+        """Resync a mailbox in the background (upstream news, a client starting IDLE)."""
+        mailbox = self.mailbox(name)
+        if mailbox is not None:
+            defer.ensureDeferred(self.sync(mailbox)).addErrback(
+                lambda f: log.warning("resync of a mailbox after upstream news failed: %s", f.value)
+            )

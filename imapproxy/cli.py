@@ -1,0 +1,91 @@
+"""The command line: ``imapproxy serve --upstream URL --listen HOST:PORT --state-dir DIR``.
+
+Errors a user can fix (bad URL, unusable state directory, port in use) end in one
+line on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from imapproxy import __version__
+from imapproxy.config import Config, ConfigError, default_state_dir
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="imapproxy", description="A local caching IMAP proxy.")
+    parser.add_argument("--version", action="version", version=f"imapproxy {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the proxy")
+    serve.add_argument("--upstream", required=True, help="imaps://host[:993], imap://host[:143] (STARTTLS) or imap+plain://host[:port]")
+    serve.add_argument("--listen", default="127.0.0.1:1143", help="HOST:PORT to accept clients on (default 127.0.0.1:1143)")
+    serve.add_argument("--state-dir", type=Path, default=None, help="where the replica lives (default $XDG_STATE_HOME/imapproxy)")
+    serve.add_argument("--upstream-ca", type=Path, default=None, help="PEM file of an extra CA to trust for the upstream")
+    serve.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate offered to clients via STARTTLS")
+    serve.add_argument("--tls-key", type=Path, default=None, help="PEM private key for --tls-cert")
+    serve.add_argument("--allow-plaintext-listen", action="store_true", help="listen on a non-loopback address without TLS")
+    serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=getattr(logging, args.log_level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        config = Config.build(
+            upstream=args.upstream,
+            listen=args.listen,
+            state_dir=args.state_dir or default_state_dir(),
+            upstream_ca=args.upstream_ca,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            allow_plaintext_listen=args.allow_plaintext_listen,
+        )
+    except ConfigError as exc:
+        print(f"imapproxy: error: {exc}", file=sys.stderr)
+        return 2
+    return _run(config)
+
+
+def _run(config: Config) -> int:
+    from twisted.internet import defer, reactor
+
+    from imapproxy.service import ProxyService
+
+    service = ProxyService(reactor, config)
+    exit_code = 0
+
+    def started_failed(failure: object) -> None:
+        nonlocal exit_code
+        exit_code = 1
+        value = getattr(failure, "value", failure)
+        print(f"imapproxy: error: {_describe(value)}", file=sys.stderr)
+        reactor.stop()  # type: ignore[attr-defined]
+
+    def start() -> None:
+        defer.ensureDeferred(service.start()).addErrback(started_failed)
+
+    reactor.callWhenRunning(start)  # type: ignore[attr-defined]
+    reactor.addSystemEventTrigger("before", "shutdown", lambda: defer.ensureDeferred(service.stop()))  # type: ignore[attr-defined]
+    reactor.run()  # type: ignore[attr-defined]
+    return exit_code
+
+
+def _describe(error: object) -> str:
+    from twisted.internet.error import CannotListenError
+
+    if isinstance(error, CannotListenError):
+        reason = getattr(error.socketError, "strerror", None) or str(error.socketError)
+        return f"cannot listen on {error.interface or '*'}:{error.port}: {reason}"
+    return str(error) or type(error).__name__
+
+
+if __name__ == "__main__":
+    sys.exit(main())

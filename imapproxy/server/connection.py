@@ -1,0 +1,146 @@
+"""The Twisted protocol facing one client: bytes in, events to the session, bytes out.
+
+No parsing here: ``dataReceived`` feeds the sans-IO CommandReader and runs what it
+yields. Commands run one at a time in arrival order; while one runs, the reader is
+only consulted for the raw line that command waits for (IDLE's DONE, an
+AUTHENTICATE response). APPEND's message streams in as chunks.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet import defer
+from twisted.internet.protocol import Factory, Protocol
+from twisted.python.failure import Failure
+
+from imapproxy.protocol import (
+    NEED_DATA,
+    AppendEnd,
+    AppendStart,
+    CommandError,
+    CommandReader,
+    ContinuationRequired,
+    LiteralChunk,
+    RawLine,
+)
+from imapproxy.server import replies
+
+if TYPE_CHECKING:
+    from imapproxy.server.session import ServerContext, Session
+
+log = logging.getLogger(__name__)
+
+#: Stop reading from a client whose unread output exceeds this (it is not reading).
+MAX_OUTPUT_BUFFER = 64 * 2**20
+
+
+class ClientConnection(Protocol):
+    def __init__(self, context: ServerContext) -> None:
+        self.context = context
+        self.reader = CommandReader(max_append=context.max_append)
+        self.session: Session | None = None
+        self._busy = False
+        self._raw_line: defer.Deferred[bytes] | None = None
+        self._closed = False
+
+    def connectionMade(self) -> None:
+        from imapproxy.server.session import Session
+
+        self.session = Session(self.context, self)
+        self.write_chunks(self.session.greeting())
+
+    def connectionLost(self, reason: Failure = Failure(Exception("closed"))) -> None:
+        self._closed = True
+        if self._raw_line is not None and not self._raw_line.called:
+            self._raw_line.errback(ConnectionError("client went away"))
+        if self.session is not None:
+            self.session.closed()
+
+    # output ----------------------------------------------------------------
+
+    def write_chunks(self, chunks: list[bytes]) -> None:
+        if not self._closed and self.transport is not None:
+            self.transport.writeSequence(chunks)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.loseConnection()
+
+    # input -----------------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        self.reader.receive_data(data)
+        self._pump()
+
+    def read_raw_line(self) -> defer.Deferred[bytes]:
+        """The next line as sent, for the running command (IDLE, AUTHENTICATE)."""
+        self.reader.expect_raw_line()
+        self._raw_line = defer.Deferred()
+        d = self._raw_line
+        self.context.reactor.callLater(0, self._pump)
+        return d
+
+    def _pump(self) -> None:
+        assert self.session is not None
+        while not self._closed:
+            if self._busy and self._raw_line is None:
+                return
+            event = self.reader.next_event()
+            if event is NEED_DATA:
+                return
+            if isinstance(event, RawLine):
+                waiting, self._raw_line = self._raw_line, None
+                if waiting is not None:
+                    waiting.callback(event.data)
+                continue
+            if isinstance(event, CommandError):
+                self._command_error(event)
+            elif isinstance(event, ContinuationRequired):
+                self.reader.accept_literal()
+                self.write_chunks(replies.continuation("Ready for literal data"))
+            elif isinstance(event, AppendStart):
+                self.session.append_start(event)
+            elif isinstance(event, LiteralChunk):
+                self.session.append_chunk(event.data)
+            elif isinstance(event, AppendEnd):
+                self._run(self.session.append_end(event))
+            else:
+                self._run(self.session.handle(event))
+
+    def _command_error(self, event: CommandError) -> None:
+        assert self.session is not None
+        self.session.append_abort()
+        if event.tag is None:
+            self.write_chunks(replies.untagged_status("BAD", event.reason))
+        elif event.too_big:
+            self.write_chunks(replies.tagged(event.tag, "NO", event.reason, replies.code("TOOBIG")))
+        else:
+            self.write_chunks(replies.tagged(event.tag, "BAD", event.reason))
+
+    def _run(self, coroutine: Any) -> None:
+        self._busy = True
+        d = defer.Deferred.fromCoroutine(coroutine)
+
+        def done(result: object) -> None:
+            self._busy = False
+            if isinstance(result, Failure):
+                log.error("unhandled error in a command", exc_info=result.getTracebackObject())
+                self.write_chunks(replies.untagged_status("BYE", "internal error; closing connection"))
+                self.close()
+                return
+            if not self._closed:
+                self.context.reactor.callLater(0, self._pump)
+
+        d.addBoth(done)
+
+
+class ServerFactory(Factory):
+    def __init__(self, context: ServerContext) -> None:
+        self.context = context
+
+    def buildProtocol(self, addr: Any) -> ClientConnection:
+        protocol = ClientConnection(self.context)
+        protocol.factory = self
+        return protocol

@@ -1,0 +1,192 @@
+"""FETCH: answered from the replica; content the cache lacks is fetched once, first.
+
+Responses put UID first (clients such as Thunderbird and K-9 rely on it). Body
+sections come from the cached full message or header when they are there, byte
+for byte as the upstream would cut them (imapproxy.message), and otherwise from
+the section the upstream returned and we kept.
+"""
+
+from __future__ import annotations
+
+from imapproxy import message as mime
+from imapproxy import protocol as p
+from imapproxy.outbox.operations import StoreFlags
+from imapproxy.server import replies
+from imapproxy.server.handlers.general import ok
+from imapproxy.server.replies import CommandFailed
+from imapproxy.server.session import SELECTED, Session, handles
+from imapproxy.server.view import SelectedView
+from imapproxy.store import Tx, cache
+from imapproxy.store import messages as store_messages
+from imapproxy.store.cache import Kind
+from imapproxy.store.messages import Message
+from imapproxy.sync.content import Need
+from imapproxy.upstream.errors import UpstreamUnavailable
+
+SIMPLE = {"UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE"}
+HEADER_TEXTS = {"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"}
+
+
+def needs_of(attribute: p.FetchAttribute) -> set[Need]:
+    name = attribute.name
+    if name in SIMPLE:
+        return set()
+    if name == "ENVELOPE":
+        return {Need(Kind.ENVELOPE)}
+    if name == "BODYSTRUCTURE":
+        return {Need(Kind.BODYSTRUCTURE)}
+    if name == "BODY" and attribute.section is None:
+        return {Need(Kind.BODY)}
+    if name == "RFC822.HEADER":
+        return {Need(Kind.HEADER)}
+    if name in ("RFC822", "RFC822.TEXT"):
+        return {Need(Kind.FULL)}
+    if name == "BODY" and attribute.section is not None:
+        section = attribute.section
+        if not section.part:
+            return {Need(Kind.HEADER)} if section.text in HEADER_TEXTS else {Need(Kind.FULL)}
+        return {Need(Kind.SECTION, str(section))}
+    raise CommandFailed(f"FETCH {name} is not supported", status="BAD")
+
+
+def sets_seen(attribute: p.FetchAttribute) -> bool:
+    return (attribute.name == "BODY" and attribute.section is not None and not attribute.peek) or attribute.name in (
+        "RFC822",
+        "RFC822.TEXT",
+    )
+
+
+def _section_bytes(tx: Tx, account: int, message: Message, section: p.Section) -> bytes | None:
+    full = cache.get(tx, account, message.blob, Kind.FULL)  # type: ignore[arg-type]
+    if section.part:
+        if full is not None:
+            return mime.extract_section(full, section.part, section.text, section.fields) or b""
+        return cache.get(tx, account, message.blob, Kind.SECTION, str(section))  # type: ignore[arg-type]
+    if section.text in HEADER_TEXTS:
+        header = cache.get(tx, account, message.blob, Kind.HEADER)  # type: ignore[arg-type]
+        if header is None and full is not None:
+            header = mime.split_header(full)[0]
+        if header is None:
+            return None
+        if section.text == "HEADER":
+            return header
+        if section.text == "HEADER.FIELDS":
+            return mime.header_fields(header, section.fields, False)
+        return mime.extract_section(header, (), section.text, section.fields) or b""
+    if full is None:
+        return None
+    return full if section.text is None else mime.split_header(full)[1]
+
+
+def _partial(data: bytes, attribute: p.FetchAttribute) -> bytes:
+    if attribute.partial is None:
+        return data
+    start, length = attribute.partial
+    return mime.partial(data, start, length)
+
+
+class Unavailable(Exception):
+    """Content for this message is not in the cache (and the upstream could not give it)."""
+
+
+def item_value(tx: Tx, account: int, message: Message, attribute: p.FetchAttribute) -> p.Value:
+    name = attribute.name
+    if name == "UID":
+        return message.uid
+    if name == "FLAGS":
+        return replies.atoms(message.flags)
+    if name == "INTERNALDATE":
+        return message.internaldate.encode()
+    if name == "RFC822.SIZE":
+        return message.size
+    if name in ("ENVELOPE", "BODYSTRUCTURE") or (name == "BODY" and attribute.section is None):
+        kind = {"ENVELOPE": Kind.ENVELOPE, "BODYSTRUCTURE": Kind.BODYSTRUCTURE}.get(name, Kind.BODY)
+        data = cache.get(tx, account, message.blob, kind)  # type: ignore[arg-type]
+        if data is None:
+            raise Unavailable()
+        return p.Raw(data)
+    section = attribute.section
+    if name == "RFC822":
+        section = p.Section()
+    elif name == "RFC822.HEADER":
+        section = p.Section(text="HEADER")
+    elif name == "RFC822.TEXT":
+        section = p.Section(text="TEXT")
+    assert section is not None
+    data = _section_bytes(tx, account, message, section)
+    if data is None:
+        raise Unavailable()
+    return _partial(data, attribute)
+
+
+def response_name(attribute: p.FetchAttribute) -> str:
+    return attribute.response_name()
+
+
+async def _mark_seen(session: Session, view: SelectedView, targets: list[Message]) -> set[int]:
+    unseen = [m for m in targets if "\\SEEN" not in {f.upper() for f in m.flags} and m.upstream_uid is not None]
+    if not unseen or view.readonly:
+        return set()
+    pairs = [[m.uid, m.upstream_uid] for m in unseen]
+    args = {"mailbox": view.mailbox.id, "name": view.mailbox.name, "groups": [[["\\Seen"], [], pairs]]}
+    await session.account.outbox.perform(StoreFlags(args), origin=session)
+    view.forget_flag_news(m.uid for m in unseen)
+    return {m.uid for m in unseen}
+
+
+@handles(p.Fetch, SELECTED)
+async def fetch(session: Session, cmd: p.Fetch) -> list[bytes]:
+    if cmd.changedsince is not None or cmd.vanished:
+        raise CommandFailed("CONDSTORE is not enabled", status="BAD")
+    view = session.selected
+    store = session.account.store
+    mailbox = view.mailbox
+    attributes = [a for a in cmd.attributes if a.name != "UID"]
+    needs: set[Need] = set()
+    for attribute in attributes:
+        needs |= needs_of(attribute)
+    pairs = view.resolve(cmd.sequence_set, cmd.uid)
+    seq_of = {uid: seq for seq, uid in pairs}
+    targets = store.read(lambda tx: store_messages.get_many(tx, mailbox.account, mailbox.id, [u for _, u in pairs]))
+    unavailable = False
+    if needs:
+        try:
+            await session.account.ensure_content(mailbox, targets, needs)
+        except UpstreamUnavailable:
+            unavailable = True
+    seen_now: set[int] = set()
+    if any(sets_seen(a) for a in attributes):
+        seen_now = await _mark_seen(session, view, targets)
+        if seen_now:
+            targets = store.read(
+                lambda tx: store_messages.get_many(tx, mailbox.account, mailbox.id, [u for _, u in pairs])
+            )
+    wants_flags = any(a.name == "FLAGS" for a in attributes)
+
+    def render(tx: Tx, message: Message) -> list[bytes] | None:
+        items: list[p.Value] = [p.Atom("UID"), message.uid]
+        try:
+            for attribute in attributes:
+                items += [p.Atom(response_name(attribute)), item_value(tx, mailbox.account, message, attribute)]
+        except Unavailable:
+            return None
+        if message.uid in seen_now and not wants_flags:
+            items += [p.Atom("FLAGS"), replies.atoms(message.flags)]
+        return replies.untagged("FETCH", tuple(items), number=seq_of[message.uid])
+
+    missing = 0
+    for start in range(0, len(targets), 500):
+        chunk = targets[start : start + 500]
+        rendered = store.read(lambda tx: [render(tx, m) for m in chunk])
+        for lines in rendered:
+            if lines is None:
+                missing += 1
+            else:
+                session.send(lines)
+    if missing:
+        reason = "upstream unreachable" if unavailable else "upstream did not return them"
+        raise CommandFailed(
+            f"{missing} message(s) not available: {reason}", response_code=replies.code("UNAVAILABLE")
+        )
+    return ok(session, cmd.tag, "FETCH completed", allow_expunge=False)
+

@@ -1,0 +1,225 @@
+"""Mailbox commands: LIST/LSUB, STATUS, SELECT/EXAMINE, CLOSE/UNSELECT, CREATE, DELETE,
+RENAME, SUBSCRIBE/UNSUBSCRIBE — answered from the replica, changes through the outbox."""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+from imapproxy import protocol as p
+from imapproxy.outbox.operations import CreateMailbox, DeleteMailbox, RenameMailbox, SetSubscription
+from imapproxy.server import replies
+from imapproxy.server.handlers.general import ok
+from imapproxy.server.replies import CommandFailed
+from imapproxy.server.session import AUTH, SELECTED, Session, handles
+from imapproxy.server.view import SelectedView
+from imapproxy.store import messages
+from imapproxy.store.mailboxes import Mailbox, normalize_name
+
+SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+SPECIAL_USE = {"\\ALL", "\\ARCHIVE", "\\DRAFTS", "\\FLAGGED", "\\JUNK", "\\SENT", "\\TRASH", "\\IMPORTANT"}
+
+
+@lru_cache(maxsize=256)
+def _pattern(pattern: str, delimiter: str) -> re.Pattern[str]:
+    """LIST wildcards: * matches anything, % anything but the hierarchy delimiter."""
+    out = []
+    for ch in pattern:
+        if ch == "*":
+            out.append(".*")
+        elif ch == "%":
+            out.append(f"[^{re.escape(delimiter)}]*" if delimiter else ".*")
+        else:
+            out.append(re.escape(ch))
+    return re.compile("".join(out), re.DOTALL)
+
+
+def _matches(name: str, reference: str, pattern: str, delimiter: str) -> bool:
+    full = reference + pattern
+    if name == "INBOX" and full.upper().startswith("INBOX"):
+        full = "INBOX" + full[5:]
+    return _pattern(full, delimiter).fullmatch(name) is not None
+
+
+def _mailbox_name(name: str) -> bytes | p.Atom:
+    return p.Atom("INBOX") if name == "INBOX" else name.encode()
+
+
+def _list_line(kind: str, mailbox: Mailbox, attributes: tuple[str, ...]) -> list[bytes]:
+    delimiter = None if mailbox.delimiter is None else mailbox.delimiter.encode()
+    return replies.untagged(kind, replies.atoms(attributes), delimiter, _mailbox_name(mailbox.name))
+
+
+@handles(p.List, AUTH)
+async def list_(session: Session, cmd: p.List) -> list[bytes]:
+    await session.account.refresh_mailboxes()
+    boxes = session.account.mailboxes()
+    inbox = next((m for m in boxes if m.name == "INBOX"), None)
+    default_delimiter = (inbox.delimiter if inbox else None) or "/"
+    kind = "LSUB" if cmd.lsub else "LIST"
+    if cmd.patterns == ("",) and not cmd.lsub:
+        # RFC 3501 §6.3.8: an empty pattern asks for the delimiter and root.
+        session.send(replies.untagged("LIST", (p.Atom("\\Noselect"),), default_delimiter.encode(), b""))
+        return ok(session, cmd.tag, "LIST completed")
+    select = {o.upper() for o in cmd.select_options}
+    returns = {o.upper() for o in cmd.return_options if isinstance(o, str)}
+    subscribed_only = cmd.lsub or "SUBSCRIBED" in select
+    special_only = "SPECIAL-USE" in select
+    for mailbox in boxes:
+        delimiter = mailbox.delimiter or ""
+        if not any(_matches(mailbox.name, cmd.reference, pat, delimiter) for pat in cmd.patterns):
+            continue
+        if subscribed_only and not mailbox.subscribed:
+            continue
+        attributes = mailbox.attributes
+        if special_only and not any(a.upper() in SPECIAL_USE for a in attributes):
+            continue
+        if cmd.lsub:
+            attributes = tuple(a for a in attributes if a.upper() in ("\\NOSELECT", "\\NOINFERIORS"))
+        elif ("SUBSCRIBED" in select or "SUBSCRIBED" in returns) and mailbox.subscribed:
+            attributes = (*attributes, "\\Subscribed")
+        session.send(_list_line(kind, mailbox, attributes))
+    return ok(session, cmd.tag, f"{kind} completed")
+
+
+def _find(session: Session, name: str) -> Mailbox:
+    mailbox = session.account.mailbox(name)
+    if mailbox is None:
+        raise CommandFailed("no such mailbox", response_code=replies.code("NONEXISTENT"))
+    return mailbox
+
+
+async def _synced(session: Session, name: str) -> Mailbox:
+    await session.account.refresh_mailboxes()
+    mailbox = _find(session, name)
+    if not mailbox.selectable:
+        raise CommandFailed("mailbox cannot be selected", response_code=replies.code("NONEXISTENT"))
+    return await session.account.sync(mailbox)
+
+
+@handles(p.Status, AUTH)
+async def status(session: Session, cmd: p.Status) -> list[bytes]:
+    mailbox = await _synced(session, cmd.mailbox)
+    all_messages = session.account.store.read(lambda tx: list(messages.iterate(tx, mailbox.account, mailbox.id)))
+    values: dict[str, int] = {
+        "MESSAGES": len(all_messages),
+        "RECENT": 0,
+        "UIDNEXT": mailbox.uidnext,
+        "UIDVALIDITY": mailbox.uidvalidity,
+        "UNSEEN": sum(1 for m in all_messages if "\\SEEN" not in {f.upper() for f in m.flags}),
+        "SIZE": sum(m.size for m in all_messages),
+    }
+    pairs: list[p.Value] = []
+    for item in cmd.items:
+        if item.upper() not in values:
+            raise CommandFailed(f"unsupported STATUS item {item}", status="BAD")
+        pairs += [p.Atom(item.upper()), values[item.upper()]]
+    session.send(replies.untagged("STATUS", _mailbox_name(mailbox.name), tuple(pairs)))
+    return ok(session, cmd.tag, "STATUS completed")
+
+
+@handles(p.Select, AUTH)
+async def select(session: Session, cmd: p.Select) -> list[bytes]:
+    if cmd.condstore or cmd.qresync is not None:
+        raise CommandFailed("CONDSTORE/QRESYNC are not enabled", status="BAD")
+    session.leave_selected()
+    mailbox = await _synced(session, cmd.mailbox)
+    view = SelectedView(session.account.store, mailbox, cmd.readonly, origin=session)
+    all_messages = session.account.store.read(lambda tx: list(messages.iterate(tx, mailbox.account, mailbox.id)))
+    keywords = sorted({f for m in all_messages for f in m.flags if not f.startswith("\\")})
+    flags = (*SYSTEM_FLAGS, *keywords)
+    session.send(replies.untagged("FLAGS", replies.atoms(flags)))
+    permanent = () if cmd.readonly else (*flags, "\\*")
+    session.send(replies.untagged_status("OK", "permanent flags", replies.code("PERMANENTFLAGS", replies.atoms(permanent))))
+    session.send(replies.untagged("EXISTS", number=len(view.uids)))
+    session.send(replies.untagged("RECENT", number=0))
+    first_unseen = next(
+        (i for i, m in enumerate(all_messages, 1) if "\\SEEN" not in {f.upper() for f in m.flags}), None
+    )
+    if first_unseen is not None:
+        session.send(replies.untagged_status("OK", "first unseen", replies.code("UNSEEN", first_unseen)))
+    session.send(replies.untagged_status("OK", "UIDs valid", replies.code("UIDVALIDITY", mailbox.uidvalidity)))
+    session.send(replies.untagged_status("OK", "predicted next UID", replies.code("UIDNEXT", mailbox.uidnext)))
+    session.enter_selected(view)
+    mode = "READ-ONLY" if cmd.readonly else "READ-WRITE"
+    return replies.tagged(cmd.tag, "OK", f"{'EXAMINE' if cmd.readonly else 'SELECT'} completed", replies.code(mode))
+
+
+@handles(p.Unselect, SELECTED)
+async def unselect(session: Session, cmd: p.Unselect) -> list[bytes]:
+    session.leave_selected()
+    return replies.tagged(cmd.tag, "OK", "UNSELECT completed")
+
+
+@handles(p.Close, SELECTED)
+async def close(session: Session, cmd: p.Close) -> list[bytes]:
+    from imapproxy.server.handlers.messages import expunge_deleted
+
+    view = session.selected
+    if not view.readonly:
+        await expunge_deleted(session, view, None, announce=False)
+    session.leave_selected()
+    return replies.tagged(cmd.tag, "OK", "CLOSE completed")
+
+
+def _valid_new_name(session: Session, name: str) -> str:
+    inbox = session.account.mailbox("INBOX")
+    delimiter = (inbox.delimiter if inbox else None) or "/"
+    name = name[:-1] if name.endswith(delimiter) else name
+    if not name:
+        raise CommandFailed("empty mailbox name", status="BAD")
+    return normalize_name(name)
+
+
+@handles(p.Create, AUTH)
+async def create(session: Session, cmd: p.Create) -> list[bytes]:
+    await session.account.refresh_mailboxes()
+    name = _valid_new_name(session, cmd.mailbox)
+    if session.account.mailbox(name) is not None:
+        raise CommandFailed("mailbox already exists", response_code=replies.code("ALREADYEXISTS"))
+    await session.account.outbox.perform(CreateMailbox({"name": name}), origin=session)
+    await session.account.refresh_mailboxes(force=True)
+    return ok(session, cmd.tag, "CREATE completed")
+
+
+@handles(p.Delete, AUTH)
+async def delete(session: Session, cmd: p.Delete) -> list[bytes]:
+    await session.account.refresh_mailboxes()
+    mailbox = _find(session, cmd.mailbox)
+    if mailbox.name == "INBOX":
+        raise CommandFailed("INBOX cannot be deleted")
+    if session.view is not None and session.view.mailbox.id == mailbox.id:
+        session.leave_selected()
+    await session.account.outbox.perform(DeleteMailbox({"name": mailbox.name}), origin=session)
+    await session.account.refresh_mailboxes(force=True)
+    return ok(session, cmd.tag, "DELETE completed")
+
+
+@handles(p.Rename, AUTH)
+async def rename(session: Session, cmd: p.Rename) -> list[bytes]:
+    await session.account.refresh_mailboxes()
+    mailbox = _find(session, cmd.old)
+    new = _valid_new_name(session, cmd.new)
+    if session.account.mailbox(new) is not None:
+        raise CommandFailed("target mailbox exists", response_code=replies.code("ALREADYEXISTS"))
+    await session.account.outbox.perform(RenameMailbox({"old": mailbox.name, "new": new}), origin=session)
+    await session.account.refresh_mailboxes(force=True)
+    return ok(session, cmd.tag, "RENAME completed")
+
+
+async def _subscription(session: Session, tag: str, name: str, subscribed: bool) -> list[bytes]:
+    await session.account.outbox.perform(
+        SetSubscription({"name": normalize_name(name), "subscribed": subscribed}), origin=session
+    )
+    verb = "SUBSCRIBE" if subscribed else "UNSUBSCRIBE"
+    return ok(session, tag, f"{verb} completed")
+
+
+@handles(p.Subscribe, AUTH)
+async def subscribe(session: Session, cmd: p.Subscribe) -> list[bytes]:
+    return await _subscription(session, cmd.tag, cmd.mailbox, True)
+
+
+@handles(p.Unsubscribe, AUTH)
+async def unsubscribe(session: Session, cmd: p.Unsubscribe) -> list[bytes]:
+    return await _subscription(session, cmd.tag, cmd.mailbox, False)

@@ -1,0 +1,181 @@
+"""SEARCH: flag, size, date and UID keys are evaluated on the replica; text keys
+(headers, body) are asked of the upstream with our UIDs translated, so the matching
+rules (charset, MIME decoding) are exactly the upstream's."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta, timezone
+from typing import Any
+
+from imapproxy import protocol as p
+from imapproxy.server import replies
+from imapproxy.server.handlers.general import ok
+from imapproxy.server.replies import CommandFailed
+from imapproxy.server.session import SELECTED, Session, handles
+from imapproxy.server.view import SelectedView
+from imapproxy.store import messages
+from imapproxy.store.messages import Message
+from imapproxy.upstream.client import UpstreamClient
+
+TEXT_KEYS = {"FROM", "TO", "CC", "BCC", "SUBJECT", "BODY", "TEXT", "HEADER", "SENTBEFORE", "SENTON", "SENTSINCE"}
+FLAG_KEYS = {
+    "ANSWERED": ("\\ANSWERED", True),
+    "DELETED": ("\\DELETED", True),
+    "DRAFT": ("\\DRAFT", True),
+    "FLAGGED": ("\\FLAGGED", True),
+    "SEEN": ("\\SEEN", True),
+    "UNANSWERED": ("\\ANSWERED", False),
+    "UNDELETED": ("\\DELETED", False),
+    "UNDRAFT": ("\\DRAFT", False),
+    "UNFLAGGED": ("\\FLAGGED", False),
+    "UNSEEN": ("\\SEEN", False),
+}
+
+
+def _uses_text(key: p.SearchKey) -> bool:
+    if key.name in TEXT_KEYS:
+        return True
+    return any(_uses_text(arg) for arg in key.args if isinstance(arg, p.SearchKey))
+
+
+def _internal_date(message: Message) -> date:
+    return p.parse_datetime(message.internaldate).date()
+
+
+class _Local:
+    """Evaluates a key tree against one message of the view."""
+
+    def __init__(self, view: SelectedView, now: datetime) -> None:
+        self.view = view
+        self.now = now
+        self.highest_uid = view.uids[-1] if view.uids else 0
+        self.count = len(view.uids)
+        self._sets: dict[int, set[int]] = {}
+
+    def _members(self, key: p.SearchKey, largest: int) -> set[int]:
+        cached = self._sets.get(id(key))
+        if cached is None:
+            cached = set()
+            for start, end in key.args[0].ranges:
+                a = largest if start is None else start
+                b = largest if end is None else end
+                lo, hi = min(a, b), max(a, b)
+                cached.update(range(lo, min(hi, max(largest, lo)) + 1))
+            self._sets[id(key)] = cached
+        return cached
+
+    def matches(self, key: p.SearchKey, message: Message, seq: int) -> bool:
+        name = key.name
+        if name == "AND":
+            return all(self.matches(k, message, seq) for k in key.args)
+        if name == "OR":
+            return self.matches(key.args[0], message, seq) or self.matches(key.args[1], message, seq)
+        if name == "NOT":
+            return not self.matches(key.args[0], message, seq)
+        if name in ("ALL", "OLD"):
+            return True
+        if name in ("NEW", "RECENT"):
+            return False  # \Recent is per upstream session and never replicated
+        flags = {f.upper() for f in message.flags}
+        if name in FLAG_KEYS:
+            flag, present = FLAG_KEYS[name]
+            return (flag in flags) == present
+        if name == "KEYWORD":
+            return key.args[0].upper() in flags
+        if name == "UNKEYWORD":
+            return key.args[0].upper() not in flags
+        if name == "LARGER":
+            return message.size > key.args[0]
+        if name == "SMALLER":
+            return message.size < key.args[0]
+        if name == "UID":
+            return message.uid in self._members(key, self.highest_uid)
+        if name == "SEQ":
+            return seq in self._members(key, self.count)
+        if name in ("BEFORE", "ON", "SINCE"):
+            day = _internal_date(message)
+            return {"BEFORE": day < key.args[0], "ON": day == key.args[0], "SINCE": day >= key.args[0]}[name]
+        if name in ("OLDER", "YOUNGER"):
+            age = self.now - p.parse_datetime(message.internaldate)
+            limit = timedelta(seconds=key.args[0])
+            return age >= limit if name == "OLDER" else age < limit
+        raise CommandFailed(f"SEARCH {name} is not supported", status="BAD")
+
+
+def _translate(key: p.SearchKey, view: SelectedView, upstream_of: dict[int, int]) -> p.SearchKey:
+    """The same criteria in the upstream's UID space (sequence numbers become UID sets)."""
+    if key.name in ("SEQ", "UID"):
+        by_uid = key.name == "UID"
+        pairs = view.resolve(key.args[0], by_uid)
+        ups = [upstream_of[uid] for _, uid in pairs if uid in upstream_of]
+        # An empty set must match nothing: UID 0 never exists... but 0 is not valid IMAP,
+        # so use NOT ALL.
+        if not ups:
+            return p.SearchKey("NOT", (p.SearchKey("ALL"),))
+        return p.SearchKey("UID", (p.SequenceSet.from_ints(ups),))
+    args = tuple(_translate(a, view, upstream_of) if isinstance(a, p.SearchKey) else a for a in key.args)
+    return p.SearchKey(key.name, args)
+
+
+async def _upstream_search(session: Session, cmd: p.Search, messages_by_uid: dict[int, Message]) -> set[int]:
+    view = session.selected
+    upstream_of = {uid: m.upstream_uid for uid, m in messages_by_uid.items() if m.upstream_uid is not None}
+    local_of = {up: uid for uid, up in upstream_of.items()}
+    criteria = _translate(cmd.criteria, view, upstream_of)
+
+    async def run(client: UpstreamClient) -> set[int]:
+        await client.ensure_selected(view.mailbox.name)
+        from imapproxy.upstream.client import text
+
+        result = await client._run(lambda tag: p.Search(tag, True, cmd.charset, criteria, None))
+        found: set[int] = set()
+        for data in result.data("SEARCH"):
+            found.update(int(text(v)) for v in data.values)
+        return found
+
+    found = await session.account.link.use(run)
+    return {local_of[up] for up in found if up in local_of}
+
+
+def _esearch(cmd: p.Search, numbers: list[int]) -> list[bytes]:
+    options = {o.upper() for o in (cmd.return_options or ())} or {"ALL"}
+    values: list[Any] = [(p.Atom("TAG"), cmd.tag.encode())]
+    if cmd.uid:
+        values.append(p.Atom("UID"))
+    if numbers:
+        if "MIN" in options:
+            values += [p.Atom("MIN"), numbers[0]]
+        if "MAX" in options:
+            values += [p.Atom("MAX"), numbers[-1]]
+        if "ALL" in options:
+            values += [p.Atom("ALL"), p.Atom(str(p.SequenceSet.from_ints(numbers)))]
+    if "COUNT" in options:
+        values += [p.Atom("COUNT"), len(numbers)]
+    return replies.untagged("ESEARCH", *values)
+
+
+@handles(p.Search, SELECTED)
+async def search(session: Session, cmd: p.Search) -> list[bytes]:
+    if cmd.charset is not None and cmd.charset.upper() not in ("US-ASCII", "UTF-8"):
+        raise CommandFailed("charset not supported", response_code=replies.code("BADCHARSET", (p.Atom("UTF-8"), p.Atom("US-ASCII"))))
+    view = session.selected
+    mailbox = view.mailbox
+    found = session.account.store.read(lambda tx: messages.get_many(tx, mailbox.account, mailbox.id, list(view.uids)))
+    by_uid = {m.uid: m for m in found}
+    seq_of = {uid: i for i, uid in enumerate(view.uids, 1)}
+    if _uses_text(cmd.criteria):
+        matched = await _upstream_search(session, cmd, by_uid)
+        hits = sorted(seq_of[uid] if not cmd.uid else uid for uid in matched if uid in seq_of)
+    else:
+        local = _Local(view, datetime.now(timezone.utc))
+        hits = [
+            (m.uid if cmd.uid else seq_of[m.uid])
+            for m in found
+            if local.matches(cmd.criteria, m, seq_of[m.uid])
+        ]
+        hits.sort()
+    if cmd.return_options is not None:
+        session.send(_esearch(cmd, hits))
+    else:
+        session.send(replies.untagged("SEARCH", *hits))
+    return ok(session, cmd.tag, "SEARCH completed", allow_expunge=False)

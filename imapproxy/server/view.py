@@ -1,0 +1,119 @@
+"""A session's view of its selected mailbox: sequence numbers and pending news.
+
+The view is the one piece of state a session keeps: the list of UIDs its client
+knows, in sequence order. Changes from other sessions and from the upstream are
+queued here and told to the client only when RFC 3501 §7.4.1 / RFC 9051 §7.5.1
+allow (no EXPUNGE during FETCH, STORE or SEARCH; EXISTS never decreases until the
+matching EXPUNGEs are sent), so sequence numbers never shift under a command.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Iterable
+
+from imapproxy.notify import MailboxChange
+from imapproxy.protocol import Atom, SequenceSet, Value
+from imapproxy.server import replies
+from imapproxy.store import Store, messages
+from imapproxy.store.mailboxes import Mailbox
+from imapproxy.types import UID, SeqNum
+
+
+class SelectedView:
+    def __init__(self, store: Store, mailbox: Mailbox, readonly: bool, origin: object) -> None:
+        self.store = store
+        self.mailbox = mailbox
+        self.readonly = readonly
+        self.origin = origin
+        self.uids: list[UID] = store.read(lambda tx: messages.uids(tx, mailbox.account, mailbox.id))
+        self._expunged: set[UID] = set()
+        self._flags: set[UID] = set()
+        self._added = False
+        self.deleted = False
+
+    # news ------------------------------------------------------------------
+
+    def on_change(self, change: MailboxChange) -> None:
+        self._expunged.update(change.expunged)
+        if change.origin is not self.origin:
+            self._flags.update(change.flags)
+        self._added = self._added or change.added
+        self.deleted = self.deleted or change.deleted
+
+    def forget_flag_news(self, uids: Iterable[UID]) -> None:
+        """This session already told its client these flags (a non-silent STORE)."""
+        self._flags.difference_update(uids)
+
+    def updates(self, allow_expunge: bool) -> list[bytes]:
+        """Untagged responses for the queued news, applying them to the view."""
+        out: list[bytes] = []
+        if allow_expunge and self._expunged:
+            # Highest sequence number first, so each number is valid when sent.
+            for uid in sorted(self._expunged & set(self.uids), reverse=True):
+                seq = self.seq(uid)
+                if seq is not None:
+                    del self.uids[seq - 1]
+                    out += replies.untagged("EXPUNGE", number=seq)
+            self._expunged.clear()
+        if self._added:
+            self._added = False
+            current = self.store.read(lambda tx: messages.uids(tx, self.mailbox.account, self.mailbox.id))
+            highest = self.uids[-1] if self.uids else 0
+            new = [uid for uid in current if uid > highest]
+            if new:
+                self.uids.extend(new)
+                out += replies.untagged("EXISTS", number=len(self.uids))
+        if self._flags:
+            wanted = sorted(self._flags)
+            self._flags.clear()
+            found = self.store.read(
+                lambda tx: messages.get_many(tx, self.mailbox.account, self.mailbox.id, wanted)
+            )
+            for message in found:
+                seq = self.seq(message.uid)
+                if seq is not None:
+                    items: tuple[Value, ...] = (Atom("UID"), message.uid, Atom("FLAGS"), replies.atoms(message.flags))
+                    out += replies.untagged("FETCH", items, number=seq)
+        return out
+
+    # sequence numbers --------------------------------------------------------
+
+    def seq(self, uid: UID) -> SeqNum | None:
+        i = bisect_left(self.uids, uid)
+        if i < len(self.uids) and self.uids[i] == uid:
+            return SeqNum(i + 1)
+        return None
+
+    def resolve(self, sequence_set: SequenceSet, by_uid: bool) -> list[tuple[SeqNum, UID]]:
+        """(seq, uid) pairs the set names, in sequence order; unknown numbers are skipped.
+
+        Raises CommandFailed for a message sequence number beyond EXISTS (RFC 9051 §6.4.4).
+        """
+        if by_uid:
+            highest = self.uids[-1] if self.uids else 0
+            wanted = _members(sequence_set, highest)
+            pairs = []
+            for uid in wanted:
+                seq = self.seq(UID(uid))
+                if seq is not None:
+                    pairs.append((seq, UID(uid)))
+            return pairs
+        count = len(self.uids)
+        members = _members(sequence_set, count)
+        if members and (members[0] < 1 or members[-1] > count):
+            raise replies.CommandFailed("message sequence number out of range", status="BAD")
+        return [(SeqNum(n), self.uids[n - 1]) for n in members]
+
+
+def _members(sequence_set: SequenceSet, largest: int) -> list[int]:
+    """Members of the set that can exist, without expanding 1:4294967295 into memory."""
+    out: set[int] = set()
+    for start, end in sequence_set.ranges:
+        a = largest if start is None else start
+        b = largest if end is None else end
+        lo, hi = min(a, b), max(a, b)
+        if largest == 0 and (start is None or end is None):
+            continue
+        out.update(range(lo, min(hi, max(largest, lo)) + 1))
+    return sorted(out)

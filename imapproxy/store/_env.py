@@ -1,0 +1,79 @@
+"""The LMDB environment: open, named databases, and transactions that survive map growth.
+
+LMDB fails a write with MapFullError when the memory map is full. We double the map
+and retry the whole transaction body instead, so a growing cache never turns into a
+failed client command. Every transaction is short and synchronous on the reactor
+thread: nothing here ever waits on the network.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import lmdb
+
+T = TypeVar("T")
+
+#: The named databases; see schema.py for what each holds.
+DATABASES = (
+    b"meta",
+    b"accounts",
+    b"mailboxes",
+    b"messages",
+    b"upstream_uids",
+    b"cache",
+    b"changes",
+    b"outbox",
+)
+
+INITIAL_MAP_SIZE = 256 * 2**20
+
+
+class Environment:
+    """An LMDB environment in a 0700 directory, with all our named databases open."""
+
+    def __init__(self, path: Path, map_size: int = INITIAL_MAP_SIZE) -> None:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(path, 0o700)
+        self.path = path
+        self.env = lmdb.open(
+            str(path),
+            map_size=map_size,
+            max_dbs=len(DATABASES) + 2,
+            subdir=True,
+            sync=True,
+            metasync=True,
+            mode=0o600,
+        )
+        self.dbs: dict[bytes, lmdb._Database] = {}
+        with self.env.begin(write=True) as txn:
+            for name in DATABASES:
+                self.dbs[name] = self.env.open_db(name, txn=txn)
+
+    def db(self, name: bytes) -> lmdb._Database:
+        return self.dbs[name]
+
+    def read(self, body: Callable[[lmdb.Transaction], T]) -> T:
+        with self.env.begin(write=False) as txn:
+            return body(txn)
+
+    def write(self, body: Callable[[lmdb.Transaction], T]) -> T:
+        """Run body in a write transaction; on a full map, grow it and run body again.
+
+        body must not have side effects outside the transaction, since it may run twice.
+        """
+        while True:
+            try:
+                with self.env.begin(write=True) as txn:
+                    return body(txn)
+            except lmdb.MapFullError:
+                self.grow()
+
+    def grow(self) -> None:
+        self.env.set_mapsize(self.env.info()["map_size"] * 2)
+
+    def close(self) -> None:
+        self.env.close()

@@ -1,0 +1,92 @@
+"""A transaction handle that knows our named databases, and key/record encoding.
+
+Keys are fixed-width big-endian integers so that LMDB's byte order is numeric order
+and a mailbox's messages are one contiguous range; names never go into keys (LMDB's
+key limit is 511 bytes). Records are compact JSON: small, readable with mdb_dump,
+and stable across Python versions.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Iterator
+from typing import Any
+
+import lmdb
+
+U32 = struct.Struct(">I")
+U64 = struct.Struct(">Q")
+
+
+def u32(n: int) -> bytes:
+    return U32.pack(n)
+
+
+def u64(n: int) -> bytes:
+    return U64.pack(n)
+
+
+def read_u32(b: bytes, offset: int = 0) -> int:
+    return int(U32.unpack_from(b, offset)[0])
+
+
+def read_u64(b: bytes, offset: int = 0) -> int:
+    return int(U64.unpack_from(b, offset)[0])
+
+
+def encode(record: Any) -> bytes:
+    return json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def decode(data: bytes) -> Any:
+    return json.loads(data)
+
+
+class Tx:
+    """One LMDB transaction plus the named databases it may touch."""
+
+    def __init__(self, txn: lmdb.Transaction, dbs: dict[bytes, Any]) -> None:
+        self.txn = txn
+        self.dbs = dbs
+
+    def get(self, db: bytes, key: bytes) -> bytes | None:
+        value = self.txn.get(key, db=self.dbs[db])
+        return None if value is None else bytes(value)
+
+    def put(self, db: bytes, key: bytes, value: bytes) -> None:
+        self.txn.put(key, value, db=self.dbs[db])
+
+    def delete(self, db: bytes, key: bytes) -> bool:
+        return bool(self.txn.delete(key, db=self.dbs[db]))
+
+    def get_record(self, db: bytes, key: bytes) -> Any:
+        value = self.get(db, key)
+        return None if value is None else decode(value)
+
+    def put_record(self, db: bytes, key: bytes, record: Any) -> None:
+        self.put(db, key, encode(record))
+
+    def scan(self, db: bytes, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """Items whose key starts with prefix, in key order, from start (a full key) on."""
+        cursor = self.txn.cursor(db=self.dbs[db])
+        if not cursor.set_range(start if start is not None else prefix):
+            return
+        for key, value in cursor:
+            if not key.startswith(prefix):
+                return
+            yield bytes(key), bytes(value)
+
+    def delete_prefix(self, db: bytes, prefix: bytes) -> int:
+        keys = [key for key, _ in self.scan(db, prefix)]
+        for key in keys:
+            self.delete(db, key)
+        return len(keys)
+
+    def counter(self, name: bytes, start: int = 1) -> int:
+        """Next value of a persistent counter in the meta database."""
+        key = b"counter:" + name
+        raw = self.get(b"meta", key)
+        value = start if raw is None else read_u64(raw)
+        self.put(b"meta", key, u64(value + 1))
+        return value

@@ -1,0 +1,49 @@
+"""The on-disk schema, and the version check that guards it.
+
+One LMDB environment (``STATE_DIR/replica``) holds every account; each account's
+records are one key range, prefixed by its 4-byte id. All integers in keys are
+big-endian, so LMDB's byte order is numeric order. Records are compact JSON.
+
+=============  =========================================  ===================================
+database       key                                        value
+=============  =========================================  ===================================
+meta           ``schema_version``                         ``b"1"``
+               ``uidvalidity_clock``                      last local UIDVALIDITY handed out
+               ``counter:<name>``                         next value of a counter (u64)
+accounts       sha256(upstream NUL username)              {id, upstream, username, verifier}
+                                                          (verifier: scrypt params, salt, hash)
+mailboxes      account(4) mailbox(4)                      name, delimiter, attributes,
+                                                          subscribed, local uidvalidity/uidnext/
+                                                          highestmodseq, upstream uidvalidity/
+                                                          uidnext/highestmodseq/last uid
+messages       account(4) mailbox(4) uid(4)               [upstream uid, flags, internaldate,
+                                                          size, modseq, blob]
+upstream_uids  account(4) mailbox(4) upstream uid(4)      local uid(4)
+cache          account(4) blob(8) kind(1) [sect.hash(8)]  ENVELOPE / BODYSTRUCTURE (serialized
+                                                          IMAP), header, full message, sections
+changes        account(4) mailbox(4) modseq(8)            {uid, what} — the per-mailbox change
+                                                          log for CONDSTORE/QRESYNC
+outbox         account(4) seq(8)                          {op, args, created} — queued changes
+=============  =========================================  ===================================
+"""
+
+from __future__ import annotations
+
+from imapproxy.store._tx import Tx
+
+SCHEMA_VERSION = b"1"
+
+
+class SchemaError(Exception):
+    """The state directory was written by an incompatible version of imapproxy."""
+
+
+def check_or_initialize(tx: Tx) -> None:
+    found = tx.get(b"meta", b"schema_version")
+    if found is None:
+        tx.put(b"meta", b"schema_version", SCHEMA_VERSION)
+    elif found != SCHEMA_VERSION:
+        raise SchemaError(
+            f"state directory has schema version {found.decode(errors='replace')}, "
+            f"this imapproxy reads version {SCHEMA_VERSION.decode()}"
+        )

@@ -1,0 +1,115 @@
+"""Message content on first need: fetch what the cache lacks, in batches, once.
+
+What a client reads is kept: ENVELOPE, BODYSTRUCTURE and BODY as the upstream
+serialized them, the header block, the full message, and other body sections by
+their section text. Anything derivable from what is cached (a header from the full
+message, a MIME part from the full message) is not fetched at all.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from imapproxy.protocol import FetchAttribute, Section, SequenceSet, Value, parse_fetch_attribute, serialize_value
+from imapproxy.store import Store, Tx, cache
+from imapproxy.store.cache import Kind
+from imapproxy.store.mailboxes import Mailbox
+from imapproxy.store.messages import Message
+from imapproxy.upstream.client import UpstreamClient
+from imapproxy.upstream.link import UpstreamLink
+
+#: Messages per upstream FETCH: metadata is small, bodies are not.
+METADATA_BATCH = 1000
+BODY_BATCH = 50
+
+
+@dataclass(frozen=True)
+class Need:
+    """One piece of content: a cache kind, and for SECTION the section text."""
+
+    kind: Kind
+    section: str = ""
+
+    def attribute(self) -> FetchAttribute:
+        if self.kind is Kind.ENVELOPE:
+            return FetchAttribute("ENVELOPE")
+        if self.kind is Kind.BODYSTRUCTURE:
+            return FetchAttribute("BODYSTRUCTURE")
+        if self.kind is Kind.BODY:
+            return FetchAttribute("BODY")
+        if self.kind is Kind.HEADER:
+            return FetchAttribute("BODY", Section(text="HEADER"), peek=True)
+        if self.kind is Kind.FULL:
+            return FetchAttribute("BODY", Section(), peek=True)
+        return parse_fetch_attribute(f"BODY.PEEK[{self.section}]")
+
+    def response_name(self) -> str:
+        return self.attribute().response_name().upper()
+
+    @property
+    def is_body(self) -> bool:
+        return self.kind in (Kind.FULL, Kind.SECTION)
+
+
+def _derivable(tx: Tx, message: Message, account: int, need: Need) -> bool:
+    if need.kind in (Kind.HEADER, Kind.SECTION):
+        return cache.has(tx, account, message.blob, Kind.FULL)  # type: ignore[arg-type]
+    return False
+
+
+def missing(store: Store, mailbox: Mailbox, wanted: Iterable[Message], needs: set[Need]) -> dict[frozenset[Need], list[Message]]:
+    """Group messages by which needs the cache cannot answer."""
+
+    def scan(tx: Tx) -> dict[frozenset[Need], list[Message]]:
+        groups: dict[frozenset[Need], list[Message]] = defaultdict(list)
+        for message in wanted:
+            if message.upstream_uid is None:
+                continue
+            lacking = frozenset(
+                need
+                for need in needs
+                if not cache.has(tx, mailbox.account, message.blob, need.kind, need.section)
+                and not _derivable(tx, message, mailbox.account, need)
+            )
+            if lacking:
+                groups[lacking].append(message)
+        return groups
+
+    return store.read(scan)
+
+
+async def fetch_missing(
+    link: UpstreamLink, store: Store, mailbox: Mailbox, wanted: Iterable[Message], needs: set[Need]
+) -> None:
+    groups = missing(store, mailbox, wanted, needs)
+    for group_needs, group in groups.items():
+        batch = BODY_BATCH if any(n.is_body for n in group_needs) else METADATA_BATCH
+        attributes = tuple(need.attribute() for need in sorted(group_needs, key=lambda n: (n.kind.value, n.section)))
+        for start in range(0, len(group), batch):
+            chunk = group[start : start + batch]
+            by_upstream = {m.upstream_uid: m for m in chunk}
+
+            async def fetch(client: UpstreamClient) -> list[dict[str, Value]]:
+                await client.ensure_selected(mailbox.name)
+                return await client.fetch(SequenceSet.from_ints(by_upstream), attributes)  # type: ignore[arg-type]
+
+            items = await link.use(fetch)
+            store.write(lambda tx: _keep(tx, mailbox, by_upstream, group_needs, items))
+
+
+def _keep(tx: Tx, mailbox: Mailbox, by_upstream: dict, needs: frozenset[Need], items: list[dict[str, Value]]) -> None:
+    for item in items:
+        message = by_upstream.get(int(item["UID"]))  # type: ignore[call-overload]
+        if message is None:
+            continue
+        for need in needs:
+            value = item.get(need.response_name())
+            if need.response_name() not in item:
+                continue
+            if need.kind in (Kind.ENVELOPE, Kind.BODYSTRUCTURE, Kind.BODY):
+                data = serialize_value(value)
+            else:
+                data = value if isinstance(value, bytes) else b""
+            cache.put(tx, mailbox.account, message.blob, need.kind, data, need.section)

@@ -1,0 +1,200 @@
+"""Reconcile the upstream's mailbox list and each mailbox's messages into the replica.
+
+Mailbox list: LIST and LSUB upstream; new names get a replica mailbox with a fresh
+local UIDVALIDITY, gone names are removed, attributes and subscriptions refreshed.
+
+Messages (on SELECT, NOOP, IDLE news): new upstream UIDs get local UIDs in upstream
+order with their FLAGS, INTERNALDATE and RFC822.SIZE; with CONDSTORE only flags that
+changed since the last HIGHESTMODSEQ are fetched, and expunges are found with one
+UID SEARCH instead of a full flag listing. Each sync is one LMDB transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from imapproxy.notify import MailboxChange
+from imapproxy.protocol import FetchAttribute, SequenceSet, Value
+from imapproxy.store import Store, Tx, cache, mailboxes, messages
+from imapproxy.store.mailboxes import Mailbox
+from imapproxy.store.messages import Message
+from imapproxy.types import UID, AccountId, MailboxId, UpstreamUID
+from imapproxy.upstream.client import SelectInfo, UpstreamClient, text
+
+NEW_MESSAGE_ITEMS = (
+    FetchAttribute("FLAGS"),
+    FetchAttribute("INTERNALDATE"),
+    FetchAttribute("RFC822.SIZE"),
+)
+FLAG_ITEMS = (FetchAttribute("FLAGS"),)
+
+
+def flags_of(value: Value) -> tuple[str, ...]:
+    """Upstream flags as we keep them: \\Recent is per-session and never replicated."""
+    assert isinstance(value, tuple)
+    return tuple(f for f in (text(v) for v in value) if f.upper() != "\\RECENT")
+
+
+async def sync_mailbox_list(client: UpstreamClient, store: Store, account: AccountId) -> list[MailboxId]:
+    """Returns the ids of replica mailboxes that were removed because upstream lost them."""
+    entries = await client.list()
+    subscribed = await client.subscribed()
+
+    def apply(tx: Tx) -> list[MailboxId]:
+        existing = {m.name: m for m in mailboxes.all_mailboxes(tx, account)}
+        seen = set()
+        for entry in entries:
+            name = mailboxes.normalize_name(entry.name)
+            seen.add(name)
+            selectable = not any(a.upper() in ("\\NOSELECT", "\\NONEXISTENT") for a in entry.attributes)
+            attrs = dict(
+                delimiter=entry.delimiter,
+                attributes=entry.attributes,
+                subscribed=entry.name in subscribed or name in subscribed,
+                selectable=selectable,
+            )
+            current = existing.get(name)
+            if current is None:
+                mailboxes.create(tx, account, name, **attrs)
+            elif any(getattr(current, k) != v for k, v in attrs.items()):
+                mailboxes.put(tx, current.with_(**attrs))
+        removed = []
+        for name, mailbox in existing.items():
+            if name not in seen:
+                mailboxes.delete(tx, mailbox)
+                removed.append(mailbox.id)
+        return removed
+
+    return store.write(apply)
+
+
+@dataclass
+class _Fetched:
+    info: SelectInfo
+    new: list[dict[str, Value]] = field(default_factory=list)
+    flags: list[dict[str, Value]] = field(default_factory=list)
+    full_flags: bool = False
+    present: set[int] | None = None
+
+
+async def sync_messages(
+    client: UpstreamClient, store: Store, mailbox: Mailbox
+) -> tuple[Mailbox, MailboxChange]:
+    """Bring one replica mailbox up to date with the upstream; returns what changed."""
+    info = await client.select(mailbox.name, readonly=True)
+    reset = mailbox.upstream_uidvalidity is not None and mailbox.upstream_uidvalidity != info.uidvalidity
+    last_uid = 0 if reset else mailbox.upstream_last_uid
+    known_count = 0 if reset else store.read(lambda tx: len(messages.upstream_map(tx, mailbox.account, mailbox.id)))
+    fetched = _Fetched(info)
+
+    uidnext_moved = info.uidnext is None or info.uidnext > (mailbox.upstream_uidnext or 0)
+    if info.exists and (reset or last_uid == 0 or uidnext_moved):
+        # "n:*" also matches the highest UID when it is below n: filter it out.
+        new = await client.fetch(SequenceSet(((last_uid + 1, None),)), NEW_MESSAGE_ITEMS)
+        fetched.new = [item for item in new if int(item["UID"]) > last_uid]  # type: ignore[call-overload]
+    if last_uid:
+        old = SequenceSet(((1, last_uid),))
+        condstore = info.highestmodseq is not None and mailbox.upstream_highestmodseq is not None
+        if not condstore:
+            fetched.flags = await client.fetch(old, FLAG_ITEMS)
+            fetched.full_flags = True
+        else:
+            if info.highestmodseq != mailbox.upstream_highestmodseq:
+                fetched.flags = await client.fetch(old, FLAG_ITEMS, changedsince=mailbox.upstream_highestmodseq)
+            if info.exists != known_count + len(fetched.new):
+                fetched.present = await client.search_uids(old)
+    return store.write(lambda tx: _apply(tx, mailbox.account, mailbox.id, fetched, reset))
+
+
+def _apply(tx: Tx, account: AccountId, mailbox_id: int, fetched: _Fetched, reset: bool) -> tuple[Mailbox, MailboxChange]:
+    mailbox = mailboxes.get(tx, account, mailbox_id)  # type: ignore[arg-type]
+    assert mailbox is not None
+    expunged: list[UID] = []
+    changed: list[UID] = []
+    if reset:
+        # Upstream UIDVALIDITY changed: its UIDs mean nothing now. (Re-matching by
+        # Message-ID/INTERNALDATE/size to keep local UIDs is the next step.)
+        for message in list(messages.iterate(tx, account, mailbox.id)):
+            messages.remove(tx, account, mailbox.id, message)
+            expunged.append(message.uid)
+        mailbox = mailbox.with_(uidvalidity=mailboxes.new_uidvalidity(tx), upstream_last_uid=0, uidnext=1)
+    upmap = messages.upstream_map(tx, account, mailbox.id)
+
+    for item in fetched.flags:
+        uid = upmap.get(int(item["UID"]))  # type: ignore[call-overload]
+        if uid is None:
+            continue
+        message = messages.get(tx, account, mailbox.id, uid)
+        flags = flags_of(item.get("FLAGS", ()))
+        if message is not None and set(message.flags) != set(flags):
+            mailbox, modseq = mailboxes.next_modseq(tx, mailbox)
+            messages.put(tx, account, mailbox.id, message.with_(flags=flags, modseq=modseq))
+            mailboxes.log_change(tx, mailbox, modseq, {"uid": uid, "what": "flags"})
+            changed.append(uid)
+
+    gone: Iterable[int] = ()
+    if fetched.full_flags:
+        gone = set(upmap) - {int(item["UID"]) for item in fetched.flags}  # type: ignore[call-overload]
+    elif fetched.present is not None:
+        gone = set(upmap) - fetched.present
+    for up_uid in sorted(gone):
+        message = messages.get(tx, account, mailbox.id, upmap[up_uid])
+        if message is not None:
+            messages.remove(tx, account, mailbox.id, message)
+            mailbox, modseq = mailboxes.next_modseq(tx, mailbox)
+            mailboxes.log_change(tx, mailbox, modseq, {"uid": message.uid, "what": "expunge"})
+            expunged.append(message.uid)
+
+    last_uid = mailbox.upstream_last_uid
+    for item in sorted(fetched.new, key=lambda i: int(i["UID"])):  # type: ignore[call-overload]
+        up_uid = int(item["UID"])  # type: ignore[call-overload]
+        if up_uid in upmap:
+            continue
+        mailbox, message = add_message(
+            tx,
+            mailbox,
+            UpstreamUID(up_uid),
+            flags_of(item.get("FLAGS", ())),
+            text(item.get("INTERNALDATE")),
+            int(item.get("RFC822.SIZE") or 0),  # type: ignore[call-overload]
+        )
+        last_uid = max(last_uid, up_uid)
+
+    info = fetched.info
+    mailbox = mailbox.with_(
+        upstream_uidvalidity=info.uidvalidity,
+        upstream_uidnext=info.uidnext,
+        upstream_highestmodseq=info.highestmodseq,
+        upstream_last_uid=max(last_uid, mailbox.upstream_last_uid),
+    )
+    mailboxes.put(tx, mailbox)
+    change = MailboxChange(mailbox.id, added=bool(fetched.new), expunged=tuple(expunged), flags=tuple(changed))
+    return mailbox, change
+
+
+def add_message(
+    tx: Tx,
+    mailbox: Mailbox,
+    upstream_uid: UpstreamUID | None,
+    flags: tuple[str, ...],
+    internaldate: str,
+    size: int,
+    blob: int | None = None,
+) -> tuple[Mailbox, Message]:
+    """A new message at the end of the local UID space (new local UIDs follow upstream order)."""
+    mailbox, modseq = mailboxes.next_modseq(tx, mailbox)
+    uid = UID(mailbox.uidnext)
+    message = Message(
+        uid,
+        upstream_uid,
+        flags,
+        internaldate,
+        size,
+        modseq,
+        cache.new_blob(tx, mailbox.account) if blob is None else blob,  # type: ignore[arg-type]
+    )
+    messages.put(tx, mailbox.account, mailbox.id, message)
+    mailbox = mailbox.with_(uidnext=uid + 1)
+    mailboxes.put(tx, mailbox)
+    return mailbox, message

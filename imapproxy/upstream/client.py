@@ -1,0 +1,357 @@
+"""The upstream as a semantic interface: list, select, fetch, append, store, copy, move…
+
+Callers speak in mailboxes, UID sets and flags; this module turns that into IMAP
+commands through the sans-IO serializer and the answers back into plain values.
+Everything the upstream refuses arrives as UpstreamRefused with its code and text.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import Factory
+
+from imapproxy.protocol import (
+    Atom,
+    Capability,
+    ContinuationRequest,
+    Copy,
+    Create,
+    Delete,
+    Enable,
+    Expunge,
+    Fetch,
+    FetchAttribute,
+    List,
+    Login,
+    Logout,
+    Move,
+    Rename,
+    ResponseCode,
+    Search,
+    SearchKey,
+    Select,
+    SequenceSet,
+    StartTLS,
+    Status,
+    Store,
+    Subscribe,
+    Unsubscribe,
+    Value,
+    fetch_items,
+    format_append_start,
+    format_command,
+)
+from imapproxy.upstream.address import Security, UpstreamAddress
+from imapproxy.upstream.connection import Result, UpstreamProtocol
+from imapproxy.upstream.errors import AuthenticationFailed, UpstreamRefused, UpstreamUnavailable
+from imapproxy.upstream.tls import client_tls_options
+
+
+@dataclass(frozen=True)
+class ListEntry:
+    name: str
+    delimiter: str | None
+    attributes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SelectInfo:
+    uidvalidity: int
+    uidnext: int | None
+    exists: int
+    highestmodseq: int | None
+    flags: tuple[str, ...]
+    permanentflags: tuple[str, ...] | None
+
+
+def text(value: Value) -> str:
+    """A string-ish IMAP value (atom, quoted, literal, number) as str."""
+    if isinstance(value, Atom):
+        return value.value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "surrogateescape")
+    if value is None:
+        return ""
+    return str(value)
+
+
+def _atoms(values: Iterable[Value]) -> tuple[str, ...]:
+    return tuple(text(v) for v in values)
+
+
+def parse_copyuid(code: ResponseCode | None) -> tuple[int, list[int], list[int]] | None:
+    """COPYUID uidvalidity source-set dest-set, as explicit lists in matching order."""
+    if code is None or code.name != "COPYUID" or len(code.args) < 3:
+        return None
+    validity = int(text(code.args[0]))
+    sources = _expand_ordered(text(code.args[1]))
+    dests = _expand_ordered(text(code.args[2]))
+    if len(sources) != len(dests):
+        return None
+    return validity, sources, dests
+
+
+def _expand_ordered(set_text: str) -> list[int]:
+    """A UID set as the upstream listed it; RFC 4315 pairs source and dest in this order."""
+    out: list[int] = []
+    for part in set_text.split(","):
+        lo, _, hi = part.partition(":")
+        a, b = int(lo), int(hi or lo)
+        out.extend(range(a, b + 1) if a <= b else range(a, b - 1, -1))
+    return out
+
+
+class UpstreamClient:
+    """A logged-in upstream connection with the operations the sync engine needs."""
+
+    def __init__(self, protocol: UpstreamProtocol, capabilities: set[str]) -> None:
+        self.protocol = protocol
+        self.capabilities = capabilities
+        self.selected: str | None = None
+        self.selected_readonly = True
+
+    def has(self, capability: str) -> bool:
+        return capability.upper() in self.capabilities
+
+    @property
+    def literal_plus(self) -> bool:
+        return self.has("LITERAL+")
+
+    async def _run(self, build: Callable[[str], Any], timeout: float | None = None) -> Result:
+        return await self.protocol.run(lambda tag: _groups(build(tag), self.literal_plus), timeout=timeout)
+
+    # mailboxes ---------------------------------------------------------------
+
+    async def list(self) -> list[ListEntry]:
+        result = await self._run(lambda tag: List(tag, "", ("*",)))
+        entries = []
+        for data in result.data("LIST"):
+            attrs, delimiter, name = data.values[0], data.values[1], data.values[2]
+            assert isinstance(attrs, tuple)
+            entries.append(
+                ListEntry(text(name), None if delimiter is None else text(delimiter), _atoms(attrs))
+            )
+        return entries
+
+    async def subscribed(self) -> set[str]:
+        result = await self._run(lambda tag: List(tag, "", ("*",), lsub=True))
+        return {text(data.values[2]) for data in result.data("LSUB")}
+
+    async def select(self, name: str, readonly: bool = True) -> SelectInfo:
+        condstore = self.has("CONDSTORE")
+        self.selected = None
+        result = await self._run(lambda tag: Select(tag, name, readonly=readonly, condstore=condstore))
+        self.selected, self.selected_readonly = name, readonly
+        codes = {c.name: c.args for c in result.codes()}
+        exists = next((d.number for d in result.data("EXISTS") if d.number is not None), 0)
+        flags = next((_atoms(d.values[0]) for d in result.data("FLAGS")), ())  # type: ignore[arg-type]
+
+        def number(code: str) -> int | None:
+            args = codes.get(code)
+            return int(text(args[0])) if args else None
+
+        permanent = codes.get("PERMANENTFLAGS")
+        return SelectInfo(
+            uidvalidity=number("UIDVALIDITY") or 0,
+            uidnext=number("UIDNEXT"),
+            exists=exists,
+            highestmodseq=number("HIGHESTMODSEQ"),
+            flags=flags,
+            permanentflags=_atoms(permanent[0]) if permanent else None,  # type: ignore[arg-type]
+        )
+
+    async def ensure_selected(self, name: str, writable: bool = False) -> None:
+        if self.selected != name or (writable and self.selected_readonly):
+            await self.select(name, readonly=not writable)
+
+    async def status(self, name: str, items: tuple[str, ...]) -> dict[str, int]:
+        result = await self._run(lambda tag: Status(tag, name, items))
+        for data in result.data("STATUS"):
+            pairs = data.values[1]
+            assert isinstance(pairs, tuple)
+            return {text(k).upper(): int(text(v)) for k, v in zip(pairs[::2], pairs[1::2])}
+        return {}
+
+    async def create(self, name: str) -> None:
+        await self._run(lambda tag: Create(tag, name))
+
+    async def delete(self, name: str) -> None:
+        if self.selected == name:
+            self.selected = None
+        await self._run(lambda tag: Delete(tag, name))
+
+    async def rename(self, old: str, new: str) -> None:
+        if self.selected == old:
+            self.selected = None
+        await self._run(lambda tag: Rename(tag, old, new))
+
+    async def subscribe(self, name: str, subscribed: bool) -> None:
+        command = Subscribe if subscribed else Unsubscribe
+        await self._run(lambda tag: command(tag, name))
+
+    # messages ----------------------------------------------------------------
+
+    async def fetch(
+        self, uids: SequenceSet, attributes: tuple[FetchAttribute, ...], changedsince: int | None = None
+    ) -> list[dict[str, Value]]:
+        """UID FETCH; one dict per message, always with "UID" (FETCH responses without one are
+        unsolicited flag updates and are left to on_untagged)."""
+        attributes = (FetchAttribute("UID"), *attributes)
+        result = await self._run(
+            lambda tag: Fetch(tag, True, uids, attributes, changedsince=changedsince), timeout=600.0
+        )
+        out = []
+        for data in result.data("FETCH"):
+            items = fetch_items(data.values[0])  # type: ignore[arg-type]
+            if "UID" in items:
+                out.append(items)
+        return out
+
+    async def search_uids(self, uids: SequenceSet) -> set[int]:
+        """Which of these UIDs still exist (expunge detection without refetching flags)."""
+        esearch = self.has("ESEARCH")
+        result = await self._run(
+            lambda tag: Search(
+                tag, True, None, SearchKey("AND", (SearchKey("UID", (uids,)),)), ("ALL",) if esearch else None
+            )
+        )
+        found: set[int] = set()
+        for data in result.data("SEARCH"):
+            found.update(int(text(v)) for v in data.values)
+        from imapproxy.protocol import parse_sequence_set
+
+        for data in result.data("ESEARCH"):
+            values = list(data.values)
+            for key, value in zip(values, values[1:]):
+                if isinstance(key, Atom) and key.value.upper() == "ALL":
+                    found.update(parse_sequence_set(text(value)).resolve(0))
+        return found
+
+    async def store(self, uids: SequenceSet, mode: str, flags: tuple[str, ...]) -> None:
+        await self._run(lambda tag: Store(tag, True, uids, mode, True, flags))
+
+    async def copy(self, uids: SequenceSet, target: str, move: bool = False) -> tuple[int, list[int], list[int]] | None:
+        command = Move if move else Copy
+        result = await self._run(lambda tag: command(tag, True, uids, target))
+        for code in result.codes():
+            if code.name == "COPYUID":
+                return parse_copyuid(code)
+        return None
+
+    async def expunge(self, uids: SequenceSet) -> None:
+        if not self.has("UIDPLUS"):
+            raise UpstreamRefused("NO", None, "upstream lacks UIDPLUS; UID EXPUNGE is required")
+        await self._run(lambda tag: Expunge(tag, uids))
+
+    async def append(
+        self, mailbox: str, flags: tuple[str, ...], internal_date: datetime | None, message: bytes
+    ) -> tuple[int, int] | None:
+        """APPEND, streaming the message after its literal header; returns APPENDUID."""
+        literal_plus = self.literal_plus
+
+        def groups(tag: str) -> list[list[bytes]]:
+            head = format_append_start(tag, mailbox, flags, internal_date, len(message), literal_plus)
+            if literal_plus:
+                return [[head, message, b"\r\n"]]
+            return [[head], [message, b"\r\n"]]
+
+        result = await self.protocol.run(groups, timeout=600.0)
+        for code in result.codes():
+            if code.name == "APPENDUID" and len(code.args) >= 2:
+                return int(text(code.args[0])), int(text(code.args[1]))
+        return None
+
+    async def noop(self) -> None:
+        from imapproxy.protocol import Noop
+
+        await self._run(lambda tag: Noop(tag))
+
+    async def logout(self) -> None:
+        try:
+            await self._run(lambda tag: Logout(tag), timeout=5.0)
+        except (UpstreamUnavailable, UpstreamRefused):
+            pass
+        self.protocol.abort()
+
+
+async def _capabilities(protocol: UpstreamProtocol, literal_plus: bool, code: ResponseCode | None) -> set[str]:
+    if code is not None and code.name == "CAPABILITY":
+        return {text(v).upper() for v in code.args}
+    result = await protocol.run(lambda tag: _groups(Capability(tag), literal_plus))
+    return {text(v).upper() for d in result.data("CAPABILITY") for v in d.values}
+
+
+async def connect(
+    reactor: Any,
+    address: UpstreamAddress,
+    username: bytes,
+    password: bytes,
+    ca_file: Path | None = None,
+    clock: IReactorTime | None = None,
+    timeout: float = 30.0,
+) -> UpstreamClient:
+    """Open, secure and log in one upstream connection."""
+    clock = clock or reactor
+    endpoint: Any = HostnameEndpoint(reactor, address.host, address.port, timeout=timeout)
+    if address.security is Security.TLS:
+        endpoint = wrapClientTLS(client_tls_options(address.host, ca_file), endpoint)
+    try:
+        protocol: UpstreamProtocol = await endpoint.connect(
+            Factory.forProtocol(lambda: UpstreamProtocol(clock))
+        )
+    except Exception as exc:
+        raise UpstreamUnavailable(f"cannot connect to {address.url()}: {exc}") from exc
+    try:
+        greeting = await protocol.greeting.addTimeout(timeout, clock)
+        if greeting.status == "BYE":
+            raise UpstreamUnavailable(f"upstream refused the connection: {greeting.text}")
+        capabilities = await _capabilities(protocol, False, greeting.code)
+        if address.security is Security.STARTTLS:
+            if "STARTTLS" not in capabilities:
+                raise UpstreamUnavailable("upstream does not offer STARTTLS, which imap:// requires")
+            await protocol.run(lambda tag: _groups(StartTLS(tag), False))
+            assert protocol.transport is not None
+            protocol.transport.startTLS(client_tls_options(address.host, ca_file))  # type: ignore[attr-defined]
+            capabilities = await _capabilities(protocol, False, None)
+        client = UpstreamClient(protocol, capabilities)
+        result = await _login(client, username, password)
+        client.capabilities = await _capabilities(protocol, client.literal_plus, _capability_code(result))
+        if client.has("ENABLE") and client.has("CONDSTORE"):
+            await client._run(lambda tag: Enable(tag, ("CONDSTORE",)))
+        return client
+    except BaseException:
+        protocol.abort()
+        raise
+
+
+def _groups(command: Any, literal_plus: bool) -> list[list[bytes]]:
+    return [[chunk] for chunk in format_command(command, literal_plus)]
+
+
+def _capability_code(result: Result) -> ResponseCode | None:
+    return result.code if result.code is not None and result.code.name == "CAPABILITY" else None
+
+
+async def _login(client: UpstreamClient, username: bytes, password: bytes) -> Result:
+    try:
+        if "LOGINDISABLED" not in client.capabilities:
+            return await client._run(lambda tag: Login(tag, username, password))
+        if "AUTH=PLAIN" not in client.capabilities:
+            raise UpstreamUnavailable("upstream allows neither LOGIN nor AUTHENTICATE PLAIN")
+        token = base64.b64encode(b"\0" + username + b"\0" + password)
+
+        def answer(_: ContinuationRequest) -> None:
+            client.protocol.write(token + b"\r\n")
+
+        return await client.protocol.run(lambda tag: [[f"{tag} AUTHENTICATE PLAIN\r\n".encode()]], answer)
+    except UpstreamRefused as exc:
+        raise AuthenticationFailed(exc.status, exc.code, exc.text) from None
+

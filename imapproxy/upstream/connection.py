@@ -1,0 +1,195 @@
+"""One IMAP client connection to the upstream, as a Twisted protocol over the sans-IO core.
+
+Commands run one at a time: each gets a tag, its untagged responses are collected
+until the tagged answer, and every untagged response also goes to ``on_untagged`` so
+the sync engine learns of EXISTS/EXPUNGE/FETCH/VANISHED the upstream sends on its own
+(during IDLE or alongside another command). No mail state lives here.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import Protocol
+from twisted.python.failure import Failure
+
+from imapproxy.protocol import (
+    NEED_DATA,
+    ContinuationRequest,
+    ParseError,
+    ResponseCode,
+    ResponseReader,
+    TaggedResponse,
+    UntaggedData,
+    UntaggedStatus,
+)
+from imapproxy.upstream.errors import UpstreamRefused, UpstreamUnavailable
+
+Untagged = UntaggedData | UntaggedStatus
+
+
+@dataclass
+class Result:
+    """The outcome of one upstream command that the upstream answered OK."""
+
+    code: ResponseCode | None
+    text: str
+    untagged: list[Untagged] = field(default_factory=list)
+
+    def data(self, name: str) -> list[UntaggedData]:
+        return [u for u in self.untagged if isinstance(u, UntaggedData) and u.name == name]
+
+    def codes(self) -> list[ResponseCode]:
+        found = [u.code for u in self.untagged if isinstance(u, UntaggedStatus) and u.code]
+        return found + ([self.code] if self.code else [])
+
+
+@dataclass
+class _Running:
+    tag: str
+    groups: list[list[bytes]]
+    done: defer.Deferred[Result]
+    on_continuation: Callable[[ContinuationRequest], None] | None = None
+    untagged: list[Untagged] = field(default_factory=list)
+
+
+class UpstreamProtocol(Protocol):
+    """Sends tagged commands and routes responses; knows nothing of mailboxes."""
+
+    def __init__(self, clock: IReactorTime, command_timeout: float = 120.0) -> None:
+        self.clock = clock
+        self.command_timeout = command_timeout
+        self.reader = ResponseReader()
+        self.greeting: defer.Deferred[UntaggedStatus] = defer.Deferred()
+        self.closed: defer.Deferred[None] = defer.Deferred()
+        self.on_untagged: Callable[[Untagged], None] | None = None
+        self._tags = (f"P{n}" for n in itertools.count(1))
+        self._running: _Running | None = None
+        self._lock = defer.DeferredLock()
+        self._got_greeting = False
+        self.connected_ok = False
+        self.bytes_received = 0
+        self.bytes_sent = 0
+
+    # Twisted callbacks -------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        self.connected_ok = True
+
+    def dataReceived(self, data: bytes) -> None:
+        self.bytes_received += len(data)
+        self.reader.receive_data(data)
+        try:
+            while (event := self.reader.next_event()) is not NEED_DATA:
+                self._dispatch(event)
+        except ParseError as exc:
+            self._fail(UpstreamUnavailable(f"upstream sent a malformed response: {exc.reason}"))
+
+    def connectionLost(self, reason: Failure = Failure(Exception("closed"))) -> None:
+        self.connected_ok = False
+        error = UpstreamUnavailable("connection to the upstream was lost")
+        if not self._got_greeting:
+            self._got_greeting = True
+            self.greeting.errback(error)
+        if self._running is not None:
+            running, self._running = self._running, None
+            running.done.errback(error)
+        if not self.closed.called:
+            self.closed.callback(None)
+
+    # sending -----------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        self.bytes_sent += len(data)
+        assert self.transport is not None
+        self.transport.write(data)
+
+    def _write_group(self, group: list[bytes]) -> None:
+        for chunk in group:
+            self.write(chunk)
+
+    def next_tag(self) -> str:
+        return next(self._tags)
+
+    async def run(
+        self,
+        make_groups: Callable[[str], list[list[bytes]]],
+        on_continuation: Callable[[ContinuationRequest], None] | None = None,
+        timeout: float | None = None,
+    ) -> Result:
+        """Send one command: groups of chunks, each group after the upstream's '+'.
+
+        A group is written as separate writes, so a large literal is never joined into
+        a second copy of itself.
+        """
+        await self._lock.acquire()
+        try:
+            if not self.connected_ok:
+                raise UpstreamUnavailable("not connected to the upstream")
+            tag = self.next_tag()
+            groups = make_groups(tag)
+            running = _Running(tag, groups[1:], defer.Deferred(), on_continuation)
+            running.done.addTimeout(timeout or self.command_timeout, self.clock, self._timed_out)
+            self._running = running
+            self._write_group(groups[0])
+            return await running.done
+        finally:
+            self._running = None
+            self._lock.release()
+
+    def _timed_out(self, result: object, timeout: float) -> None:
+        self.abort()
+        raise UpstreamUnavailable(f"the upstream did not answer within {timeout:.0f} s")
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abortConnection()  # type: ignore[attr-defined]
+
+    def _fail(self, error: Exception) -> None:
+        if self._running is not None:
+            running, self._running = self._running, None
+            running.done.errback(error)
+        self.abort()
+
+    # receiving ---------------------------------------------------------------
+
+    def _dispatch(self, event: object) -> None:
+        if not self._got_greeting:
+            self._got_greeting = True
+            if isinstance(event, UntaggedStatus):
+                self.greeting.callback(event)
+            else:
+                self.greeting.errback(UpstreamUnavailable("upstream sent no IMAP greeting"))
+            return
+        running = self._running
+        if isinstance(event, TaggedResponse):
+            if running is None or event.tag != running.tag:
+                self._fail(UpstreamUnavailable(f"unexpected tagged response {event.tag!r}"))
+                return
+            self._running = None
+            if event.status == "OK":
+                running.done.callback(Result(event.code, event.text, running.untagged))
+            else:
+                running.done.errback(UpstreamRefused(event.status, event.code, event.text))
+        elif isinstance(event, ContinuationRequest):
+            if running is None:
+                self._fail(UpstreamUnavailable("unexpected continuation request"))
+            elif running.groups:
+                self._write_group(running.groups.pop(0))
+            elif running.on_continuation is not None:
+                running.on_continuation(event)
+            else:
+                self._fail(UpstreamUnavailable("unexpected continuation request"))
+        elif isinstance(event, UntaggedData | UntaggedStatus):
+            if isinstance(event, UntaggedStatus) and event.status == "BYE":
+                if running is not None:
+                    running.untagged.append(event)
+                return  # the connection closes next; connectionLost reports it
+            if running is not None:
+                running.untagged.append(event)
+            if self.on_untagged is not None:
+                self.on_untagged(event)

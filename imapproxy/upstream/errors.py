@@ -1,0 +1,27 @@
+"""What can go wrong talking to the upstream, in terms the server can answer with."""
+
+from __future__ import annotations
+
+from imapproxy.protocol import ResponseCode
+
+
+class UpstreamError(Exception):
+    """Base of upstream failures."""
+
+
+class UpstreamUnavailable(UpstreamError):
+    """The upstream cannot be reached or the connection broke: answer NO [UNAVAILABLE]."""
+
+
+class UpstreamRefused(UpstreamError):
+    """The upstream answered NO or BAD; its code and text are passed on to the client."""
+
+    def __init__(self, status: str, code: ResponseCode | None, text: str) -> None:
+        super().__init__(f"{status} {text}")
+        self.status = status
+        self.code = code
+        self.text = text
+
+
+class AuthenticationFailed(UpstreamRefused):
+    """The upstream rejected the credentials."""

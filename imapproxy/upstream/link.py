@@ -1,0 +1,176 @@
+"""An account's link to the upstream: one connection, used by one operation at a time.
+
+RFC 4549 §5.3 asks for few connections per account and never the same mailbox
+selected twice; one serialized connection gives both. While no operation needs it,
+the link IDLEs on the mailbox a client is watching, so changes made elsewhere reach
+our clients within seconds; it leaves IDLE before the next operation.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from twisted.internet import defer
+
+from imapproxy.protocol import ContinuationRequest, UntaggedData
+from imapproxy.upstream.address import UpstreamAddress
+from imapproxy.upstream.client import UpstreamClient, connect
+from imapproxy.upstream.connection import Result, Untagged
+from imapproxy.upstream.errors import UpstreamError, UpstreamUnavailable
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+#: RFC 2177: re-issue IDLE at least every 29 minutes.
+IDLE_RENEW_SECONDS = 25 * 60
+#: Upstream changes arriving close together are applied as one resync.
+CHANGE_COALESCE_SECONDS = 0.5
+
+
+class UpstreamLink:
+    def __init__(
+        self,
+        reactor: Any,
+        address: UpstreamAddress,
+        username: bytes,
+        password: bytes,
+        ca_file: Path | None = None,
+    ) -> None:
+        self.reactor = reactor
+        self.address = address
+        self.username = username
+        self.password = password
+        self.ca_file = ca_file
+        self._client: UpstreamClient | None = None
+        self._lock = defer.DeferredLock()
+        self._watched: str | None = None
+        self._on_change: Callable[[str], None] | None = None
+        self._idle: tuple[UpstreamClient, defer.Deferred[Result]] | None = None
+        self._change_call: Any = None
+        self.bytes_received_closed = 0
+        self._closing = False
+
+    # the one way in ----------------------------------------------------------
+
+    async def use(self, operation: Callable[[UpstreamClient], Awaitable[T]]) -> T:
+        """Run operation with the connection to itself; reconnect first if needed."""
+        await self._lock.acquire()
+        try:
+            await self._leave_idle()
+            client = await self._connected()
+            try:
+                return await operation(client)
+            except UpstreamUnavailable:
+                self._drop(client)
+                raise
+        finally:
+            self._lock.release()
+            self._schedule_idle()
+
+    async def _connected(self) -> UpstreamClient:
+        if self._client is not None and self._client.protocol.connected_ok:
+            return self._client
+        self._client = await connect(
+            self.reactor, self.address, self.username, self.password, self.ca_file
+        )
+        self._client.protocol.on_untagged = self._untagged
+        return self._client
+
+    def _drop(self, client: UpstreamClient) -> None:
+        client.protocol.abort()
+        if self._client is client:
+            self._client = None
+
+    # watching ------------------------------------------------------------------
+
+    def watch(self, mailbox: str | None, on_change: Callable[[str], None]) -> None:
+        """IDLE on mailbox whenever the link is free; call on_change(mailbox) on news."""
+        self._on_change = on_change
+        if mailbox != self._watched:
+            self._watched = mailbox
+            if self._idle is not None:
+                # Re-target: leave IDLE now, the next idle pass picks the new mailbox.
+                defer.ensureDeferred(self.use(_nothing))
+            else:
+                self._schedule_idle()
+
+    def _untagged(self, event: Untagged) -> None:
+        if not isinstance(event, UntaggedData):
+            return
+        if event.name in ("EXISTS", "EXPUNGE", "FETCH", "VANISHED") and self._client is not None:
+            mailbox = self._client.selected
+            if mailbox is not None and self._on_change is not None:
+                if self._change_call is None or not self._change_call.active():
+                    self._change_call = self.reactor.callLater(
+                        CHANGE_COALESCE_SECONDS, self._on_change, mailbox
+                    )
+
+    def _schedule_idle(self) -> None:
+        if self._watched is not None and not self._closing and not self._lock.locked and self._idle is None:
+            self.reactor.callLater(0, lambda: defer.ensureDeferred(self._enter_idle()))
+
+    async def _enter_idle(self) -> None:
+        if self._lock.locked or self._idle is not None or self._watched is None or self._closing:
+            return
+        await self._lock.acquire()
+        try:
+            client = self._client
+            if client is None or not client.protocol.connected_ok or not client.has("IDLE"):
+                return
+            await client.ensure_selected(self._watched)
+            started: defer.Deferred[None] = defer.Deferred()
+
+            def on_continuation(_: ContinuationRequest) -> None:
+                if not started.called:
+                    started.callback(None)
+
+            done = defer.ensureDeferred(
+                client.protocol.run(
+                    lambda tag: [[f"{tag} IDLE\r\n".encode()]],
+                    on_continuation,
+                    timeout=IDLE_RENEW_SECONDS + 60,
+                )
+            )
+            done.addErrback(lambda failure: (started.called or started.errback(failure)) and None)
+            await started
+            self._idle = (client, done)
+            self.reactor.callLater(IDLE_RENEW_SECONDS, self._renew_idle, done)
+        except UpstreamError as exc:
+            log.info("upstream IDLE not possible: %s", exc)
+        finally:
+            self._lock.release()
+
+    def _renew_idle(self, done: defer.Deferred[Result]) -> None:
+        if self._idle is not None and self._idle[1] is done:
+            defer.ensureDeferred(self.use(_nothing))
+
+    async def _leave_idle(self) -> None:
+        if self._idle is None:
+            return
+        client, done = self._idle
+        self._idle = None
+        if client.protocol.connected_ok:
+            client.protocol.write(b"DONE\r\n")
+        try:
+            await done
+        except UpstreamError:
+            self._drop(client)
+
+    async def close(self) -> None:
+        self._closing = True
+        self._watched = None
+        await self._lock.acquire()
+        try:
+            await self._leave_idle()
+            if self._client is not None:
+                await self._client.logout()
+                self._client = None
+        finally:
+            self._lock.release()
+
+
+async def _nothing(client: UpstreamClient) -> None:
+    return None

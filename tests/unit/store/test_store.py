@@ -1,0 +1,86 @@
+"""The store: schema, key ranges per account, map growth, outbox ordering."""
+
+from pathlib import Path
+
+import pytest
+
+from imapproxy.store import SchemaError, Store, accounts, cache, mailboxes, messages, outbox
+from imapproxy.store.messages import Message
+from imapproxy.types import UID, BlobId, UpstreamUID
+
+
+def test_state_directory_is_private(tmp_path: Path) -> None:
+    Store(tmp_path / "replica").close()
+    assert (tmp_path / "replica").stat().st_mode & 0o777 == 0o700
+
+
+def test_schema_version_mismatch_is_refused(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.write(lambda tx: tx.put(b"meta", b"schema_version", b"999"))
+    store.close()
+    with pytest.raises(SchemaError, match="999"):
+        Store(tmp_path)
+
+
+def test_accounts_are_separate_key_ranges(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    a = store.write(lambda tx: accounts.ensure_account(tx, "imap://x", "alice"))
+    b = store.write(lambda tx: accounts.ensure_account(tx, "imap://x", "bob"))
+    assert a.id != b.id
+    assert store.write(lambda tx: accounts.ensure_account(tx, "imap://x", "alice")) == a
+    store.write(lambda tx: mailboxes.create(tx, a.id, "INBOX"))
+    assert [m.name for m in store.read(lambda tx: mailboxes.all_mailboxes(tx, a.id))] == ["INBOX"]
+    assert store.read(lambda tx: mailboxes.all_mailboxes(tx, b.id)) == []
+
+
+def test_verifier_checks_password() -> None:
+    verifier = accounts.make_verifier(b"secret")
+    assert accounts.verifier_matches(verifier, b"secret")
+    assert not accounts.verifier_matches(verifier, b"Secret")
+    assert not accounts.verifier_matches(None, b"secret")
+    assert "secret" not in repr(verifier)
+
+
+def test_uidvalidity_strictly_increases(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    values = [store.write(mailboxes.new_uidvalidity) for _ in range(5)]
+    assert values == sorted(set(values))
+
+
+def test_messages_and_upstream_map(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    box = store.write(lambda tx: mailboxes.create(tx, 1, "INBOX"))
+
+    def fill(tx):
+        for uid in range(1, 6):
+            msg = Message(UID(uid), UpstreamUID(uid * 10), ("\\Seen",), "d", 100, 1, BlobId(uid))
+            messages.put(tx, 1, box.id, msg)
+
+    store.write(fill)
+    assert store.read(lambda tx: messages.uids(tx, 1, box.id)) == [1, 2, 3, 4, 5]
+    assert store.read(lambda tx: messages.local_uid(tx, 1, box.id, 30)) == 3
+    msg = store.read(lambda tx: messages.get(tx, 1, box.id, UID(3)))
+    store.write(lambda tx: messages.remove(tx, 1, box.id, msg))
+    assert store.read(lambda tx: messages.local_uid(tx, 1, box.id, 30)) is None
+    assert store.read(lambda tx: messages.uids(tx, 1, box.id)) == [1, 2, 4, 5]
+
+
+def test_map_grows_instead_of_failing(tmp_path: Path) -> None:
+    store = Store(tmp_path, map_size=1 << 20)
+    big = b"x" * (600 * 1024)
+    for blob in range(1, 6):
+        store.write(lambda tx, blob=blob: cache.put(tx, 1, BlobId(blob), cache.Kind.FULL, big))
+    assert store.read(lambda tx: cache.get(tx, 1, BlobId(5), cache.Kind.FULL)) == big
+
+
+def test_outbox_keeps_order_per_account(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.write(lambda tx: outbox.add(tx, 1, "store", {"n": 1}))
+    store.write(lambda tx: outbox.add(tx, 2, "store", {"n": 2}))
+    store.write(lambda tx: outbox.add(tx, 1, "append", {"n": 3}))
+    entries = store.read(lambda tx: outbox.pending(tx, 1))
+    assert [e.args["n"] for e in entries] == [1, 3]
+    store.write(lambda tx: outbox.remove(tx, entries[0]))
+    store.close()
+    reopened = Store(tmp_path)
+    assert [e.args["n"] for e in reopened.read(lambda tx: outbox.pending(tx, 1))] == [3]

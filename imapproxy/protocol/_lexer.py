@@ -1,0 +1,176 @@
+"""Turn a complete command or response line (with its literals) into values.
+
+Readers collect a command/response as *parts*: ``[text0, literal0, text1,
+literal1, ..., textN]`` where each text is one line segment with the literal
+marker (``{n}``, ``{n+}``, ``~{n}``) and CRLF already removed, and each
+literal is the literal's data. Because the whole line is present before we
+lex, the lexer never has to suspend; resumability lives in the readers.
+
+Lexing is context-free except for one IMAP quirk: a fetch item name such as
+``BODY[HEADER.FIELDS (SUBJECT FROM)]<0>`` contains spaces and parens inside
+its brackets, so an atom that reaches ``[`` swallows everything up to the
+matching ``]``. Inside a response code (``[...]``) ``]`` ends atoms instead.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ._errors import ParseError
+from ._values import Atom, Value
+
+__all__ = ["END", "Scanner"]
+
+_ATOM = re.compile(rb'[^\x00-\x1f\x7f ()"{\[]+')
+_ATOM_IN_CODE = re.compile(rb'[^\x00-\x1f\x7f ()"{\[\]]+')
+_QUOTED = re.compile(rb'"((?:[^"\\\r\n]|\\[^\r\n])*)"')
+_ESCAPE = re.compile(rb"\\(.)", re.DOTALL)
+_BRACKET_BODY = re.compile(rb'\[(?:[^\]"\r\n]|"(?:[^"\\\r\n]|\\.)*")*\]')
+_DIGITS = re.compile(rb"\d+\Z")
+
+
+class _End:
+    """Marker returned by :meth:`Scanner.read_value` at ``)`` or end of input."""
+
+    def __repr__(self) -> str:
+        return "END"
+
+
+END = _End()
+
+
+class Scanner:
+    """A cursor over command/response parts producing :data:`Value` items.
+
+    ``numbers`` turns digit-only atoms into ``int`` and ``NIL`` into ``None``
+    (response mode); commands keep atoms as :class:`Atom` because the same
+    text can be a number or an astring depending on the command.
+    """
+
+    def __init__(
+        self,
+        parts: list[bytes],
+        *,
+        numbers: bool,
+        max_depth: int = 100,
+        index: int = 0,
+        pos: int = 0,
+    ) -> None:
+        self.parts = parts
+        self.numbers = numbers
+        self.max_depth = max_depth
+        self.index = index
+        self.pos = pos
+        self.code_mode = False
+
+    @property
+    def text(self) -> bytes:
+        return self.parts[self.index]
+
+    def skip_spaces(self) -> None:
+        text = self.parts[self.index]
+        while self.pos < len(text) and text[self.pos] == 0x20:
+            self.pos += 1
+
+    def at_end(self) -> bool:
+        """True when only spaces remain in the whole input."""
+        self.skip_spaces()
+        return self.pos >= len(self.text) and self.index + 1 >= len(self.parts)
+
+    def peek_char(self) -> int | None:
+        """The next byte of the current text part, or None at its end."""
+        self.skip_spaces()
+        text = self.text
+        return text[self.pos] if self.pos < len(text) else None
+
+    def rest_of_text(self) -> bytes:
+        """Everything left in the current text part (for free text)."""
+        rest = self.text[self.pos :]
+        self.pos = len(self.text)
+        return rest
+
+    def read_value(self, depth: int = 0, partial: bool = False) -> Value | _End:
+        """Read one value; :data:`END` at ``)`` (not consumed) or end of input."""
+        self.skip_spaces()
+        text = self.parts[self.index]
+        pos = self.pos
+        if pos >= len(text):
+            if self.index + 1 < len(self.parts):
+                literal = self.parts[self.index + 1]
+                self.index += 2
+                self.pos = 0
+                return literal
+            return END
+        c = text[pos]
+        if c == 0x28:  # (
+            if depth >= self.max_depth:
+                raise ParseError("lists nested too deeply")
+            self.pos = pos + 1
+            items: list[Value] = []
+            while True:
+                item = self.read_value(depth + 1, partial)
+                if item is END:
+                    if self.peek_char() == 0x29:
+                        self.pos += 1
+                        return tuple(items)
+                    if partial:
+                        return tuple(items)
+                    raise ParseError("unterminated list")
+                items.append(item)  # type: ignore[arg-type]
+        if c == 0x29:  # )
+            return END
+        if c == 0x22:  # "
+            m = _QUOTED.match(text, pos)
+            if not m:
+                raise ParseError("invalid quoted string")
+            self.pos = m.end()
+            data = m.group(1)
+            return _ESCAPE.sub(rb"\1", data) if b"\\" in data else data
+        if c == 0x7B:  # {
+            raise ParseError("literal not at end of line")
+        if c == 0x5D and self.code_mode:  # ]
+            return END
+        return self._read_atom(text, pos)
+
+    def _read_atom(self, text: bytes, pos: int) -> Value:
+        start = pos
+        pattern = _ATOM_IN_CODE if self.code_mode else _ATOM
+        while True:
+            m = pattern.match(text, pos)
+            if m:
+                pos = m.end()
+            if not self.code_mode and pos < len(text) and text[pos] == 0x5B:  # [
+                b = _BRACKET_BODY.match(text, pos)
+                if b:
+                    pos = b.end()
+                    continue
+                pos += 1  # unmatched "[": an ordinary character
+                continue
+            break
+        if pos == start:
+            raise ParseError("unexpected character")
+        self.pos = pos
+        raw = text[start:pos]
+        if self.numbers:
+            if _DIGITS.match(raw):
+                return int(raw)
+            if raw.upper() == b"NIL":
+                return None
+        try:
+            return Atom(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise ParseError("invalid UTF-8 in atom") from None
+
+    def read_all(self, partial: bool = False) -> list[Value]:
+        """Read values to the end of input; a stray ``)`` is an error."""
+        values: list[Value] = []
+        while True:
+            item = self.read_value(0, partial)
+            if item is END:
+                if self.at_end():
+                    return values
+                if partial:
+                    self.pos += 1
+                    continue
+                raise ParseError("unexpected )")
+            values.append(item)  # type: ignore[arg-type]

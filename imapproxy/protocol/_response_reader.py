@@ -1,0 +1,89 @@
+"""The client-side, resumable response reader.
+
+Literals are folded into the response's values. A literal is read with one
+copy: bytes that arrive while a literal is open are kept as the very objects
+the transport handed us and joined once at the end, so a 30 MB body costs a
+single pass over memory however small the chunks.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ._buffer import LINE_TOO_LONG, ReceiveBuffer
+from ._errors import ParseError
+from ._events import NEED_DATA, Sentinel
+from ._responses import Response, is_text_line, parse_response
+
+__all__ = ["ResponseReader"]
+
+_LITERAL_MARKER = re.compile(rb"~?\{(\d{1,20})\+?\}\Z")
+
+
+class ResponseReader:
+    """Turn server bytes into Response objects.
+
+    ``next_event`` returns a Response or ``NEED_DATA`` and raises ParseError
+    on a malformed response or an exceeded limit; the reader is unusable
+    afterwards (the connection should be dropped).
+    """
+
+    def __init__(
+        self, max_line: int = 1 << 20, max_literal: int = 1 << 30, max_depth: int = 100
+    ) -> None:
+        self.max_line = max_line
+        self.max_literal = max_literal
+        self.max_depth = max_depth
+        self._buf = ReceiveBuffer()
+        self._parts: list[bytes] = []
+        self._chunks: list[bytes] = []
+        self._need = 0
+        self._in_literal = False
+
+    def receive_data(self, data: bytes) -> None:
+        """Add bytes from the server."""
+        if not isinstance(data, bytes):
+            data = bytes(data)
+        if self._in_literal and self._need and not self._buf:
+            k = min(self._need, len(data))
+            self._chunks.append(data if k == len(data) else data[:k])
+            self._need -= k
+            data = data[k:]
+        self._buf.append(data)
+
+    def next_event(self) -> Response | Sentinel:
+        while True:
+            if self._in_literal:
+                if self._need:
+                    if not self._buf:
+                        return NEED_DATA
+                    chunk = self._buf.take(self._need)
+                    self._chunks.append(chunk)
+                    self._need -= len(chunk)
+                    if self._need:
+                        return NEED_DATA
+                chunks, self._chunks = self._chunks, []
+                self._parts.append(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+                self._in_literal = False
+            line = self._buf.read_line(self.max_line)
+            if line is None:
+                return NEED_DATA
+            if line is LINE_TOO_LONG:
+                raise ParseError("response line too long")
+            assert isinstance(line, bytes)
+            m = _LITERAL_MARKER.search(line)
+            if m and not (not self._parts and is_text_line(line)):
+                size = int(m.group(1))
+                if size > self.max_literal:
+                    raise ParseError("literal too big")
+                self._parts.append(line[: m.start()])
+                self._need = size
+                self._in_literal = True
+                continue
+            self._parts.append(line)
+            parts, self._parts = self._parts, []
+            if not parts[0].strip():
+                if len(parts) == 1:
+                    continue  # tolerate blank lines between responses
+                raise ParseError("malformed response")
+            return parse_response(parts, self.max_depth)

@@ -1,0 +1,334 @@
+"""A TCP relay between the proxy and Dovecot, to count and to break the upstream link.
+
+Tests put it in front of Dovecot so they can (a) count the bytes the proxy exchanges with
+the upstream server, which is how a cache proves it did not refetch, (b) ``cut()`` the
+link (listener closed, every connection reset) to model a dead network, and (c)
+``stall()`` it (data held, not forwarded) to model a link that hangs.
+
+All socket work happens on one daemon I/O thread driven by a selector; other threads only
+post commands to it and wait (bounded) until they have been carried out, so there are no
+locks around sockets and no busy loops.
+"""
+
+from __future__ import annotations
+
+import queue
+import selectors
+import socket
+import struct
+import threading
+from collections.abc import Callable
+from types import TracebackType
+from typing import Self
+
+from tests.support.net import LOOPBACK
+
+BUFFER_LIMIT = 256 * 1024
+COMMAND_TIMEOUT = 5.0
+CONNECT_TIMEOUT = 5.0
+_RST_LINGER = struct.pack("ii", 1, 0)
+
+
+def _reset(sock: socket.socket) -> None:
+    """Close with a TCP RST rather than a FIN, as a vanished peer or middlebox would."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RST_LINGER)
+    except OSError:
+        pass
+    sock.close()
+
+
+class _Direction:
+    """Bytes flowing one way through a link, buffered while the destination is busy."""
+
+    def __init__(self, src: socket.socket, dst: socket.socket, upstream: bool) -> None:
+        self.src = src
+        self.dst = dst
+        self.upstream = upstream
+        self.buffer = bytearray()
+        self.src_eof = False
+        self.dst_shut = False
+
+    @property
+    def done(self) -> bool:
+        return self.src_eof and not self.buffer
+
+
+class _Link:
+    """One relayed connection: a client socket and its own socket to the target."""
+
+    def __init__(self, client: socket.socket, target: socket.socket) -> None:
+        self.client = client
+        self.target = target
+        self.up = _Direction(client, target, upstream=True)
+        self.down = _Direction(target, client, upstream=False)
+
+    def sockets(self) -> tuple[socket.socket, socket.socket]:
+        return self.client, self.target
+
+    def reading_from(self, sock: socket.socket) -> _Direction:
+        return self.up if sock is self.client else self.down
+
+    def writing_to(self, sock: socket.socket) -> _Direction:
+        return self.down if sock is self.client else self.up
+
+
+class Relay:
+    """Relay 127.0.0.1:``port`` to ``target_host``:``target_port``; a context manager.
+
+    ``bytes_up`` counts client->target bytes and ``bytes_down`` target->client bytes, both
+    as actually forwarded. ``cut()``/``resume()`` keep the same port, so a client that
+    reconnects later finds the relay where it was.
+    """
+
+    def __init__(self, target_host: str, target_port: int, host: str = LOOPBACK) -> None:
+        self.target = (target_host, target_port)
+        self.host = host
+        self.port = 0
+        self._counter_lock = threading.Lock()
+        self._bytes_up = 0
+        self._bytes_down = 0
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ)
+        self._commands: queue.SimpleQueue[
+            tuple[Callable[[], None], threading.Event, list[BaseException]]
+        ] = queue.SimpleQueue()
+        self._listener: socket.socket | None = None
+        self._links: set[_Link] = set()
+        self._registered: dict[socket.socket, int] = {}
+        self._stalled = False
+        self._running = False
+        self._thread = threading.Thread(target=self._loop, name="test-relay", daemon=True)
+
+    # -- public API --------------------------------------------------------------------
+
+    def start(self) -> Self:
+        self._listen()
+        self._running = True
+        self._thread.start()
+        return self
+
+    @property
+    def bytes_up(self) -> int:
+        with self._counter_lock:
+            return self._bytes_up
+
+    @property
+    def bytes_down(self) -> int:
+        with self._counter_lock:
+            return self._bytes_down
+
+    @property
+    def active_connections(self) -> int:
+        """Number of currently relayed connections."""
+        return len(self._links)
+
+    def reset_counters(self) -> None:
+        with self._counter_lock:
+            self._bytes_up = 0
+            self._bytes_down = 0
+
+    def cut(self) -> None:
+        """Close the listener and reset every relayed connection (a dead link)."""
+        self._call(self._do_cut)
+
+    def resume(self) -> None:
+        """Listen again on the same port after ``cut()``; existing links stay gone."""
+        self._call(self._listen)
+
+    def stall(self) -> None:
+        """Keep connections open but stop forwarding (a hanging link); data is held."""
+        self._call(lambda: self._set_stalled(True))
+
+    def unstall(self) -> None:
+        """Forward again, including whatever arrived while stalled."""
+        self._call(lambda: self._set_stalled(False))
+
+    def close(self) -> None:
+        """Cut everything, stop the I/O thread and join it; idempotent."""
+        if self._running:
+            self._call(self._do_stop)
+            self._thread.join(COMMAND_TIMEOUT)
+        self._selector.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- commands, run on the I/O thread -----------------------------------------------
+
+    def _call(self, fn: Callable[[], None]) -> None:
+        if not self._running:
+            raise RuntimeError("relay is not running")
+        done = threading.Event()
+        errors: list[BaseException] = []
+        self._commands.put((fn, done, errors))
+        self._wake_w.send(b"\0")
+        if not done.wait(COMMAND_TIMEOUT):
+            raise TimeoutError("relay I/O thread did not respond")
+        if errors:
+            raise errors[0]
+
+    def _listen(self) -> None:
+        if self._listener is not None:
+            return
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((self.host, self.port))
+        listener.listen(64)
+        listener.setblocking(False)
+        self.port = listener.getsockname()[1]
+        self._listener = listener
+        self._selector.register(listener, selectors.EVENT_READ)
+
+    def _do_cut(self) -> None:
+        if self._listener is not None:
+            self._selector.unregister(self._listener)
+            self._listener.close()
+            self._listener = None
+        for link in list(self._links):
+            self._drop(link, reset=True)
+
+    def _do_stop(self) -> None:
+        self._do_cut()
+        self._running = False
+
+    def _set_stalled(self, stalled: bool) -> None:
+        self._stalled = stalled
+        for link in self._links:
+            self._update_interest(link)
+
+    # -- the I/O loop ------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while self._running:
+            for key, mask in self._selector.select():
+                sock = key.fileobj
+                if sock is self._wake_r:
+                    self._run_commands()
+                elif sock is self._listener:
+                    self._accept()
+                elif isinstance(key.data, _Link) and key.data in self._links:
+                    self._service(key.data, sock, mask)  # type: ignore[arg-type]
+                if not self._running:
+                    break
+
+    def _run_commands(self) -> None:
+        try:
+            self._wake_r.recv(4096)
+        except BlockingIOError:
+            pass
+        while True:
+            try:
+                fn, done, errors = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                fn()
+            except Exception as exc:  # noqa: BLE001 - re-raised in the calling thread
+                errors.append(exc)
+            done.set()
+
+    def _accept(self) -> None:
+        assert self._listener is not None
+        try:
+            client, _ = self._listener.accept()
+        except BlockingIOError:
+            return
+        try:
+            target = socket.create_connection(self.target, timeout=CONNECT_TIMEOUT)
+        except OSError:
+            _reset(client)  # the target is down: so is the relayed connection
+            return
+        link = _Link(client, target)
+        for sock in link.sockets():
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._links.add(link)
+        self._update_interest(link)
+
+    def _service(self, link: _Link, sock: socket.socket, mask: int) -> None:
+        try:
+            if mask & selectors.EVENT_WRITE:
+                self._flush(link.writing_to(sock))
+            if mask & selectors.EVENT_READ:
+                self._receive(link.reading_from(sock))
+        except OSError:
+            self._drop(link, reset=True)  # one side broke: the other side sees a reset
+            return
+        if link.up.done and link.down.done:
+            self._drop(link, reset=False)
+        else:
+            self._update_interest(link)
+
+    def _receive(self, direction: _Direction) -> None:
+        try:
+            data = direction.src.recv(65536)
+        except BlockingIOError:
+            return
+        if data:
+            direction.buffer += data
+        else:
+            direction.src_eof = True
+        self._flush(direction)
+
+    def _flush(self, direction: _Direction) -> None:
+        if direction.buffer and not self._stalled:
+            try:
+                sent = direction.dst.send(direction.buffer)
+            except BlockingIOError:
+                sent = 0
+            del direction.buffer[:sent]
+            with self._counter_lock:
+                if direction.upstream:
+                    self._bytes_up += sent
+                else:
+                    self._bytes_down += sent
+        if direction.done and not direction.dst_shut:
+            direction.dst.shutdown(socket.SHUT_WR)  # pass the half-close on
+            direction.dst_shut = True
+
+    def _update_interest(self, link: _Link) -> None:
+        for sock in link.sockets():
+            incoming, outgoing = link.reading_from(sock), link.writing_to(sock)
+            events = 0
+            if not self._stalled and not incoming.src_eof and len(incoming.buffer) < BUFFER_LIMIT:
+                events |= selectors.EVENT_READ
+            if outgoing.buffer and not self._stalled:
+                events |= selectors.EVENT_WRITE
+            self._register(sock, events, link)
+
+    def _register(self, sock: socket.socket, events: int, link: _Link) -> None:
+        current = self._registered.get(sock, 0)
+        if events == current:
+            return
+        if not events:
+            self._selector.unregister(sock)
+            del self._registered[sock]
+        elif not current:
+            self._selector.register(sock, events, link)
+            self._registered[sock] = events
+        else:
+            self._selector.modify(sock, events, link)
+            self._registered[sock] = events
+
+    def _drop(self, link: _Link, reset: bool) -> None:
+        self._links.discard(link)
+        for sock in link.sockets():
+            if self._registered.pop(sock, 0):
+                self._selector.unregister(sock)
+            if reset:
+                _reset(sock)
+            else:
+                sock.close()

@@ -12,21 +12,37 @@ as_root() {
     fi
 }
 
-# Install Dovecot's IMAP server, openssl and python3-venv if any of them is missing.
+# Install the given Debian packages (quietly; apt-get update once first).
+apt_install() {
+    echo "setup: installing $*" >&2
+    as_root apt-get update -qq >/dev/null
+    as_root env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# Python 3 with venv: all the proxy itself needs from the system.
+python_packages_missing() {
+    if ! command -v python3 >/dev/null 2>&1; then
+        echo python3 python3-venv
+    elif ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+        echo python3-venv
+    fi
+}
+
+ensure_python() {
+    local missing
+    missing="$(python_packages_missing)"
+    [ -z "$missing" ] || apt_install $missing
+}
+
+# What the test suite needs besides Python: Dovecot's IMAP server and openssl.
 ensure_system_packages() {
     local missing=()
     command -v dovecot >/dev/null 2>&1 || [ -x /usr/sbin/dovecot ] || missing+=(dovecot-imapd)
     command -v openssl >/dev/null 2>&1 || missing+=(openssl)
-    if ! command -v python3 >/dev/null 2>&1; then
-        missing+=(python3 python3-venv)
-    elif ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
-        missing+=(python3-venv)
-    fi
-    [ "${#missing[@]}" -eq 0 ] && return 0
-    echo "setup: installing ${missing[*]}" >&2
-    as_root apt-get update -qq >/dev/null
-    as_root env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # shellcheck disable=SC2207
+    missing+=($(python_packages_missing))
+    [ "${#missing[@]}" -eq 0 ] || apt_install "${missing[@]}"
 }
 
 # Dovecot will not access mail as root; tests run as root use this system user instead.

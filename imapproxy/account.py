@@ -30,7 +30,9 @@ log = logging.getLogger(__name__)
 
 
 class AccountRuntime:
-    def __init__(self, reactor: Any, store: Store, notifier: Notifier, account: Account, link: UpstreamLink) -> None:
+    def __init__(
+        self, reactor: Any, store: Store, notifier: Notifier, account: Account, link: UpstreamLink
+    ) -> None:
         self.reactor = reactor
         self.store = store
         self.notifier = notifier
@@ -83,7 +85,9 @@ class AccountRuntime:
         self.notifier.publish(self.account.id, change)
         return synced
 
-    async def ensure_content(self, mailbox: Mailbox, wanted: Iterable[Message], needs: set[Need]) -> None:
+    async def ensure_content(
+        self, mailbox: Mailbox, wanted: Iterable[Message], needs: set[Need]
+    ) -> None:
         await fetch_missing(self.link, self.store, mailbox, wanted, needs)
 
     def watch(self, mailbox: Mailbox | None) -> None:

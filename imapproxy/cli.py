@@ -10,6 +10,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from imapproxy import __version__
 from imapproxy.config import Config, ConfigError, default_state_dir
@@ -20,13 +21,40 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"imapproxy {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the proxy")
-    serve.add_argument("--upstream", required=True, help="imaps://host[:993], imap://host[:143] (STARTTLS) or imap+plain://host[:port]")
-    serve.add_argument("--listen", default="127.0.0.1:1143", help="HOST:PORT to accept clients on (default 127.0.0.1:1143)")
-    serve.add_argument("--state-dir", type=Path, default=None, help="where the replica lives (default $XDG_STATE_HOME/imapproxy)")
-    serve.add_argument("--upstream-ca", type=Path, default=None, help="PEM file of an extra CA to trust for the upstream")
-    serve.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate offered to clients via STARTTLS")
+    serve.add_argument(
+        "--upstream",
+        required=True,
+        help="imaps://host[:993], imap://host[:143] (STARTTLS) or imap+plain://host[:port]",
+    )
+    serve.add_argument(
+        "--listen",
+        default="127.0.0.1:1143",
+        help="HOST:PORT to accept clients on (default 127.0.0.1:1143)",
+    )
+    serve.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="where the replica lives (default $XDG_STATE_HOME/imapproxy)",
+    )
+    serve.add_argument(
+        "--upstream-ca",
+        type=Path,
+        default=None,
+        help="PEM file of an extra CA to trust for the upstream",
+    )
+    serve.add_argument(
+        "--tls-cert",
+        type=Path,
+        default=None,
+        help="PEM certificate offered to clients via STARTTLS",
+    )
     serve.add_argument("--tls-key", type=Path, default=None, help="PEM private key for --tls-cert")
-    serve.add_argument("--allow-plaintext-listen", action="store_true", help="listen on a non-loopback address without TLS")
+    serve.add_argument(
+        "--allow-plaintext-listen",
+        action="store_true",
+        help="listen on a non-loopback address without TLS",
+    )
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
 
@@ -55,10 +83,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(config: Config) -> int:
-    from twisted.internet import defer, reactor
+    from twisted.internet import defer
+    from twisted.internet import reactor as global_reactor
 
     from imapproxy.service import ProxyService
 
+    reactor: Any = global_reactor
     service = ProxyService(reactor, config)
     exit_code = 0
 
@@ -67,14 +97,16 @@ def _run(config: Config) -> int:
         exit_code = 1
         value = getattr(failure, "value", failure)
         print(f"imapproxy: error: {_describe(value)}", file=sys.stderr)
-        reactor.stop()  # type: ignore[attr-defined]
+        reactor.stop()
 
     def start() -> None:
         defer.ensureDeferred(service.start()).addErrback(started_failed)
 
-    reactor.callWhenRunning(start)  # type: ignore[attr-defined]
-    reactor.addSystemEventTrigger("before", "shutdown", lambda: defer.ensureDeferred(service.stop()))  # type: ignore[attr-defined]
-    reactor.run()  # type: ignore[attr-defined]
+    reactor.callWhenRunning(start)
+    reactor.addSystemEventTrigger(
+        "before", "shutdown", lambda: defer.ensureDeferred(service.stop())
+    )
+    reactor.run()
     return exit_code
 
 

@@ -21,7 +21,9 @@ def default_state_dir() -> Path:
     # systemd's StateDirectory= sets STATE_DIRECTORY; otherwise the XDG state home.
     if os.environ.get("STATE_DIRECTORY"):
         return Path(os.environ["STATE_DIRECTORY"].split(":")[0])
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "state"
+    )
     return Path(base) / "imapproxy"
 
 
@@ -73,7 +75,11 @@ class Config:
                 f"refusing to listen on {host} without TLS: passwords would cross the network in "
                 "clear; give --tls-cert/--tls-key, or --allow-plaintext-listen on a trusted network"
             )
-        for label, path in (("--upstream-ca", upstream_ca), ("--tls-cert", tls_cert), ("--tls-key", tls_key)):
+        for label, path in (
+            ("--upstream-ca", upstream_ca),
+            ("--tls-cert", tls_cert),
+            ("--tls-key", tls_key),
+        ):
             if path is not None and not path.is_file():
                 raise ConfigError(f"{label} {path}: no such file")
         state_dir = _prepare_state_dir(state_dir)

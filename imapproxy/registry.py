@@ -32,7 +32,9 @@ class LoginFailed(Exception):
 
 
 class AccountRegistry:
-    def __init__(self, reactor: Any, store: Store, address: UpstreamAddress, ca_file: Path | None = None) -> None:
+    def __init__(
+        self, reactor: Any, store: Store, address: UpstreamAddress, ca_file: Path | None = None
+    ) -> None:
         self.reactor = reactor
         self.store = store
         self.address = address
@@ -67,10 +69,14 @@ class AccountRegistry:
         self._runtimes[name] = runtime
         return runtime
 
-    async def _offline_login(self, name: str, password: bytes, link: UpstreamLink) -> AccountRuntime:
+    async def _offline_login(
+        self, name: str, password: bytes, link: UpstreamLink
+    ) -> AccountRuntime:
         account = self.store.read(lambda tx: accounts.find_account(tx, self.address.url(), name))
         if account is None:
-            raise UpstreamUnavailable("upstream unreachable and this account has never logged in here")
+            raise UpstreamUnavailable(
+                "upstream unreachable and this account has never logged in here"
+            )
         verifier = self.store.read(lambda tx: accounts.get_verifier(tx, account))
         matches = await threads.deferToThread(accounts.verifier_matches, verifier, password)
         if not matches:

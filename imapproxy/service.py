@@ -37,10 +37,14 @@ class ProxyService(Service):
         if config.upstream_ca is not None:
             check_ca_file(config.upstream_ca)
         self.store = Store(config.state_dir / "replica")
-        self.registry = AccountRegistry(self.reactor, self.store, config.upstream, config.upstream_ca)
+        self.registry = AccountRegistry(
+            self.reactor, self.store, config.upstream, config.upstream_ca
+        )
         tls_options = None
         if config.tls_cert is not None and config.tls_key is not None:
-            cert = ssl.PrivateCertificate.loadPEM(config.tls_cert.read_text() + config.tls_key.read_text())
+            cert = ssl.PrivateCertificate.loadPEM(
+                config.tls_cert.read_text() + config.tls_key.read_text()
+            )
             tls_options = cert.options()
         context = ServerContext(self.reactor, self.registry, tls_options, config.max_append)
         endpoint_type = TCP6ServerEndpoint if ":" in config.listen_host else TCP4ServerEndpoint
@@ -50,10 +54,13 @@ class ProxyService(Service):
         address = self.port.getHost()
         log.info(
             "imapproxy ready: listening on %s:%d, upstream %s, state in %s",
-            address.host, address.port, config.upstream.url(), config.state_dir,
+            address.host,
+            address.port,
+            config.upstream.url(),
+            config.state_dir,
         )
 
-    def startService(self) -> None:  # noqa: N802 (Twisted's name)
+    def startService(self) -> None:
         super().startService()
         defer.ensureDeferred(self.start())
 
@@ -68,6 +75,6 @@ class ProxyService(Service):
             self.store = None
         log.info("imapproxy stopped")
 
-    def stopService(self) -> defer.Deferred[None]:  # noqa: N802
+    def stopService(self) -> defer.Deferred[None]:
         super().stopService()
         return defer.ensureDeferred(self.stop())

@@ -18,7 +18,7 @@ from imapproxy.store import Tx, cache, mailboxes, messages
 from imapproxy.store.mailboxes import Mailbox
 from imapproxy.sync.mailboxes import add_message, flags_of
 from imapproxy.types import UID, AccountId, BlobId, MailboxId, UpstreamUID
-from imapproxy.upstream.client import UpstreamClient, text
+from imapproxy.upstream.client import UpstreamClient, as_int, text
 
 Pairs = Sequence[Sequence[int]]  # [[local uid, upstream uid], ...]
 
@@ -43,7 +43,9 @@ class Operation:
     async def send(self, client: UpstreamClient) -> Any:
         raise NotImplementedError
 
-    def apply(self, tx: Tx, account: AccountId, answer: Any, origin: object | None) -> tuple[Any, list[MailboxChange]]:
+    def apply(
+        self, tx: Tx, account: AccountId, answer: Any, origin: object | None
+    ) -> tuple[Any, list[MailboxChange]]:
         raise NotImplementedError
 
 
@@ -60,7 +62,9 @@ class StoreFlags(Operation):
             if remove:
                 await client.store(upstream_set(pairs), "-", tuple(remove))
 
-    def apply(self, tx: Tx, account: AccountId, answer: Any, origin: object | None) -> tuple[dict[UID, tuple[str, ...]], list[MailboxChange]]:
+    def apply(
+        self, tx: Tx, account: AccountId, answer: Any, origin: object | None
+    ) -> tuple[dict[UID, tuple[str, ...]], list[MailboxChange]]:
         mailbox = _mailbox(tx, account, self.args["mailbox"])
         if mailbox is None:
             return {}, []
@@ -76,7 +80,9 @@ class StoreFlags(Operation):
                 flags += [f for f in add if f.upper() not in present]
                 if tuple(flags) != message.flags:
                     mailbox, modseq = mailboxes.next_modseq(tx, mailbox)
-                    messages.put(tx, account, mailbox.id, message.with_(flags=tuple(flags), modseq=modseq))
+                    messages.put(
+                        tx, account, mailbox.id, message.with_(flags=tuple(flags), modseq=modseq)
+                    )
                     mailboxes.log_change(tx, mailbox, modseq, {"uid": uid, "what": "flags"})
                 updated[UID(uid)] = tuple(flags)
         mailboxes.put(tx, mailbox)
@@ -99,7 +105,9 @@ class CopyMessages(Operation):
             return copyuid
         return await client.copy(uids, self.args["target_name"], move=move)
 
-    def apply(self, tx: Tx, account: AccountId, answer: Any, origin: object | None) -> tuple[Any, list[MailboxChange]]:
+    def apply(
+        self, tx: Tx, account: AccountId, answer: Any, origin: object | None
+    ) -> tuple[Any, list[MailboxChange]]:
         source = _mailbox(tx, account, self.args["source"])
         target = _mailbox(tx, account, self.args["target"])
         changes: list[MailboxChange] = []
@@ -107,7 +115,7 @@ class CopyMessages(Operation):
         if target is not None and answer is not None:
             validity, up_sources, up_targets = answer
             if target.upstream_uidvalidity in (None, validity) and source is not None:
-                by_upstream = dict(zip(up_sources, up_targets))
+                by_upstream = dict(zip(up_sources, up_targets, strict=True))
                 if target.upstream_uidvalidity is None:
                     target = target.with_(upstream_uidvalidity=validity)
                 for uid, up in self.args["pairs"]:
@@ -118,8 +126,13 @@ class CopyMessages(Operation):
                     if messages.local_uid(tx, account, target.id, new_up) is not None:
                         continue
                     target, copy = add_message(
-                        tx, target, UpstreamUID(new_up), message.flags, message.internaldate,
-                        message.size, message.blob,
+                        tx,
+                        target,
+                        UpstreamUID(new_up),
+                        message.flags,
+                        message.internaldate,
+                        message.size,
+                        message.blob,
                     )
                     copied.append((message.uid, copy.uid))
                 changes.append(MailboxChange(target.id, added=bool(copied), origin=None))
@@ -131,7 +144,9 @@ class CopyMessages(Operation):
         return (validity, copied, expunged), changes
 
 
-def _remove(tx: Tx, account: AccountId, mailbox: Mailbox, pairs: Pairs) -> tuple[Mailbox, list[UID]]:
+def _remove(
+    tx: Tx, account: AccountId, mailbox: Mailbox, pairs: Pairs
+) -> tuple[Mailbox, list[UID]]:
     removed = []
     for uid, _ in pairs:
         message = messages.get(tx, account, mailbox.id, UID(uid))
@@ -153,7 +168,9 @@ class ExpungeMessages(Operation):
         await client.ensure_selected(self.args["name"], writable=True)
         await client.expunge(upstream_set(self.args["pairs"]))
 
-    def apply(self, tx: Tx, account: AccountId, answer: Any, origin: object | None) -> tuple[list[UID], list[MailboxChange]]:
+    def apply(
+        self, tx: Tx, account: AccountId, answer: Any, origin: object | None
+    ) -> tuple[list[UID], list[MailboxChange]]:
         mailbox = _mailbox(tx, account, self.args["mailbox"])
         if mailbox is None:
             return [], []
@@ -177,7 +194,9 @@ class AppendMessage(Operation):
 
             raise UpstreamRefused("NO", None, "queued APPEND lost its message data")
         date = parse_datetime(self.args["date"]) if self.args.get("date") else None
-        appenduid = await client.append(self.args["name"], tuple(self.args["flags"]), date, self.message)
+        appenduid = await client.append(
+            self.args["name"], tuple(self.args["flags"]), date, self.message
+        )
         if appenduid is None:
             return None
         validity, up_uid = appenduid
@@ -186,11 +205,17 @@ class AppendMessage(Operation):
         await client.ensure_selected(self.args["name"])
         items = await client.fetch(
             SequenceSet(((up_uid, up_uid),)),
-            (FetchAttribute("FLAGS"), FetchAttribute("INTERNALDATE"), FetchAttribute("RFC822.SIZE")),
+            (
+                FetchAttribute("FLAGS"),
+                FetchAttribute("INTERNALDATE"),
+                FetchAttribute("RFC822.SIZE"),
+            ),
         )
         return validity, up_uid, items[0] if items else None
 
-    def apply(self, tx: Tx, account: AccountId, answer: Any, origin: object | None) -> tuple[Any, list[MailboxChange]]:
+    def apply(
+        self, tx: Tx, account: AccountId, answer: Any, origin: object | None
+    ) -> tuple[Any, list[MailboxChange]]:
         mailbox = _mailbox(tx, account, self.args["mailbox"])
         if mailbox is None or answer is None or answer[2] is None:
             return None, []
@@ -202,8 +227,12 @@ class AppendMessage(Operation):
         if messages.local_uid(tx, account, mailbox.id, up_uid) is not None:
             return None, []
         mailbox, message = add_message(
-            tx, mailbox, UpstreamUID(up_uid), flags_of(item.get("FLAGS", ())),
-            text(item.get("INTERNALDATE")), int(item.get("RFC822.SIZE") or self.args["size"]),
+            tx,
+            mailbox,
+            UpstreamUID(up_uid),
+            flags_of(item.get("FLAGS", ())),
+            text(item.get("INTERNALDATE")),
+            as_int(item.get("RFC822.SIZE")) or self.args["size"],
             BlobId(self.args["blob"]),
         )
         return (mailbox.uidvalidity, message.uid), [MailboxChange(mailbox.id, added=True)]
@@ -215,7 +244,9 @@ class CreateMailbox(Operation):
     async def send(self, client: UpstreamClient) -> None:
         await client.create(self.args["name"])
 
-    def apply(self, tx: Tx, account: AccountId, answer: Any, origin: object | None) -> tuple[Any, list[MailboxChange]]:
+    def apply(
+        self, tx: Tx, account: AccountId, answer: Any, origin: object | None
+    ) -> tuple[Any, list[MailboxChange]]:
         if mailboxes.find(tx, account, self.args["name"]) is None:
             mailboxes.create(tx, account, self.args["name"], delimiter=self.args.get("delimiter"))
         return None, []
@@ -227,7 +258,9 @@ class DeleteMailbox(Operation):
     async def send(self, client: UpstreamClient) -> None:
         await client.delete(self.args["name"])
 
-    def apply(self, tx: Tx, account: AccountId, answer: Any, origin: object | None) -> tuple[Any, list[MailboxChange]]:
+    def apply(
+        self, tx: Tx, account: AccountId, answer: Any, origin: object | None
+    ) -> tuple[Any, list[MailboxChange]]:
         mailbox = mailboxes.find(tx, account, self.args["name"])
         if mailbox is None:
             return None, []
@@ -243,16 +276,21 @@ class RenameMailbox(Operation):
     async def send(self, client: UpstreamClient) -> None:
         await client.rename(self.args["old"], self.args["new"])
 
-    def apply(self, tx: Tx, account: AccountId, answer: Any, origin: object | None) -> tuple[Any, list[MailboxChange]]:
+    def apply(
+        self, tx: Tx, account: AccountId, answer: Any, origin: object | None
+    ) -> tuple[Any, list[MailboxChange]]:
         old, new = self.args["old"], self.args["new"]
         if old.upper() == "INBOX":
-            return None, []  # INBOX rename moves its messages; the next list/mailbox sync applies it
+            return (
+                None,
+                [],
+            )  # INBOX rename moves its messages; the next list/mailbox sync applies it
         for mailbox in mailboxes.all_mailboxes(tx, account):
             delimiter = mailbox.delimiter or ""
             if mailbox.name == old:
                 mailboxes.put(tx, mailbox.with_(name=new))
             elif delimiter and mailbox.name.startswith(old + delimiter):
-                mailboxes.put(tx, mailbox.with_(name=new + mailbox.name[len(old):]))
+                mailboxes.put(tx, mailbox.with_(name=new + mailbox.name[len(old) :]))
         return None, []
 
 
@@ -262,7 +300,9 @@ class SetSubscription(Operation):
     async def send(self, client: UpstreamClient) -> None:
         await client.subscribe(self.args["name"], bool(self.args["subscribed"]))
 
-    def apply(self, tx: Tx, account: AccountId, answer: Any, origin: object | None) -> tuple[Any, list[MailboxChange]]:
+    def apply(
+        self, tx: Tx, account: AccountId, answer: Any, origin: object | None
+    ) -> tuple[Any, list[MailboxChange]]:
         mailbox = mailboxes.find(tx, account, self.args["name"])
         if mailbox is not None:
             mailboxes.put(tx, mailbox.with_(subscribed=bool(self.args["subscribed"])))
@@ -271,6 +311,14 @@ class SetSubscription(Operation):
 
 OPERATIONS: dict[str, type[Operation]] = {
     op.name: op
-    for op in (StoreFlags, CopyMessages, ExpungeMessages, AppendMessage, CreateMailbox, DeleteMailbox, RenameMailbox, SetSubscription)
+    for op in (
+        StoreFlags,
+        CopyMessages,
+        ExpungeMessages,
+        AppendMessage,
+        CreateMailbox,
+        DeleteMailbox,
+        RenameMailbox,
+        SetSubscription,
+    )
 }
-

@@ -27,7 +27,9 @@ log = logging.getLogger(__name__)
 
 
 class Outbox:
-    def __init__(self, store: Store, account: Account, link: UpstreamLink, notifier: Notifier) -> None:
+    def __init__(
+        self, store: Store, account: Account, link: UpstreamLink, notifier: Notifier
+    ) -> None:
         self.store = store
         self.account = account
         self.link = link
@@ -98,4 +100,3 @@ class Outbox:
         for change in changes:
             self.notifier.publish(self.account.id, change)
         return result
-

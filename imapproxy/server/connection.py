@@ -37,6 +37,8 @@ MAX_OUTPUT_BUFFER = 64 * 2**20
 
 
 class ClientConnection(Protocol):
+    transport: Any
+
     def __init__(self, context: ServerContext) -> None:
         self.context = context
         self.reader = CommandReader(max_append=context.max_append)
@@ -51,7 +53,7 @@ class ClientConnection(Protocol):
         self.session = Session(self.context, self)
         self.write_chunks(self.session.greeting())
 
-    def connectionLost(self, reason: Failure = Failure(Exception("closed"))) -> None:
+    def connectionLost(self, reason: Failure | None = None) -> None:
         self._closed = True
         if self._raw_line is not None and not self._raw_line.called:
             self._raw_line.errback(ConnectionError("client went away"))
@@ -127,7 +129,9 @@ class ClientConnection(Protocol):
             self._busy = False
             if isinstance(result, Failure):
                 log.error("unhandled error in a command", exc_info=result.getTracebackObject())
-                self.write_chunks(replies.untagged_status("BYE", "internal error; closing connection"))
+                self.write_chunks(
+                    replies.untagged_status("BYE", "internal error; closing connection")
+                )
                 self.close()
                 return
             if not self._closed:

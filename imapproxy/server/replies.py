@@ -18,11 +18,15 @@ def code(name: str, *args: Value) -> ResponseCode:
     return ResponseCode(name, tuple(args))
 
 
-def tagged(tag: str, status: str, text: str, response_code: ResponseCode | None = None) -> list[bytes]:
+def tagged(
+    tag: str, status: str, text: str, response_code: ResponseCode | None = None
+) -> list[bytes]:
     return format_response(TaggedResponse(tag, status, response_code, text))
 
 
-def untagged_status(status: str, text: str, response_code: ResponseCode | None = None) -> list[bytes]:
+def untagged_status(
+    status: str, text: str, response_code: ResponseCode | None = None
+) -> list[bytes]:
     return format_response(UntaggedStatus(status, response_code, text))
 
 
@@ -41,7 +45,9 @@ def atoms(names: tuple[str, ...] | list[str]) -> tuple[Value, ...]:
 class CommandFailed(Exception):
     """A handler's refusal: the session answers ``tag status [code] text``."""
 
-    def __init__(self, text: str, status: str = "NO", response_code: ResponseCode | None = None) -> None:
+    def __init__(
+        self, text: str, status: str = "NO", response_code: ResponseCode | None = None
+    ) -> None:
         super().__init__(text)
         self.text = text
         self.status = status

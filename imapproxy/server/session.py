@@ -79,7 +79,9 @@ class Session:
         from imapproxy.server.capabilities import capabilities
 
         caps = capabilities(False, self.tls_active, self.context.tls_options is not None)
-        return replies.untagged_status("OK", "imapproxy ready", replies.code("CAPABILITY", *replies.atoms(caps)))
+        return replies.untagged_status(
+            "OK", "imapproxy ready", replies.code("CAPABILITY", *replies.atoms(caps))
+        )
 
     def send(self, chunks: list[bytes]) -> None:
         self.connection.write_chunks(chunks)
@@ -104,7 +106,13 @@ class Session:
             return
         states, handler = registered
         if self.state not in states:
-            self.send(replies.tagged(tag, "BAD", f"command not valid in {self.state.name.lower().replace('_', ' ')} state"))
+            self.send(
+                replies.tagged(
+                    tag,
+                    "BAD",
+                    f"command not valid in {self.state.name.lower().replace('_', ' ')} state",
+                )
+            )
             return
         await self.run_handler(tag, handler(self, command), type(command).__name__.upper())
 
@@ -124,7 +132,9 @@ class Session:
             return
         except Exception:
             log.exception("command %s failed", name)
-            self.send(replies.tagged(tag, "NO", f"{name} failed on the proxy", replies.code("SERVERBUG")))
+            self.send(
+                replies.tagged(tag, "NO", f"{name} failed on the proxy", replies.code("SERVERBUG"))
+            )
             return
         if tail is not None:
             self.send(tail)
@@ -152,7 +162,9 @@ class Session:
 
     def leave_selected(self) -> None:
         if self.view is not None and self.runtime is not None:
-            self.runtime.notifier.unsubscribe(self.runtime.account.id, self.view.mailbox.id, self.view.on_change)
+            self.runtime.notifier.unsubscribe(
+                self.runtime.account.id, self.view.mailbox.id, self.view.on_change
+            )
         self.view = None
         if self.state is State.SELECTED:
             self.state = State.AUTHENTICATED

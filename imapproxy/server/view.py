@@ -58,7 +58,9 @@ class SelectedView:
             self._expunged.clear()
         if self._added:
             self._added = False
-            current = self.store.read(lambda tx: messages.uids(tx, self.mailbox.account, self.mailbox.id))
+            current = self.store.read(
+                lambda tx: messages.uids(tx, self.mailbox.account, self.mailbox.id)
+            )
             highest = self.uids[-1] if self.uids else 0
             new = [uid for uid in current if uid > highest]
             if new:
@@ -73,7 +75,12 @@ class SelectedView:
             for message in found:
                 seq = self.seq(message.uid)
                 if seq is not None:
-                    items: tuple[Value, ...] = (Atom("UID"), message.uid, Atom("FLAGS"), replies.atoms(message.flags))
+                    items: tuple[Value, ...] = (
+                        Atom("UID"),
+                        message.uid,
+                        Atom("FLAGS"),
+                        replies.atoms(message.flags),
+                    )
                     out += replies.untagged("FETCH", items, number=seq)
         return out
 

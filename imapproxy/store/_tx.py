@@ -54,7 +54,7 @@ class Tx:
         value = self.txn.get(key, db=self.dbs[db])
         return None if value is None else bytes(value)
 
-    def put(self, db: bytes, key: bytes, value: bytes) -> None:
+    def put(self, db: bytes, key: bytes, value: bytes | bytearray) -> None:
         self.txn.put(key, value, db=self.dbs[db])
 
     def delete(self, db: bytes, key: bytes) -> bool:
@@ -67,15 +67,18 @@ class Tx:
     def put_record(self, db: bytes, key: bytes, record: Any) -> None:
         self.put(db, key, encode(record))
 
-    def scan(self, db: bytes, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+    def scan(
+        self, db: bytes, prefix: bytes, start: bytes | None = None
+    ) -> Iterator[tuple[bytes, bytes]]:
         """Items whose key starts with prefix, in key order, from start (a full key) on."""
         cursor = self.txn.cursor(db=self.dbs[db])
         if not cursor.set_range(start if start is not None else prefix):
             return
-        for key, value in cursor:
+        for raw_key, value in cursor:
+            key = bytes(raw_key)
             if not key.startswith(prefix):
                 return
-            yield bytes(key), bytes(value)
+            yield key, bytes(value)
 
     def delete_prefix(self, db: bytes, prefix: bytes) -> int:
         keys = [key for key, _ in self.scan(db, prefix)]

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import os
 from dataclasses import dataclass
+from typing import cast
 
 from imapproxy.store._tx import Tx
 from imapproxy.types import AccountId
@@ -63,7 +64,7 @@ def make_verifier(password: bytes) -> dict[str, object]:
 def verifier_matches(verifier: dict[str, object] | None, password: bytes) -> bool:
     if not verifier:
         return False
-    n, r, p = verifier["scrypt"]  # type: ignore[misc]
+    n, r, p = cast(list[int], verifier["scrypt"])
     salt = bytes.fromhex(str(verifier["salt"]))
     digest = hashlib.scrypt(password, salt=salt, n=n, r=r, p=p, dklen=32)
     return hmac.compare_digest(digest.hex(), str(verifier["hash"]))

@@ -39,10 +39,11 @@ def has(tx: Tx, account: AccountId, blob: BlobId, kind: Kind, section: str = "")
     return tx.get(b"cache", _key(account, blob, kind, section)) is not None
 
 
-def put(tx: Tx, account: AccountId, blob: BlobId, kind: Kind, data: bytes, section: str = "") -> None:
+def put(
+    tx: Tx, account: AccountId, blob: BlobId, kind: Kind, data: bytes | bytearray, section: str = ""
+) -> None:
     tx.put(b"cache", _key(account, blob, kind, section), data)
 
 
 def new_blob(tx: Tx, account: AccountId) -> BlobId:
     return BlobId(tx.counter(b"blob:" + u32(account)))
-

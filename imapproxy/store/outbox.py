@@ -29,7 +29,9 @@ class Entry:
 def add(tx: Tx, account: AccountId, op: str, args: dict[str, Any]) -> Entry:
     seq = tx.counter(b"outbox")
     entry = Entry(account, seq, op, args, time.time())
-    tx.put_record(b"outbox", u32(account) + u64(seq), {"op": op, "args": args, "created": entry.created})
+    tx.put_record(
+        b"outbox", u32(account) + u64(seq), {"op": op, "args": args, "created": entry.created}
+    )
     return entry
 
 
@@ -41,5 +43,7 @@ def pending(tx: Tx, account: AccountId) -> list[Entry]:
     entries = []
     for key, value in tx.scan(b"outbox", u32(account)):
         record = decode(value)
-        entries.append(Entry(account, read_u64(key, 4), record["op"], record["args"], record["created"]))
+        entries.append(
+            Entry(account, read_u64(key, 4), record["op"], record["args"], record["created"])
+        )
     return entries

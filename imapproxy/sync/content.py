@@ -12,12 +12,19 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from imapproxy.protocol import FetchAttribute, Section, SequenceSet, Value, parse_fetch_attribute, serialize_value
+from imapproxy.protocol import (
+    FetchAttribute,
+    Section,
+    SequenceSet,
+    Value,
+    parse_fetch_attribute,
+    serialize_value,
+)
 from imapproxy.store import Store, Tx, cache
 from imapproxy.store.cache import Kind
 from imapproxy.store.mailboxes import Mailbox
 from imapproxy.store.messages import Message
-from imapproxy.upstream.client import UpstreamClient
+from imapproxy.upstream.client import UpstreamClient, as_int
 from imapproxy.upstream.link import UpstreamLink
 
 #: Messages per upstream FETCH: metadata is small, bodies are not.
@@ -59,7 +66,9 @@ def _derivable(tx: Tx, message: Message, account: int, need: Need) -> bool:
     return False
 
 
-def missing(store: Store, mailbox: Mailbox, wanted: Iterable[Message], needs: set[Need]) -> dict[frozenset[Need], list[Message]]:
+def missing(
+    store: Store, mailbox: Mailbox, wanted: Iterable[Message], needs: set[Need]
+) -> dict[frozenset[Need], list[Message]]:
     """Group messages by which needs the cache cannot answer."""
 
     def scan(tx: Tx) -> dict[frozenset[Need], list[Message]]:
@@ -86,22 +95,35 @@ async def fetch_missing(
     groups = missing(store, mailbox, wanted, needs)
     for group_needs, group in groups.items():
         batch = BODY_BATCH if any(n.is_body for n in group_needs) else METADATA_BATCH
-        attributes = tuple(need.attribute() for need in sorted(group_needs, key=lambda n: (n.kind.value, n.section)))
         for start in range(0, len(group), batch):
-            chunk = group[start : start + batch]
-            by_upstream = {m.upstream_uid: m for m in chunk}
-
-            async def fetch(client: UpstreamClient) -> list[dict[str, Value]]:
-                await client.ensure_selected(mailbox.name)
-                return await client.fetch(SequenceSet.from_ints(by_upstream), attributes)  # type: ignore[arg-type]
-
-            items = await link.use(fetch)
-            store.write(lambda tx: _keep(tx, mailbox, by_upstream, group_needs, items))
+            await _fetch_batch(link, store, mailbox, group[start : start + batch], group_needs)
 
 
-def _keep(tx: Tx, mailbox: Mailbox, by_upstream: dict, needs: frozenset[Need], items: list[dict[str, Value]]) -> None:
+async def _fetch_batch(
+    link: UpstreamLink, store: Store, mailbox: Mailbox, batch: list[Message], needs: frozenset[Need]
+) -> None:
+    by_upstream = {int(m.upstream_uid): m for m in batch if m.upstream_uid is not None}
+    attributes = tuple(
+        need.attribute() for need in sorted(needs, key=lambda n: (n.kind.value, n.section))
+    )
+
+    async def fetch(client: UpstreamClient) -> list[dict[str, Value]]:
+        await client.ensure_selected(mailbox.name)
+        return await client.fetch(SequenceSet.from_ints(by_upstream), attributes)
+
+    items = await link.use(fetch)
+    store.write(lambda tx: _keep(tx, mailbox, by_upstream, needs, items))
+
+
+def _keep(
+    tx: Tx,
+    mailbox: Mailbox,
+    by_upstream: dict[int, Message],
+    needs: frozenset[Need],
+    items: list[dict[str, Value]],
+) -> None:
     for item in items:
-        message = by_upstream.get(int(item["UID"]))  # type: ignore[call-overload]
+        message = by_upstream.get(as_int(item["UID"]))
         if message is None:
             continue
         for need in needs:

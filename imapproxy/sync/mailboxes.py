@@ -20,7 +20,7 @@ from imapproxy.store import Store, Tx, cache, mailboxes, messages
 from imapproxy.store.mailboxes import Mailbox
 from imapproxy.store.messages import Message
 from imapproxy.types import UID, AccountId, MailboxId, UpstreamUID
-from imapproxy.upstream.client import SelectInfo, UpstreamClient, text
+from imapproxy.upstream.client import SelectInfo, UpstreamClient, as_int, text
 
 NEW_MESSAGE_ITEMS = (
     FetchAttribute("FLAGS"),
@@ -36,9 +36,11 @@ def flags_of(value: Value) -> tuple[str, ...]:
     return tuple(f for f in (text(v) for v in value) if f.upper() != "\\RECENT")
 
 
-async def sync_mailbox_list(client: UpstreamClient, store: Store, account: AccountId) -> list[MailboxId]:
+async def sync_mailbox_list(
+    client: UpstreamClient, store: Store, account: AccountId
+) -> list[MailboxId]:
     """Returns the ids of replica mailboxes that were removed because upstream lost them."""
-    entries = await client.list()
+    entries = await client.list_mailboxes()
     subscribed = await client.subscribed()
 
     def apply(tx: Tx) -> list[MailboxId]:
@@ -47,13 +49,15 @@ async def sync_mailbox_list(client: UpstreamClient, store: Store, account: Accou
         for entry in entries:
             name = mailboxes.normalize_name(entry.name)
             seen.add(name)
-            selectable = not any(a.upper() in ("\\NOSELECT", "\\NONEXISTENT") for a in entry.attributes)
-            attrs = dict(
-                delimiter=entry.delimiter,
-                attributes=entry.attributes,
-                subscribed=entry.name in subscribed or name in subscribed,
-                selectable=selectable,
+            selectable = not any(
+                a.upper() in ("\\NOSELECT", "\\NONEXISTENT") for a in entry.attributes
             )
+            attrs = {
+                "delimiter": entry.delimiter,
+                "attributes": entry.attributes,
+                "subscribed": entry.name in subscribed or name in subscribed,
+                "selectable": selectable,
+            }
             current = existing.get(name)
             if current is None:
                 mailboxes.create(tx, account, name, **attrs)
@@ -83,16 +87,23 @@ async def sync_messages(
 ) -> tuple[Mailbox, MailboxChange]:
     """Bring one replica mailbox up to date with the upstream; returns what changed."""
     info = await client.select(mailbox.name, readonly=True)
-    reset = mailbox.upstream_uidvalidity is not None and mailbox.upstream_uidvalidity != info.uidvalidity
+    reset = (
+        mailbox.upstream_uidvalidity is not None
+        and mailbox.upstream_uidvalidity != info.uidvalidity
+    )
     last_uid = 0 if reset else mailbox.upstream_last_uid
-    known_count = 0 if reset else store.read(lambda tx: len(messages.upstream_map(tx, mailbox.account, mailbox.id)))
+    known_count = (
+        0
+        if reset
+        else store.read(lambda tx: len(messages.upstream_map(tx, mailbox.account, mailbox.id)))
+    )
     fetched = _Fetched(info)
 
     uidnext_moved = info.uidnext is None or info.uidnext > (mailbox.upstream_uidnext or 0)
     if info.exists and (reset or last_uid == 0 or uidnext_moved):
         # "n:*" also matches the highest UID when it is below n: filter it out.
         new = await client.fetch(SequenceSet(((last_uid + 1, None),)), NEW_MESSAGE_ITEMS)
-        fetched.new = [item for item in new if int(item["UID"]) > last_uid]  # type: ignore[call-overload]
+        fetched.new = [item for item in new if as_int(item["UID"]) > last_uid]
     if last_uid:
         old = SequenceSet(((1, last_uid),))
         condstore = info.highestmodseq is not None and mailbox.upstream_highestmodseq is not None
@@ -101,13 +112,17 @@ async def sync_messages(
             fetched.full_flags = True
         else:
             if info.highestmodseq != mailbox.upstream_highestmodseq:
-                fetched.flags = await client.fetch(old, FLAG_ITEMS, changedsince=mailbox.upstream_highestmodseq)
+                fetched.flags = await client.fetch(
+                    old, FLAG_ITEMS, changedsince=mailbox.upstream_highestmodseq
+                )
             if info.exists != known_count + len(fetched.new):
                 fetched.present = await client.search_uids(old)
     return store.write(lambda tx: _apply(tx, mailbox.account, mailbox.id, fetched, reset))
 
 
-def _apply(tx: Tx, account: AccountId, mailbox_id: int, fetched: _Fetched, reset: bool) -> tuple[Mailbox, MailboxChange]:
+def _apply(
+    tx: Tx, account: AccountId, mailbox_id: int, fetched: _Fetched, reset: bool
+) -> tuple[Mailbox, MailboxChange]:
     mailbox = mailboxes.get(tx, account, mailbox_id)  # type: ignore[arg-type]
     assert mailbox is not None
     expunged: list[UID] = []
@@ -115,14 +130,16 @@ def _apply(tx: Tx, account: AccountId, mailbox_id: int, fetched: _Fetched, reset
     if reset:
         # Upstream UIDVALIDITY changed: its UIDs mean nothing now. (Re-matching by
         # Message-ID/INTERNALDATE/size to keep local UIDs is the next step.)
-        for message in list(messages.iterate(tx, account, mailbox.id)):
-            messages.remove(tx, account, mailbox.id, message)
-            expunged.append(message.uid)
-        mailbox = mailbox.with_(uidvalidity=mailboxes.new_uidvalidity(tx), upstream_last_uid=0, uidnext=1)
+        for stale in list(messages.iterate(tx, account, mailbox.id)):
+            messages.remove(tx, account, mailbox.id, stale)
+            expunged.append(stale.uid)
+        mailbox = mailbox.with_(
+            uidvalidity=mailboxes.new_uidvalidity(tx), upstream_last_uid=0, uidnext=1
+        )
     upmap = messages.upstream_map(tx, account, mailbox.id)
 
     for item in fetched.flags:
-        uid = upmap.get(int(item["UID"]))  # type: ignore[call-overload]
+        uid = upmap.get(as_int(item["UID"]))
         if uid is None:
             continue
         message = messages.get(tx, account, mailbox.id, uid)
@@ -135,29 +152,29 @@ def _apply(tx: Tx, account: AccountId, mailbox_id: int, fetched: _Fetched, reset
 
     gone: Iterable[int] = ()
     if fetched.full_flags:
-        gone = set(upmap) - {int(item["UID"]) for item in fetched.flags}  # type: ignore[call-overload]
+        gone = set(upmap) - {as_int(item["UID"]) for item in fetched.flags}
     elif fetched.present is not None:
         gone = set(upmap) - fetched.present
     for up_uid in sorted(gone):
-        message = messages.get(tx, account, mailbox.id, upmap[up_uid])
-        if message is not None:
-            messages.remove(tx, account, mailbox.id, message)
+        gone_message = messages.get(tx, account, mailbox.id, upmap[up_uid])
+        if gone_message is not None:
+            messages.remove(tx, account, mailbox.id, gone_message)
             mailbox, modseq = mailboxes.next_modseq(tx, mailbox)
-            mailboxes.log_change(tx, mailbox, modseq, {"uid": message.uid, "what": "expunge"})
-            expunged.append(message.uid)
+            mailboxes.log_change(tx, mailbox, modseq, {"uid": gone_message.uid, "what": "expunge"})
+            expunged.append(gone_message.uid)
 
     last_uid = mailbox.upstream_last_uid
-    for item in sorted(fetched.new, key=lambda i: int(i["UID"])):  # type: ignore[call-overload]
-        up_uid = int(item["UID"])  # type: ignore[call-overload]
+    for item in sorted(fetched.new, key=lambda i: as_int(i["UID"])):
+        up_uid = as_int(item["UID"])
         if up_uid in upmap:
             continue
-        mailbox, message = add_message(
+        mailbox, _ = add_message(
             tx,
             mailbox,
             UpstreamUID(up_uid),
             flags_of(item.get("FLAGS", ())),
             text(item.get("INTERNALDATE")),
-            int(item.get("RFC822.SIZE") or 0),  # type: ignore[call-overload]
+            as_int(item.get("RFC822.SIZE")),
         )
         last_uid = max(last_uid, up_uid)
 
@@ -169,7 +186,9 @@ def _apply(tx: Tx, account: AccountId, mailbox_id: int, fetched: _Fetched, reset
         upstream_last_uid=max(last_uid, mailbox.upstream_last_uid),
     )
     mailboxes.put(tx, mailbox)
-    change = MailboxChange(mailbox.id, added=bool(fetched.new), expunged=tuple(expunged), flags=tuple(changed))
+    change = MailboxChange(
+        mailbox.id, added=bool(fetched.new), expunged=tuple(expunged), flags=tuple(changed)
+    )
     return mailbox, change
 
 

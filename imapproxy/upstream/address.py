@@ -48,7 +48,9 @@ class UpstreamAddress:
         if not parts.hostname:
             raise AddressError(f"upstream URL {url!r} has no host")
         if parts.username or parts.password:
-            raise AddressError("upstream URL must not carry credentials: clients log in through the proxy")
+            raise AddressError(
+                "upstream URL must not carry credentials: clients log in through the proxy"
+            )
         if parts.path not in ("", "/") or parts.query or parts.fragment:
             raise AddressError(f"upstream URL {url!r} must be just scheme://host[:port]")
         try:

@@ -8,6 +8,7 @@ Everything the upstream refuses arrives as UpstreamRefused with its code and tex
 from __future__ import annotations
 
 import base64
+import itertools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -83,6 +84,15 @@ def text(value: Value) -> str:
     return str(value)
 
 
+def as_int(value: Value) -> int:
+    """A number the upstream sent (as a number, or an atom of digits); 0 when absent."""
+    if value is None:
+        return 0
+    if isinstance(value, int):
+        return value
+    return int(text(value))
+
+
 def _atoms(values: Iterable[Value]) -> tuple[str, ...]:
     return tuple(text(v) for v in values)
 
@@ -126,11 +136,13 @@ class UpstreamClient:
         return self.has("LITERAL+")
 
     async def _run(self, build: Callable[[str], Any], timeout: float | None = None) -> Result:
-        return await self.protocol.run(lambda tag: _groups(build(tag), self.literal_plus), timeout=timeout)
+        return await self.protocol.run(
+            lambda tag: _groups(build(tag), self.literal_plus), timeout=timeout
+        )
 
     # mailboxes ---------------------------------------------------------------
 
-    async def list(self) -> list[ListEntry]:
+    async def list_mailboxes(self) -> list[ListEntry]:
         result = await self._run(lambda tag: List(tag, "", ("*",)))
         entries = []
         for data in result.data("LIST"):
@@ -148,7 +160,9 @@ class UpstreamClient:
     async def select(self, name: str, readonly: bool = True) -> SelectInfo:
         condstore = self.has("CONDSTORE")
         self.selected = None
-        result = await self._run(lambda tag: Select(tag, name, readonly=readonly, condstore=condstore))
+        result = await self._run(
+            lambda tag: Select(tag, name, readonly=readonly, condstore=condstore)
+        )
         self.selected, self.selected_readonly = name, readonly
         codes = {c.name: c.args for c in result.codes()}
         exists = next((d.number for d in result.data("EXISTS") if d.number is not None), 0)
@@ -177,7 +191,9 @@ class UpstreamClient:
         for data in result.data("STATUS"):
             pairs = data.values[1]
             assert isinstance(pairs, tuple)
-            return {text(k).upper(): int(text(v)) for k, v in zip(pairs[::2], pairs[1::2])}
+            return {
+                text(k).upper(): int(text(v)) for k, v in zip(pairs[::2], pairs[1::2], strict=False)
+            }
         return {}
 
     async def create(self, name: str) -> None:
@@ -200,7 +216,10 @@ class UpstreamClient:
     # messages ----------------------------------------------------------------
 
     async def fetch(
-        self, uids: SequenceSet, attributes: tuple[FetchAttribute, ...], changedsince: int | None = None
+        self,
+        uids: SequenceSet,
+        attributes: tuple[FetchAttribute, ...],
+        changedsince: int | None = None,
     ) -> list[dict[str, Value]]:
         """UID FETCH; one dict per message, always with "UID" (FETCH responses without one are
         unsolicited flag updates and are left to on_untagged)."""
@@ -220,7 +239,11 @@ class UpstreamClient:
         esearch = self.has("ESEARCH")
         result = await self._run(
             lambda tag: Search(
-                tag, True, None, SearchKey("AND", (SearchKey("UID", (uids,)),)), ("ALL",) if esearch else None
+                tag,
+                True,
+                None,
+                SearchKey("AND", (SearchKey("UID", (uids,)),)),
+                ("ALL",) if esearch else None,
             )
         )
         found: set[int] = set()
@@ -230,7 +253,7 @@ class UpstreamClient:
 
         for data in result.data("ESEARCH"):
             values = list(data.values)
-            for key, value in zip(values, values[1:]):
+            for key, value in itertools.pairwise(values):
                 if isinstance(key, Atom) and key.value.upper() == "ALL":
                     found.update(parse_sequence_set(text(value)).resolve(0))
         return found
@@ -238,7 +261,9 @@ class UpstreamClient:
     async def store(self, uids: SequenceSet, mode: str, flags: tuple[str, ...]) -> None:
         await self._run(lambda tag: Store(tag, True, uids, mode, True, flags))
 
-    async def copy(self, uids: SequenceSet, target: str, move: bool = False) -> tuple[int, list[int], list[int]] | None:
+    async def copy(
+        self, uids: SequenceSet, target: str, move: bool = False
+    ) -> tuple[int, list[int], list[int]] | None:
         command = Move if move else Copy
         result = await self._run(lambda tag: command(tag, True, uids, target))
         for code in result.codes():
@@ -258,7 +283,9 @@ class UpstreamClient:
         literal_plus = self.literal_plus
 
         def groups(tag: str) -> list[list[bytes]]:
-            head = format_append_start(tag, mailbox, flags, internal_date, len(message), literal_plus)
+            head = format_append_start(
+                tag, mailbox, flags, internal_date, len(message), literal_plus
+            )
             if literal_plus:
                 return [[head, message, b"\r\n"]]
             return [[head], [message, b"\r\n"]]
@@ -282,7 +309,9 @@ class UpstreamClient:
         self.protocol.abort()
 
 
-async def _capabilities(protocol: UpstreamProtocol, literal_plus: bool, code: ResponseCode | None) -> set[str]:
+async def _capabilities(
+    protocol: UpstreamProtocol, literal_plus: bool, code: ResponseCode | None
+) -> set[str]:
     if code is not None and code.name == "CAPABILITY":
         return {text(v).upper() for v in code.args}
     result = await protocol.run(lambda tag: _groups(Capability(tag), literal_plus))
@@ -316,14 +345,18 @@ async def connect(
         capabilities = await _capabilities(protocol, False, greeting.code)
         if address.security is Security.STARTTLS:
             if "STARTTLS" not in capabilities:
-                raise UpstreamUnavailable("upstream does not offer STARTTLS, which imap:// requires")
+                raise UpstreamUnavailable(
+                    "upstream does not offer STARTTLS, which imap:// requires"
+                )
             await protocol.run(lambda tag: _groups(StartTLS(tag), False))
             assert protocol.transport is not None
             protocol.transport.startTLS(client_tls_options(address.host, ca_file))  # type: ignore[attr-defined]
             capabilities = await _capabilities(protocol, False, None)
         client = UpstreamClient(protocol, capabilities)
         result = await _login(client, username, password)
-        client.capabilities = await _capabilities(protocol, client.literal_plus, _capability_code(result))
+        client.capabilities = await _capabilities(
+            protocol, client.literal_plus, _capability_code(result)
+        )
         if client.has("ENABLE") and client.has("CONDSTORE"):
             await client._run(lambda tag: Enable(tag, ("CONDSTORE",)))
         return client
@@ -351,7 +384,8 @@ async def _login(client: UpstreamClient, username: bytes, password: bytes) -> Re
         def answer(_: ContinuationRequest) -> None:
             client.protocol.write(token + b"\r\n")
 
-        return await client.protocol.run(lambda tag: [[f"{tag} AUTHENTICATE PLAIN\r\n".encode()]], answer)
+        return await client.protocol.run(
+            lambda tag: [[f"{tag} AUTHENTICATE PLAIN\r\n".encode()]], answer
+        )
     except UpstreamRefused as exc:
         raise AuthenticationFailed(exc.status, exc.code, exc.text) from None
-

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
@@ -60,6 +61,8 @@ class _Running:
 class UpstreamProtocol(Protocol):
     """Sends tagged commands and routes responses; knows nothing of mailboxes."""
 
+    transport: Any
+
     def __init__(self, clock: IReactorTime, command_timeout: float = 120.0) -> None:
         self.clock = clock
         self.command_timeout = command_timeout
@@ -89,7 +92,7 @@ class UpstreamProtocol(Protocol):
         except ParseError as exc:
             self._fail(UpstreamUnavailable(f"upstream sent a malformed response: {exc.reason}"))
 
-    def connectionLost(self, reason: Failure = Failure(Exception("closed"))) -> None:
+    def connectionLost(self, reason: Failure | None = None) -> None:
         self.connected_ok = False
         error = UpstreamUnavailable("connection to the upstream was lost")
         if not self._got_greeting:

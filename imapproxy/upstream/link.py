@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from twisted.internet import defer
+from twisted.python.failure import Failure
 
 from imapproxy.protocol import ContinuationRequest, UntaggedData
 from imapproxy.upstream.address import UpstreamAddress
@@ -100,16 +101,26 @@ class UpstreamLink:
     def _untagged(self, event: Untagged) -> None:
         if not isinstance(event, UntaggedData):
             return
-        if event.name in ("EXISTS", "EXPUNGE", "FETCH", "VANISHED") and self._client is not None:
-            mailbox = self._client.selected
-            if mailbox is not None and self._on_change is not None:
-                if self._change_call is None or not self._change_call.active():
-                    self._change_call = self.reactor.callLater(
-                        CHANGE_COALESCE_SECONDS, self._on_change, mailbox
-                    )
+        # FETCH outside IDLE answers our own commands; EXISTS/EXPUNGE/VANISHED are news
+        # (during SELECT, `selected` is still None, so its EXISTS is not).
+        news = event.name in ("EXISTS", "EXPUNGE", "VANISHED") or (
+            event.name == "FETCH" and self._idle is not None
+        )
+        client = self._client
+        if not news or client is None or client.selected is None or self._on_change is None:
+            return
+        if self._change_call is None or not self._change_call.active():
+            self._change_call = self.reactor.callLater(
+                CHANGE_COALESCE_SECONDS, self._on_change, client.selected
+            )
 
     def _schedule_idle(self) -> None:
-        if self._watched is not None and not self._closing and not self._lock.locked and self._idle is None:
+        if (
+            self._watched is not None
+            and not self._closing
+            and not self._lock.locked
+            and self._idle is None
+        ):
             self.reactor.callLater(0, lambda: defer.ensureDeferred(self._enter_idle()))
 
     async def _enter_idle(self) -> None:
@@ -134,7 +145,12 @@ class UpstreamLink:
                     timeout=IDLE_RENEW_SECONDS + 60,
                 )
             )
-            done.addErrback(lambda failure: (started.called or started.errback(failure)) and None)
+
+            def failed_to_start(failure: Failure) -> None:
+                if not started.called:
+                    started.errback(failure)
+
+            done.addErrback(failed_to_start)
             await started
             self._idle = (client, done)
             self.reactor.callLater(IDLE_RENEW_SECONDS, self._renew_idle, done)

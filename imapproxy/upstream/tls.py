@@ -18,7 +18,7 @@ class _SystemAndExtraCA:
     def __init__(self, ca_file: Path | None) -> None:
         self.ca_file = ca_file
 
-    def _addCACertsToContext(self, context: SSL.Context) -> None:  # noqa: N802 (Twisted's name)
+    def _addCACertsToContext(self, context: SSL.Context) -> None:
         context.set_default_verify_paths()
         if self.ca_file is not None:
             context.load_verify_locations(str(self.ca_file))
@@ -26,7 +26,7 @@ class _SystemAndExtraCA:
 
 def client_tls_options(host: str, ca_file: Path | None) -> Any:
     """Options that verify the certificate chain and that it names ``host``."""
-    return ssl.optionsForClientTLS(host, trustRoot=_SystemAndExtraCA(ca_file))
+    return ssl.optionsForClientTLS(host, trustRoot=_SystemAndExtraCA(ca_file))  # type: ignore[arg-type]
 
 
 def check_ca_file(ca_file: Path) -> None:

@@ -22,7 +22,7 @@ def imap(host: str, port: int, account: Account | None = None) -> Iterator[IMAPC
     finally:
         try:
             client.logout()
-        except Exception:
+        except (OSError, IMAPClient.Error, IMAPClient.AbortError):
             client.shutdown()
 
 

@@ -6,13 +6,21 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.integration.clients import imap
-from tests.support.dovecot import Dovecot
-from tests.support.relay import Relay
 from tests.support.corpus import Account
+from tests.support.dovecot import Dovecot
 from tests.support.proxy import ProxyProcess
+from tests.support.relay import Relay
 
-ITEMS = ["FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODYSTRUCTURE", "BODY.PEEK[]",
-         "BODY.PEEK[HEADER.FIELDS (SUBJECT FROM)]", "BODY.PEEK[1]"]
+ITEMS = [
+    "FLAGS",
+    "INTERNALDATE",
+    "RFC822.SIZE",
+    "ENVELOPE",
+    "BODYSTRUCTURE",
+    "BODY.PEEK[]",
+    "BODY.PEEK[HEADER.FIELDS (SUBJECT FROM)]",
+    "BODY.PEEK[1]",
+]
 
 
 def _session(proxy: ProxyProcess, account: Account) -> dict[int, dict[bytes, object]]:
@@ -40,7 +48,9 @@ def test_second_session_downloads_no_content(make_proxy, alice: Account) -> None
     assert relay.bytes_down < body_bytes / 50
 
 
-def test_replica_survives_restart_without_redownload(dovecot: Dovecot, alice: Account, tmp_path: Path) -> None:
+def test_replica_survives_restart_without_redownload(
+    dovecot: Dovecot, alice: Account, tmp_path: Path
+) -> None:
     state = tmp_path / "kept-state"
     with Relay(dovecot.host, dovecot.port) as relay:
         upstream = f"imap+plain://{dovecot.host}:{relay.port}"

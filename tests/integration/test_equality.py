@@ -28,10 +28,15 @@ SECTIONS = [
 def _listing(host: str, port: int, account: Account) -> dict[str, tuple[set[bytes], bytes]]:
     with imap(host, port, account) as client:
         client.folder_encode = False
-        return {name if isinstance(name, str) else name.decode(): (set(flags), delim) for flags, delim, name in client.list_folders()}
+        return {
+            name if isinstance(name, str) else name.decode(): (set(flags), delim)
+            for flags, delim, name in client.list_folders()
+        }
 
 
-def test_same_mailboxes_including_non_ascii_names(dovecot: Dovecot, proxy: ProxyProcess, alice: Account) -> None:
+def test_same_mailboxes_including_non_ascii_names(
+    dovecot: Dovecot, proxy: ProxyProcess, alice: Account
+) -> None:
     direct = _listing(dovecot.host, dovecot.port, alice)
     proxied = _listing(proxy.host, proxy.port, alice)
     assert proxied == direct
@@ -39,7 +44,9 @@ def test_same_mailboxes_including_non_ascii_names(dovecot: Dovecot, proxy: Proxy
 
 
 @pytest.mark.parametrize("mailbox", ["INBOX", "Archive/2024", KOREAN_FOLDER])
-def test_same_status_metadata_and_bodies(dovecot: Dovecot, proxy: ProxyProcess, alice: Account, mailbox: str) -> None:
+def test_same_status_metadata_and_bodies(
+    dovecot: Dovecot, proxy: ProxyProcess, alice: Account, mailbox: str
+) -> None:
     name = imap_name(mailbox)
     views = []
     for host, port in ((dovecot.host, dovecot.port), (proxy.host, proxy.port)):
@@ -59,7 +66,10 @@ def test_same_status_metadata_and_bodies(dovecot: Dovecot, proxy: ProxyProcess, 
                 "or": client.search(["OR", "SEEN", "NOT", "ANSWERED"]),
             }
             views.append((status, selected[b"EXISTS"], meta, sections, search))
-    (d_status, d_exists, d_meta, d_sections, d_search), (p_status, p_exists, p_meta, p_sections, p_search) = views
+    (
+        (d_status, d_exists, d_meta, d_sections, d_search),
+        (p_status, p_exists, p_meta, p_sections, p_search),
+    ) = views
     assert p_status[b"MESSAGES"] == d_status[b"MESSAGES"] == len(alice.mailboxes[mailbox])
     assert p_status[b"UNSEEN"] == d_status[b"UNSEEN"]
     assert p_exists == d_exists

@@ -13,8 +13,13 @@ from tests.support.proxy import ProxyProcess
 NEW_MESSAGE = b"From: a@example.org\r\nTo: b@example.org\r\nSubject: pushed\r\nMessage-ID: <pushed@x>\r\n\r\nhello\r\n"
 
 
-def test_two_clients_see_each_others_flag_changes_and_expunges(proxy: ProxyProcess, fresh_user: Account) -> None:
-    with imap(proxy.host, proxy.port, fresh_user) as a, imap(proxy.host, proxy.port, fresh_user) as b:
+def test_two_clients_see_each_others_flag_changes_and_expunges(
+    proxy: ProxyProcess, fresh_user: Account
+) -> None:
+    with (
+        imap(proxy.host, proxy.port, fresh_user) as a,
+        imap(proxy.host, proxy.port, fresh_user) as b,
+    ):
         exists = a.select_folder("INBOX")[b"EXISTS"]
         assert b.select_folder("INBOX")[b"EXISTS"] == exists
         a.use_uid = b.use_uid = False
@@ -27,14 +32,21 @@ def test_two_clients_see_each_others_flag_changes_and_expunges(proxy: ProxyProce
         assert (2, b"EXPUNGE") in responses, responses
         # Both now number the remaining messages the same way.
         # (imaplib keeps earlier unsolicited FETCHes and imapclient merges them in: compare UIDs)
-        uids_a = {seq: item[b"UID"] for seq, item in a.fetch(list(range(1, exists)), ["UID"]).items()}
-        uids_b = {seq: item[b"UID"] for seq, item in b.fetch(list(range(1, exists)), ["UID"]).items()}
+        uids_a = {
+            seq: item[b"UID"] for seq, item in a.fetch(list(range(1, exists)), ["UID"]).items()
+        }
+        uids_b = {
+            seq: item[b"UID"] for seq, item in b.fetch(list(range(1, exists)), ["UID"]).items()
+        }
         assert uids_a == uids_b
         assert len(uids_a) == exists - 1
 
 
 def test_no_expunge_is_sent_during_fetch(proxy: ProxyProcess, fresh_user: Account) -> None:
-    with imap(proxy.host, proxy.port, fresh_user) as a, imap(proxy.host, proxy.port, fresh_user) as b:
+    with (
+        imap(proxy.host, proxy.port, fresh_user) as a,
+        imap(proxy.host, proxy.port, fresh_user) as b,
+    ):
         a.select_folder("INBOX")
         b.select_folder("INBOX")
         a.use_uid = b.use_uid = False
@@ -50,7 +62,10 @@ def test_no_expunge_is_sent_during_fetch(proxy: ProxyProcess, fresh_user: Accoun
 def test_idle_pushes_changes_from_other_sessions_and_from_upstream(
     dovecot: Dovecot, proxy: ProxyProcess, fresh_user: Account
 ) -> None:
-    with imap(proxy.host, proxy.port, fresh_user) as watcher, imap(proxy.host, proxy.port, fresh_user) as writer:
+    with (
+        imap(proxy.host, proxy.port, fresh_user) as watcher,
+        imap(proxy.host, proxy.port, fresh_user) as writer,
+    ):
         exists = watcher.select_folder("INBOX")[b"EXISTS"]
         watcher.idle()
         writer.append("INBOX", NEW_MESSAGE)

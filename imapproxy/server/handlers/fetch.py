@@ -8,6 +8,9 @@ the section the upstream returned and we kept.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 from imapproxy import message as mime
 from imapproxy import protocol as p
 from imapproxy.outbox.operations import StoreFlags
@@ -50,7 +53,9 @@ def needs_of(attribute: p.FetchAttribute) -> set[Need]:
 
 
 def sets_seen(attribute: p.FetchAttribute) -> bool:
-    return (attribute.name == "BODY" and attribute.section is not None and not attribute.peek) or attribute.name in (
+    return (
+        attribute.name == "BODY" and attribute.section is not None and not attribute.peek
+    ) or attribute.name in (
         "RFC822",
         "RFC822.TEXT",
     )
@@ -119,16 +124,30 @@ def item_value(tx: Tx, account: int, message: Message, attribute: p.FetchAttribu
     return _partial(data, attribute)
 
 
+def _render_all(
+    render: Callable[[Tx, Message], list[bytes] | None], chunk: list[Message], tx: Tx
+) -> list[list[bytes] | None]:
+    return [render(tx, m) for m in chunk]
+
+
 def response_name(attribute: p.FetchAttribute) -> str:
     return attribute.response_name()
 
 
 async def _mark_seen(session: Session, view: SelectedView, targets: list[Message]) -> set[int]:
-    unseen = [m for m in targets if "\\SEEN" not in {f.upper() for f in m.flags} and m.upstream_uid is not None]
+    unseen = [
+        m
+        for m in targets
+        if "\\SEEN" not in {f.upper() for f in m.flags} and m.upstream_uid is not None
+    ]
     if not unseen or view.readonly:
         return set()
     pairs = [[m.uid, m.upstream_uid] for m in unseen]
-    args = {"mailbox": view.mailbox.id, "name": view.mailbox.name, "groups": [[["\\Seen"], [], pairs]]}
+    args = {
+        "mailbox": view.mailbox.id,
+        "name": view.mailbox.name,
+        "groups": [[["\\Seen"], [], pairs]],
+    }
     await session.account.outbox.perform(StoreFlags(args), origin=session)
     view.forget_flag_news(m.uid for m in unseen)
     return {m.uid for m in unseen}
@@ -147,7 +166,9 @@ async def fetch(session: Session, cmd: p.Fetch) -> list[bytes]:
         needs |= needs_of(attribute)
     pairs = view.resolve(cmd.sequence_set, cmd.uid)
     seq_of = {uid: seq for seq, uid in pairs}
-    targets = store.read(lambda tx: store_messages.get_many(tx, mailbox.account, mailbox.id, [u for _, u in pairs]))
+    targets = store.read(
+        lambda tx: store_messages.get_many(tx, mailbox.account, mailbox.id, [u for _, u in pairs])
+    )
     unavailable = False
     if needs:
         try:
@@ -159,7 +180,9 @@ async def fetch(session: Session, cmd: p.Fetch) -> list[bytes]:
         seen_now = await _mark_seen(session, view, targets)
         if seen_now:
             targets = store.read(
-                lambda tx: store_messages.get_many(tx, mailbox.account, mailbox.id, [u for _, u in pairs])
+                lambda tx: store_messages.get_many(
+                    tx, mailbox.account, mailbox.id, [u for _, u in pairs]
+                )
             )
     wants_flags = any(a.name == "FLAGS" for a in attributes)
 
@@ -167,7 +190,10 @@ async def fetch(session: Session, cmd: p.Fetch) -> list[bytes]:
         items: list[p.Value] = [p.Atom("UID"), message.uid]
         try:
             for attribute in attributes:
-                items += [p.Atom(response_name(attribute)), item_value(tx, mailbox.account, message, attribute)]
+                items += [
+                    p.Atom(response_name(attribute)),
+                    item_value(tx, mailbox.account, message, attribute),
+                ]
         except Unavailable:
             return None
         if message.uid in seen_now and not wants_flags:
@@ -177,7 +203,7 @@ async def fetch(session: Session, cmd: p.Fetch) -> list[bytes]:
     missing = 0
     for start in range(0, len(targets), 500):
         chunk = targets[start : start + 500]
-        rendered = store.read(lambda tx: [render(tx, m) for m in chunk])
+        rendered = store.read(partial(_render_all, render, chunk))
         for lines in rendered:
             if lines is None:
                 missing += 1
@@ -186,7 +212,7 @@ async def fetch(session: Session, cmd: p.Fetch) -> list[bytes]:
     if missing:
         reason = "upstream unreachable" if unavailable else "upstream did not return them"
         raise CommandFailed(
-            f"{missing} message(s) not available: {reason}", response_code=replies.code("UNAVAILABLE")
+            f"{missing} message(s) not available: {reason}",
+            response_code=replies.code("UNAVAILABLE"),
         )
     return ok(session, cmd.tag, "FETCH completed", allow_expunge=False)
-

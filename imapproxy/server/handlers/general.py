@@ -16,14 +16,22 @@ from imapproxy.server.session import ANY, AUTH, NOT_AUTH, Session, State, handle
 from imapproxy.upstream.errors import UpstreamUnavailable
 
 
-def ok(session: Session, tag: str, text: str, code: p.ResponseCode | None = None, allow_expunge: bool = True) -> list[bytes]:
+def ok(
+    session: Session,
+    tag: str,
+    text: str,
+    code: p.ResponseCode | None = None,
+    allow_expunge: bool = True,
+) -> list[bytes]:
     """Pending news, then the tagged OK: the reply shape of nearly every command."""
     return session.updates(allow_expunge) + replies.tagged(tag, "OK", text, code)
 
 
 def _caps(session: Session) -> list[str]:
     return capabilities(
-        session.state is not State.NOT_AUTHENTICATED, session.tls_active, session.context.tls_options is not None
+        session.state is not State.NOT_AUTHENTICATED,
+        session.tls_active,
+        session.context.tls_options is not None,
     )
 
 
@@ -61,7 +69,9 @@ async def _login(session: Session, tag: str, username: bytes, password: bytes) -
     try:
         runtime = await session.context.registry.login(username, password)
     except LoginFailed:
-        raise CommandFailed("invalid credentials", response_code=replies.code("AUTHENTICATIONFAILED")) from None
+        raise CommandFailed(
+            "invalid credentials", response_code=replies.code("AUTHENTICATIONFAILED")
+        ) from None
     except UpstreamUnavailable as exc:
         raise CommandFailed(str(exc), response_code=replies.code("UNAVAILABLE")) from None
     session.runtime = runtime
@@ -95,7 +105,10 @@ async def authenticate(session: Session, cmd: p.Authenticate) -> list[bytes]:
         raise CommandFailed("malformed PLAIN response", status="BAD")
     authzid, username, password = parts
     if authzid and authzid != username:
-        raise CommandFailed("proxy authorization is not supported", response_code=replies.code("AUTHORIZATIONFAILED"))
+        raise CommandFailed(
+            "proxy authorization is not supported",
+            response_code=replies.code("AUTHORIZATIONFAILED"),
+        )
     return await _login(session, cmd.tag, username, password)
 
 
@@ -159,7 +172,9 @@ async def idle(session: Session, cmd: p.Idle) -> list[bytes]:
         line = await session.connection.read_raw_line()
     finally:
         if view is not None:
-            session.account.notifier.unsubscribe(session.account.account.id, view.mailbox.id, listener)
+            session.account.notifier.unsubscribe(
+                session.account.account.id, view.mailbox.id, listener
+            )
     if line.strip().upper() != b"DONE":
         raise CommandFailed("expected DONE to end IDLE", status="BAD")
     return ok(session, cmd.tag, "IDLE terminated")

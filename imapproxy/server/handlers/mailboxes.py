@@ -17,7 +17,16 @@ from imapproxy.store import messages
 from imapproxy.store.mailboxes import Mailbox, normalize_name
 
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
-SPECIAL_USE = {"\\ALL", "\\ARCHIVE", "\\DRAFTS", "\\FLAGGED", "\\JUNK", "\\SENT", "\\TRASH", "\\IMPORTANT"}
+SPECIAL_USE = {
+    "\\ALL",
+    "\\ARCHIVE",
+    "\\DRAFTS",
+    "\\FLAGGED",
+    "\\JUNK",
+    "\\SENT",
+    "\\TRASH",
+    "\\IMPORTANT",
+}
 
 
 @lru_cache(maxsize=256)
@@ -59,7 +68,9 @@ async def list_(session: Session, cmd: p.List) -> list[bytes]:
     kind = "LSUB" if cmd.lsub else "LIST"
     if cmd.patterns == ("",) and not cmd.lsub:
         # RFC 3501 §6.3.8: an empty pattern asks for the delimiter and root.
-        session.send(replies.untagged("LIST", (p.Atom("\\Noselect"),), default_delimiter.encode(), b""))
+        session.send(
+            replies.untagged("LIST", (p.Atom("\\Noselect"),), default_delimiter.encode(), b"")
+        )
         return ok(session, cmd.tag, "LIST completed")
     select = {o.upper() for o in cmd.select_options}
     returns = {o.upper() for o in cmd.return_options if isinstance(o, str)}
@@ -75,7 +86,9 @@ async def list_(session: Session, cmd: p.List) -> list[bytes]:
         if special_only and not any(a.upper() in SPECIAL_USE for a in attributes):
             continue
         if cmd.lsub:
-            attributes = tuple(a for a in attributes if a.upper() in ("\\NOSELECT", "\\NOINFERIORS"))
+            attributes = tuple(
+                a for a in attributes if a.upper() in ("\\NOSELECT", "\\NOINFERIORS")
+            )
         elif ("SUBSCRIBED" in select or "SUBSCRIBED" in returns) and mailbox.subscribed:
             attributes = (*attributes, "\\Subscribed")
         session.send(_list_line(kind, mailbox, attributes))
@@ -100,7 +113,9 @@ async def _synced(session: Session, name: str) -> Mailbox:
 @handles(p.Status, AUTH)
 async def status(session: Session, cmd: p.Status) -> list[bytes]:
     mailbox = await _synced(session, cmd.mailbox)
-    all_messages = session.account.store.read(lambda tx: list(messages.iterate(tx, mailbox.account, mailbox.id)))
+    all_messages = session.account.store.read(
+        lambda tx: list(messages.iterate(tx, mailbox.account, mailbox.id))
+    )
     values: dict[str, int] = {
         "MESSAGES": len(all_messages),
         "RECENT": 0,
@@ -125,24 +140,43 @@ async def select(session: Session, cmd: p.Select) -> list[bytes]:
     session.leave_selected()
     mailbox = await _synced(session, cmd.mailbox)
     view = SelectedView(session.account.store, mailbox, cmd.readonly, origin=session)
-    all_messages = session.account.store.read(lambda tx: list(messages.iterate(tx, mailbox.account, mailbox.id)))
+    all_messages = session.account.store.read(
+        lambda tx: list(messages.iterate(tx, mailbox.account, mailbox.id))
+    )
     keywords = sorted({f for m in all_messages for f in m.flags if not f.startswith("\\")})
     flags = (*SYSTEM_FLAGS, *keywords)
     session.send(replies.untagged("FLAGS", replies.atoms(flags)))
     permanent = () if cmd.readonly else (*flags, "\\*")
-    session.send(replies.untagged_status("OK", "permanent flags", replies.code("PERMANENTFLAGS", replies.atoms(permanent))))
+    session.send(
+        replies.untagged_status(
+            "OK", "permanent flags", replies.code("PERMANENTFLAGS", replies.atoms(permanent))
+        )
+    )
     session.send(replies.untagged("EXISTS", number=len(view.uids)))
     session.send(replies.untagged("RECENT", number=0))
     first_unseen = next(
-        (i for i, m in enumerate(all_messages, 1) if "\\SEEN" not in {f.upper() for f in m.flags}), None
+        (i for i, m in enumerate(all_messages, 1) if "\\SEEN" not in {f.upper() for f in m.flags}),
+        None,
     )
     if first_unseen is not None:
-        session.send(replies.untagged_status("OK", "first unseen", replies.code("UNSEEN", first_unseen)))
-    session.send(replies.untagged_status("OK", "UIDs valid", replies.code("UIDVALIDITY", mailbox.uidvalidity)))
-    session.send(replies.untagged_status("OK", "predicted next UID", replies.code("UIDNEXT", mailbox.uidnext)))
+        session.send(
+            replies.untagged_status("OK", "first unseen", replies.code("UNSEEN", first_unseen))
+        )
+    session.send(
+        replies.untagged_status(
+            "OK", "UIDs valid", replies.code("UIDVALIDITY", mailbox.uidvalidity)
+        )
+    )
+    session.send(
+        replies.untagged_status(
+            "OK", "predicted next UID", replies.code("UIDNEXT", mailbox.uidnext)
+        )
+    )
     session.enter_selected(view)
     mode = "READ-ONLY" if cmd.readonly else "READ-WRITE"
-    return replies.tagged(cmd.tag, "OK", f"{'EXAMINE' if cmd.readonly else 'SELECT'} completed", replies.code(mode))
+    return replies.tagged(
+        cmd.tag, "OK", f"{'EXAMINE' if cmd.readonly else 'SELECT'} completed", replies.code(mode)
+    )
 
 
 @handles(p.Unselect, SELECTED)
@@ -202,7 +236,9 @@ async def rename(session: Session, cmd: p.Rename) -> list[bytes]:
     new = _valid_new_name(session, cmd.new)
     if session.account.mailbox(new) is not None:
         raise CommandFailed("target mailbox exists", response_code=replies.code("ALREADYEXISTS"))
-    await session.account.outbox.perform(RenameMailbox({"old": mailbox.name, "new": new}), origin=session)
+    await session.account.outbox.perform(
+        RenameMailbox({"old": mailbox.name, "new": new}), origin=session
+    )
     await session.account.refresh_mailboxes(force=True)
     return ok(session, cmd.tag, "RENAME completed")
 

@@ -40,7 +40,9 @@ def canonical_flags(flags: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _targets(session: Session, view: SelectedView, sequence_set: p.SequenceSet, by_uid: bool) -> list[Message]:
+def _targets(
+    session: Session, view: SelectedView, sequence_set: p.SequenceSet, by_uid: bool
+) -> list[Message]:
     pairs = view.resolve(sequence_set, by_uid)
     mailbox = view.mailbox
     return session.account.store.read(
@@ -67,6 +69,8 @@ async def store(session: Session, cmd: p.Store) -> list[bytes]:
         if message.upstream_uid is None:
             continue
         have = {f.upper(): f for f in message.flags}
+        add: tuple[str, ...]
+        remove: tuple[str, ...]
         if cmd.mode == "+":
             add, remove = tuple(f for f in flags if f.upper() not in have), ()
         elif cmd.mode == "-":
@@ -105,7 +109,9 @@ async def _copy(session: Session, cmd: p.Copy | p.Move, move: bool) -> list[byte
     target = session.account.mailbox(cmd.mailbox)
     if target is None or not target.selectable:
         raise CommandFailed("no such mailbox", response_code=replies.code("TRYCREATE"))
-    targets = [m for m in _targets(session, view, cmd.sequence_set, cmd.uid) if m.upstream_uid is not None]
+    targets = [
+        m for m in _targets(session, view, cmd.sequence_set, cmd.uid) if m.upstream_uid is not None
+    ]
     name = "MOVE" if move else "COPY"
     if not targets:
         return ok(session, cmd.tag, f"{name} completed (nothing to do)", allow_expunge=move)
@@ -117,7 +123,7 @@ async def _copy(session: Session, cmd: p.Copy | p.Move, move: bool) -> list[byte
         "pairs": [[m.uid, m.upstream_uid] for m in targets],
         "move": move,
     }
-    validity, copied, expunged = await session.account.outbox.perform(CopyMessages(args), origin=session)
+    validity, copied, _ = await session.account.outbox.perform(CopyMessages(args), origin=session)
     code = None
     if copied:
         sources = p.SequenceSet.from_ints(s for s, _ in copied)
@@ -142,17 +148,29 @@ async def move(session: Session, cmd: p.Move) -> list[bytes]:
     return await _copy(session, cmd, move=True)
 
 
-async def expunge_deleted(session: Session, view: SelectedView, only: p.SequenceSet | None, announce: bool) -> None:
+async def expunge_deleted(
+    session: Session, view: SelectedView, only: p.SequenceSet | None, announce: bool
+) -> None:
     """Expunge this view's \\Deleted messages (within only, for UID EXPUNGE) — and no others."""
     mailbox = view.mailbox
     if only is not None:
         candidates = _targets(session, view, only, True)
     else:
-        candidates = session.account.store.read(lambda tx: messages.get_many(tx, mailbox.account, mailbox.id, list(view.uids)))
-    doomed = [m for m in candidates if "\\DELETED" in {f.upper() for f in m.flags} and m.upstream_uid is not None]
+        candidates = session.account.store.read(
+            lambda tx: messages.get_many(tx, mailbox.account, mailbox.id, list(view.uids))
+        )
+    doomed = [
+        m
+        for m in candidates
+        if "\\DELETED" in {f.upper() for f in m.flags} and m.upstream_uid is not None
+    ]
     if not doomed:
         return
-    args = {"mailbox": mailbox.id, "name": mailbox.name, "pairs": [[m.uid, m.upstream_uid] for m in doomed]}
+    args = {
+        "mailbox": mailbox.id,
+        "name": mailbox.name,
+        "pairs": [[m.uid, m.upstream_uid] for m in doomed],
+    }
     await session.account.outbox.perform(ExpungeMessages(args), origin=session)
     if announce:
         session.send(session.updates(allow_expunge=True))
@@ -220,4 +238,3 @@ async def append(session: Session, pending: AppendInProgress) -> list[bytes]:
         validity, uid = result
         code = replies.code("APPENDUID", validity, UID(uid))
     return ok(session, start.tag, "APPEND completed", code, allow_expunge=session.view is not None)
-

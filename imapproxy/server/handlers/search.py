@@ -4,7 +4,7 @@ rules (charset, MIME decoding) are exactly the upstream's."""
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from imapproxy import protocol as p
@@ -15,9 +15,22 @@ from imapproxy.server.session import SELECTED, Session, handles
 from imapproxy.server.view import SelectedView
 from imapproxy.store import messages
 from imapproxy.store.messages import Message
+from imapproxy.types import UID
 from imapproxy.upstream.client import UpstreamClient
 
-TEXT_KEYS = {"FROM", "TO", "CC", "BCC", "SUBJECT", "BODY", "TEXT", "HEADER", "SENTBEFORE", "SENTON", "SENTSINCE"}
+TEXT_KEYS = {
+    "FROM",
+    "TO",
+    "CC",
+    "BCC",
+    "SUBJECT",
+    "BODY",
+    "TEXT",
+    "HEADER",
+    "SENTBEFORE",
+    "SENTON",
+    "SENTSINCE",
+}
 FLAG_KEYS = {
     "ANSWERED": ("\\ANSWERED", True),
     "DELETED": ("\\DELETED", True),
@@ -69,7 +82,9 @@ class _Local:
         if name == "AND":
             return all(self.matches(k, message, seq) for k in key.args)
         if name == "OR":
-            return self.matches(key.args[0], message, seq) or self.matches(key.args[1], message, seq)
+            return self.matches(key.args[0], message, seq) or self.matches(
+                key.args[1], message, seq
+            )
         if name == "NOT":
             return not self.matches(key.args[0], message, seq)
         if name in ("ALL", "OLD"):
@@ -94,7 +109,11 @@ class _Local:
             return seq in self._members(key, self.count)
         if name in ("BEFORE", "ON", "SINCE"):
             day = _internal_date(message)
-            return {"BEFORE": day < key.args[0], "ON": day == key.args[0], "SINCE": day >= key.args[0]}[name]
+            return {
+                "BEFORE": day < key.args[0],
+                "ON": day == key.args[0],
+                "SINCE": day >= key.args[0],
+            }[name]
         if name in ("OLDER", "YOUNGER"):
             age = self.now - p.parse_datetime(message.internaldate)
             limit = timedelta(seconds=key.args[0])
@@ -113,14 +132,20 @@ def _translate(key: p.SearchKey, view: SelectedView, upstream_of: dict[int, int]
         if not ups:
             return p.SearchKey("NOT", (p.SearchKey("ALL"),))
         return p.SearchKey("UID", (p.SequenceSet.from_ints(ups),))
-    args = tuple(_translate(a, view, upstream_of) if isinstance(a, p.SearchKey) else a for a in key.args)
+    args = tuple(
+        _translate(a, view, upstream_of) if isinstance(a, p.SearchKey) else a for a in key.args
+    )
     return p.SearchKey(key.name, args)
 
 
-async def _upstream_search(session: Session, cmd: p.Search, messages_by_uid: dict[int, Message]) -> set[int]:
+async def _upstream_search(
+    session: Session, cmd: p.Search, messages_by_uid: dict[UID, Message]
+) -> set[int]:
     view = session.selected
-    upstream_of = {uid: m.upstream_uid for uid, m in messages_by_uid.items() if m.upstream_uid is not None}
-    local_of = {up: uid for uid, up in upstream_of.items()}
+    upstream_of: dict[int, int] = {
+        uid: m.upstream_uid for uid, m in messages_by_uid.items() if m.upstream_uid is not None
+    }
+    local_of: dict[int, int] = {up: uid for uid, up in upstream_of.items()}
     criteria = _translate(cmd.criteria, view, upstream_of)
 
     async def run(client: UpstreamClient) -> set[int]:
@@ -157,17 +182,22 @@ def _esearch(cmd: p.Search, numbers: list[int]) -> list[bytes]:
 @handles(p.Search, SELECTED)
 async def search(session: Session, cmd: p.Search) -> list[bytes]:
     if cmd.charset is not None and cmd.charset.upper() not in ("US-ASCII", "UTF-8"):
-        raise CommandFailed("charset not supported", response_code=replies.code("BADCHARSET", (p.Atom("UTF-8"), p.Atom("US-ASCII"))))
+        raise CommandFailed(
+            "charset not supported",
+            response_code=replies.code("BADCHARSET", (p.Atom("UTF-8"), p.Atom("US-ASCII"))),
+        )
     view = session.selected
     mailbox = view.mailbox
-    found = session.account.store.read(lambda tx: messages.get_many(tx, mailbox.account, mailbox.id, list(view.uids)))
+    found = session.account.store.read(
+        lambda tx: messages.get_many(tx, mailbox.account, mailbox.id, list(view.uids))
+    )
     by_uid = {m.uid: m for m in found}
-    seq_of = {uid: i for i, uid in enumerate(view.uids, 1)}
+    seq_of: dict[int, int] = {uid: i for i, uid in enumerate(view.uids, 1)}
     if _uses_text(cmd.criteria):
         matched = await _upstream_search(session, cmd, by_uid)
         hits = sorted(seq_of[uid] if not cmd.uid else uid for uid in matched if uid in seq_of)
     else:
-        local = _Local(view, datetime.now(timezone.utc))
+        local = _Local(view, datetime.now(UTC))
         hits = [
             (m.uid if cmd.uid else seq_of[m.uid])
             for m in found

@@ -61,6 +61,15 @@ class AccountRuntime:
         for mailbox_id in removed:
             self.notifier.publish(self.account.id, MailboxChange(mailbox_id, deleted=True))
 
+    async def find_mailbox(self, name: str) -> Mailbox | None:
+        """A mailbox by name; a name the replica does not know is looked for upstream too."""
+        await self.refresh_mailboxes()
+        found = self.mailbox(name)
+        if found is None:
+            await self.refresh_mailboxes(force=True)
+            found = self.mailbox(name)
+        return found
+
     def mailboxes(self) -> list[Mailbox]:
         return self.store.read(lambda tx: mailboxes.all_mailboxes(tx, self.account.id))
 

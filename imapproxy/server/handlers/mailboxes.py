@@ -61,7 +61,8 @@ def _list_line(kind: str, mailbox: Mailbox, attributes: tuple[str, ...]) -> list
 
 @handles(p.List, AUTH)
 async def list_(session: Session, cmd: p.List) -> list[bytes]:
-    await session.account.refresh_mailboxes()
+    # The client asks for the list: fetch it fresh (offline, the replica's stands).
+    await session.account.refresh_mailboxes(force=True)
     boxes = session.account.mailboxes()
     inbox = next((m for m in boxes if m.name == "INBOX"), None)
     default_delimiter = (inbox.delimiter if inbox else None) or "/"
@@ -95,16 +96,15 @@ async def list_(session: Session, cmd: p.List) -> list[bytes]:
     return ok(session, cmd.tag, f"{kind} completed")
 
 
-def _find(session: Session, name: str) -> Mailbox:
-    mailbox = session.account.mailbox(name)
+async def _find(session: Session, name: str) -> Mailbox:
+    mailbox = await session.account.find_mailbox(name)
     if mailbox is None:
         raise CommandFailed("no such mailbox", response_code=replies.code("NONEXISTENT"))
     return mailbox
 
 
 async def _synced(session: Session, name: str) -> Mailbox:
-    await session.account.refresh_mailboxes()
-    mailbox = _find(session, name)
+    mailbox = await _find(session, name)
     if not mailbox.selectable:
         raise CommandFailed("mailbox cannot be selected", response_code=replies.code("NONEXISTENT"))
     return await session.account.sync(mailbox)
@@ -207,9 +207,8 @@ def _valid_new_name(session: Session, name: str) -> str:
 
 @handles(p.Create, AUTH)
 async def create(session: Session, cmd: p.Create) -> list[bytes]:
-    await session.account.refresh_mailboxes()
     name = _valid_new_name(session, cmd.mailbox)
-    if session.account.mailbox(name) is not None:
+    if await session.account.find_mailbox(name) is not None:
         raise CommandFailed("mailbox already exists", response_code=replies.code("ALREADYEXISTS"))
     await session.account.outbox.perform(CreateMailbox({"name": name}), origin=session)
     await session.account.refresh_mailboxes(force=True)
@@ -218,8 +217,7 @@ async def create(session: Session, cmd: p.Create) -> list[bytes]:
 
 @handles(p.Delete, AUTH)
 async def delete(session: Session, cmd: p.Delete) -> list[bytes]:
-    await session.account.refresh_mailboxes()
-    mailbox = _find(session, cmd.mailbox)
+    mailbox = await _find(session, cmd.mailbox)
     if mailbox.name == "INBOX":
         raise CommandFailed("INBOX cannot be deleted")
     if session.view is not None and session.view.mailbox.id == mailbox.id:
@@ -231,10 +229,9 @@ async def delete(session: Session, cmd: p.Delete) -> list[bytes]:
 
 @handles(p.Rename, AUTH)
 async def rename(session: Session, cmd: p.Rename) -> list[bytes]:
-    await session.account.refresh_mailboxes()
-    mailbox = _find(session, cmd.old)
+    mailbox = await _find(session, cmd.old)
     new = _valid_new_name(session, cmd.new)
-    if session.account.mailbox(new) is not None:
+    if await session.account.find_mailbox(new) is not None:
         raise CommandFailed("target mailbox exists", response_code=replies.code("ALREADYEXISTS"))
     await session.account.outbox.perform(
         RenameMailbox({"old": mailbox.name, "new": new}), origin=session

@@ -105,8 +105,7 @@ async def _copy(session: Session, cmd: p.Copy | p.Move, move: bool) -> list[byte
     view = session.selected
     if move:
         _writable(view)
-    await session.account.refresh_mailboxes()
-    target = session.account.mailbox(cmd.mailbox)
+    target = await session.account.find_mailbox(cmd.mailbox)
     if target is None or not target.selectable:
         raise CommandFailed("no such mailbox", response_code=replies.code("TRYCREATE"))
     targets = [
@@ -208,8 +207,7 @@ async def append(session: Session, pending: AppendInProgress) -> list[bytes]:
         raise CommandFailed("APPEND message was cut short", status="BAD")
     if start.binary:
         raise CommandFailed("BINARY APPEND is not supported", status="BAD")
-    await session.account.refresh_mailboxes()
-    target: Mailbox | None = session.account.mailbox(start.mailbox)
+    target: Mailbox | None = await session.account.find_mailbox(start.mailbox)
     if target is None or not target.selectable:
         raise CommandFailed("no such mailbox", response_code=replies.code("TRYCREATE"))
     flags = canonical_flags(start.flags or ())

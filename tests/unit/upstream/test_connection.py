@@ -1,0 +1,84 @@
+"""The upstream connection against a scripted peer: misbehaviour the real server won't show."""
+
+from __future__ import annotations
+
+import pytest
+from twisted.internet import defer
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+
+from imapproxy.upstream.connection import UpstreamProtocol
+from imapproxy.upstream.errors import UpstreamRefused, UpstreamUnavailable
+
+
+def connected() -> tuple[UpstreamProtocol, StringTransport, Clock]:
+    clock = Clock()
+    protocol = UpstreamProtocol(clock, command_timeout=5.0)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    protocol.dataReceived(b"* OK ready\r\n")
+    return protocol, transport, clock
+
+
+def run(protocol: UpstreamProtocol, line: bytes) -> defer.Deferred:
+    return defer.ensureDeferred(protocol.run(lambda tag: [[tag.encode() + b" " + line + b"\r\n"]]))
+
+
+def test_greeting_and_a_command_with_untagged_data() -> None:
+    protocol, transport, _ = connected()
+    assert protocol.greeting.called
+    d = run(protocol, b"NOOP")
+    assert transport.value() == b"P1 NOOP\r\n"
+    protocol.dataReceived(b"* 3 EXISTS\r\nP1 OK done\r\n")
+    result = d.result
+    assert result.text == "done"
+    assert [u.number for u in result.data("EXISTS")] == [3]
+
+
+def test_no_reaches_the_caller_with_code_and_text() -> None:
+    protocol, _, _ = connected()
+    d = run(protocol, b"SELECT nope")
+    protocol.dataReceived(b"P1 NO [TRYCREATE] no such mailbox\r\n")
+    failure = d.result
+    d.addErrback(lambda _: None)
+    assert isinstance(failure.value, UpstreamRefused)
+    assert failure.value.code.name == "TRYCREATE"
+    assert failure.value.text == "no such mailbox"
+
+
+def test_garbage_from_upstream_fails_the_command_and_drops_the_link() -> None:
+    protocol, transport, _ = connected()
+    d = run(protocol, b"NOOP")
+    protocol.dataReceived(b"* 1 FETCH (UID\r\n")
+    protocol.dataReceived(b"P1 OK\r\n")
+    with pytest.raises(UpstreamUnavailable):
+        d.result.raiseException()
+    d.addErrback(lambda _: None)
+    assert transport.disconnecting or transport.disconnected
+
+
+def test_connection_lost_mid_command() -> None:
+    protocol, _, _ = connected()
+    d = run(protocol, b"UID FETCH 1:* (BODY.PEEK[])")
+    protocol.dataReceived(b"* 1 FETCH (UID 1 BODY[] {100}\r\npartial")
+    protocol.connectionLost(None)
+    assert isinstance(d.result.value, UpstreamUnavailable)
+    d.addErrback(lambda _: None)
+
+
+def test_a_stalled_upstream_times_out() -> None:
+    protocol, transport, clock = connected()
+    d = run(protocol, b"NOOP")
+    clock.advance(6)
+    assert transport.disconnecting or transport.disconnected
+    assert isinstance(d.result.value, UpstreamUnavailable)
+    d.addErrback(lambda _: None)
+
+
+def test_unexpected_tag_drops_the_link() -> None:
+    protocol, transport, _ = connected()
+    d = run(protocol, b"NOOP")
+    protocol.dataReceived(b"X9 OK what\r\n")
+    assert isinstance(d.result.value, UpstreamUnavailable)
+    assert transport.disconnecting or transport.disconnected
+    d.addErrback(lambda _: None)

@@ -41,6 +41,31 @@ class AccountRuntime:
         self.outbox = Outbox(store, account, link, notifier)
         self.sessions = 0
         self._listed = False
+        self.attach(link)
+
+    def attach(self, link: UpstreamLink) -> None:
+        """Use link from now on (a new login may bring new credentials)."""
+        self.link = link
+        self.outbox.link = link
+        link.on_connected = self._connected
+        if self.outbox.pending():
+            # Left over from before a restart or a lost connection: replay them now.
+            self.reactor.callLater(0, self._connected)
+
+    def _connected(self) -> None:
+        """After every (re)connection: replay what is queued, then catch up on the
+        watched mailbox (changes made while the link was down)."""
+
+        async def catch_up() -> None:
+            if self.outbox.pending():
+                await self.outbox.drain()
+            watched = self.link.watched
+            if watched is not None:
+                self.request_sync(watched)
+
+        defer.ensureDeferred(catch_up()).addErrback(
+            lambda f: log.warning("catching up after reconnect failed: %s", f.value)
+        )
 
     # mailbox list ------------------------------------------------------------
 

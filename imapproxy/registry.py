@@ -62,8 +62,7 @@ class AccountRegistry:
         if runtime is not None:
             # The password changed upstream: the old link's credentials are stale.
             defer.ensureDeferred(runtime.link.close())
-            runtime.link = link
-            runtime.outbox.link = link
+            runtime.attach(link)
             return runtime
         runtime = AccountRuntime(self.reactor, self.store, self.notifier, account, link)
         self._runtimes[name] = runtime

@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 
 #: RFC 2177: re-issue IDLE at least every 29 minutes.
 IDLE_RENEW_SECONDS = 25 * 60
+#: Reconnect backoff while a client is watching a mailbox.
+RECONNECT_MIN_SECONDS = 1.0
+RECONNECT_MAX_SECONDS = 60.0
 #: Upstream changes arriving close together are applied as one resync.
 CHANGE_COALESCE_SECONDS = 0.5
 
@@ -51,8 +54,11 @@ class UpstreamLink:
         self._on_change: Callable[[str], None] | None = None
         self._idle: tuple[UpstreamClient, defer.Deferred[Result]] | None = None
         self._change_call: Any = None
-        self.bytes_received_closed = 0
         self._closing = False
+        self._backoff = RECONNECT_MIN_SECONDS
+        self._reconnect_call: Any = None
+        #: Called after every (re)connection: time to drain the outbox and resync.
+        self.on_connected: Callable[[], object] | None = None
 
     # the one way in ----------------------------------------------------------
 
@@ -74,11 +80,41 @@ class UpstreamLink:
     async def _connected(self) -> UpstreamClient:
         if self._client is not None and self._client.protocol.connected_ok:
             return self._client
-        self._client = await connect(
-            self.reactor, self.address, self.username, self.password, self.ca_file
-        )
-        self._client.protocol.on_untagged = self._untagged
-        return self._client
+        try:
+            client = await connect(
+                self.reactor, self.address, self.username, self.password, self.ca_file
+            )
+        except UpstreamUnavailable:
+            self._schedule_reconnect()
+            raise
+        self._client = client
+        self._backoff = RECONNECT_MIN_SECONDS
+        client.protocol.on_untagged = self._untagged
+        client.protocol.closed.addCallback(lambda _: self._lost(client))
+        if self.on_connected is not None:
+            self.reactor.callLater(0, self.on_connected)
+        return client
+
+    def _lost(self, client: UpstreamClient) -> None:
+        if self._client is client:
+            self._client = None
+            if self._idle is not None and self._idle[0] is client:
+                self._idle = None
+            log.info("upstream connection lost")
+            self._schedule_reconnect()
+
+    def _schedule_reconnect(self) -> None:
+        """While a client watches a mailbox, keep trying to get back (with backoff)."""
+        if self._watched is None or self._closing or self._reconnect_call is not None:
+            return
+        delay, self._backoff = self._backoff, min(self._backoff * 2, RECONNECT_MAX_SECONDS)
+        self._reconnect_call = self.reactor.callLater(delay, self._reconnect)
+
+    def _reconnect(self) -> None:
+        self._reconnect_call = None
+        if self._watched is None or self._closing:
+            return
+        defer.ensureDeferred(self.use(_nothing)).addErrback(lambda _: None)
 
     def _drop(self, client: UpstreamClient) -> None:
         client.protocol.abort()
@@ -86,6 +122,10 @@ class UpstreamLink:
             self._client = None
 
     # watching ------------------------------------------------------------------
+
+    @property
+    def watched(self) -> str | None:
+        return self._watched
 
     def watch(self, mailbox: str | None, on_change: Callable[[str], None]) -> None:
         """IDLE on mailbox whenever the link is free; call on_change(mailbox) on news."""
@@ -178,6 +218,8 @@ class UpstreamLink:
     async def close(self) -> None:
         self._closing = True
         self._watched = None
+        if self._reconnect_call is not None and self._reconnect_call.active():
+            self._reconnect_call.cancel()
         await self._lock.acquire()
         try:
             await self._leave_idle()

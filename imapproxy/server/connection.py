@@ -25,10 +25,11 @@ from imapproxy.protocol import (
     LiteralChunk,
     RawLine,
 )
-from imapproxy.server import replies
+from imapproxy.server import handlers, replies  # noqa: F401  (importing handlers registers them)
+from imapproxy.server.session import Session
 
 if TYPE_CHECKING:
-    from imapproxy.server.session import ServerContext, Session
+    from imapproxy.server.session import ServerContext
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +49,6 @@ class ClientConnection(Protocol):
         self._closed = False
 
     def connectionMade(self) -> None:
-        from imapproxy.server.session import Session
-
         self.session = Session(self.context, self)
         self.write_chunks(self.session.greeting())
 

@@ -97,8 +97,6 @@ class Session:
         return self.view
 
     async def handle(self, command: Any) -> None:
-        import imapproxy.server.handlers  # noqa: F401  (registers the handlers)
-
         tag = command.tag
         registered = HANDLERS.get(type(command))
         if registered is None:

@@ -236,7 +236,7 @@ class Relay:
                 return
             try:
                 fn()
-            except Exception as exc:  # noqa: BLE001 - re-raised in the calling thread
+            except Exception as exc:
                 errors.append(exc)
             done.set()
 

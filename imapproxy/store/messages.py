@@ -30,7 +30,7 @@ class Message:
         return replace(self, **changes)  # type: ignore[arg-type]
 
 
-def _prefix(account: AccountId, mailbox: MailboxId) -> bytes:
+def prefix(account: AccountId, mailbox: MailboxId) -> bytes:
     return u32(account) + u32(mailbox)
 
 
@@ -53,50 +53,50 @@ def _decode(uid: int, value: bytes) -> Message:
 
 
 def put(tx: Tx, account: AccountId, mailbox: MailboxId, message: Message) -> None:
-    prefix = _prefix(account, mailbox)
-    tx.put(b"messages", prefix + u32(message.uid), _encode(message))
+    key_prefix = prefix(account, mailbox)
+    tx.put(b"messages", key_prefix + u32(message.uid), _encode(message))
     if message.upstream_uid is not None:
-        tx.put(b"upstream_uids", prefix + u32(message.upstream_uid), u32(message.uid))
+        tx.put(b"upstream_uids", key_prefix + u32(message.upstream_uid), u32(message.uid))
 
 
 def get(tx: Tx, account: AccountId, mailbox: MailboxId, uid: UID) -> Message | None:
-    value = tx.get(b"messages", _prefix(account, mailbox) + u32(uid))
+    value = tx.get(b"messages", prefix(account, mailbox) + u32(uid))
     return None if value is None else _decode(uid, value)
 
 
 def get_many(tx: Tx, account: AccountId, mailbox: MailboxId, uids: Iterable[UID]) -> list[Message]:
-    prefix = _prefix(account, mailbox)
+    key_prefix = prefix(account, mailbox)
     found = []
     for uid in uids:
-        value = tx.get(b"messages", prefix + u32(uid))
+        value = tx.get(b"messages", key_prefix + u32(uid))
         if value is not None:
             found.append(_decode(uid, value))
     return found
 
 
 def iterate(tx: Tx, account: AccountId, mailbox: MailboxId) -> Iterator[Message]:
-    for key, value in tx.scan(b"messages", _prefix(account, mailbox)):
+    for key, value in tx.scan(b"messages", prefix(account, mailbox)):
         yield _decode(read_u32(key, 8), value)
 
 
 def uids(tx: Tx, account: AccountId, mailbox: MailboxId) -> list[UID]:
-    return [UID(read_u32(key, 8)) for key, _ in tx.scan(b"messages", _prefix(account, mailbox))]
+    return [UID(read_u32(key, 8)) for key, _ in tx.scan(b"messages", prefix(account, mailbox))]
 
 
 def local_uid(tx: Tx, account: AccountId, mailbox: MailboxId, upstream_uid: int) -> UID | None:
-    value = tx.get(b"upstream_uids", _prefix(account, mailbox) + u32(upstream_uid))
+    value = tx.get(b"upstream_uids", prefix(account, mailbox) + u32(upstream_uid))
     return None if value is None else UID(read_u32(value))
 
 
 def upstream_map(tx: Tx, account: AccountId, mailbox: MailboxId) -> dict[int, UID]:
     return {
         read_u32(key, 8): UID(read_u32(value))
-        for key, value in tx.scan(b"upstream_uids", _prefix(account, mailbox))
+        for key, value in tx.scan(b"upstream_uids", prefix(account, mailbox))
     }
 
 
 def remove(tx: Tx, account: AccountId, mailbox: MailboxId, message: Message) -> None:
-    prefix = _prefix(account, mailbox)
-    tx.delete(b"messages", prefix + u32(message.uid))
+    key_prefix = prefix(account, mailbox)
+    tx.delete(b"messages", key_prefix + u32(message.uid))
     if message.upstream_uid is not None:
-        tx.delete(b"upstream_uids", prefix + u32(message.upstream_uid))
+        tx.delete(b"upstream_uids", key_prefix + u32(message.upstream_uid))

@@ -11,6 +11,7 @@ UID SEARCH instead of a full flag listing. Each sync is one LMDB transaction.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -128,14 +129,7 @@ def _apply(
     expunged: list[UID] = []
     changed: list[UID] = []
     if reset:
-        # Upstream UIDVALIDITY changed: its UIDs mean nothing now. (Re-matching by
-        # Message-ID/INTERNALDATE/size to keep local UIDs is the next step.)
-        for stale in list(messages.iterate(tx, account, mailbox.id)):
-            messages.remove(tx, account, mailbox.id, stale)
-            expunged.append(stale.uid)
-        mailbox = mailbox.with_(
-            uidvalidity=mailboxes.new_uidvalidity(tx), upstream_last_uid=0, uidnext=1
-        )
+        mailbox, expunged, changed = _rematch(tx, mailbox, fetched)
     upmap = messages.upstream_map(tx, account, mailbox.id)
 
     for item in fetched.flags:
@@ -190,6 +184,54 @@ def _apply(
         mailbox.id, added=bool(fetched.new), expunged=tuple(expunged), flags=tuple(changed)
     )
     return mailbox, change
+
+
+def _rematch(tx: Tx, mailbox: Mailbox, fetched: _Fetched) -> tuple[Mailbox, list[UID], list[UID]]:
+    """The upstream's UIDVALIDITY changed: its old UIDs mean nothing now.
+
+    Rather than pass the reset on to every client (a full re-download), re-link our
+    messages to the new upstream UIDs where INTERNALDATE and size identify exactly
+    one old and one new message; those keep their local UID, flags follow the
+    upstream, content stays cached. The rest are expunged and re-added as new.
+    Ambiguous pairs are never guessed (RFC 4549 §4.2.1 spirit).
+    """
+    account = mailbox.account
+    tx.delete_prefix(b"upstream_uids", messages.prefix(account, mailbox.id))
+    old = list(messages.iterate(tx, account, mailbox.id))
+    olds: dict[tuple[str, int], list[Message]] = defaultdict(list)
+    for message in old:
+        olds[(message.internaldate, message.size)].append(message)
+    news: dict[tuple[str, int], list[dict[str, Value]]] = defaultdict(list)
+    for item in fetched.new:
+        news[(text(item.get("INTERNALDATE")), as_int(item.get("RFC822.SIZE")))].append(item)
+    kept: set[UID] = set()
+    changed: list[UID] = []
+    remaining = []
+    for key, items in news.items():
+        candidates = olds.get(key, [])
+        if len(items) == 1 and len(candidates) == 1:
+            message, item = candidates[0], items[0]
+            flags = flags_of(item.get("FLAGS", ()))
+            mailbox, modseq = mailboxes.next_modseq(tx, mailbox)
+            relinked = message.with_(
+                upstream_uid=UpstreamUID(as_int(item["UID"])), flags=flags, modseq=modseq
+            )
+            messages.put(tx, account, mailbox.id, relinked)
+            kept.add(message.uid)
+            if set(flags) != set(message.flags):
+                changed.append(message.uid)
+        else:
+            remaining.extend(items)
+    fetched.new = remaining
+    expunged = []
+    for message in old:
+        if message.uid not in kept:
+            messages.remove(tx, account, mailbox.id, message.with_(upstream_uid=None))
+            mailbox, modseq = mailboxes.next_modseq(tx, mailbox)
+            mailboxes.log_change(tx, mailbox, modseq, {"uid": message.uid, "what": "expunge"})
+            expunged.append(message.uid)
+    highest = max((as_int(item["UID"]) for items in news.values() for item in items), default=0)
+    return mailbox.with_(upstream_last_uid=highest), expunged, changed
 
 
 def add_message(

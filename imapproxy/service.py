@@ -65,6 +65,7 @@ class ProxyService(Service):
         defer.ensureDeferred(self.start())
 
     async def stop(self) -> None:
+        was_listening = self.port is not None
         if self.port is not None:
             await self.port.stopListening()
             self.port = None
@@ -73,7 +74,8 @@ class ProxyService(Service):
         if self.store is not None:
             self.store.close()
             self.store = None
-        log.info("imapproxy stopped")
+        if was_listening:
+            log.info("imapproxy stopped")
 
     def stopService(self) -> defer.Deferred[None]:
         super().stopService()

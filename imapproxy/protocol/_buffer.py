@@ -53,6 +53,10 @@ class ReceiveBuffer:
         del self._data[: idx + 1]
         return line
 
+    def peek(self, size: int) -> bytes:
+        """The first size bytes, left in place (to name the tag of a line being refused)."""
+        return bytes(self._data[:size])
+
     def discard_line(self) -> bool:
         """Drop data through the next LF; True once the LF was found."""
         idx = self._data.find(b"\n")

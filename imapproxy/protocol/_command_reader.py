@@ -232,7 +232,9 @@ class CommandReader:
         if line is None:
             return NEED_DATA
         if line is LINE_TOO_LONG:
-            tag = _guess_tag(self._parts[0]) if self._parts else None
+            # The refused line is still buffered: its first word names the tag to answer.
+            first = self._parts[0] if self._parts else self._buf.peek(128)
+            tag = _guess_tag(first) if b" " in first else None
             self._parts = []
             self._raw_line = False
             self._mode = _Mode.DISCARD_LINE

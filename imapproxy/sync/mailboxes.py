@@ -81,6 +81,9 @@ class _Fetched:
     flags: list[dict[str, Value]] = field(default_factory=list)
     full_flags: bool = False
     present: set[int] | None = None
+    #: flags/present describe upstream UIDs 1..examined only (ours above it came from
+    #: our own APPEND/COPY and are reported in `new`).
+    examined: int = 0
 
 
 async def sync_messages(
@@ -96,9 +99,13 @@ async def sync_messages(
     known_count = (
         0
         if reset
-        else store.read(lambda tx: len(messages.upstream_map(tx, mailbox.account, mailbox.id)))
+        else store.read(
+            lambda tx: sum(
+                1 for up in messages.upstream_map(tx, mailbox.account, mailbox.id) if up <= last_uid
+            )
+        )
     )
-    fetched = _Fetched(info)
+    fetched = _Fetched(info, examined=last_uid)
 
     uidnext_moved = info.uidnext is None or info.uidnext > (mailbox.upstream_uidnext or 0)
     if info.exists and (reset or last_uid == 0 or uidnext_moved):
@@ -145,10 +152,11 @@ def _apply(
             changed.append(uid)
 
     gone: Iterable[int] = ()
+    examined = {up for up in upmap if up <= fetched.examined}
     if fetched.full_flags:
-        gone = set(upmap) - {as_int(item["UID"]) for item in fetched.flags}
+        gone = examined - {as_int(item["UID"]) for item in fetched.flags}
     elif fetched.present is not None:
-        gone = set(upmap) - fetched.present
+        gone = examined - fetched.present
     for up_uid in sorted(gone):
         gone_message = messages.get(tx, account, mailbox.id, upmap[up_uid])
         if gone_message is not None:

@@ -393,7 +393,14 @@ def test_empty_lines_are_ignored() -> None:
 def test_line_too_long(how: str) -> None:
     reader = CommandReader(max_line=100)
     data = b"a1 LOGIN " + b"x" * 500 + b" y\r\na2 NOOP\r\n"
-    assert read_commands(data, how, reader) == [CommandError(None, "line too long"), Noop("a2")]
+    # The refused line's tag is named, so the client can match the BAD to its command.
+    assert read_commands(data, how, reader) == [CommandError("a1", "line too long"), Noop("a2")]
+
+
+def test_line_too_long_without_a_tag_is_untagged() -> None:
+    reader = CommandReader(max_line=100)
+    data = b"x" * 500 + b"\r\na2 NOOP\r\n"
+    assert read_commands(data, reader=reader) == [CommandError(None, "line too long"), Noop("a2")]
 
 
 def test_line_too_long_is_not_buffered() -> None:

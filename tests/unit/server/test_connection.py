@@ -22,7 +22,9 @@ class Client:
     def __init__(self, tmp_path: Path) -> None:
         self.clock = MemoryReactorClock()
         store = Store(tmp_path / "replica")
-        registry = AccountRegistry(self.clock, store, UpstreamAddress.parse("imap+plain://127.0.0.1:1"))
+        registry = AccountRegistry(
+            self.clock, store, UpstreamAddress.parse("imap+plain://127.0.0.1:1")
+        )
         self.connection = ClientConnection(ServerContext(self.clock, registry, max_append=1024))
         self.transport = StringTransport()
         self.connection.makeConnection(self.transport)
@@ -63,7 +65,9 @@ def test_unknown_command_and_bad_arguments_get_tagged_bad_with_reason(client: Cl
 
 
 def test_commands_of_another_state_are_refused(client: Client) -> None:
-    assert client.send(b"a1 SELECT INBOX\r\n") == [b"a1 BAD command not valid in not authenticated state"]
+    assert client.send(b"a1 SELECT INBOX\r\n") == [
+        b"a1 BAD command not valid in not authenticated state"
+    ]
     assert client.send(b"a2 FETCH 1 FLAGS\r\n")[0].startswith(b"a2 BAD command not valid")
 
 

@@ -54,8 +54,9 @@ class AccountRegistry:
         except AuthenticationFailed as exc:
             log.info("login refused by upstream for %r: %s", name, exc.text)
             raise LoginFailed() from None
-        except UpstreamUnavailable:
-            return await self._offline_login(name, password, link)
+        except UpstreamUnavailable as exc:
+            log.warning("upstream unavailable at login of %r: %s", name, exc)
+            return await self._offline_login(name, password, link, exc)
         verifier = await threads.deferToThread(accounts.make_verifier, password)
         account = self.store.write(lambda tx: accounts.ensure_account(tx, url, name))
         self.store.write(lambda tx: accounts.set_verifier(tx, account, verifier))
@@ -69,12 +70,12 @@ class AccountRegistry:
         return runtime
 
     async def _offline_login(
-        self, name: str, password: bytes, link: UpstreamLink
+        self, name: str, password: bytes, link: UpstreamLink, reason: UpstreamUnavailable
     ) -> AccountRuntime:
         account = self.store.read(lambda tx: accounts.find_account(tx, self.address.url(), name))
         if account is None:
             raise UpstreamUnavailable(
-                "upstream unreachable and this account has never logged in here"
+                f"{reason}; this account has never logged in here, so it cannot work offline"
             )
         verifier = self.store.read(lambda tx: accounts.get_verifier(tx, account))
         matches = await threads.deferToThread(accounts.verifier_matches, verifier, password)

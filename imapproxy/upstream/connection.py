@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet import defer
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
@@ -94,7 +95,10 @@ class UpstreamProtocol(Protocol):
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self.connected_ok = False
-        error = UpstreamUnavailable("connection to the upstream was lost")
+        why = ""
+        if reason is not None and not reason.check(ConnectionDone):
+            why = f": {reason.getErrorMessage()}"  # e.g. a certificate that failed verification
+        error = UpstreamUnavailable(f"connection to the upstream was lost{why}")
         if not self._got_greeting:
             self._got_greeting = True
             self.greeting.errback(error)

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import defer
 
 from imapproxy.notify import MailboxChange, Notifier
 from imapproxy.outbox.runner import Outbox
-from imapproxy.store import Store, mailboxes
+from imapproxy.store import Store, Tx, mailboxes, messages
 from imapproxy.store.accounts import Account
 from imapproxy.store.mailboxes import Mailbox
 from imapproxy.store.messages import Message
@@ -27,6 +28,31 @@ from imapproxy.upstream.errors import UpstreamUnavailable
 from imapproxy.upstream.link import UpstreamLink
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MailboxStats:
+    """What STATUS and SELECT report about a whole mailbox."""
+
+    messages: int
+    unseen: int
+    size: int
+    keywords: tuple[str, ...]
+    first_unseen: int | None  # sequence number, in UID order
+
+
+def _compute_stats(tx: Tx, mailbox: Mailbox) -> MailboxStats:
+    count = unseen = size = 0
+    keywords: set[str] = set()
+    first_unseen = None
+    for message in messages.iterate(tx, mailbox.account, mailbox.id):
+        count += 1
+        size += message.size
+        if not any(f.upper() == "\\SEEN" for f in message.flags):
+            unseen += 1
+            first_unseen = first_unseen or count
+        keywords.update(f for f in message.flags if not f.startswith("\\"))
+    return MailboxStats(count, unseen, size, tuple(sorted(keywords)), first_unseen)
 
 
 class AccountRuntime:
@@ -41,6 +67,7 @@ class AccountRuntime:
         self.outbox = Outbox(store, account, link, notifier)
         self.sessions = 0
         self._listed = False
+        self._stats: dict[int, tuple[tuple[int, int], MailboxStats]] = {}
         self.attach(link)
 
     def attach(self, link: UpstreamLink) -> None:
@@ -118,6 +145,17 @@ class AccountRuntime:
             return self.mailbox(mailbox.name) or mailbox
         self.notifier.publish(self.account.id, change)
         return synced
+
+    def stats(self, mailbox: Mailbox) -> MailboxStats:
+        """Counts over the whole mailbox, recomputed only when it changed: every change
+        bumps the mailbox's modseq, so (uidvalidity, modseq) identifies its state."""
+        version = (mailbox.uidvalidity, mailbox.highestmodseq)
+        cached = self._stats.get(mailbox.id)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        stats = self.store.read(lambda tx: _compute_stats(tx, mailbox))
+        self._stats[mailbox.id] = (version, stats)
+        return stats
 
     async def ensure_content(
         self, mailbox: Mailbox, wanted: Iterable[Message], needs: set[Need]

@@ -135,6 +135,7 @@ class CopyMessages(Operation):
                         message.blob,
                     )
                     copied.append((message.uid, copy.uid))
+                mailboxes.put(tx, target)
                 changes.append(MailboxChange(target.id, added=bool(copied), origin=None))
         expunged: list[UID] = []
         if self.args["move"] and source is not None:
@@ -235,6 +236,7 @@ class AppendMessage(Operation):
             as_int(item.get("RFC822.SIZE")) or self.args["size"],
             BlobId(self.args["blob"]),
         )
+        mailboxes.put(tx, mailbox)
         return (mailbox.uidvalidity, message.uid), [MailboxChange(mailbox.id, added=True)]
 
 

@@ -9,6 +9,7 @@ text (an ENVELOPE, a BODYSTRUCTURE) into a response without re-parsing it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TypeAlias
 
@@ -44,6 +45,7 @@ Value: TypeAlias = None | int | bytes | Atom | Raw | tuple["Value", ...]
 #: Longest string we send quoted; longer ones go as literals, because some
 #: clients and servers cap quoted strings and a literal is always safe.
 MAX_QUOTED = 1024
+_QUOTABLE = re.compile(rb"[\x20-\x7e]*")
 
 
 def quote_safe(data: bytes) -> bool:
@@ -52,9 +54,7 @@ def quote_safe(data: bytes) -> bool:
     Only printable 7-bit text is quoted: 8-bit data in a quoted string is
     legal in IMAP4rev2 but not IMAP4rev1, and CR/LF/NUL never are.
     """
-    if len(data) > MAX_QUOTED:
-        return False
-    return data.isascii() and all(32 <= b < 127 for b in data)
+    return len(data) <= MAX_QUOTED and _QUOTABLE.fullmatch(data) is not None
 
 
 def _quote(data: bytes) -> bytes:

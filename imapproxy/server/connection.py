@@ -12,8 +12,10 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from imapproxy.protocol import (
     NEED_DATA,
@@ -37,7 +39,11 @@ log = logging.getLogger(__name__)
 MAX_OUTPUT_BUFFER = 64 * 2**20
 
 
+@implementer(IPushProducer)
 class ClientConnection(Protocol):
+    """Also the producer of its own output: the transport pauses us when the client
+    reads slower than we answer, and long answers (FETCH 1:*) wait in ``drained``."""
+
     transport: Any
 
     def __init__(self, context: ServerContext) -> None:
@@ -47,13 +53,17 @@ class ClientConnection(Protocol):
         self._busy = False
         self._raw_line: defer.Deferred[bytes] | None = None
         self._closed = False
+        self._paused = False
+        self._drain_waiters: list[defer.Deferred[None]] = []
 
     def connectionMade(self) -> None:
         self.session = Session(self.context, self)
+        self.transport.registerProducer(self, True)
         self.write_chunks(self.session.greeting())
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self._closed = True
+        self.resumeProducing()
         if self._raw_line is not None and not self._raw_line.called:
             self._raw_line.errback(ConnectionError("client went away"))
         if self.session is not None:
@@ -64,6 +74,33 @@ class ClientConnection(Protocol):
     def write_chunks(self, chunks: list[bytes]) -> None:
         if not self._closed and self.transport is not None:
             self.transport.writeSequence(chunks)
+
+    # IPushProducer: flow control of our output --------------------------------
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    def stopProducing(self) -> None:
+        self.resumeProducing()
+
+    def drained(self) -> defer.Deferred[None]:
+        """Fires once the client has taken what we wrote (soon, unless it is slow).
+
+        It always goes through the reactor, so one long answer lets other clients'
+        commands and the upstream run between its parts.
+        """
+        waiter: defer.Deferred[None] = defer.Deferred()
+        if self._paused and not self._closed:
+            self._drain_waiters.append(waiter)
+        else:
+            self.context.reactor.callLater(0, waiter.callback, None)
+        return waiter
 
     def close(self) -> None:
         if self.transport is not None:

@@ -251,7 +251,10 @@ def add_message(
     size: int,
     blob: int | None = None,
 ) -> tuple[Mailbox, Message]:
-    """A new message at the end of the local UID space (new local UIDs follow upstream order)."""
+    """A new message at the end of the local UID space (new local UIDs follow upstream order).
+
+    The caller stores the returned mailbox (once, after adding a batch).
+    """
     mailbox, modseq = mailboxes.next_modseq(tx, mailbox)
     uid = UID(mailbox.uidnext)
     message = Message(
@@ -264,6 +267,4 @@ def add_message(
         cache.new_blob(tx, mailbox.account) if blob is None else blob,  # type: ignore[arg-type]
     )
     messages.put(tx, mailbox.account, mailbox.id, message)
-    mailbox = mailbox.with_(uidnext=uid + 1)
-    mailboxes.put(tx, mailbox)
-    return mailbox, message
+    return mailbox.with_(uidnext=uid + 1), message

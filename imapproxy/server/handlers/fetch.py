@@ -28,6 +28,8 @@ from imapproxy.upstream.errors import UpstreamUnavailable
 
 SIMPLE = {"UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE"}
 HEADER_TEXTS = {"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"}
+#: Messages rendered per step; between steps the client drains and others get a turn.
+RENDER_BATCH = 200
 
 
 def needs_of(attribute: p.FetchAttribute) -> set[Need]:
@@ -201,14 +203,15 @@ async def fetch(session: Session, cmd: p.Fetch) -> list[bytes]:
         return replies.untagged("FETCH", tuple(items), number=seq_of[message.uid])
 
     missing = 0
-    for start in range(0, len(targets), 500):
-        chunk = targets[start : start + 500]
+    for start in range(0, len(targets), RENDER_BATCH):
+        chunk = targets[start : start + RENDER_BATCH]
         rendered = store.read(partial(_render_all, render, chunk))
         for lines in rendered:
             if lines is None:
                 missing += 1
             else:
                 session.send(lines)
+        await session.connection.drained()
     if missing:
         reason = "upstream unreachable" if unavailable else "upstream did not return them"
         raise CommandFailed(

@@ -13,7 +13,6 @@ from imapproxy.server.handlers.general import ok
 from imapproxy.server.replies import CommandFailed
 from imapproxy.server.session import AUTH, SELECTED, Session, handles
 from imapproxy.server.view import SelectedView
-from imapproxy.store import messages
 from imapproxy.store.mailboxes import Mailbox, normalize_name
 
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
@@ -113,16 +112,14 @@ async def _synced(session: Session, name: str) -> Mailbox:
 @handles(p.Status, AUTH)
 async def status(session: Session, cmd: p.Status) -> list[bytes]:
     mailbox = await _synced(session, cmd.mailbox)
-    all_messages = session.account.store.read(
-        lambda tx: list(messages.iterate(tx, mailbox.account, mailbox.id))
-    )
+    stats = session.account.stats(mailbox)
     values: dict[str, int] = {
-        "MESSAGES": len(all_messages),
+        "MESSAGES": stats.messages,
         "RECENT": 0,
         "UIDNEXT": mailbox.uidnext,
         "UIDVALIDITY": mailbox.uidvalidity,
-        "UNSEEN": sum(1 for m in all_messages if "\\SEEN" not in {f.upper() for f in m.flags}),
-        "SIZE": sum(m.size for m in all_messages),
+        "UNSEEN": stats.unseen,
+        "SIZE": stats.size,
     }
     pairs: list[p.Value] = []
     for item in cmd.items:
@@ -140,10 +137,8 @@ async def select(session: Session, cmd: p.Select) -> list[bytes]:
     session.leave_selected()
     mailbox = await _synced(session, cmd.mailbox)
     view = SelectedView(session.account.store, mailbox, cmd.readonly, origin=session)
-    all_messages = session.account.store.read(
-        lambda tx: list(messages.iterate(tx, mailbox.account, mailbox.id))
-    )
-    keywords = sorted({f for m in all_messages for f in m.flags if not f.startswith("\\")})
+    stats = session.account.stats(mailbox)
+    keywords = stats.keywords
     flags = (*SYSTEM_FLAGS, *keywords)
     session.send(replies.untagged("FLAGS", replies.atoms(flags)))
     permanent = () if cmd.readonly else (*flags, "\\*")
@@ -154,10 +149,7 @@ async def select(session: Session, cmd: p.Select) -> list[bytes]:
     )
     session.send(replies.untagged("EXISTS", number=len(view.uids)))
     session.send(replies.untagged("RECENT", number=0))
-    first_unseen = next(
-        (i for i, m in enumerate(all_messages, 1) if "\\SEEN" not in {f.upper() for f in m.flags}),
-        None,
-    )
+    first_unseen = stats.first_unseen
     if first_unseen is not None:
         session.send(
             replies.untagged_status("OK", "first unseen", replies.code("UNSEEN", first_unseen))

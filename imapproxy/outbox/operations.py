@@ -184,7 +184,7 @@ class AppendMessage(Operation):
 
     name = "append"
 
-    message: bytes | None = None
+    message: bytes | bytearray | None = None
 
     def load(self, tx: Tx, account: AccountId) -> None:
         self.message = cache.get(tx, account, BlobId(self.args["blob"]), cache.Kind.FULL)

@@ -55,7 +55,7 @@ class Outbox:
             return outbox.add(tx, self.account.id, operation.name, operation.args)
 
         entry = self.store.write(queue)
-        await self.drain(origin, stop_at=entry.seq)
+        await self.drain(origin, stop_at=entry.seq, operation=operation)
         if entry.seq not in self._results:
             raise UpstreamUnavailable("upstream unreachable; the change is queued for replay")
         result = self._results.pop(entry.seq)
@@ -66,13 +66,23 @@ class Outbox:
     def pending(self) -> list[Entry]:
         return self.store.read(lambda tx: outbox.pending(tx, self.account.id))
 
-    async def drain(self, origin: object | None = None, stop_at: int | None = None) -> None:
+    async def drain(
+        self,
+        origin: object | None = None,
+        stop_at: int | None = None,
+        operation: Operation | None = None,
+    ) -> None:
+        """Replay queued entries in order (up to stop_at, whose operation may be given
+        in memory, so an APPEND's message is not read back from the store)."""
         await self._lock.acquire()
         try:
             for entry in self.pending():
                 if stop_at is not None and entry.seq > stop_at:
                     break
-                result = await self._replay(entry, origin if entry.seq == stop_at else None)
+                own = entry.seq == stop_at
+                result = await self._replay(
+                    entry, origin if own else None, operation if own else None
+                )
                 if stop_at is not None and entry.seq == stop_at:
                     self._results[entry.seq] = result
         except UpstreamUnavailable as exc:
@@ -80,9 +90,13 @@ class Outbox:
         finally:
             self._lock.release()
 
-    async def _replay(self, entry: Entry, origin: object | None) -> Any:
-        operation = OPERATIONS[entry.op](entry.args)
-        self.store.read(lambda tx: operation.load(tx, self.account.id))
+    async def _replay(
+        self, entry: Entry, origin: object | None, operation: Operation | None
+    ) -> Any:
+        if operation is None:
+            operation = OPERATIONS[entry.op](entry.args)
+            loaded = operation
+            self.store.read(lambda tx: loaded.load(tx, self.account.id))
         try:
             answer = await self.link.use(operation.send)
         except UpstreamRefused as refused:

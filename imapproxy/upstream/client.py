@@ -51,7 +51,7 @@ from imapproxy.protocol import (
     format_command,
 )
 from imapproxy.upstream.address import Security, UpstreamAddress
-from imapproxy.upstream.connection import Result, UpstreamProtocol
+from imapproxy.upstream.connection import Chunk, Result, UpstreamProtocol
 from imapproxy.upstream.errors import AuthenticationFailed, UpstreamRefused, UpstreamUnavailable
 from imapproxy.upstream.tls import client_tls_options
 
@@ -277,12 +277,16 @@ class UpstreamClient:
         await self._run(lambda tag: Expunge(tag, uids))
 
     async def append(
-        self, mailbox: str, flags: tuple[str, ...], internal_date: datetime | None, message: bytes
+        self,
+        mailbox: str,
+        flags: tuple[str, ...],
+        internal_date: datetime | None,
+        message: bytes | bytearray,
     ) -> tuple[int, int] | None:
         """APPEND, streaming the message after its literal header; returns APPENDUID."""
         literal_plus = self.literal_plus
 
-        def groups(tag: str) -> list[list[bytes]]:
+        def groups(tag: str) -> list[list[Chunk]]:
             head = format_append_start(
                 tag, mailbox, flags, internal_date, len(message), literal_plus
             )

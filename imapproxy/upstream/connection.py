@@ -9,15 +9,16 @@ the sync engine learns of EXISTS/EXPUNGE/FETCH/VANISHED the upstream sends on it
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IPullProducer, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from imapproxy.protocol import (
     NEED_DATA,
@@ -32,6 +33,8 @@ from imapproxy.protocol import (
 from imapproxy.upstream.errors import UpstreamRefused, UpstreamUnavailable
 
 Untagged = UntaggedData | UntaggedStatus
+#: Bytes written upstream as they are (a message being appended is not copied).
+Chunk = bytes | bytearray
 
 
 @dataclass
@@ -53,10 +56,39 @@ class Result:
 @dataclass
 class _Running:
     tag: str
-    groups: list[list[bytes]]
+    groups: list[Sequence[Chunk]]
     done: defer.Deferred[Result]
     on_continuation: Callable[[ContinuationRequest], None] | None = None
     untagged: list[Untagged] = field(default_factory=list)
+
+
+#: Chunks larger than this are streamed to the transport in slices of SLICE bytes.
+STREAM_THRESHOLD = 1 << 20
+SLICE = 256 * 1024
+
+
+@implementer(IPullProducer)
+class _SliceSender:
+    """Pull producer writing one large buffer in slices, each when the transport wants more."""
+
+    def __init__(self, protocol: UpstreamProtocol, data: Chunk) -> None:
+        self.protocol = protocol
+        self.view = memoryview(data)
+        self.offset = 0
+        self.done: defer.Deferred[None] = defer.Deferred()
+
+    def resumeProducing(self) -> None:
+        if self.offset >= len(self.view):
+            self.protocol.transport.unregisterProducer()
+            self.view.release()
+            self.done.callback(None)
+            return
+        end = self.offset + SLICE
+        self.protocol.write(bytes(self.view[self.offset : end]))
+        self.offset = end
+
+    def stopProducing(self) -> None:
+        self.view.release()
 
 
 class UpstreamProtocol(Protocol):
@@ -115,16 +147,29 @@ class UpstreamProtocol(Protocol):
         assert self.transport is not None
         self.transport.write(data)
 
-    def _write_group(self, group: list[bytes]) -> None:
-        for chunk in group:
-            self.write(chunk)
+    def _write_group(self, group: Sequence[Chunk]) -> None:
+        """Write chunks in order; a large one (a message being appended) is fed to the
+        transport slice by slice as it drains, so it is never copied whole."""
+        pending = list(group)
+
+        def write_next(_: object = None) -> None:
+            while pending:
+                chunk = pending.pop(0)
+                if len(chunk) > STREAM_THRESHOLD:
+                    sender = _SliceSender(self, chunk)
+                    sender.done.addCallback(write_next)
+                    self.transport.registerProducer(sender, False)
+                    return
+                self.write(bytes(chunk))
+
+        write_next()
 
     def next_tag(self) -> str:
         return next(self._tags)
 
     async def run(
         self,
-        make_groups: Callable[[str], list[list[bytes]]],
+        make_groups: Callable[[str], Sequence[Sequence[Chunk]]],
         on_continuation: Callable[[ContinuationRequest], None] | None = None,
         timeout: float | None = None,
     ) -> Result:
@@ -139,7 +184,7 @@ class UpstreamProtocol(Protocol):
                 raise UpstreamUnavailable("not connected to the upstream")
             tag = self.next_tag()
             groups = make_groups(tag)
-            running = _Running(tag, groups[1:], defer.Deferred(), on_continuation)
+            running = _Running(tag, list(groups[1:]), defer.Deferred(), on_continuation)
             running.done.addTimeout(timeout or self.command_timeout, self.clock, self._timed_out)
             self._running = running
             self._write_group(groups[0])

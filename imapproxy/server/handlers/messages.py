@@ -224,6 +224,8 @@ async def append(session: Session, pending: AppendInProgress) -> list[bytes]:
         }
     )
 
+    operation.message = message  # sent from memory; the cache copy is for replay
+
     def keep_message(tx: Tx) -> None:
         blob = cache.new_blob(tx, account)
         cache.put(tx, account, blob, cache.Kind.FULL, message)

@@ -26,7 +26,11 @@ _ATOM_IN_CODE = re.compile(rb'[^\x00-\x1f\x7f ()"{\[\]]+')
 _QUOTED = re.compile(rb'"((?:[^"\\\r\n]|\\[^\r\n])*)"')
 _ESCAPE = re.compile(rb"\\(.)", re.DOTALL)
 _BRACKET_BODY = re.compile(rb'\[(?:[^\]"\r\n]|"(?:[^"\\\r\n]|\\.)*")*\]')
-_DIGITS = re.compile(rb"\d+\Z")
+#: Fast path inside lists: ")" (1), "(" (2), a quoted string (3), or an atom that ends
+#: at a space, ")" or the end (4); an atom running into "[" takes the slow path.
+_LIST_TOKEN = re.compile(
+    rb' *(?:(\))|(\()|"((?:[^"\\\r\n]|\\[^\r\n])*)"|([^\x00-\x1f\x7f ()"{\[]+)(?=[ )]|\Z))'
+)
 
 
 class _End:
@@ -103,20 +107,8 @@ class Scanner:
             return END
         c = text[pos]
         if c == 0x28:  # (
-            if depth >= self.max_depth:
-                raise ParseError("lists nested too deeply")
             self.pos = pos + 1
-            items: list[Value] = []
-            while True:
-                item = self.read_value(depth + 1, partial)
-                if item is END:
-                    if self.peek_char() == 0x29:
-                        self.pos += 1
-                        return tuple(items)
-                    if partial:
-                        return tuple(items)
-                    raise ParseError("unterminated list")
-                items.append(item)  # type: ignore[arg-type]
+            return self._read_list(depth, partial)
         if c == 0x29:  # )
             return END
         if c == 0x22:  # "
@@ -131,6 +123,38 @@ class Scanner:
         if c == 0x5D and self.code_mode:  # ]
             return END
         return self._read_atom(text, pos)
+
+    def _read_list(self, depth: int, partial: bool) -> Value:
+        """The items of a list whose "(" was just consumed, through its ")"."""
+        if depth >= self.max_depth:
+            raise ParseError("lists nested too deeply")
+        items: list[Value] = []
+        while True:
+            if not self.code_mode:
+                # Fast path: ")" or "(" or a quoted string or a plain atom, in one match.
+                m = _LIST_TOKEN.match(self.parts[self.index], self.pos)
+                if m:
+                    self.pos = m.end()
+                    kind = m.lastindex
+                    if kind == 1:
+                        return tuple(items)
+                    if kind == 2:
+                        items.append(self._read_list(depth + 1, partial))
+                    elif kind == 3:
+                        quoted = m.group(3)
+                        items.append(_ESCAPE.sub(rb"\1", quoted) if b"\\" in quoted else quoted)
+                    else:
+                        items.append(self._atom_value(m.group(4)))
+                    continue
+            item = self.read_value(depth + 1, partial)
+            if item is END:
+                if self.peek_char() == 0x29:
+                    self.pos += 1
+                    return tuple(items)
+                if partial:
+                    return tuple(items)
+                raise ParseError("unterminated list")
+            items.append(item)  # type: ignore[arg-type]
 
     def _read_atom(self, text: bytes, pos: int) -> Value:
         start = pos
@@ -150,11 +174,13 @@ class Scanner:
         if pos == start:
             raise ParseError("unexpected character")
         self.pos = pos
-        raw = text[start:pos]
+        return self._atom_value(text[start:pos])
+
+    def _atom_value(self, raw: bytes) -> Value:
         if self.numbers:
-            if _DIGITS.match(raw):
+            if raw.isdigit():  # bytes.isdigit is ASCII digits only
                 return int(raw)
-            if raw.upper() == b"NIL":
+            if len(raw) == 3 and raw.upper() == b"NIL":
                 return None
         try:
             return Atom(raw.decode("utf-8"))

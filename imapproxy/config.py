@@ -37,6 +37,18 @@ class Config:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     max_append: int = 64 * 2**20
+    allow_plaintext_listen: bool = False
+
+    @property
+    def require_tls_for_login(self) -> bool:
+        """Clients must STARTTLS before LOGIN/AUTHENTICATE: the listener is reachable
+        from the network and we have a certificate, so nothing excuses a cleartext password
+        (unless the user said the network is trusted)."""
+        return (
+            self.tls_cert is not None
+            and not _is_loopback(self.listen_host)
+            and not self.allow_plaintext_listen
+        )
 
     @staticmethod
     def parse_listen(text: str) -> tuple[str, int]:
@@ -83,7 +95,16 @@ class Config:
             if path is not None and not path.is_file():
                 raise ConfigError(f"{label} {path}: no such file")
         state_dir = _prepare_state_dir(state_dir)
-        return cls(address, host, port, state_dir, upstream_ca, tls_cert, tls_key)
+        return cls(
+            address,
+            host,
+            port,
+            state_dir,
+            upstream_ca,
+            tls_cert,
+            tls_key,
+            allow_plaintext_listen=allow_plaintext_listen,
+        )
 
 
 def _is_loopback(host: str) -> bool:

@@ -46,7 +46,13 @@ class ProxyService(Service):
                 config.tls_cert.read_text() + config.tls_key.read_text()
             )
             tls_options = cert.options()
-        context = ServerContext(self.reactor, self.registry, tls_options, config.max_append)
+        context = ServerContext(
+            self.reactor,
+            self.registry,
+            tls_options,
+            config.max_append,
+            require_tls_for_login=tls_options is not None and config.require_tls_for_login,
+        )
         endpoint_type = TCP6ServerEndpoint if ":" in config.listen_host else TCP4ServerEndpoint
         endpoint = endpoint_type(self.reactor, config.listen_port, interface=config.listen_host)
         self.port = await endpoint.listen(ServerFactory(context))

@@ -113,6 +113,17 @@ class CommandReader:
         """The pending synchronizing literal, if the reader is paused on one."""
         return self._pending
 
+    @property
+    def pending_append(self) -> AppendStart | None:
+        """The APPEND whose message literal awaits a decision, if that is what is pending
+        (so the caller can refuse it without the client sending the message)."""
+        return self._pending_append
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet consumed (pipelined input the caller has not asked for)."""
+        return len(self._buf)
+
     def accept_literal(self) -> None:
         """Let the client send the pending literal (the caller sends ``+``)."""
         if self._pending is None:

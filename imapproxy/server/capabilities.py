@@ -18,10 +18,17 @@ BASE = (
 )
 
 
-def capabilities(authenticated: bool, tls_active: bool, starttls_available: bool) -> list[str]:
+def capabilities(
+    authenticated: bool,
+    tls_active: bool,
+    starttls_available: bool,
+    login_disabled: bool = False,
+) -> list[str]:
+    """``login_disabled``: no mechanism is offered until STARTTLS (RFC 9051 §6.2.3), so
+    clients do not send a password in clear only to be refused."""
     caps = list(BASE)
     if not authenticated:
-        caps.append("AUTH=PLAIN")
+        caps.append("LOGINDISABLED" if login_disabled else "AUTH=PLAIN")
         if starttls_available and not tls_active:
             caps.append("STARTTLS")
     return caps

@@ -28,7 +28,7 @@ from imapproxy.protocol import (
     RawLine,
 )
 from imapproxy.server import handlers, replies  # noqa: F401  (importing handlers registers them)
-from imapproxy.server.session import Session
+from imapproxy.server.session import APPEND_NEEDS_AUTH, Session
 
 if TYPE_CHECKING:
     from imapproxy.server.session import ServerContext
@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 
 #: Stop reading from a client whose unread output exceeds this (it is not reading).
 MAX_OUTPUT_BUFFER = 64 * 2**20
+#: While a command runs, stop reading once this much pipelined input waits behind it,
+#: so a client cannot make us buffer without bound what we are not yet consuming.
+MAX_PIPELINED_INPUT = 2**20
 
 
 @implementer(IPushProducer)
@@ -54,6 +57,7 @@ class ClientConnection(Protocol):
         self._raw_line: defer.Deferred[bytes] | None = None
         self._closed = False
         self._paused = False
+        self._input_paused = False
         self._drain_waiters: list[defer.Deferred[None]] = []
 
     def connectionMade(self) -> None:
@@ -111,6 +115,29 @@ class ClientConnection(Protocol):
     def dataReceived(self, data: bytes) -> None:
         self.reader.receive_data(data)
         self._pump()
+        self._throttle_input()
+
+    def _throttle_input(self) -> None:
+        """Pause the transport while a running command has more than enough queued behind it.
+
+        Not while the command waits for a line of input itself (IDLE, AUTHENTICATE): that
+        line is read from the buffer as soon as it is there, so it would only deadlock.
+        """
+        if (
+            self._busy
+            and self._raw_line is None
+            and not self._input_paused
+            and not self._closed
+            and self.reader.buffered > MAX_PIPELINED_INPUT
+        ):
+            self._input_paused = True
+            self.transport.pauseProducing()
+
+    def _resume_input(self) -> None:
+        if self._input_paused:
+            self._input_paused = False
+            if not self._closed:
+                self.transport.resumeProducing()
 
     def read_raw_line(self) -> defer.Deferred[bytes]:
         """The next line as sent, for the running command (IDLE, AUTHENTICATE)."""
@@ -136,8 +163,7 @@ class ClientConnection(Protocol):
             if isinstance(event, CommandError):
                 self._command_error(event)
             elif isinstance(event, ContinuationRequired):
-                self.reader.accept_literal()
-                self.write_chunks(replies.continuation("Ready for literal data"))
+                self._continuation(event)
             elif isinstance(event, AppendStart):
                 self.session.append_start(event)
             elif isinstance(event, LiteralChunk):
@@ -146,6 +172,17 @@ class ClientConnection(Protocol):
                 self._run(self.session.append_end(event))
             else:
                 self._run(self.session.handle(event))
+
+    def _continuation(self, event: ContinuationRequired) -> None:
+        """Ask for the literal, unless it is an APPEND message we would refuse anyway:
+        then the client never sends it (and we never hold it)."""
+        assert self.session is not None
+        if self.reader.pending_append is not None and not self.session.may_append:
+            self.reader.reject_literal()
+            self.write_chunks(replies.tagged(event.tag, "BAD", APPEND_NEEDS_AUTH))
+            return
+        self.reader.accept_literal()
+        self.write_chunks(replies.continuation("Ready for literal data"))
 
     def _command_error(self, event: CommandError) -> None:
         assert self.session is not None
@@ -163,6 +200,7 @@ class ClientConnection(Protocol):
 
         def done(result: object) -> None:
             self._busy = False
+            self._resume_input()
             if isinstance(result, Failure):
                 log.error("unhandled error in a command", exc_info=result.getTracebackObject())
                 self.write_chunks(

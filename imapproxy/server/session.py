@@ -19,8 +19,10 @@ from imapproxy import protocol as p
 from imapproxy.account import AccountRuntime
 from imapproxy.registry import AccountRegistry
 from imapproxy.server import replies
+from imapproxy.server.capabilities import capabilities
 from imapproxy.server.replies import CommandFailed
 from imapproxy.server.view import SelectedView
+from imapproxy.store import mailboxes
 from imapproxy.upstream.errors import UpstreamRefused, UpstreamUnavailable
 
 if TYPE_CHECKING:
@@ -44,6 +46,8 @@ class ServerContext:
     registry: AccountRegistry
     tls_options: Any = None  # server TLS options when STARTTLS is offered
     max_append: int = 64 * 2**20
+    #: A non-loopback listener with a certificate: passwords only after STARTTLS.
+    require_tls_for_login: bool = False
 
 
 Handler = Callable[["Session", Any], Awaitable[list[bytes] | None]]
@@ -53,6 +57,18 @@ ANY = frozenset(State)
 NOT_AUTH = frozenset({State.NOT_AUTHENTICATED})
 AUTH = frozenset({State.AUTHENTICATED, State.SELECTED})
 SELECTED = frozenset({State.SELECTED})
+
+
+APPEND_NEEDS_AUTH = "APPEND needs an authenticated session"
+
+
+class _RefusedAppend:
+    """An APPEND message sent (non-synchronizing) before login: read off the wire, to
+    stay in step with the client, but never stored, so an anonymous client cannot make
+    us allocate up to max_append per connection."""
+
+    def add(self, data: bytes) -> None:
+        pass
 
 
 def handles(command: type, states: frozenset[State]) -> Callable[[Handler], Handler]:
@@ -76,12 +92,24 @@ class Session:
     # plumbing ----------------------------------------------------------------
 
     def greeting(self) -> list[bytes]:
-        from imapproxy.server.capabilities import capabilities
-
-        caps = capabilities(False, self.tls_active, self.context.tls_options is not None)
         return replies.untagged_status(
-            "OK", "imapproxy ready", replies.code("CAPABILITY", *replies.atoms(caps))
+            "OK",
+            "imapproxy ready",
+            replies.code("CAPABILITY", *replies.atoms(self.capabilities())),
         )
+
+    def capabilities(self) -> list[str]:
+        return capabilities(
+            self.state is not State.NOT_AUTHENTICATED,
+            self.tls_active,
+            self.context.tls_options is not None,
+            login_disabled=self.login_disabled,
+        )
+
+    @property
+    def login_disabled(self) -> bool:
+        """A password sent now would cross the network in clear (RFC 9051 §6.2.3)."""
+        return self.context.require_tls_for_login and not self.tls_active
 
     def send(self, chunks: list[bytes]) -> None:
         self.connection.write_chunks(chunks)
@@ -103,6 +131,8 @@ class Session:
             self.send(replies.tagged(tag, "BAD", "command not supported"))
             return
         states, handler = registered
+        if not self.refresh_selected() and self._mailbox_gone(tag, states):
+            return
         if self.state not in states:
             self.send(
                 replies.tagged(
@@ -151,6 +181,36 @@ class Session:
 
     # selected state ----------------------------------------------------------
 
+    def _mailbox_gone(self, tag: str, states: frozenset[State]) -> bool:
+        """Tell the client its mailbox was closed under it; True when that answers the
+        command (one that needs a selected mailbox), False when the command can go on."""
+        self.send(replies.untagged_status("OK", "mailbox closed", replies.code("CLOSED")))
+        if self.state in states:
+            return False
+        self.send(
+            replies.tagged(
+                tag, "NO", "the selected mailbox was deleted", replies.code("NONEXISTENT")
+            )
+        )
+        return True
+
+    def refresh_selected(self) -> bool:
+        """Take the selected mailbox's record afresh, by id: a RENAME (ours or another
+        session's) changes its name, and the upstream must hear the new one. False when
+        it is gone, after leaving selected state (RFC 9051 §7.1: CLOSED, not BYE)."""
+        view = self.view
+        if view is None or self.runtime is None:
+            return True
+        old = view.mailbox
+        current = self.runtime.store.read(lambda tx: mailboxes.get(tx, old.account, old.id))
+        if current is None:
+            self.leave_selected()
+            return False
+        view.mailbox = current
+        if current.name != old.name and self.runtime.link.watched == old.name:
+            self.runtime.watch(current)  # the upstream IDLE follows the rename
+        return True
+
     def enter_selected(self, view: SelectedView) -> None:
         self.leave_selected()
         self.view = view
@@ -169,10 +229,14 @@ class Session:
 
     # APPEND streaming (driven by the connection, outside the command queue) ---
 
+    @property
+    def may_append(self) -> bool:
+        return self.state in AUTH
+
     def append_start(self, event: p.AppendStart) -> None:
         from imapproxy.server.handlers.messages import AppendInProgress
 
-        self._append = AppendInProgress(event)
+        self._append = AppendInProgress(event) if self.may_append else _RefusedAppend()
 
     def append_chunk(self, data: bytes) -> None:
         if self._append is not None:
@@ -188,7 +252,7 @@ class Session:
         if pending is None:
             self.send(replies.tagged(event.tag, "BAD", "APPEND without message"))
             return
-        if self.state not in AUTH:
-            self.send(replies.tagged(event.tag, "BAD", "APPEND needs an authenticated session"))
+        if isinstance(pending, _RefusedAppend) or not self.may_append:
+            self.send(replies.tagged(event.tag, "BAD", APPEND_NEEDS_AUTH))
             return
         await self.run_handler(event.tag, append(self, pending), "APPEND")

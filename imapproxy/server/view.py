@@ -9,7 +9,7 @@ matching EXPUNGEs are sent), so sequence numbers never shift under a command.
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 
 from imapproxy.notify import MailboxChange
@@ -95,32 +95,62 @@ class SelectedView:
     def resolve(self, sequence_set: SequenceSet, by_uid: bool) -> list[tuple[SeqNum, UID]]:
         """(seq, uid) pairs the set names, in sequence order; unknown numbers are skipped.
 
+        Work is O(ranges · log + messages named), never O(highest UID): a UID range is
+        cut out of the sorted UID list by bisection, so ``UID FETCH 1:4294967295`` on a
+        sparse mailbox costs what the mailbox holds.
+
         Raises CommandFailed for a message sequence number beyond EXISTS (RFC 9051 §6.4.4).
         """
         if by_uid:
-            highest = self.uids[-1] if self.uids else 0
-            wanted = _members(sequence_set, highest)
-            pairs = []
-            for uid in wanted:
-                seq = self.seq(UID(uid))
-                if seq is not None:
-                    pairs.append((seq, UID(uid)))
-            return pairs
-        count = len(self.uids)
-        members = _members(sequence_set, count)
-        if members and (members[0] < 1 or members[-1] > count):
-            raise replies.CommandFailed("message sequence number out of range", status="BAD")
-        return [(SeqNum(n), self.uids[n - 1]) for n in members]
+            spans = [
+                (bisect_left(self.uids, lo), bisect_right(self.uids, hi))
+                for lo, hi in intervals(sequence_set, self.uids[-1] if self.uids else 0)
+            ]
+        else:
+            count = len(self.uids)
+            ranges = _ranges(sequence_set, count)
+            # Each range as sent: merged, "3:4,5" would hide a 5 beyond EXISTS 4.
+            if any(lo < 1 or lo > count for lo, _ in ranges):
+                raise replies.CommandFailed("message sequence number out of range", status="BAD")
+            spans = [(lo - 1, min(hi, count)) for lo, hi in _merged(ranges)]
+        return [(SeqNum(i + 1), self.uids[i]) for start, end in spans for i in range(start, end)]
 
 
-def _members(sequence_set: SequenceSet, largest: int) -> list[int]:
-    """Members of the set that can exist, without expanding 1:4294967295 into memory."""
-    out: set[int] = set()
+def intervals(sequence_set: SequenceSet, largest: int) -> list[tuple[int, int]]:
+    """The set as sorted, disjoint, inclusive (lo, hi) ranges, with ``*`` as ``largest``.
+
+    Merged, so a set repeating ``1:*`` thousands of times costs no more than one ``1:*``
+    later on.
+    """
+    return _merged(_ranges(sequence_set, largest))
+
+
+def _ranges(sequence_set: SequenceSet, largest: int) -> list[tuple[int, int]]:
+    """Each range as (lo, hi); one with ``*`` names nothing when there is no message."""
+    ranges: list[tuple[int, int]] = []
     for start, end in sequence_set.ranges:
-        a = largest if start is None else start
-        b = largest if end is None else end
-        lo, hi = min(a, b), max(a, b)
         if largest == 0 and (start is None or end is None):
             continue
-        out.update(range(lo, min(hi, max(largest, lo)) + 1))
-    return sorted(out)
+        a = largest if start is None else start
+        b = largest if end is None else end
+        ranges.append((min(a, b), max(a, b)))
+    return ranges
+
+
+def _merged(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    merged: list[tuple[int, int]] = []
+    for lo, hi in sorted(ranges):
+        if merged and lo <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
+        else:
+            merged.append((lo, hi))
+    return merged
+
+
+def contains(spans: list[tuple[int, int]], number: int) -> bool:
+    """Whether number is in the sorted, disjoint ranges ``intervals`` returned."""
+    i = bisect_right(spans, (number, _NO_LIMIT)) - 1
+    return i >= 0 and spans[i][0] <= number <= spans[i][1]
+
+
+_NO_LIMIT = 2**64

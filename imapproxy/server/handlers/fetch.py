@@ -30,6 +30,15 @@ SIMPLE = {"UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE"}
 HEADER_TEXTS = {"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"}
 #: Messages rendered per step; between steps the client drains and others get a turn.
 RENDER_BATCH = 200
+#: The step when each answer carries message content (up to max_append each): a few
+#: bodies in memory at a time, not 200.
+BODY_RENDER_BATCH = 10
+BODY_KINDS = {Kind.FULL, Kind.SECTION}
+
+
+def render_batch(needs: set[Need]) -> int:
+    """How many messages to render before waiting for the client to take them."""
+    return BODY_RENDER_BATCH if any(n.kind in BODY_KINDS for n in needs) else RENDER_BATCH
 
 
 def needs_of(attribute: p.FetchAttribute) -> set[Need]:
@@ -203,8 +212,9 @@ async def fetch(session: Session, cmd: p.Fetch) -> list[bytes]:
         return replies.untagged("FETCH", tuple(items), number=seq_of[message.uid])
 
     missing = 0
-    for start in range(0, len(targets), RENDER_BATCH):
-        chunk = targets[start : start + RENDER_BATCH]
+    batch = render_batch(needs)
+    for start in range(0, len(targets), batch):
+        chunk = targets[start : start + batch]
         rendered = store.read(partial(_render_all, render, chunk))
         for lines in rendered:
             if lines is None:

@@ -10,7 +10,6 @@ from imapproxy import __version__
 from imapproxy import protocol as p
 from imapproxy.registry import LoginFailed
 from imapproxy.server import replies
-from imapproxy.server.capabilities import capabilities
 from imapproxy.server.replies import CommandFailed
 from imapproxy.server.session import ANY, AUTH, NOT_AUTH, Session, State, handles
 from imapproxy.upstream.errors import UpstreamUnavailable
@@ -28,11 +27,16 @@ def ok(
 
 
 def _caps(session: Session) -> list[str]:
-    return capabilities(
-        session.state is not State.NOT_AUTHENTICATED,
-        session.tls_active,
-        session.context.tls_options is not None,
-    )
+    return session.capabilities()
+
+
+def _refuse_cleartext_password(session: Session) -> None:
+    """RFC 5530 PRIVACYREQUIRED: we advertised LOGINDISABLED; STARTTLS first."""
+    if session.login_disabled:
+        raise CommandFailed(
+            "log in after STARTTLS: passwords are not accepted in clear here",
+            response_code=replies.code("PRIVACYREQUIRED"),
+        )
 
 
 @handles(p.Capability, ANY)
@@ -83,11 +87,13 @@ async def _login(session: Session, tag: str, username: bytes, password: bytes) -
 
 @handles(p.Login, NOT_AUTH)
 async def login(session: Session, cmd: p.Login) -> list[bytes]:
+    _refuse_cleartext_password(session)
     return await _login(session, cmd.tag, cmd.username, cmd.password)
 
 
 @handles(p.Authenticate, NOT_AUTH)
 async def authenticate(session: Session, cmd: p.Authenticate) -> list[bytes]:
+    _refuse_cleartext_password(session)
     if cmd.mechanism.upper() != "PLAIN":
         raise CommandFailed("unsupported authentication mechanism; use PLAIN", status="NO")
     response = cmd.initial_response

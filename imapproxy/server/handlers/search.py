@@ -12,7 +12,7 @@ from imapproxy.server import replies
 from imapproxy.server.handlers.general import ok
 from imapproxy.server.replies import CommandFailed
 from imapproxy.server.session import SELECTED, Session, handles
-from imapproxy.server.view import SelectedView
+from imapproxy.server.view import SelectedView, contains, intervals
 from imapproxy.store import messages
 from imapproxy.store.messages import Message
 from imapproxy.types import UID
@@ -63,18 +63,14 @@ class _Local:
         self.now = now
         self.highest_uid = view.uids[-1] if view.uids else 0
         self.count = len(view.uids)
-        self._sets: dict[int, set[int]] = {}
+        self._sets: dict[int, list[tuple[int, int]]] = {}
 
-    def _members(self, key: p.SearchKey, largest: int) -> set[int]:
+    def _spans(self, key: p.SearchKey, largest: int) -> list[tuple[int, int]]:
+        """The key's set as merged ranges, once per key: membership is then a bisection,
+        so ``UID 1:4294967295`` costs nothing like the highest UID."""
         cached = self._sets.get(id(key))
         if cached is None:
-            cached = set()
-            for start, end in key.args[0].ranges:
-                a = largest if start is None else start
-                b = largest if end is None else end
-                lo, hi = min(a, b), max(a, b)
-                cached.update(range(lo, min(hi, max(largest, lo)) + 1))
-            self._sets[id(key)] = cached
+            cached = self._sets[id(key)] = intervals(key.args[0], largest)
         return cached
 
     def matches(self, key: p.SearchKey, message: Message, seq: int) -> bool:
@@ -104,9 +100,9 @@ class _Local:
         if name == "SMALLER":
             return message.size < key.args[0]
         if name == "UID":
-            return message.uid in self._members(key, self.highest_uid)
+            return contains(self._spans(key, self.highest_uid), message.uid)
         if name == "SEQ":
-            return seq in self._members(key, self.count)
+            return contains(self._spans(key, self.count), seq)
         if name in ("BEFORE", "ON", "SINCE"):
             day = _internal_date(message)
             return {

@@ -29,6 +29,9 @@ from imapproxy.upstream.link import UpstreamLink
 
 log = logging.getLogger(__name__)
 
+#: How often selected mailboxes other than the one the link IDLEs on are resynced.
+POLL_SECONDS = 60.0
+
 
 @dataclass(frozen=True)
 class MailboxStats:
@@ -68,6 +71,8 @@ class AccountRuntime:
         self.sessions = 0
         self._listed = False
         self._stats: dict[int, tuple[tuple[int, int], MailboxStats]] = {}
+        self._poll_call: Any = None
+        notifier.on_watch_change[account.id] = self._watch_changed
         self.attach(link)
 
     def attach(self, link: UpstreamLink) -> None:
@@ -165,6 +170,27 @@ class AccountRuntime:
     def watch(self, mailbox: Mailbox | None) -> None:
         """Have the link IDLE upstream on the mailbox a client just selected."""
         self.link.watch(None if mailbox is None else mailbox.name, self.request_sync)
+
+    def _watched_names(self) -> set[str]:
+        ids = self.notifier.watched(self.account.id)
+        return {m.name for m in self.mailboxes() if m.id in ids}
+
+    def _watch_changed(self) -> None:
+        """Sessions came or went: IDLE where a client still is, poll the other selected
+        mailboxes (one upstream connection can IDLE on one mailbox only)."""
+        names = self._watched_names()
+        if self.link.watched not in names:
+            self.watch(self.mailbox(sorted(names)[0]) if names else None)
+        if len(names) > 1 and self._poll_call is None:
+            self._poll_call = self.reactor.callLater(POLL_SECONDS, self._poll)
+
+    def _poll(self) -> None:
+        self._poll_call = None
+        others = self._watched_names() - {self.link.watched}
+        for name in sorted(others):
+            self.request_sync(name)
+        if others:
+            self._poll_call = self.reactor.callLater(POLL_SECONDS, self._poll)
 
     def request_sync(self, name: str) -> None:
         """Resync a mailbox in the background (upstream news, a client starting IDLE)."""

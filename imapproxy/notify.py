@@ -35,9 +35,12 @@ class Notifier:
     _listeners: dict[tuple[AccountId, MailboxId], set[Listener]] = field(
         default_factory=lambda: defaultdict(set)
     )
+    #: Per account: told when the set of watched mailboxes changed (sessions came or went).
+    on_watch_change: dict[AccountId, Callable[[], None]] = field(default_factory=dict)
 
     def subscribe(self, account: AccountId, mailbox: MailboxId, listener: Listener) -> None:
         self._listeners[(account, mailbox)].add(listener)
+        self._watch_changed(account)
 
     def unsubscribe(self, account: AccountId, mailbox: MailboxId, listener: Listener) -> None:
         listeners = self._listeners.get((account, mailbox))
@@ -45,12 +48,18 @@ class Notifier:
             listeners.discard(listener)
             if not listeners:
                 del self._listeners[(account, mailbox)]
+                self._watch_changed(account)
 
     def publish(self, account: AccountId, change: MailboxChange) -> None:
         if not change:
             return
         for listener in list(self._listeners.get((account, change.mailbox), ())):
             listener(change)
+
+    def _watch_changed(self, account: AccountId) -> None:
+        callback = self.on_watch_change.get(account)
+        if callback is not None:
+            callback()
 
     def watched(self, account: AccountId) -> set[MailboxId]:
         return {mailbox for (acct, mailbox) in self._listeners if acct == account}

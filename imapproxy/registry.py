@@ -41,9 +41,22 @@ class AccountRegistry:
         self.ca_file = ca_file
         self.notifier = Notifier()
         self._runtimes: dict[str, AccountRuntime] = {}
+        self._login_locks: dict[str, defer.DeferredLock] = {}
 
     async def login(self, username: bytes, password: bytes) -> AccountRuntime:
+        """One login of a user at a time: clients open several connections at once, and
+        two first logins must not build two runtimes (two outboxes) for one account."""
         name = username.decode("utf-8", "surrogateescape")
+        lock = self._login_locks.setdefault(name, defer.DeferredLock())
+        await lock.acquire()
+        try:
+            return await self._login(name, username, password)
+        finally:
+            lock.release()
+            if not lock.locked and not lock.waiting:
+                self._login_locks.pop(name, None)
+
+    async def _login(self, name: str, username: bytes, password: bytes) -> AccountRuntime:
         runtime = self._runtimes.get(name)
         if runtime is not None and hmac.compare_digest(runtime.link.password, password):
             return runtime
@@ -88,6 +101,8 @@ class AccountRegistry:
         return runtime
 
     async def close(self) -> None:
+        # Sessions still closing after this must not reach into a closed store.
+        self.notifier.on_watch_change.clear()
         for runtime in self._runtimes.values():
             await runtime.link.close()
 

@@ -40,6 +40,9 @@ class Operation:
     def load(self, tx: Tx, account: AccountId) -> None:
         """Read from the replica what send needs beyond args (e.g. an APPEND's message)."""
 
+    def discard(self, tx: Tx, account: AccountId) -> None:
+        """The entry is dropped and its client told: release what only it used."""
+
     async def send(self, client: UpstreamClient) -> Any:
         raise NotImplementedError
 
@@ -139,6 +142,9 @@ class CopyMessages(Operation):
                 changes.append(MailboxChange(target.id, added=bool(copied), origin=None))
         expunged: list[UID] = []
         if self.args["move"] and source is not None:
+            # Re-read: when source is target (MOVE into the same mailbox) its record has
+            # just moved on (UIDNEXT, modseq); the old snapshot would roll it back.
+            source = _mailbox(tx, account, source.id) or source
             source, expunged = _remove(tx, account, source, self.args["pairs"])
             changes.append(MailboxChange(source.id, expunged=tuple(expunged), origin=origin))
         validity = target.uidvalidity if target is not None else 0
@@ -188,6 +194,9 @@ class AppendMessage(Operation):
 
     def load(self, tx: Tx, account: AccountId) -> None:
         self.message = cache.get(tx, account, BlobId(self.args["blob"]), cache.Kind.FULL)
+
+    def discard(self, tx: Tx, account: AccountId) -> None:
+        cache.delete(tx, account, BlobId(self.args["blob"]), cache.Kind.FULL)
 
     async def send(self, client: UpstreamClient) -> Any:
         if self.message is None:

@@ -1,16 +1,26 @@
 """The outbox runner: every write is queued durably, then applied upstream in order.
 
 ``perform`` commits the entry before the upstream hears of it, then drains the
-account's queue in order (earlier entries first, RFC 4549 §3), and for each entry
-applies the upstream's answer to the replica in the same transaction that removes
-the entry. A refusal removes the entry and reaches the waiting client; an upstream
-that cannot be reached leaves the entry queued for the next drain.
+account's queue in order (earlier entries first, RFC 4549 §3). For each entry the
+upstream's answer is applied to the replica in the same transaction that removes
+the entry, and the client waiting for it (if any) gets the result, whichever drain
+replayed it.
+
+When the upstream cannot be reached, what the client hears depends on whether its
+command went out:
+- never sent (no connection): the entry is removed and the client hears
+  ``NO [UNAVAILABLE]`` — nothing happened, nothing will;
+- sent, but the connection broke before the answer (in doubt): the entry stays,
+  marked ``in_doubt``, and is completed on the next drain, checked first where a
+  blind repeat could duplicate (RFC 4549 §5.1); the client hears that.
+A refusal removes the entry; its data is kept when no client heard the refusal.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import defer
@@ -20,10 +30,25 @@ from imapproxy.outbox.operations import OPERATIONS, Operation
 from imapproxy.store import Store, Tx, outbox
 from imapproxy.store.accounts import Account
 from imapproxy.store.outbox import Entry
-from imapproxy.upstream.errors import UpstreamRefused, UpstreamUnavailable
+from imapproxy.upstream.errors import UpstreamRefused, UpstreamUnavailable, UpstreamUnreachable
 from imapproxy.upstream.link import UpstreamLink
 
 log = logging.getLogger(__name__)
+
+#: A refusal that means "already done" when the entry may have been applied before.
+ALREADY_DONE_CODES = {"ALREADYEXISTS", "NONEXISTENT"}
+
+
+class InDoubt(UpstreamUnavailable):
+    """The command was sent but its answer never came; it stays queued and is completed
+    (verified first) when the upstream is back."""
+
+
+@dataclass
+class _Waiting:
+    operation: Operation
+    origin: object | None
+    result: defer.Deferred[Any]
 
 
 class Outbox:
@@ -35,7 +60,7 @@ class Outbox:
         self.link = link
         self.notifier = notifier
         self._lock = defer.DeferredLock()
-        self._results: dict[int, Any] = {}
+        self._waiting: dict[int, _Waiting] = {}
 
     async def perform(
         self,
@@ -55,58 +80,81 @@ class Outbox:
             return outbox.add(tx, self.account.id, operation.name, operation.args)
 
         entry = self.store.write(queue)
-        await self.drain(origin, stop_at=entry.seq, operation=operation)
-        if entry.seq not in self._results:
-            raise UpstreamUnavailable("upstream unreachable; the change is queued for replay")
-        result = self._results.pop(entry.seq)
-        if isinstance(result, UpstreamRefused):
-            raise result
-        return result
+        waiting = _Waiting(operation, origin, defer.Deferred())
+        self._waiting[entry.seq] = waiting
+        try:
+            stopped = await self.drain()
+        finally:
+            self._waiting.pop(entry.seq, None)
+        if waiting.result.called:
+            return await waiting.result
+        # Our entry is still queued: the upstream could not be reached or did not answer.
+        if stopped is not None and stopped[0] == entry.seq and stopped[1]:
+            self._mark_in_doubt(entry)
+            raise InDoubt(
+                "the upstream connection broke before it answered; the change is kept and "
+                "will be completed when the upstream is back"
+            )
+        self._discard(entry, operation)
+        raise UpstreamUnavailable("upstream unreachable; the change was not applied")
 
     def pending(self) -> list[Entry]:
         return self.store.read(lambda tx: outbox.pending(tx, self.account.id))
 
-    async def drain(
-        self,
-        origin: object | None = None,
-        stop_at: int | None = None,
-        operation: Operation | None = None,
-    ) -> None:
-        """Replay queued entries in order (up to stop_at, whose operation may be given
-        in memory, so an APPEND's message is not read back from the store)."""
+    async def drain(self) -> tuple[int, bool] | None:
+        """Replay queued entries in order until the queue is empty or the upstream is
+        gone. Returns None when done, else (seq of the entry it stopped at, whether that
+        entry was sent)."""
         await self._lock.acquire()
         try:
             for entry in self.pending():
-                if stop_at is not None and entry.seq > stop_at:
-                    break
-                own = entry.seq == stop_at
-                result = await self._replay(
-                    entry, origin if own else None, operation if own else None
-                )
-                if stop_at is not None and entry.seq == stop_at:
-                    self._results[entry.seq] = result
-        except UpstreamUnavailable as exc:
-            log.info("outbox for account %d paused: %s", self.account.id, exc)
+                try:
+                    result = await self._replay(entry)
+                except UpstreamUnreachable as exc:
+                    log.info("outbox of account %d waits: %s", self.account.id, exc)
+                    return entry.seq, False
+                except UpstreamUnavailable as exc:
+                    log.info(
+                        "outbox of account %d: %s in doubt: %s", self.account.id, entry.op, exc
+                    )
+                    return entry.seq, True
+                waiting = self._waiting.get(entry.seq)
+                if waiting is not None and not waiting.result.called:
+                    if isinstance(result, Exception):
+                        waiting.result.errback(result)
+                    else:
+                        waiting.result.callback(result)
+            return None
         finally:
             self._lock.release()
 
-    async def _replay(
-        self, entry: Entry, origin: object | None, operation: Operation | None
-    ) -> Any:
-        if operation is None:
-            operation = OPERATIONS[entry.op](entry.args)
+    async def _replay(self, entry: Entry) -> Any:
+        """Send one entry and apply its answer; a refusal comes back as the exception."""
+        waiting = self._waiting.get(entry.seq)
+        if waiting is not None:
+            operation, origin = waiting.operation, waiting.origin
+        else:
+            operation, origin = OPERATIONS[entry.op](entry.args), None
             loaded = operation
             self.store.read(lambda tx: loaded.load(tx, self.account.id))
         try:
             answer = await self.link.use(operation.send)
         except UpstreamRefused as refused:
-            log.warning(
-                "upstream refused queued %s (account %d): %s", entry.op, self.account.id, refused
-            )
-            self.store.write(lambda tx: outbox.remove(tx, entry))
-            return refused
+            in_doubt = bool(entry.args.get("in_doubt"))
+            if not (
+                in_doubt and refused.code is not None and refused.code.name in ALREADY_DONE_CODES
+            ):
+                self._refused(entry, operation, refused, heard=waiting is not None)
+                return refused
+            answer = None  # it was applied by the attempt whose answer we never got
+        except UpstreamUnavailable:
+            raise
+        except Exception as exc:  # a bug must not block the account's queue forever
+            log.exception("queued %s failed on the proxy; removed from the queue", entry.op)
+            self._refused(entry, operation, exc, heard=waiting is not None)
+            return UpstreamRefused("NO", None, f"{entry.op} failed on the proxy")
 
-        def apply(tx: Any) -> tuple[Any, list[MailboxChange]]:
+        def apply(tx: Tx) -> tuple[Any, list[MailboxChange]]:
             outbox.remove(tx, entry)
             return operation.apply(tx, self.account.id, answer, origin)
 
@@ -114,3 +162,27 @@ class Outbox:
         for change in changes:
             self.notifier.publish(self.account.id, change)
         return result
+
+    def _refused(self, entry: Entry, operation: Operation, error: Exception, heard: bool) -> None:
+        if heard:
+            # The client hears the refusal and still has its data.
+            self._discard(entry, operation)
+            return
+        log.warning(
+            "upstream refused queued %s of account %d: %s; its data is kept in the replica",
+            entry.op,
+            self.account.id,
+            error,
+        )
+        self.store.write(lambda tx: outbox.remove(tx, entry))
+
+    def _discard(self, entry: Entry, operation: Operation) -> None:
+        def remove(tx: Tx) -> None:
+            outbox.remove(tx, entry)
+            operation.discard(tx, self.account.id)
+
+        self.store.write(remove)
+
+    def _mark_in_doubt(self, entry: Entry) -> None:
+        args = dict(entry.args, in_doubt=True)
+        self.store.write(lambda tx: outbox.update(tx, entry, args))

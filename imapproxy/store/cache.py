@@ -47,3 +47,7 @@ def put(
 
 def new_blob(tx: Tx, account: AccountId) -> BlobId:
     return BlobId(tx.counter(b"blob:" + u32(account)))
+
+
+def delete(tx: Tx, account: AccountId, blob: BlobId, kind: Kind, section: str = "") -> None:
+    tx.delete(b"cache", _key(account, blob, kind, section))

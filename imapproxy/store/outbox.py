@@ -47,3 +47,12 @@ def pending(tx: Tx, account: AccountId) -> list[Entry]:
             Entry(account, read_u64(key, 4), record["op"], record["args"], record["created"])
         )
     return entries
+
+
+def update(tx: Tx, entry: Entry, args: dict[str, Any]) -> None:
+    """Rewrite an entry's arguments in place (it keeps its position in the queue)."""
+    tx.put_record(
+        b"outbox",
+        u32(entry.account) + u64(entry.seq),
+        {"op": entry.op, "args": args, "created": entry.created},
+    )

@@ -141,15 +141,8 @@ def _apply(
 
     for item in fetched.flags:
         uid = upmap.get(as_int(item["UID"]))
-        if uid is None:
-            continue
-        message = messages.get(tx, account, mailbox.id, uid)
-        flags = flags_of(item.get("FLAGS", ()))
-        if message is not None and set(message.flags) != set(flags):
-            mailbox, modseq = mailboxes.next_modseq(tx, mailbox)
-            messages.put(tx, account, mailbox.id, message.with_(flags=flags, modseq=modseq))
-            mailboxes.log_change(tx, mailbox, modseq, {"uid": uid, "what": "flags"})
-            changed.append(uid)
+        if uid is not None:
+            mailbox = _set_flags(tx, mailbox, uid, flags_of(item.get("FLAGS", ())), changed)
 
     gone: Iterable[int] = ()
     examined = {up for up in upmap if up <= fetched.examined}
@@ -168,7 +161,12 @@ def _apply(
     last_uid = mailbox.upstream_last_uid
     for item in sorted(fetched.new, key=lambda i: as_int(i["UID"])):
         up_uid = as_int(item["UID"])
+        last_uid = max(last_uid, up_uid)
         if up_uid in upmap:
+            # Ours already (our own APPEND/COPY linked it): now part of the synced range.
+            mailbox = _set_flags(
+                tx, mailbox, upmap[up_uid], flags_of(item.get("FLAGS", ())), changed
+            )
             continue
         mailbox, _ = add_message(
             tx,
@@ -178,7 +176,6 @@ def _apply(
             text(item.get("INTERNALDATE")),
             as_int(item.get("RFC822.SIZE")),
         )
-        last_uid = max(last_uid, up_uid)
 
     info = fetched.info
     mailbox = mailbox.with_(
@@ -192,6 +189,20 @@ def _apply(
         mailbox.id, added=bool(fetched.new), expunged=tuple(expunged), flags=tuple(changed)
     )
     return mailbox, change
+
+
+def _set_flags(
+    tx: Tx, mailbox: Mailbox, uid: UID, flags: tuple[str, ...], changed: list[UID]
+) -> Mailbox:
+    """Take the upstream's flags for one message; a real change gets a new modseq."""
+    message = messages.get(tx, mailbox.account, mailbox.id, uid)
+    if message is None or set(message.flags) == set(flags):
+        return mailbox
+    mailbox, modseq = mailboxes.next_modseq(tx, mailbox)
+    messages.put(tx, mailbox.account, mailbox.id, message.with_(flags=flags, modseq=modseq))
+    mailboxes.log_change(tx, mailbox, modseq, {"uid": uid, "what": "flags"})
+    changed.append(uid)
+    return mailbox
 
 
 def _rematch(tx: Tx, mailbox: Mailbox, fetched: _Fetched) -> tuple[Mailbox, list[UID], list[UID]]:

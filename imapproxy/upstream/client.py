@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from twisted.internet import defer
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Factory
@@ -36,6 +37,7 @@ from imapproxy.protocol import (
     Move,
     Rename,
     ResponseCode,
+    ResponseReader,
     Search,
     SearchKey,
     Select,
@@ -52,7 +54,12 @@ from imapproxy.protocol import (
 )
 from imapproxy.upstream.address import Security, UpstreamAddress
 from imapproxy.upstream.connection import Chunk, Result, UpstreamProtocol
-from imapproxy.upstream.errors import AuthenticationFailed, UpstreamRefused, UpstreamUnavailable
+from imapproxy.upstream.errors import (
+    AuthenticationFailed,
+    UpstreamRefused,
+    UpstreamUnavailable,
+    UpstreamUnreachable,
+)
 from imapproxy.upstream.tls import client_tls_options
 
 
@@ -117,6 +124,10 @@ def _expand_ordered(set_text: str) -> list[int]:
         a, b = int(lo), int(hi or lo)
         out.extend(range(a, b + 1) if a <= b else range(a, b - 1, -1))
     return out
+
+
+#: How long an ordinary upstream command may take before the link counts as dead.
+COMMAND_TIMEOUT = 120.0
 
 
 class UpstreamClient:
@@ -331,42 +342,67 @@ async def connect(
     clock: IReactorTime | None = None,
     timeout: float = 30.0,
 ) -> UpstreamClient:
-    """Open, secure and log in one upstream connection."""
+    """Open, secure and log in one upstream connection.
+
+    Raises AuthenticationFailed for rejected credentials and UpstreamUnreachable for
+    everything else that keeps us from a logged-in connection (refused, timed out,
+    TLS verification failed, no STARTTLS): callers know nothing of theirs was sent.
+    """
     clock = clock or reactor
     endpoint: Any = HostnameEndpoint(reactor, address.host, address.port, timeout=timeout)
     if address.security is Security.TLS:
         endpoint = wrapClientTLS(client_tls_options(address.host, ca_file), endpoint)
     try:
         protocol: UpstreamProtocol = await endpoint.connect(
-            Factory.forProtocol(lambda: UpstreamProtocol(clock))
+            Factory.forProtocol(lambda: UpstreamProtocol(clock, command_timeout=timeout))
         )
     except Exception as exc:
-        raise UpstreamUnavailable(f"cannot connect to {address.url()}: {exc}") from exc
+        raise UpstreamUnreachable(f"cannot connect to {address.url()}: {exc}") from exc
     try:
-        greeting = await protocol.greeting.addTimeout(timeout, clock)
-        if greeting.status == "BYE":
-            raise UpstreamUnavailable(f"upstream refused the connection: {greeting.text}")
-        capabilities = await _capabilities(protocol, False, greeting.code)
-        if address.security is Security.STARTTLS:
-            if "STARTTLS" not in capabilities:
-                raise UpstreamUnavailable(
-                    "upstream does not offer STARTTLS, which imap:// requires"
-                )
-            await protocol.run(lambda tag: _groups(StartTLS(tag), False))
-            assert protocol.transport is not None
-            protocol.transport.startTLS(client_tls_options(address.host, ca_file))  # type: ignore[attr-defined]
-            capabilities = await _capabilities(protocol, False, None)
-        client = UpstreamClient(protocol, capabilities)
-        result = await _login(client, username, password)
-        client.capabilities = await _capabilities(
-            protocol, client.literal_plus, _capability_code(result)
-        )
-        if client.has("ENABLE") and client.has("CONDSTORE"):
-            await client._run(lambda tag: Enable(tag, ("CONDSTORE",)))
-        return client
-    except BaseException:
+        return await _open(protocol, address, username, password, ca_file, clock, timeout)
+    except AuthenticationFailed:
         protocol.abort()
         raise
+    except Exception as exc:
+        protocol.abort()
+        if isinstance(exc, UpstreamUnreachable):
+            raise
+        reason = str(exc) or type(exc).__name__
+        if isinstance(exc, defer.TimeoutError):
+            reason = f"no answer within {timeout:.0f} s"
+        raise UpstreamUnreachable(f"cannot open a session on {address.url()}: {reason}") from exc
+
+
+async def _open(
+    protocol: UpstreamProtocol,
+    address: UpstreamAddress,
+    username: bytes,
+    password: bytes,
+    ca_file: Path | None,
+    clock: IReactorTime,
+    timeout: float,
+) -> UpstreamClient:
+    greeting = await protocol.greeting.addTimeout(timeout, clock)
+    if greeting.status == "BYE":
+        raise UpstreamUnreachable(f"upstream refused the connection: {greeting.text}")
+    capabilities = await _capabilities(protocol, False, greeting.code)
+    if address.security is Security.STARTTLS:
+        if "STARTTLS" not in capabilities:
+            raise UpstreamUnreachable("upstream does not offer STARTTLS, which imap:// requires")
+        await protocol.run(lambda tag: _groups(StartTLS(tag), False))
+        # Whatever arrived in clear after the OK must not be read as part of the TLS session.
+        protocol.reader = ResponseReader()
+        protocol.transport.startTLS(client_tls_options(address.host, ca_file))
+        capabilities = await _capabilities(protocol, False, None)
+    client = UpstreamClient(protocol, capabilities)
+    result = await _login(client, username, password)
+    client.capabilities = await _capabilities(
+        protocol, client.literal_plus, _capability_code(result)
+    )
+    if client.has("ENABLE") and client.has("CONDSTORE"):
+        await client._run(lambda tag: Enable(tag, ("CONDSTORE",)))
+    protocol.command_timeout = COMMAND_TIMEOUT
+    return client
 
 
 def _groups(command: Any, literal_plus: bool) -> list[list[bytes]]:

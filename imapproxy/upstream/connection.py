@@ -30,7 +30,7 @@ from imapproxy.protocol import (
     UntaggedData,
     UntaggedStatus,
 )
-from imapproxy.upstream.errors import UpstreamRefused, UpstreamUnavailable
+from imapproxy.upstream.errors import UpstreamRefused, UpstreamUnavailable, UpstreamUnreachable
 
 Untagged = UntaggedData | UntaggedStatus
 #: Bytes written upstream as they are (a message being appended is not copied).
@@ -181,7 +181,7 @@ class UpstreamProtocol(Protocol):
         await self._lock.acquire()
         try:
             if not self.connected_ok:
-                raise UpstreamUnavailable("not connected to the upstream")
+                raise UpstreamUnreachable("not connected to the upstream")
             tag = self.next_tag()
             groups = make_groups(tag)
             running = _Running(tag, list(groups[1:]), defer.Deferred(), on_continuation)

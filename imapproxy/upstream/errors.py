@@ -13,6 +13,10 @@ class UpstreamUnavailable(UpstreamError):
     """The upstream cannot be reached or the connection broke: answer NO [UNAVAILABLE]."""
 
 
+class UpstreamUnreachable(UpstreamUnavailable):
+    """No connection could be made: nothing of the current operation was sent."""
+
+
 class UpstreamRefused(UpstreamError):
     """The upstream answered NO or BAD; its code and text are passed on to the client."""
 

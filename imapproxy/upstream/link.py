@@ -30,6 +30,8 @@ IDLE_RENEW_SECONDS = 25 * 60
 #: Reconnect backoff while a client is watching a mailbox.
 RECONNECT_MIN_SECONDS = 1.0
 RECONNECT_MAX_SECONDS = 60.0
+#: Entering or leaving IDLE answers at once on a live link; longer means it is dead.
+IDLE_SWITCH_SECONDS = 15.0
 #: Upstream changes arriving close together are applied as one resync.
 CHANGE_COALESCE_SECONDS = 0.5
 
@@ -191,7 +193,13 @@ class UpstreamLink:
                     started.errback(failure)
 
             done.addErrback(failed_to_start)
-            await started
+            # A stalled link must not hold the lock: no "+" in time means it is dead.
+            deadline = self.reactor.callLater(IDLE_SWITCH_SECONDS, client.protocol.abort)
+            try:
+                await started
+            finally:
+                if deadline.active():
+                    deadline.cancel()
             self._idle = (client, done)
             self.reactor.callLater(IDLE_RENEW_SECONDS, self._renew_idle, done)
         except UpstreamError as exc:
@@ -210,10 +218,14 @@ class UpstreamLink:
         self._idle = None
         if client.protocol.connected_ok:
             client.protocol.write(b"DONE\r\n")
+        deadline = self.reactor.callLater(IDLE_SWITCH_SECONDS, client.protocol.abort)
         try:
             await done
         except UpstreamError:
             self._drop(client)
+        finally:
+            if deadline.active():
+                deadline.cancel()
 
     async def close(self) -> None:
         self._closing = True

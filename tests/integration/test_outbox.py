@@ -1,5 +1,6 @@
-"""A change the upstream could not take yet stays queued, durably, and reaches the
-upstream once it is back — after a reconnect, and after the proxy was killed."""
+"""What the client is told is what happens: a write that could not reach the upstream
+is not applied later behind its back, and a change committed to the outbox survives a
+crash (kill -9) and reaches the upstream when the proxy comes back."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ import signal
 import time
 from pathlib import Path
 
-from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError
 
+from imapproxy.outbox.operations import StoreFlags
+from imapproxy.store import Store, accounts, mailboxes, messages, outbox
 from tests.integration.clients import imap
 from tests.support.corpus import Account
 from tests.support.dovecot import Dovecot
@@ -36,33 +38,47 @@ def _wait_for_flag(
     return False
 
 
-def _store_while_cut(client: IMAPClient, relay: Relay, seq: int, flag: bytes) -> str:
-    relay.cut()
-    try:
-        client.add_flags([seq], [flag])
-    except IMAPClientError as exc:
-        return str(exc)
-    return "OK"
-
-
-def test_queued_change_is_applied_after_the_link_returns(
+def test_write_without_upstream_is_refused_and_never_applied(
     dovecot: Dovecot, make_proxy, fresh_user: Account
 ) -> None:
     proxy = make_proxy()
     with imap(proxy.host, proxy.port, fresh_user) as client:
         client.select_folder("INBOX")
         client.use_uid = False
-        answer = _store_while_cut(client, proxy.relay, 3, b"$Queued")
-        assert "UNAVAILABLE" in answer and "queued" in answer
-        assert b"$Queued" not in _upstream_flags(dovecot, fresh_user, 3)
+        proxy.relay.cut()
+        try:
+            client.add_flags([3], [b"$Refused"])
+            answer = "OK"
+        except IMAPClientError as exc:
+            answer = str(exc)
+        assert "UNAVAILABLE" in answer and "not applied" in answer
+        assert b"$Refused" not in client.get_flags([3])[3]
         proxy.relay.resume()
-        assert _wait_for_flag(dovecot, fresh_user, 3, b"$Queued")
-        # And the client's own view catches up.
-        client.noop()
-        assert b"$Queued" in client.fetch([3], ["FLAGS"])[3][b"FLAGS"]
+        client.noop()  # the link comes back; nothing may be replayed
+        assert b"$Refused" not in client.get_flags([3])[3]
+    assert b"$Refused" not in _upstream_flags(dovecot, fresh_user, 3)
 
 
-def test_queued_change_survives_kill_9(
+def _commit_flag_change(state: Path, upstream: str, user: str, flag: str) -> None:
+    """Commit an outbox entry exactly as STORE does, as if the proxy died right after."""
+    store = Store(state / "replica")
+    try:
+        account = store.read(lambda tx: accounts.find_account(tx, upstream, user))
+        assert account is not None
+        inbox = store.read(lambda tx: mailboxes.find(tx, account.id, "INBOX"))
+        assert inbox is not None
+        first = store.read(lambda tx: next(messages.iterate(tx, account.id, inbox.id)))
+        args = {
+            "mailbox": inbox.id,
+            "name": inbox.name,
+            "groups": [[[flag], [], [[first.uid, first.upstream_uid]]]],
+        }
+        store.write(lambda tx: outbox.add(tx, account.id, StoreFlags.name, args))
+    finally:
+        store.close()
+
+
+def test_committed_change_survives_kill_9(
     dovecot: Dovecot, fresh_user: Account, tmp_path: Path
 ) -> None:
     state = tmp_path / "state"
@@ -72,15 +88,13 @@ def test_queued_change_survives_kill_9(
         try:
             with imap(proxy.host, proxy.port, fresh_user) as client:
                 client.select_folder("INBOX")
-                client.use_uid = False
-                assert "queued" in _store_while_cut(client, relay, 4, b"$Survivor")
-                assert proxy.pid is not None
-                os.kill(proxy.pid, signal.SIGKILL)
+            assert proxy.pid is not None
+            os.kill(proxy.pid, signal.SIGKILL)
         finally:
             proxy.stop()
-        relay.resume()
+        _commit_flag_change(state, upstream, fresh_user.user, "$Survivor")
         with (
             ProxyProcess(upstream, state) as restarted,
             imap(restarted.host, restarted.port, fresh_user),
         ):
-            assert _wait_for_flag(dovecot, fresh_user, 4, b"$Survivor")
+            assert _wait_for_flag(dovecot, fresh_user, 1, b"$Survivor")

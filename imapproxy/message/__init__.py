@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-__all__ = ["extract_section", "header_fields", "partial", "split_header"]
+__all__ = ["extract_section", "header_fields", "header_value", "partial", "split_header"]
 
 CRLF = b"\r\n"
 # Dovecot truncates longer boundaries (RFC 2046 allows 70 characters).
@@ -605,3 +605,17 @@ def partial(data: bytes, start: int, length: int | None) -> bytes:
     if length is None:
         return data[start:]
     return data[start : start + length]
+
+
+def header_value(raw: bytes, name: bytes) -> bytes | None:
+    """The first ``name`` field's value, unfolded and stripped (None when absent).
+
+    Used to find a message again by a unique header (Message-ID), so only the
+    header block is looked at.
+    """
+    header, _ = split_header(raw)
+    wanted = name.lower()
+    for header_field in _fields(header):
+        if header_field.name.lower() == wanted:
+            return b" ".join(header_field.value.split()) or None
+    return None

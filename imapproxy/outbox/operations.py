@@ -12,15 +12,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+from imapproxy.message import header_value
 from imapproxy.notify import MailboxChange
-from imapproxy.protocol import FetchAttribute, SequenceSet, parse_datetime
+from imapproxy.protocol import FetchAttribute, SearchKey, SequenceSet, Value, parse_datetime
 from imapproxy.store import Tx, cache, mailboxes, messages
 from imapproxy.store.mailboxes import Mailbox
 from imapproxy.sync.mailboxes import add_message, flags_of
 from imapproxy.types import UID, AccountId, BlobId, MailboxId, UpstreamUID
 from imapproxy.upstream.client import UpstreamClient, as_int, text
+from imapproxy.upstream.errors import UpstreamRefused
 
-Pairs = Sequence[Sequence[int]]  # [[local uid, upstream uid], ...]
+Pairs = Sequence[Sequence[int]]
+STORED_ITEMS = (
+    FetchAttribute("FLAGS"),
+    FetchAttribute("INTERNALDATE"),
+    FetchAttribute("RFC822.SIZE"),
+)  # [[local uid, upstream uid], ...]
 
 
 def upstream_set(pairs: Pairs) -> SequenceSet:
@@ -200,9 +207,13 @@ class AppendMessage(Operation):
 
     async def send(self, client: UpstreamClient) -> Any:
         if self.message is None:
-            from imapproxy.upstream.errors import UpstreamRefused
-
             raise UpstreamRefused("NO", None, "queued APPEND lost its message data")
+        if self.args.get("in_doubt"):
+            # An earlier attempt may have landed: look for it before appending again
+            # (RFC 4549 §4.2.2.5: by a unique header, and only an unambiguous match).
+            found = await self._find_earlier_attempt(client)
+            if found is not None:
+                return found
         date = parse_datetime(self.args["date"]) if self.args.get("date") else None
         appenduid = await client.append(
             self.args["name"], tuple(self.args["flags"]), date, self.message
@@ -213,15 +224,27 @@ class AppendMessage(Operation):
         # The upstream chose INTERNALDATE (when none was given) and may have refused
         # some flags: read back what it stored, so the replica equals it.
         await client.ensure_selected(self.args["name"])
-        items = await client.fetch(
-            SequenceSet(((up_uid, up_uid),)),
-            (
-                FetchAttribute("FLAGS"),
-                FetchAttribute("INTERNALDATE"),
-                FetchAttribute("RFC822.SIZE"),
-            ),
-        )
-        return validity, up_uid, items[0] if items else None
+        return validity, up_uid, await self._stored(client, up_uid)
+
+    async def _stored(self, client: UpstreamClient, up_uid: int) -> dict[str, Value] | None:
+        items = await client.fetch(SequenceSet(((up_uid, up_uid),)), STORED_ITEMS)
+        return items[0] if items else None
+
+    async def _find_earlier_attempt(self, client: UpstreamClient) -> Any:
+        assert self.message is not None
+        message_id = header_value(bytes(self.message[:65536]), b"Message-ID")
+        if message_id is None:
+            return None
+        info = await client.select(self.args["name"], readonly=True)
+        key = SearchKey("AND", (SearchKey("HEADER", (b"Message-ID", message_id)),))
+        candidates = await client.search(key)
+        if len(candidates) != 1:
+            return None
+        [up_uid] = candidates
+        stored = await self._stored(client, up_uid)
+        if stored is None or as_int(stored.get("RFC822.SIZE")) != len(self.message):
+            return None
+        return info.uidvalidity, up_uid, stored
 
     def apply(
         self, tx: Tx, account: AccountId, answer: Any, origin: object | None

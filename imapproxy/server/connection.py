@@ -160,7 +160,12 @@ class ClientConnection(Protocol):
                 if waiting is not None:
                     waiting.callback(event.data)
                 continue
-            if isinstance(event, CommandError):
+            if isinstance(event, CommandError) and self._raw_line is not None:
+                # The line the running command waits for was refused (too long):
+                # hand it an empty line, so it ends with its own error.
+                waiting, self._raw_line = self._raw_line, None
+                waiting.callback(b"")
+            elif isinstance(event, CommandError):
                 self._command_error(event)
             elif isinstance(event, ContinuationRequired):
                 self._continuation(event)

@@ -51,6 +51,7 @@ from imapproxy.protocol import (
     fetch_items,
     format_append_start,
     format_command,
+    parse_sequence_set,
 )
 from imapproxy.upstream.address import Security, UpstreamAddress
 from imapproxy.upstream.connection import Chunk, Result, UpstreamProtocol
@@ -247,24 +248,19 @@ class UpstreamClient:
 
     async def search_uids(self, uids: SequenceSet) -> set[int]:
         """Which of these UIDs still exist (expunge detection without refetching flags)."""
+        return await self.search(SearchKey("AND", (SearchKey("UID", (uids,)),)))
+
+    async def search(self, criteria: SearchKey, charset: str | None = None) -> set[int]:
+        """UID SEARCH in the selected mailbox; with ESEARCH the answer comes as ranges."""
         esearch = self.has("ESEARCH")
         result = await self._run(
-            lambda tag: Search(
-                tag,
-                True,
-                None,
-                SearchKey("AND", (SearchKey("UID", (uids,)),)),
-                ("ALL",) if esearch else None,
-            )
+            lambda tag: Search(tag, True, charset, criteria, ("ALL",) if esearch else None)
         )
         found: set[int] = set()
         for data in result.data("SEARCH"):
-            found.update(int(text(v)) for v in data.values)
-        from imapproxy.protocol import parse_sequence_set
-
+            found.update(as_int(v) for v in data.values)
         for data in result.data("ESEARCH"):
-            values = list(data.values)
-            for key, value in itertools.pairwise(values):
+            for key, value in itertools.pairwise(data.values):
                 if isinstance(key, Atom) and key.value.upper() == "ALL":
                     found.update(parse_sequence_set(text(value)).resolve(0))
         return found

@@ -159,7 +159,12 @@ async def _mark_seen(session: Session, view: SelectedView, targets: list[Message
         "name": view.mailbox.name,
         "groups": [[["\\Seen"], [], pairs]],
     }
-    await session.account.outbox.perform(StoreFlags(args), origin=session)
+    try:
+        await session.account.outbox.perform(StoreFlags(args), origin=session)
+    except UpstreamUnavailable:
+        # The content is here; only its side effect cannot be made now. Serve it
+        # (RFC 3501 lets \Seen stay unset: the client may still STORE it).
+        return set()
     view.forget_flag_news(m.uid for m in unseen)
     return {m.uid for m in unseen}
 

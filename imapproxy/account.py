@@ -68,7 +68,6 @@ class AccountRuntime:
         self.account = account
         self.link = link
         self.outbox = Outbox(store, account, link, notifier)
-        self.sessions = 0
         self._listed = False
         self._stats: dict[int, tuple[tuple[int, int], MailboxStats]] = {}
         self._poll_call: Any = None

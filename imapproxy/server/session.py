@@ -176,8 +176,6 @@ class Session:
 
     def closed(self) -> None:
         self.leave_selected()
-        if self.runtime is not None:
-            self.runtime.sessions -= 1
 
     # selected state ----------------------------------------------------------
 

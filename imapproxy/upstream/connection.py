@@ -108,8 +108,6 @@ class UpstreamProtocol(Protocol):
         self._lock = defer.DeferredLock()
         self._got_greeting = False
         self.connected_ok = False
-        self.bytes_received = 0
-        self.bytes_sent = 0
 
     # Twisted callbacks -------------------------------------------------------
 
@@ -117,7 +115,6 @@ class UpstreamProtocol(Protocol):
         self.connected_ok = True
 
     def dataReceived(self, data: bytes) -> None:
-        self.bytes_received += len(data)
         self.reader.receive_data(data)
         try:
             while (event := self.reader.next_event()) is not NEED_DATA:
@@ -143,7 +140,6 @@ class UpstreamProtocol(Protocol):
     # sending -----------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
-        self.bytes_sent += len(data)
         assert self.transport is not None
         self.transport.write(data)
 

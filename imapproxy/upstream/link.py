@@ -20,7 +20,7 @@ from imapproxy.protocol import ContinuationRequest, UntaggedData
 from imapproxy.upstream.address import UpstreamAddress
 from imapproxy.upstream.client import UpstreamClient, connect
 from imapproxy.upstream.connection import Result, Untagged
-from imapproxy.upstream.errors import UpstreamError, UpstreamUnavailable
+from imapproxy.upstream.errors import UpstreamError, UpstreamUnavailable, UpstreamUnreachable
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -30,6 +30,8 @@ IDLE_RENEW_SECONDS = 25 * 60
 #: Reconnect backoff while a client is watching a mailbox.
 RECONNECT_MIN_SECONDS = 1.0
 RECONNECT_MAX_SECONDS = 60.0
+#: After a failed connect, commands fail at once for up to this long (then try again).
+FAIL_FAST_SECONDS = 10.0
 #: Entering or leaving IDLE answers at once on a live link; longer means it is dead.
 IDLE_SWITCH_SECONDS = 15.0
 #: Upstream changes arriving close together are applied as one resync.
@@ -59,6 +61,8 @@ class UpstreamLink:
         self._closing = False
         self._backoff = RECONNECT_MIN_SECONDS
         self._reconnect_call: Any = None
+        #: After a failed connect: (until when, why) commands fail at once.
+        self._down: tuple[float, str] | None = None
         #: Called after every (re)connection: time to drain the outbox and resync.
         self.on_connected: Callable[[], object] | None = None
 
@@ -82,13 +86,18 @@ class UpstreamLink:
     async def _connected(self) -> UpstreamClient:
         if self._client is not None and self._client.protocol.connected_ok:
             return self._client
+        if self._down is not None and self.reactor.seconds() < self._down[0]:
+            # Offline answers fast: don't make every command wait for a connect attempt.
+            raise UpstreamUnreachable(self._down[1])
         try:
             client = await connect(
                 self.reactor, self.address, self.username, self.password, self.ca_file
             )
-        except UpstreamUnavailable:
+        except UpstreamUnavailable as exc:
+            self._down = (self.reactor.seconds() + min(self._backoff, FAIL_FAST_SECONDS), str(exc))
             self._schedule_reconnect()
             raise
+        self._down = None
         self._client = client
         self._backoff = RECONNECT_MIN_SECONDS
         client.protocol.on_untagged = self._untagged
@@ -116,6 +125,7 @@ class UpstreamLink:
         self._reconnect_call = None
         if self._watched is None or self._closing:
             return
+        self._down = None  # this is the attempt the fail-fast window was waiting for
         defer.ensureDeferred(self.use(_nothing)).addErrback(lambda _: None)
 
     def _drop(self, client: UpstreamClient) -> None:

@@ -4,6 +4,7 @@ failed writes: what the client was told is what happened."""
 from __future__ import annotations
 
 import threading
+import time
 
 from imapclient.exceptions import IMAPClientError
 
@@ -100,6 +101,15 @@ def test_a_write_refused_for_lack_of_upstream_is_not_applied_later(
             answer = str(exc)
         assert "UNAVAILABLE" in answer and "not applied" in answer
         proxy.relay.resume()
-        client.append("Empty", _message("retried"))  # the client's retry
+        # The client retries until the proxy is back on line (it fails fast meanwhile).
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                client.append("Empty", _message("retried"))
+                break
+            except IMAPClientError as exc:
+                assert "UNAVAILABLE" in str(exc)
+                assert time.monotonic() < deadline, "the proxy never came back on line"
+                time.sleep(0.5)
         client.noop()
     assert _upstream_count(dovecot, fresh_user, "Empty") == before + 1

@@ -79,7 +79,6 @@ async def _login(session: Session, tag: str, username: bytes, password: bytes) -
     except UpstreamUnavailable as exc:
         raise CommandFailed(str(exc), response_code=replies.code("UNAVAILABLE")) from None
     session.runtime = runtime
-    runtime.sessions += 1
     session.state = State.AUTHENTICATED
     caps = replies.code("CAPABILITY", *replies.atoms(_caps(session)))
     return replies.tagged(tag, "OK", "logged in", caps)

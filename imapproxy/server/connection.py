@@ -42,6 +42,10 @@ MAX_OUTPUT_BUFFER = 64 * 2**20
 MAX_PIPELINED_INPUT = 2**20
 
 
+#: Unread output (bytes) above which the transport pauses our answers.
+OUTPUT_HIGH_WATER = 1 << 20
+
+
 @implementer(IPushProducer)
 class ClientConnection(Protocol):
     """Also the producer of its own output: the transport pauses us when the client
@@ -62,6 +66,10 @@ class ClientConnection(Protocol):
 
     def connectionMade(self) -> None:
         self.session = Session(self.context, self)
+        # Pause us only when a good deal is unread: at Twisted's default (64 KiB) a long
+        # FETCH would stop and go on every batch.
+        if hasattr(self.transport, "bufferSize"):
+            self.transport.bufferSize = OUTPUT_HIGH_WATER
         self.transport.registerProducer(self, True)
         self.write_chunks(self.session.greeting())
 

@@ -33,6 +33,9 @@ RENDER_BATCH = 200
 #: The step when each answer carries message content (up to max_append each): a few
 #: bodies in memory at a time, not 200.
 BODY_RENDER_BATCH = 10
+#: Messages whose missing content is fetched upstream together (one UID FETCH).
+FILL_GROUP = 1000
+BODY_FILL_GROUP = 50
 BODY_KINDS = {Kind.FULL, Kind.SECTION}
 
 
@@ -135,6 +138,27 @@ def item_value(tx: Tx, account: int, message: Message, attribute: p.FetchAttribu
     return _partial(data, attribute)
 
 
+async def _send_rendered(
+    session: Session,
+    render: Callable[[Tx, Message], list[bytes] | None],
+    messages: list[Message],
+    batch: int,
+) -> list[Message]:
+    """Send the FETCH lines of messages the cache can answer, batch by batch as the
+    client drains them; return the messages it could not answer."""
+    misses: list[Message] = []
+    for start in range(0, len(messages), batch):
+        chunk = messages[start : start + batch]
+        rendered = session.account.store.read(partial(_render_all, render, chunk))
+        for message, lines in zip(chunk, rendered, strict=True):
+            if lines is None:
+                misses.append(message)
+            else:
+                session.send(lines)
+        await session.connection.drained()
+    return misses
+
+
 def _render_all(
     render: Callable[[Tx, Message], list[bytes] | None], chunk: list[Message], tx: Tx
 ) -> list[list[bytes] | None]:
@@ -185,12 +209,6 @@ async def fetch(session: Session, cmd: p.Fetch) -> list[bytes]:
     targets = store.read(
         lambda tx: store_messages.get_many(tx, mailbox.account, mailbox.id, [u for _, u in pairs])
     )
-    unavailable = False
-    if needs:
-        try:
-            await session.account.ensure_content(mailbox, targets, needs)
-        except UpstreamUnavailable:
-            unavailable = True
     seen_now: set[int] = set()
     if any(sets_seen(a) for a in attributes):
         seen_now = await _mark_seen(session, view, targets)
@@ -216,17 +234,22 @@ async def fetch(session: Session, cmd: p.Fetch) -> list[bytes]:
             items += [p.Atom("FLAGS"), replies.atoms(message.flags)]
         return replies.untagged("FETCH", tuple(items), number=seq_of[message.uid])
 
+    # Render what the cache can answer; fetch what it cannot, group by group, and
+    # render that. One cache lookup per item when everything is cached (the usual case).
     missing = 0
+    unavailable = False
     batch = render_batch(needs)
-    for start in range(0, len(targets), batch):
-        chunk = targets[start : start + batch]
-        rendered = store.read(partial(_render_all, render, chunk))
-        for lines in rendered:
-            if lines is None:
-                missing += 1
-            else:
-                session.send(lines)
-        await session.connection.drained()
+    group_size = BODY_FILL_GROUP if batch == BODY_RENDER_BATCH else FILL_GROUP
+    for start in range(0, len(targets), group_size):
+        group = targets[start : start + group_size]
+        misses = await _send_rendered(session, render, group, batch)
+        if misses and needs and not unavailable:
+            try:
+                await session.account.ensure_content(mailbox, misses, needs)
+            except UpstreamUnavailable:
+                unavailable = True
+            misses = await _send_rendered(session, render, misses, batch)
+        missing += len(misses)
     if missing:
         reason = "upstream unreachable" if unavailable else "upstream did not return them"
         raise CommandFailed(

@@ -146,13 +146,7 @@ async def _upstream_search(
 
     async def run(client: UpstreamClient) -> set[int]:
         await client.ensure_selected(view.mailbox.name)
-        from imapproxy.upstream.client import text
-
-        result = await client._run(lambda tag: p.Search(tag, True, cmd.charset, criteria, None))
-        found: set[int] = set()
-        for data in result.data("SEARCH"):
-            found.update(int(text(v)) for v in data.values)
-        return found
+        return await client.search(criteria, cmd.charset)
 
     found = await session.account.link.use(run)
     return {local_of[up] for up in found if up in local_of}

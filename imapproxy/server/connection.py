@@ -9,6 +9,7 @@ AUTHENTICATE response). APPEND's message streams in as chunks.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
@@ -44,6 +45,9 @@ MAX_PIPELINED_INPUT = 2**20
 
 #: Unread output (bytes) above which the transport pauses our answers.
 OUTPUT_HIGH_WATER = 1 << 20
+#: Output chunks larger than this are written in SLICE-sized pieces as the client reads.
+STREAM_THRESHOLD = 1 << 20
+SLICE = 256 * 1024
 
 
 @implementer(IPushProducer)
@@ -63,6 +67,9 @@ class ClientConnection(Protocol):
         self._paused = False
         self._input_paused = False
         self._drain_waiters: list[defer.Deferred[None]] = []
+        #: Output not yet handed to the transport (slices of a large literal, and
+        #: whatever was written after them), sent as the client reads.
+        self._backlog: deque[bytes | memoryview] = deque()
 
     def connectionMade(self) -> None:
         self.session = Session(self.context, self)
@@ -84,8 +91,27 @@ class ClientConnection(Protocol):
     # output ----------------------------------------------------------------
 
     def write_chunks(self, chunks: list[bytes]) -> None:
-        if not self._closed and self.transport is not None:
+        """Write in order. A large literal (a 30 MB body) is cut into slices that go out
+        as the client takes them, so the transport never holds a second copy of it."""
+        if self._closed or self.transport is None:
+            return
+        if not self._backlog and all(len(chunk) <= STREAM_THRESHOLD for chunk in chunks):
             self.transport.writeSequence(chunks)
+            return
+        for chunk in chunks:
+            if len(chunk) > STREAM_THRESHOLD:
+                view = memoryview(chunk)
+                self._backlog.extend(view[i : i + SLICE] for i in range(0, len(chunk), SLICE))
+            else:
+                self._backlog.append(chunk)
+        self._write_backlog()
+
+    def _write_backlog(self) -> None:
+        # transport.write pauses us (synchronously) once its buffer is over the mark.
+        while self._backlog and not self._paused and not self._closed:
+            self.transport.write(bytes(self._backlog.popleft()))
+        if self._closed:
+            self._backlog.clear()
 
     # IPushProducer: flow control of our output --------------------------------
 
@@ -94,6 +120,9 @@ class ClientConnection(Protocol):
 
     def resumeProducing(self) -> None:
         self._paused = False
+        self._write_backlog()
+        if self._backlog and not self._closed:
+            return  # paused again while writing the backlog
         waiters, self._drain_waiters = self._drain_waiters, []
         for waiter in waiters:
             waiter.callback(None)
@@ -108,7 +137,7 @@ class ClientConnection(Protocol):
         commands and the upstream run between its parts.
         """
         waiter: defer.Deferred[None] = defer.Deferred()
-        if self._paused and not self._closed:
+        if (self._paused or self._backlog) and not self._closed:
             self._drain_waiters.append(waiter)
         else:
             self.context.reactor.callLater(0, waiter.callback, None)

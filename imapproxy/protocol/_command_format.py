@@ -79,8 +79,8 @@ def command_values(cmd: c.Command) -> list[Value]:
             q: list[Value] = [Atom(str(uidvalidity)), Atom(str(modseq))]
             if known is not None:
                 q.append(Atom(str(known)))
-                if match is not None:
-                    q.append((Atom(str(match[0])), Atom(str(match[1]))))
+            if match is not None:
+                q.append((Atom(str(match[0])), Atom(str(match[1]))))
             params += [Atom("QRESYNC"), tuple(q)]
         if params:
             out.append(tuple(params))

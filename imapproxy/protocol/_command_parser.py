@@ -106,9 +106,7 @@ def _qresync(value: Value) -> c.QResync:
     match: tuple[SequenceSet, SequenceSet] | None = None
     if not args.at_end() and not isinstance(args.peek(), tuple):
         known = args.sequence_set()
-    if not args.at_end():
-        if known is None:
-            raise ParseError("invalid QRESYNC parameters")
+    if not args.at_end():  # RFC 7162: seq-match-data may come without known-uids
         pair = Args(list(args.list("sequence match data")))
         match = (pair.sequence_set(), pair.sequence_set())
         pair.end()

@@ -17,7 +17,13 @@ from collections import deque
 from typing import TypeAlias
 
 from ._buffer import LINE_TOO_LONG, ReceiveBuffer
-from ._command_parser import KNOWN_COMMANDS, parse_append_prefix, parse_command, parse_tag
+from ._command_parser import (
+    KNOWN_COMMANDS,
+    AppendPrefix,
+    parse_append_prefix,
+    parse_command,
+    parse_tag,
+)
 from ._commands import Command
 from ._errors import ParseError
 from ._events import (
@@ -78,11 +84,18 @@ class CommandReader:
         max_literal: int = 65536,
         max_append: int = 64 * 2**20,
         max_depth: int = 32,
+        max_command: int = 1 << 20,
+        max_literals: int = 1000,
     ) -> None:
         self.max_line = max_line
         self.max_literal = max_literal
         self.max_append = max_append
         self.max_depth = max_depth
+        #: Cap on one command's lines and literals together (an APPEND message
+        #: is not counted: it is streamed and capped by ``max_append``).
+        self.max_command = max_command
+        #: Cap on the number of literals in one command.
+        self.max_literals = max_literals
         self._buf = ReceiveBuffer()
         self._mode = _Mode.LINE
         self._parts: list[bytes] = []
@@ -93,6 +106,11 @@ class CommandReader:
         self._pending_append: AppendStart | None = None
         self._append_tag = ""
         self._raw_line = False
+        # The command being collected: its size so far, literal count, tag and name.
+        self._size = 0
+        self._literals = 0
+        self._tag: str | None = None
+        self._name = ""
 
     # -- caller API ---------------------------------------------------------
 
@@ -254,12 +272,20 @@ class CommandReader:
         if self._raw_line and not self._parts:
             self._raw_line = False
             return RawLine(line)
-        if not self._parts and not line.strip():
-            return None  # stray empty line: ignore, as most servers do
+        if not self._parts:
+            if not line.strip():
+                return None  # stray empty line: ignore, as most servers do
+            self._size = 0
+            self._literals = 0
+            self._tag = None
+            self._name = ""
+        self._size += len(line) + 2
         m = _LITERAL_MARKER.search(line)
         if not m:
             self._parts.append(line)
             parts, self._parts = self._parts, []
+            if self._size > self.max_command:
+                return CommandError(_guess_tag(parts[0]), "command too big", True)
             return self._parse(parts)
         self._parts.append(line[: m.start()])
         return self._literal_announced(int(m.group(2)), not m.group(3), bool(m.group(1)))
@@ -281,41 +307,48 @@ class CommandReader:
     def _literal_announced(self, size: int, sync: bool, binary: bool) -> ReaderEvent | None:
         """A line segment ended with a literal marker: decide what it is."""
         parts = self._parts
-        tag = _guess_tag(parts[0])
         skip = None if sync else size
-        try:
-            values = Scanner(parts, numbers=False, max_depth=self.max_depth).read_all(partial=True)
-        except ParseError as exc:
-            return self._fail(tag, exc.reason, skip=skip)
-        if tag is None or not values or parse_tag(values[0]) is None:
-            return self._fail(None, "invalid tag", skip=skip)
-        name = values[1].value.upper() if len(values) > 1 and isinstance(values[1], Atom) else ""
-        if name not in KNOWN_COMMANDS:
-            return self._fail(tag, "unknown command", skip=skip)
-        if name == "APPEND" and len(values) > 2:
+        if len(parts) == 1:
+            # The command's first literal: read its tag and name, once. Later
+            # literals reuse them, so a command with many literals is not
+            # lexed again for each one.
+            tag = self._tag = _guess_tag(parts[0])
             try:
-                mailbox, flags, when = parse_append_prefix(
-                    Scanner(parts, numbers=False, max_depth=self.max_depth).read_all()[2:]
+                values = Scanner(parts, numbers=False, max_depth=self.max_depth).read_all(
+                    partial=True
                 )
             except ParseError as exc:
                 return self._fail(tag, exc.reason, skip=skip)
-            if size > self.max_append:
-                return self._fail(tag, "message too big", skip=skip, too_big=True)
-            self._parts = []
-            self._need = size
-            self._append_tag = tag
-            start = AppendStart(tag, mailbox, flags, when, size, binary)
-            if sync:
-                self._pending = ContinuationRequired(tag, size)
-                self._pending_append = start
-                self._mode = _Mode.AWAIT
-                return self._pending
-            self._mode = _Mode.APPEND_DATA
-            return start
+            if tag is None or not values or parse_tag(values[0]) is None:
+                return self._fail(None, "invalid tag", skip=skip)
+            first = values[1] if len(values) > 1 else None
+            self._name = first.value.upper() if isinstance(first, Atom) else ""
+            if self._name not in KNOWN_COMMANDS:
+                return self._fail(tag, "unknown command", skip=skip)
+        tag = self._tag
+        assert tag is not None
+        if self._name == "APPEND":
+            # Only APPEND needs the arguments so far, to recognise its message
+            # literal; its prefix holds at most a few literals, so this stays cheap.
+            try:
+                values = Scanner(parts, numbers=False, max_depth=self.max_depth).read_all(
+                    partial=True
+                )
+                if len(values) > 2:
+                    prefix = parse_append_prefix(
+                        Scanner(parts, numbers=False, max_depth=self.max_depth).read_all()[2:]
+                    )
+                    return self._append_message(tag, prefix, size, sync, binary)
+            except ParseError as exc:
+                return self._fail(tag, exc.reason, skip=skip)
         if binary:
             return self._fail(tag, "binary literal not allowed here", skip=skip)
         if size > self.max_literal:
             return self._fail(tag, "literal too big", skip=skip, too_big=True)
+        self._literals += 1
+        self._size += size
+        if self._literals > self.max_literals or self._size > self.max_command:
+            return self._fail(tag, "command too big", skip=skip, too_big=True)
         self._need = size
         if sync:
             self._pending = ContinuationRequired(tag, size)
@@ -324,6 +357,31 @@ class CommandReader:
         self._chunks = []
         self._mode = _Mode.LITERAL
         return None
+
+    def _append_message(
+        self,
+        tag: str,
+        prefix: AppendPrefix,
+        size: int,
+        sync: bool,
+        binary: bool,
+    ) -> ReaderEvent:
+        """The literal announced is APPEND's message: stream it (not counted
+        toward ``max_command``; ``max_append`` caps it)."""
+        if size > self.max_append:
+            return self._fail(tag, "message too big", skip=None if sync else size, too_big=True)
+        mailbox, flags, when = prefix
+        self._parts = []
+        self._need = size
+        self._append_tag = tag
+        start = AppendStart(tag, mailbox, flags, when, size, binary)
+        if sync:
+            self._pending = ContinuationRequired(tag, size)
+            self._pending_append = start
+            self._mode = _Mode.AWAIT
+            return self._pending
+        self._mode = _Mode.APPEND_DATA
+        return start
 
     def _read_append_tail(self) -> ReaderEvent | Sentinel | None:
         line = self._buf.read_line(self.max_line)

@@ -22,6 +22,7 @@ from ._values import Atom, Value
 __all__ = ["END", "Scanner"]
 
 _ATOM = re.compile(rb'[^\x00-\x1f\x7f ()"{\[]+')
+_ATOM_WITH_BRACKETS = re.compile(rb'[^\x00-\x1f\x7f ()"{]+')
 _ATOM_IN_CODE = re.compile(rb'[^\x00-\x1f\x7f ()"{\[\]]+')
 _QUOTED = re.compile(rb'"((?:[^"\\\r\n]|\\[^\r\n])*)"')
 _ESCAPE = re.compile(rb"\\(.)", re.DOTALL)
@@ -66,6 +67,8 @@ class Scanner:
         self.index = index
         self.pos = pos
         self.code_mode = False
+        #: Index of a text part where a "[" found no "]" (see _read_atom).
+        self._no_bracket_in = -1
 
     @property
     def text(self) -> bytes:
@@ -125,9 +128,14 @@ class Scanner:
         return self._read_atom(text, pos)
 
     def _read_list(self, depth: int, partial: bool) -> Value:
-        """The items of a list whose "(" was just consumed, through its ")"."""
+        """The items of a list whose "(" was just consumed, through its ")".
+
+        Nested lists are kept on an explicit stack rather than by recursion, so
+        ``max_depth`` is the only limit on nesting (never Python's recursion limit).
+        """
         if depth >= self.max_depth:
             raise ParseError("lists nested too deeply")
+        outer: list[list[Value]] = []  # the enclosing lists still open
         items: list[Value] = []
         while True:
             if not self.code_mode:
@@ -137,40 +145,71 @@ class Scanner:
                     self.pos = m.end()
                     kind = m.lastindex
                     if kind == 1:
-                        return tuple(items)
-                    if kind == 2:
-                        items.append(self._read_list(depth + 1, partial))
+                        if not outer:
+                            return tuple(items)
+                        done = tuple(items)
+                        items = outer.pop()
+                        items.append(done)
+                    elif kind == 2:
+                        if depth + len(outer) + 1 >= self.max_depth:
+                            raise ParseError("lists nested too deeply")
+                        outer.append(items)
+                        items = []
                     elif kind == 3:
                         quoted = m.group(3)
                         items.append(_ESCAPE.sub(rb"\1", quoted) if b"\\" in quoted else quoted)
                     else:
                         items.append(self._atom_value(m.group(4)))
                     continue
-            item = self.read_value(depth + 1, partial)
+            if self.peek_char() == 0x28:  # "(" (slow path: in a response code)
+                if depth + len(outer) + 1 >= self.max_depth:
+                    raise ParseError("lists nested too deeply")
+                self.pos += 1
+                outer.append(items)
+                items = []
+                continue
+            item = self.read_value(depth + len(outer) + 1, partial)
             if item is END:
                 if self.peek_char() == 0x29:
                     self.pos += 1
+                elif not partial:
+                    raise ParseError("unterminated list")
+                if not outer:
                     return tuple(items)
-                if partial:
-                    return tuple(items)
-                raise ParseError("unterminated list")
+                done = tuple(items)
+                items = outer.pop()
+                items.append(done)
+                continue
             items.append(item)  # type: ignore[arg-type]
 
     def _read_atom(self, text: bytes, pos: int) -> Value:
         start = pos
-        pattern = _ATOM_IN_CODE if self.code_mode else _ATOM
-        while True:
-            m = pattern.match(text, pos)
+        if self.code_mode:
+            m = _ATOM_IN_CODE.match(text, pos)
             if m:
                 pos = m.end()
-            if not self.code_mode and pos < len(text) and text[pos] == 0x5B:  # [
-                b = _BRACKET_BODY.match(text, pos)
-                if b:
-                    pos = b.end()
-                    continue
-                pos += 1  # unmatched "[": an ordinary character
-                continue
-            break
+        else:
+            while True:
+                m = _ATOM.match(text, pos)
+                if m:
+                    pos = m.end()
+                if pos < len(text) and text[pos] == 0x5B:  # [
+                    if self._no_bracket_in != self.index:
+                        b = _BRACKET_BODY.match(text, pos)
+                        if b:
+                            pos = b.end()
+                            continue
+                        # The scan for "]" stopped at the end of this text part or at
+                        # something the lexer itself refuses (a bad quote, a control
+                        # character) before we could get there: no later "[" in this
+                        # part can be closed either. Trying anyway would rescan the
+                        # rest of the line at every "[" (quadratic).
+                        self._no_bracket_in = self.index
+                    # An unclosed "[": it and the rest of the atom are plain characters.
+                    m = _ATOM_WITH_BRACKETS.match(text, pos)
+                    assert m is not None
+                    pos = m.end()
+                break
         if pos == start:
             raise ParseError("unexpected character")
         self.pos = pos
@@ -178,7 +217,9 @@ class Scanner:
 
     def _atom_value(self, raw: bytes) -> Value:
         if self.numbers:
-            if raw.isdigit():  # bytes.isdigit is ASCII digits only
+            # bytes.isdigit is ASCII digits only; "007" stays an atom so it is not
+            # rewritten as 7 (a mailbox or keyword named 007 is not a number).
+            if raw.isdigit() and (raw[0] != 0x30 or len(raw) == 1):
                 return int(raw)
             if len(raw) == 3 and raw.upper() == b"NIL":
                 return None

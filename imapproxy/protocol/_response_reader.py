@@ -26,10 +26,16 @@ class ResponseReader:
     ``next_event`` returns a Response or ``NEED_DATA`` and raises ParseError
     on a malformed response or an exceeded limit; the reader is unusable
     afterwards (the connection should be dropped).
+
+    The limits are generous because the upstream is trusted more than clients
+    and dropping its link over a big but valid response hurts every client: a
+    ``* SEARCH`` of many UIDs is a long line (``max_line``, 64 MiB), and a
+    BODYSTRUCTURE of deeply nested MIME parts nests deeply (``max_depth``, 256:
+    servers cap MIME nesting near 100, plus the envelope levels).
     """
 
     def __init__(
-        self, max_line: int = 1 << 20, max_literal: int = 1 << 30, max_depth: int = 100
+        self, max_line: int = 64 << 20, max_literal: int = 1 << 30, max_depth: int = 256
     ) -> None:
         self.max_line = max_line
         self.max_literal = max_literal

@@ -132,7 +132,7 @@ def _status_tail(text: bytes, pos: int) -> tuple[ResponseCode | None, str]:
     return code, text[pos:].decode("utf-8", "replace")
 
 
-def parse_response(parts: list[bytes], max_depth: int = 100) -> Response:
+def parse_response(parts: list[bytes], max_depth: int = 256) -> Response:
     """Parse one response given as line segments and literals (see ``_lexer``)."""
     first = parts[0]
     if first[:1] == b"+":

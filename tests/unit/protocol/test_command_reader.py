@@ -104,6 +104,12 @@ CASES: list[tuple[bytes, object]] = [
         ),
     ),
     (b"a1 SELECT INBOX (QRESYNC (1 2))", Select("a1", "INBOX", False, qresync=(1, 2, None, None))),
+    (  # RFC 7162: seq-match-data without known-uids
+        b"a1 SELECT INBOX (QRESYNC (67890007 90060115194045000 (1,5 100,200)))",
+        Select(
+            "a1", "INBOX", qresync=(67890007, 90060115194045000, None, (S("1,5"), S("100,200")))
+        ),
+    ),
     (b"a1 SELECT &AMQ-t&AOk-", Select("a1", "&AMQ-t&AOk-", False)),
     (b"a1 CREATE foo/bar", Create("a1", "foo/bar")),
     (b"a1 CREATE Drafts (USE (\\Drafts))", Create("a1", "Drafts", ("\\Drafts",))),

@@ -194,7 +194,7 @@ def selects(draw: Any) -> Select:
     qresync = None
     if draw(st.booleans()):
         known = draw(st.one_of(st.none(), seqsets))
-        match = draw(st.one_of(st.none(), st.tuples(seqsets, seqsets))) if known else None
+        match = draw(st.one_of(st.none(), st.tuples(seqsets, seqsets)))
         qresync = (draw(nz), draw(numbers), known, match)
     return Select(draw(tags), draw(names), draw(st.booleans()), draw(st.booleans()), qresync)
 

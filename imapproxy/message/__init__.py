@@ -12,6 +12,8 @@ Dovecot's ``message-parser.c`` finds it, quirks included:
   match (RFC 2046 5.1.1 allows trailing whitespace; Dovecot allows anything).  Every open
   multipart's boundary is live, the longest match wins, ties go to the innermost.
 * The CRLF before a boundary line belongs to the boundary, not to the part before it.
+  That includes the CRLF of an empty line right before an enclosing boundary: the
+  header then ends without its blank line and the body is empty.
 * A multipart without a close delimiter runs to the end of the data.
 * A boundary that cuts a part's header short leaves that header without its last CRLF,
   which goes to the enclosing parts instead.
@@ -22,14 +24,27 @@ Dovecot's ``message-parser.c`` finds it, quirks included:
   part itself, ``1`` of a single-part message is its body, and ``1.MIME`` of a single-part
   message is the message header.
 
+Header fields and boundary lines are found with C-level searches (``re``, ``bytes.find``),
+so the cost stays linear in the message size however it is folded or nested.  For several
+sections of one message, :class:`ParsedMessage` parses the structure once.
+
 Nothing here does I/O; all functions take and return ``bytes``.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 
-__all__ = ["extract_section", "header_fields", "header_value", "partial", "split_header"]
+__all__ = [
+    "ParsedMessage",
+    "extract_section",
+    "header_fields",
+    "header_value",
+    "partial",
+    "split_header",
+]
 
 CRLF = b"\r\n"
 # Dovecot truncates longer boundaries (RFC 2046 allows 70 characters).
@@ -65,14 +80,28 @@ def _newline_before(data: bytes, pos: int) -> int:
 # --------------------------------------------------------------------------- header
 
 
+# A blank line that is not the first line: the LF ending the line before it, then [CR]LF.
+_BLANK_LINE = re.compile(rb"\n(\r?\n)")
+# A line start (after an LF) whose line is not a continuation of the field before it.
+_FIELD_START = re.compile(rb"\n(?![ \t])")
+
+
+def _blank_line(data: bytes, pos: int, end: int | None = None) -> tuple[int, int]:
+    """Start and end of the first empty line at or after the line start ``pos``.
+
+    Searches ``data[pos:end]``; ``(end, end)`` when there is none.
+    """
+    end = len(data) if end is None else end
+    for blank in (b"\n", b"\r\n"):
+        if data.startswith(blank, pos, end):
+            return pos, pos + len(blank)
+    match = _BLANK_LINE.search(data, pos, end)
+    return (end, end) if match is None else match.span(1)
+
+
 def _header_block_end(data: bytes, pos: int) -> int:
     """End of the header block starting at ``pos``, including the empty line if any."""
-    while pos < len(data):
-        end = _line_end(data, pos)
-        if _is_blank(data[pos:end]):
-            return end
-        pos = end
-    return len(data)
+    return _blank_line(data, pos)[1]
 
 
 def split_header(raw: bytes) -> tuple[bytes, bytes]:
@@ -86,47 +115,79 @@ def split_header(raw: bytes) -> tuple[bytes, bytes]:
     return raw[:end], raw[end:]
 
 
-@dataclass(frozen=True)
-class _Field:
-    """One logical header field: its name and its raw lines including continuations."""
+@lru_cache(maxsize=128)
+def _name_pattern(wanted: frozenset[bytes]) -> re.Pattern[bytes] | None:
+    """A regex finding the lines that start a field named like one in ``wanted``.
 
-    name: bytes
-    raw: bytes
-
-    @property
-    def value(self) -> bytes:
-        """Everything after the colon, folds included (parsers skip the whitespace)."""
-        colon = self.raw.find(b":")
-        return b"" if colon < 0 else self.raw[colon + 1 :]
-
-
-def _field_name(line: bytes) -> bytes:
-    """Name as Dovecot sees it: before the colon, trailing blanks dropped.
-
-    A line without a colon is all name, which keeps it from matching real field names.
+    A field's name is its first line up to the first colon without trailing blanks, or
+    the whole line without its line end when there is no colon; names compare ASCII
+    case-insensitively (``wanted`` is lower case).  Names that no line can produce are
+    left out of each alternative.  Group 1 or 2 is the name.
     """
-    colon = line.find(b":")
-    if colon < 0:
-        return line.rstrip(b"\r\n")
-    return line[:colon].rstrip(b" \t")
+    usable = [n for n in wanted if b":" not in n and b"\n" not in n]
+    with_colon = [n for n in usable if not n.endswith((b" ", b"\t"))]
+    without_colon = [n for n in usable if not n.endswith(b"\r")]
+    if not usable:
+        return None
+
+    def alternatives(names: list[bytes]) -> bytes:
+        # Longest first, so a name is never cut short by one of its prefixes; an empty
+        # list must match nothing (an empty alternation would match the empty name).
+        ordered = sorted(names, key=len, reverse=True)
+        return b"|".join(re.escape(n) for n in ordered) if ordered else b"(?!)"
+
+    return re.compile(
+        rb"^(?:(" + alternatives(with_colon) + rb")[ \t]*:"
+        rb"|(" + alternatives(without_colon) + rb")(?=\r*(?:\n|\Z)))",
+        re.I | re.M,
+    )
 
 
-def _fields(header: bytes) -> list[_Field]:
-    """Group a header block's physical lines into fields, stopping at the empty line."""
-    fields: list[_Field] = []
+def _matching_fields(
+    header: bytes, wanted: set[bytes] | frozenset[bytes]
+) -> tuple[list[tuple[int, int, bytes]], int]:
+    """Spans of the fields named in ``wanted``, in order, and where the fields end.
+
+    The fields end at the first empty line (or the end of data).  Every line that does
+    not start with a blank starts a field, and so does the first line; continuation
+    lines belong to the field above.  Everything runs as C-level searches, so a huge
+    header or a field folded over millions of lines costs linear time.  Each entry is
+    ``(start, end, lower-case name)``.
+    """
+    stop = _blank_line(header, 0)[0]
+    pattern = _name_pattern(frozenset(wanted))
+    spans: list[tuple[int, int, bytes]] = []
+    if pattern is None:
+        return spans, stop
+    for match in pattern.finditer(header, 0, stop):
+        begin = match.start()
+        if begin >= stop or (begin > 0 and header[begin] in b" \t"):
+            continue  # a continuation line, not a field of its own
+        after = _FIELD_START.search(header, begin, stop)
+        end = stop if after is None else after.end()
+        name = match.group(1) if match.group(1) is not None else match.group(2)
+        spans.append((begin, end, name.lower()))
+    return spans, stop
+
+
+def _filter_fields(header: bytes, wanted: set[bytes], negate: bool) -> bytes:
+    """The raw fields named in ``wanted`` (or all the others when ``negate``), in order."""
+    spans, stop = _matching_fields(header, wanted)
+    if not negate:
+        return b"".join(header[begin:end] for begin, end, _ in spans)
+    kept: list[bytes] = []
     pos = 0
-    while pos < len(header):
-        end = _line_end(header, pos)
-        line = header[pos:end]
-        if _is_blank(line):
-            break
-        if fields and line[:1] in (b" ", b"\t"):
-            last = fields[-1]
-            fields[-1] = _Field(last.name, last.raw + line)
-        else:
-            fields.append(_Field(_field_name(line), line))
+    for begin, end, _ in spans:
+        kept.append(header[pos:begin])
         pos = end
-    return fields
+    kept.append(header[pos:stop])
+    return b"".join(kept)
+
+
+def _field_value(header: bytes, begin: int, end: int) -> bytes:
+    """Everything after the field's first colon, folds included (b"" without one)."""
+    colon = header.find(b":", begin, end)
+    return b"" if colon < 0 else header[colon + 1 : end]
 
 
 def _as_crlf(raw: bytes) -> bytes:
@@ -144,8 +205,7 @@ def header_fields(header: bytes, fields: tuple[str, ...], negate: bool) -> bytes
     line omits it; :func:`extract_section` reproduces that, this function does not.)
     """
     wanted = {name.lower().encode() for name in fields}
-    kept = [f.raw for f in _fields(header) if (f.name.lower() in wanted) != negate]
-    out = _as_crlf(b"".join(kept))
+    out = _as_crlf(_filter_fields(header, wanted, negate))
     if out and not out.endswith(CRLF):
         out += CRLF
     return out + CRLF
@@ -348,15 +408,58 @@ class _Hit:
     closing: bool
 
 
-def _match(data: bytes, pos: int, stack: list[_Boundary]) -> _Boundary | None:
-    """The boundary the line at ``pos`` starts with: longest wins, ties to innermost."""
-    best: _Boundary | None = None
-    for candidate in reversed(stack):
-        if data.startswith(candidate.marker, pos) and (
-            best is None or len(candidate.marker) > len(best.marker)
-        ):
-            best = candidate
-    return best
+class _Stack:
+    """The boundaries of all open multiparts, innermost last, with search helpers.
+
+    ``markers`` lets one C-level ``startswith`` test a line against every boundary;
+    ``needle`` (LF + the prefix all markers share) finds candidate lines with ``find``,
+    so lines that cannot be boundaries are never looked at one by one.
+    """
+
+    __slots__ = ("boundaries", "markers", "needle")
+
+    def __init__(self, boundaries: tuple[_Boundary, ...] = ()) -> None:
+        self.boundaries = boundaries
+        self.markers = tuple(b.marker for b in boundaries)
+        prefix = self.markers[0] if self.markers else b""
+        for marker in self.markers[1:]:
+            while not marker.startswith(prefix):
+                prefix = prefix[:-1]
+        self.needle = b"\n" + prefix
+
+    def push(self, boundary: _Boundary) -> _Stack:
+        return _Stack((*self.boundaries, boundary))
+
+    def match(self, data: bytes, pos: int) -> _Boundary | None:
+        """The boundary the line at ``pos`` starts with: longest wins, ties to innermost."""
+        if not self.markers or not data.startswith(self.markers, pos):
+            return None
+        best: _Boundary | None = None
+        for candidate in reversed(self.boundaries):
+            if data.startswith(candidate.marker, pos) and (
+                best is None or len(candidate.marker) > len(best.marker)
+            ):
+                best = candidate
+        return best
+
+    def find(self, data: bytes, pos: int, limit: int) -> tuple[int, _Boundary] | None:
+        """The first boundary line starting in ``[pos, limit)``; ``pos`` is a line start."""
+        if not self.markers or pos >= limit:
+            return None
+        boundary = self.match(data, pos)
+        if boundary is not None:
+            return pos, boundary
+        # A candidate LF at i puts its line at i + 1, which must stay below limit.
+        end = limit + len(self.needle) - 2
+        while (lf := data.find(self.needle, pos, end)) >= 0:
+            pos = lf + 1
+            boundary = self.match(data, pos)
+            if boundary is not None:
+                return pos, boundary
+        return None
+
+
+_NO_BOUNDARIES = _Stack()
 
 
 def _hit_at(data: bytes, pos: int, region_start: int, boundary: _Boundary) -> _Hit:
@@ -366,17 +469,12 @@ def _hit_at(data: bytes, pos: int, region_start: int, boundary: _Boundary) -> _H
     return _Hit(boundary, content_end, _line_end(data, pos), data.startswith(b"--", after))
 
 
-def _scan(data: bytes, pos: int, stack: list[_Boundary]) -> _Hit | None:
+def _scan(data: bytes, pos: int, stack: _Stack) -> _Hit | None:
     """Find the first boundary line at or after ``pos`` (a line start)."""
-    if not stack:
+    found = stack.find(data, pos, len(data))
+    if found is None:
         return None
-    region_start = pos
-    while pos < len(data):
-        boundary = _match(data, pos, stack)
-        if boundary is not None:
-            return _hit_at(data, pos, region_start, boundary)
-        pos = _line_end(data, pos)
-    return None
+    return _hit_at(data, found[0], pos, found[1])
 
 
 @dataclass
@@ -386,36 +484,56 @@ class _HeaderInfo:
     content_type: _ContentType | None
     seen_type: bool
     is_mime: bool
+    blank_line: bool = False
 
 
-def _parse_header(data: bytes, pos: int, stack: list[_Boundary], is_mime: bool) -> _HeaderInfo:
+def _parse_header(data: bytes, pos: int, stack: _Stack, is_mime: bool) -> _HeaderInfo:
     """Read a header block; a boundary line cuts it short (its CRLF then goes too)."""
     start = pos
-    while pos < len(data):
-        boundary = _match(data, pos, stack)
-        if boundary is not None:
-            hit = _hit_at(data, pos, start, boundary)
-            return _header_info(data[start : hit.content_end], hit.content_end, hit, is_mime)
-        end = _line_end(data, pos)
-        if _is_blank(data[pos:end]):
-            return _header_info(data[start:end], end, None, is_mime)
-        pos = end
-    return _header_info(data[start:], len(data), None, is_mime)
+    blank_start, blank_end = _blank_line(data, pos)
+    found = stack.find(data, pos, blank_start)
+    if found is not None:
+        hit = _hit_at(data, found[0], start, found[1])
+        return _header_info(data[start : hit.content_end], hit.content_end, hit, is_mime)
+    info = _header_info(data[start:blank_end], blank_end, None, is_mime)
+    info.blank_line = blank_end > blank_start
+    return info
+
+
+def _boundary_after_blank_line(
+    data: bytes, start: int, info: _HeaderInfo, stack: _Stack, own: bytes | None
+) -> _Hit | None:
+    """An enclosing boundary line right after the header's empty line, if any.
+
+    The empty line's newline is then the one before the boundary line, which belongs to
+    the boundary: the header ends without it and the body is empty, as if the boundary
+    had cut the header short.  A multipart's own boundary is live there too (longest
+    match wins, ties to it as the innermost) and leaves the header alone.
+    """
+    if info.hit is not None or not info.blank_line:
+        return None
+    boundary = stack.match(data, info.end)
+    if boundary is None:
+        return None
+    own_wins = own is not None and len(own) + 2 >= len(boundary.marker)
+    if own_wins and data.startswith(b"--" + (own or b""), info.end):
+        return None
+    return _hit_at(data, info.end, start, boundary)
+
+
+_STRUCTURE_FIELDS = frozenset({b"content-type", b"mime-version"})
 
 
 def _header_info(header: bytes, end: int, hit: _Hit | None, is_mime: bool) -> _HeaderInfo:
     """Pick what structure needs from a header: the first Content-Type, MIME-ness."""
     content_type: _ContentType | None = None
     seen_type = False
-    for fld in _fields(header):
-        name = fld.name.lower()
-        if name == b"mime-version":
-            is_mime = True
-        elif name == b"content-type":
-            is_mime = True
-            if not seen_type:
-                seen_type = True
-                content_type = _content_type(fld.value)
+    spans, _ = _matching_fields(header, _STRUCTURE_FIELDS)
+    for field_start, field_end, name in spans:
+        is_mime = True
+        if name == b"content-type" and not seen_type:
+            seen_type = True
+            content_type = _content_type(_field_value(header, field_start, field_end))
     return _HeaderInfo(end, hit, content_type, seen_type, is_mime)
 
 
@@ -433,7 +551,7 @@ def _classify(part: _Part, info: _HeaderInfo, in_digest: bool) -> bytes | None:
 
 
 def _parse_part(
-    data: bytes, start: int, stack: list[_Boundary], is_mime: bool, in_digest: bool, depth: int
+    data: bytes, start: int, stack: _Stack, is_mime: bool, in_digest: bool, depth: int
 ) -> tuple[_Part, _Hit | None]:
     """Parse one entity; return it and the boundary line that ended it (None at EOF)."""
     part = _Part(start)
@@ -443,6 +561,10 @@ def _parse_part(
     if depth >= _MAX_NESTING:
         part.multipart = part.rfc822 = False
         boundary = None
+    cut = _boundary_after_blank_line(data, start, info, stack, boundary)
+    if cut is not None:
+        info = replace(info, end=cut.content_end, hit=cut)
+        part.body_start = part.end = info.end
     if info.hit is not None:
         if part.rfc822:
             # Dovecot still opens the encapsulated message, empty, at the boundary.
@@ -477,11 +599,11 @@ def _newline_after(data: bytes, pos: int) -> int:
 
 
 def _parse_multipart_body(
-    data: bytes, part: _Part, stack: list[_Boundary], boundary: bytes, depth: int
+    data: bytes, part: _Part, stack: _Stack, boundary: bytes, depth: int
 ) -> _Hit | None:
     """Parse preamble, children and epilogue; return the hit that ends the multipart."""
     own = _Boundary(b"--" + boundary, part)
-    inner = [*stack, own]
+    inner = stack.push(own)
     hit = _scan(data, part.body_start, inner)
     while hit is not None and hit.boundary is own and not hit.closing:
         child, hit = _parse_part(data, hit.line_end, inner, True, part.digest, depth + 1)
@@ -493,7 +615,7 @@ def _parse_multipart_body(
 
 def _structure(raw: bytes) -> _Part:
     """The MIME tree of a whole message."""
-    root, _ = _parse_part(raw, 0, [], False, False, 0)
+    root, _ = _parse_part(raw, 0, _NO_BOUNDARIES, False, False, 0)
     return root
 
 
@@ -539,7 +661,7 @@ def _fields_of(
     if top_level and not negate:
         return header_fields(header, fields, negate=False)
     wanted = {name.lower().encode() for name in fields}
-    kept = b"".join(f.raw for f in _fields(header) if (f.name.lower() in wanted) != negate)
+    kept = _filter_fields(header, wanted, negate)
     return _as_crlf(kept) + (CRLF if _has_blank_line(header) else b"")
 
 
@@ -558,6 +680,56 @@ def _message_text(
     return _fields_of(raw, message, fields, text == "HEADER.FIELDS.NOT", top_level)
 
 
+class ParsedMessage:
+    """A raw message whose MIME structure is parsed once and then cut many times.
+
+    A FETCH often asks for several sections of one message (``BODY.PEEK[1]
+    BODY.PEEK[2] BODY.PEEK[1.MIME]``); build one ``ParsedMessage`` and call
+    :meth:`section` for each.  The structure is parsed on the first section that needs
+    it (the whole message and its top-level HEADER/TEXT/HEADER.FIELDS do not).
+    """
+
+    __slots__ = ("_root", "raw")
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+        self._root: _Part | None = None
+
+    def _structure(self) -> _Part:
+        if self._root is None:
+            self._root = _structure(self.raw)
+        return self._root
+
+    def section(
+        self, part: tuple[int, ...], text: str | None, fields: tuple[str, ...] = ()
+    ) -> bytes | None:
+        """The bytes of ``BODY[<part>.<text> (<fields>)]``: see :func:`extract_section`."""
+        upper = None if text is None else text.upper()
+        if upper is not None and upper not in _TEXT_SECTIONS:
+            raise ValueError(f"unknown section text {text!r}")
+        if any(num < 1 for num in part):
+            raise ValueError(f"part numbers start at 1: {part!r}")
+        raw = self.raw
+        if not part:
+            if upper is None:
+                return raw
+            if upper == "MIME":
+                raise ValueError("MIME needs a part number (Dovecot answers BAD)")
+            # The top-level header ends at the first empty line whatever the structure.
+            root = _Part(0, _header_block_end(raw, 0), len(raw))
+            return _message_text(raw, root, upper, fields, top_level=True)
+        found = _find(self._structure(), part)
+        if found is None:
+            return None
+        if upper is None:
+            return _slice_body(raw, found)
+        if upper == "MIME":
+            return _slice_header(raw, found)
+        if not found.rfc822:
+            return None
+        return _message_text(raw, found.children[0], upper, fields, top_level=False)
+
+
 def extract_section(
     raw: bytes, part: tuple[int, ...], text: str | None, fields: tuple[str, ...] = ()
 ) -> bytes | None:
@@ -570,29 +742,11 @@ def extract_section(
     exist, including HEADER/TEXT of a part that is not message/rfc822.  RFC 3501 leaves
     that answer open; Dovecot sends an empty string, so the caller should answer
     ``BODY[...] ""`` to match it.
+
+    Each call parses the message's structure again: for several sections of one
+    message use :class:`ParsedMessage`.
     """
-    upper = None if text is None else text.upper()
-    if upper is not None and upper not in _TEXT_SECTIONS:
-        raise ValueError(f"unknown section text {text!r}")
-    if any(num < 1 for num in part):
-        raise ValueError(f"part numbers start at 1: {part!r}")
-    root = _structure(raw)
-    if not part:
-        if upper is None:
-            return raw
-        if upper == "MIME":
-            raise ValueError("MIME needs a part number (Dovecot answers BAD)")
-        return _message_text(raw, root, upper, fields, top_level=True)
-    found = _find(root, part)
-    if found is None:
-        return None
-    if upper is None:
-        return _slice_body(raw, found)
-    if upper == "MIME":
-        return _slice_header(raw, found)
-    if not found.rfc822:
-        return None
-    return _message_text(raw, found.children[0], upper, fields, top_level=False)
+    return ParsedMessage(raw).section(part, text, fields)
 
 
 def partial(data: bytes, start: int, length: int | None) -> bytes:
@@ -614,8 +768,8 @@ def header_value(raw: bytes, name: bytes) -> bytes | None:
     header block is looked at.
     """
     header, _ = split_header(raw)
-    wanted = name.lower()
-    for header_field in _fields(header):
-        if header_field.name.lower() == wanted:
-            return b" ".join(header_field.value.split()) or None
-    return None
+    spans, _ = _matching_fields(header, {name.lower()})
+    if not spans:
+        return None
+    begin, end, _ = spans[0]
+    return b" ".join(_field_value(header, begin, end).split()) or None

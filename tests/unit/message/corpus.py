@@ -394,6 +394,52 @@ after
 --r--
 """
     ),
+    # A blank line right before a boundary line: its CRLF is the boundary's, so the
+    # header ends without it and the body is empty.
+    "empty_body_before_boundary": crlf(
+        """Content-Type: multipart/mixed; boundary==_b
+
+--=_b
+Content-Type: text/plain; charset=utf-8
+
+--=_b
+
+--=_b
+Content-Type: message/rfc822
+
+Subject: s
+From: a
+
+--=_b--
+"""
+    ),
+    "rfc822_blank_line_before_boundary": crlf(
+        """Content-Type: multipart/mixed; boundary=d
+
+--d
+Content-Type: message/rfc822
+
+--d
+Content-Type: text/plain
+Subject: later
+
+after
+--d--
+"""
+    ),
+    "outer_boundary_after_multipart_header": crlf(
+        """Content-Type: multipart/mixed; boundary=dd
+
+--dd
+Content-Type: multipart/mixed; boundary=d
+
+--dd
+Subject: two
+
+body
+--dd--
+"""
+    ),
 }
 
 

@@ -294,3 +294,61 @@ def test_generated_multiparts_roundtrip(bodies: list[str], subtype: str) -> None
         assert section(raw, str(i)) == body.encode()
     assert section(raw, str(len(bodies) + 1)) is None
     assert section(raw, "HEADER") + section(raw, "TEXT") == raw  # type: ignore[operator]
+
+
+# --------------------------------------------------------------------------- blank line + boundary
+
+
+def test_blank_line_right_before_a_boundary_belongs_to_the_boundary() -> None:
+    raw = c.EDGE["empty_body_before_boundary"]
+    assert section(raw, "1.MIME") == b"Content-Type: text/plain; charset=utf-8\r\n"
+    assert section(raw, "1") == b""
+    assert section(raw, "2.MIME") == b""  # a header of just CRLF is empty
+    assert section(raw, "2") == b""
+
+
+def test_encapsulated_header_ending_right_before_a_boundary() -> None:
+    raw = c.EDGE["empty_body_before_boundary"]
+    assert section(raw, "3.MIME") == b"Content-Type: message/rfc822\r\n\r\n"
+    # The CRLF leaves the inner header but stays in the message/rfc822 part.
+    assert section(raw, "3") == b"Subject: s\r\nFrom: a\r\n\r\n"
+    assert section(raw, "3.HEADER") == b"Subject: s\r\nFrom: a\r\n"
+    assert section(raw, "3.1.MIME") == b"Subject: s\r\nFrom: a\r\n"
+    assert section(raw, "3.TEXT") == b""
+    # HEADER.FIELDS still filters the raw stream up to its first empty line.
+    assert section(raw, "3.HEADER.FIELDS (SUBJECT)") == b"Subject: s\r\n\r\n"
+    assert section(raw, "3.HEADER.FIELDS.NOT (SUBJECT)") == b"From: a\r\n\r\n"
+
+
+def test_header_fields_of_an_empty_encapsulated_message_stop_at_the_boundary() -> None:
+    raw = c.EDGE["rfc822_blank_line_before_boundary"]
+    assert section(raw, "1.MIME") == b"Content-Type: message/rfc822\r\n"
+    assert section(raw, "1") == b""
+    assert section(raw, "1.HEADER") == b""
+    # The inner message starts at the boundary's CRLF: an empty header, never the
+    # next part's fields.
+    assert section(raw, "1.HEADER.FIELDS (SUBJECT)") == b"\r\n"
+    assert section(raw, "1.HEADER.FIELDS.NOT (SUBJECT)") == b"\r\n"
+    assert section(raw, "2.MIME") == b"Content-Type: text/plain\r\nSubject: later\r\n\r\n"
+
+
+def test_non_empty_encapsulated_header_cut_by_a_boundary_still_reads_past_it() -> None:
+    # Dovecot's header filter ignores boundaries once the inner header has a line.
+    raw = c.EDGE["rfc822_header_runs_into_boundary"]
+    assert section(raw, "1.HEADER.FIELDS (SUBJECT CONTENT-TYPE)") == (
+        b"Subject: inner\r\nContent-Type: text/plain\r\n\r\n"
+    )
+
+
+def test_own_boundary_after_the_blank_line_keeps_the_header_whole() -> None:
+    raw = c.EDGE["prefix_boundaries"]  # --abc also starts with the outer --ab
+    assert section(raw, "1.MIME") == b"Content-Type: multipart/alternative; boundary=abc\r\n\r\n"
+    assert section(raw, "1.1") == b"inner"
+
+
+def test_longer_outer_boundary_after_a_multipart_header_cuts_it() -> None:
+    raw = c.EDGE["outer_boundary_after_multipart_header"]
+    assert section(raw, "1.MIME") == b"Content-Type: multipart/mixed; boundary=d\r\n"
+    assert section(raw, "1") == b""
+    assert section(raw, "1.1") is None
+    assert section(raw, "2") == b"body"

@@ -75,26 +75,58 @@ def sets_seen(attribute: p.FetchAttribute) -> bool:
     )
 
 
-def _section_bytes(tx: Tx, account: int, message: Message, section: p.Section) -> bytes | None:
-    full = cache.get(tx, account, message.blob, Kind.FULL)  # type: ignore[arg-type]
-    if section.part:
-        if full is not None:
-            return mime.extract_section(full, section.part, section.text, section.fields) or b""
-        return cache.get(tx, account, message.blob, Kind.SECTION, str(section))  # type: ignore[arg-type]
-    if section.text in HEADER_TEXTS:
-        header = cache.get(tx, account, message.blob, Kind.HEADER)  # type: ignore[arg-type]
-        if header is None and full is not None:
-            header = mime.split_header(full)[0]
-        if header is None:
-            return None
-        if section.text == "HEADER":
-            return header
-        if section.text == "HEADER.FIELDS":
-            return mime.header_fields(header, section.fields, False)
-        return mime.extract_section(header, (), section.text, section.fields) or b""
-    if full is None:
-        return None
-    return full if section.text is None else mime.split_header(full)[1]
+class MessageContent:
+    """One message's cached content for one FETCH: each piece read from the cache, and
+    the MIME structure parsed, at most once however many sections are asked for."""
+
+    _MISSING = object()
+
+    def __init__(self, tx: Tx, account: int, message: Message) -> None:
+        self.tx = tx
+        self.account = account
+        self.message = message
+        self._full: object = self._MISSING
+        self._header: object = self._MISSING
+        self._parsed: mime.ParsedMessage | None = None
+
+    def get(self, kind: Kind, section: str = "") -> bytes | None:
+        return cache.get(self.tx, self.account, self.message.blob, kind, section)  # type: ignore[arg-type]
+
+    @property
+    def full(self) -> bytes | None:
+        if self._full is self._MISSING:
+            self._full = self.get(Kind.FULL)
+        return self._full  # type: ignore[return-value]
+
+    @property
+    def header(self) -> bytes | None:
+        if self._header is self._MISSING:
+            header = self.get(Kind.HEADER)
+            if header is None and self.full is not None:
+                header = mime.split_header(self.full)[0]
+            self._header = header
+        return self._header  # type: ignore[return-value]
+
+    def section(self, section: p.Section) -> bytes | None:
+        if section.part:
+            full = self.full
+            if full is None:
+                return self.get(Kind.SECTION, str(section))
+            if self._parsed is None:
+                self._parsed = mime.ParsedMessage(full)
+            # A part that does not exist is the empty string, as Dovecot answers.
+            return self._parsed.section(section.part, section.text, section.fields) or b""
+        if section.text in HEADER_TEXTS:
+            header = self.header
+            if header is None or section.text == "HEADER":
+                return header
+            if section.text == "HEADER.FIELDS":
+                return mime.header_fields(header, section.fields, False)
+            return mime.extract_section(header, (), section.text, section.fields) or b""
+        full = self.full
+        if full is None or section.text is None:
+            return full
+        return mime.split_header(full)[1]
 
 
 def _partial(data: bytes, attribute: p.FetchAttribute) -> bytes:
@@ -108,7 +140,8 @@ class Unavailable(Exception):
     """Content for this message is not in the cache (and the upstream could not give it)."""
 
 
-def item_value(tx: Tx, account: int, message: Message, attribute: p.FetchAttribute) -> p.Value:
+def item_value(content: MessageContent, attribute: p.FetchAttribute) -> p.Value:
+    message = content.message
     name = attribute.name
     if name == "UID":
         return message.uid
@@ -120,7 +153,7 @@ def item_value(tx: Tx, account: int, message: Message, attribute: p.FetchAttribu
         return message.size
     if name in ("ENVELOPE", "BODYSTRUCTURE") or (name == "BODY" and attribute.section is None):
         kind = {"ENVELOPE": Kind.ENVELOPE, "BODYSTRUCTURE": Kind.BODYSTRUCTURE}.get(name, Kind.BODY)
-        data = cache.get(tx, account, message.blob, kind)  # type: ignore[arg-type]
+        data = content.get(kind)
         if data is None:
             raise Unavailable()
         return p.Raw(data)
@@ -132,7 +165,7 @@ def item_value(tx: Tx, account: int, message: Message, attribute: p.FetchAttribu
     elif name == "RFC822.TEXT":
         section = p.Section(text="TEXT")
     assert section is not None
-    data = _section_bytes(tx, account, message, section)
+    data = content.section(section)
     if data is None:
         raise Unavailable()
     return _partial(data, attribute)
@@ -222,12 +255,10 @@ async def fetch(session: Session, cmd: p.Fetch) -> list[bytes]:
 
     def render(tx: Tx, message: Message) -> list[bytes] | None:
         items: list[p.Value] = [p.Atom("UID"), message.uid]
+        content = MessageContent(tx, mailbox.account, message)
         try:
             for attribute in attributes:
-                items += [
-                    p.Atom(response_name(attribute)),
-                    item_value(tx, mailbox.account, message, attribute),
-                ]
+                items += [p.Atom(response_name(attribute)), item_value(content, attribute)]
         except Unavailable:
             return None
         if message.uid in seen_now and not wants_flags:

@@ -239,18 +239,17 @@ async def fetch(session: Session, cmd: p.Fetch) -> list[bytes]:
         needs |= needs_of(attribute)
     pairs = view.resolve(cmd.sequence_set, cmd.uid)
     seq_of = {uid: seq for seq, uid in pairs}
-    targets = store.read(
-        lambda tx: store_messages.get_many(tx, mailbox.account, mailbox.id, [u for _, u in pairs])
-    )
+    uids = [uid for _, uid in pairs]
+
+    def load_targets(tx: Tx) -> list[Message]:
+        return store_messages.get_many(tx, mailbox.account, mailbox.id, uids)
+
+    targets = store.read(load_targets)
     seen_now: set[int] = set()
     if any(sets_seen(a) for a in attributes):
         seen_now = await _mark_seen(session, view, targets)
         if seen_now:
-            targets = store.read(
-                lambda tx: store_messages.get_many(
-                    tx, mailbox.account, mailbox.id, [u for _, u in pairs]
-                )
-            )
+            targets = store.read(load_targets)  # with the \Seen just set
     wants_flags = any(a.name == "FLAGS" for a in attributes)
 
     def render(tx: Tx, message: Message) -> list[bytes] | None:

@@ -108,6 +108,13 @@ class CopyMessages(Operation):
         move = bool(self.args["move"])
         await client.ensure_selected(self.args["source_name"], writable=move)
         uids = upstream_set(self.args["pairs"])
+        if move and self.args.get("in_doubt"):
+            # A MOVE that may have happened: what left the source moved; move the rest.
+            # (Without COPYUID for the moved part, the target's next sync brings it in.)
+            present = await client.search_uids(uids)
+            if not present:
+                return None
+            uids = SequenceSet.from_ints(sorted(present))
         if move and not client.has("MOVE"):
             copyuid = await client.copy(uids, self.args["target_name"])
             await client.store(uids, "+", ("\\Deleted",))

@@ -91,3 +91,60 @@ def test_in_doubt_attempt_that_did_not_land_is_sent_again() -> None:
 def test_ambiguous_or_different_matches_are_not_taken() -> None:
     assert _send({"in_doubt": True}, FakeUpstream({5: len(MESSAGE), 6: len(MESSAGE)}))[1] == 42
     assert _send({"in_doubt": True}, FakeUpstream({5: len(MESSAGE) + 1}))[1] == 42
+
+
+class FakeMoveUpstream:
+    """A source mailbox still holding `present` of the upstream UIDs a MOVE named."""
+
+    def __init__(self, present: set[int]) -> None:
+        self.present = present
+        self.moved: list[str] = []
+
+    def has(self, capability: str) -> bool:
+        return True
+
+    async def ensure_selected(self, name: str, writable: bool = False) -> None:
+        return None
+
+    async def search_uids(self, uids: SequenceSet) -> set[int]:
+        return self.present & set(uids.resolve(0))
+
+    async def copy(self, uids: SequenceSet, target: str, move: bool = False) -> Any:
+        self.moved.append(str(uids))
+        return (9, sorted(uids.resolve(0)), [100 + u for u in sorted(uids.resolve(0))])
+
+
+def _move(in_doubt: bool, upstream: FakeMoveUpstream) -> Any:
+    from imapproxy.outbox.operations import CopyMessages
+
+    args = {
+        "source": 1,
+        "source_name": "INBOX",
+        "target": 2,
+        "target_name": "Archive",
+        "pairs": [[1, 11], [2, 12], [3, 13]],
+        "move": True,
+    }
+    if in_doubt:
+        args["in_doubt"] = True
+    d = defer.ensureDeferred(CopyMessages(args).send(upstream))  # type: ignore[arg-type]
+    assert d.called
+    return d.result
+
+
+def test_in_doubt_move_that_happened_is_not_repeated() -> None:
+    upstream = FakeMoveUpstream(set())
+    assert _move(True, upstream) is None
+    assert upstream.moved == []
+
+
+def test_in_doubt_move_moves_only_what_is_still_there() -> None:
+    upstream = FakeMoveUpstream({13})
+    _move(True, upstream)
+    assert upstream.moved == ["13"]
+
+
+def test_first_move_attempt_moves_everything() -> None:
+    upstream = FakeMoveUpstream({11, 12, 13})
+    _move(False, upstream)
+    assert upstream.moved == ["11:13"]

@@ -244,7 +244,10 @@ class ClientConnection(Protocol):
             self._busy = False
             self._resume_input()
             if isinstance(result, Failure):
-                log.error("unhandled error in a command", exc_info=result.getTracebackObject())
+                log.error(
+                    "unhandled error in a command",
+                    exc_info=(result.type, result.value, result.getTracebackObject()),
+                )
                 self.write_chunks(
                     replies.untagged_status("BYE", "internal error; closing connection")
                 )

@@ -90,12 +90,6 @@ class Scanner:
         text = self.text
         return text[self.pos] if self.pos < len(text) else None
 
-    def rest_of_text(self) -> bytes:
-        """Everything left in the current text part (for free text)."""
-        rest = self.text[self.pos :]
-        self.pos = len(self.text)
-        return rest
-
     def read_value(self, depth: int = 0, partial: bool = False) -> Value | _End:
         """Read one value; :data:`END` at ``)`` (not consumed) or end of input."""
         self.skip_spaces()

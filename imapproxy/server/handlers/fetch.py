@@ -198,10 +198,6 @@ def _render_all(
     return [render(tx, m) for m in chunk]
 
 
-def response_name(attribute: p.FetchAttribute) -> str:
-    return attribute.response_name()
-
-
 async def _mark_seen(session: Session, view: SelectedView, targets: list[Message]) -> set[int]:
     unseen = [
         m
@@ -257,7 +253,7 @@ async def fetch(session: Session, cmd: p.Fetch) -> list[bytes]:
         content = MessageContent(tx, mailbox.account, message)
         try:
             for attribute in attributes:
-                items += [p.Atom(response_name(attribute)), item_value(content, attribute)]
+                items += [p.Atom(attribute.response_name()), item_value(content, attribute)]
         except Unavailable:
             return None
         if message.uid in seen_now and not wants_flags:

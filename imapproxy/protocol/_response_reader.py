@@ -57,6 +57,14 @@ class ResponseReader:
             data = data[k:]
         self._buf.append(data)
 
+    def buffered(self) -> int:
+        """Bytes received but not yet returned as a response (nor part of one in progress).
+
+        After STARTTLS's OK this must be 0: anything the server sent behind the OK, in
+        clear, is an injection attempt (CVE-2011-0411), not part of the TLS session.
+        """
+        return len(self._buf) + sum(len(c) for c in self._chunks) + sum(map(len, self._parts))
+
     def next_event(self) -> Response | Sentinel:
         while True:
             if self._in_literal:

@@ -61,7 +61,12 @@ from imapproxy.upstream.errors import (
     UpstreamUnavailable,
     UpstreamUnreachable,
 )
-from imapproxy.upstream.tls import client_tls_options
+from imapproxy.upstream.tls import (
+    CertificateRefused,
+    VerifiedClientTLS,
+    check_certificate_names,
+    client_tls_options,
+)
 
 
 @dataclass(frozen=True)
@@ -345,9 +350,11 @@ async def connect(
     TLS verification failed, no STARTTLS): callers know nothing of theirs was sent.
     """
     clock = clock or reactor
+    # One TLS object per attempt: it records why a certificate was refused.
+    tls = client_tls_options(address.host, ca_file)
     endpoint: Any = HostnameEndpoint(reactor, address.host, address.port, timeout=timeout)
     if address.security is Security.TLS:
-        endpoint = wrapClientTLS(client_tls_options(address.host, ca_file), endpoint)
+        endpoint = wrapClientTLS(tls, endpoint)  # type: ignore[arg-type]
     try:
         protocol: UpstreamProtocol = await endpoint.connect(
             Factory.forProtocol(lambda: UpstreamProtocol(clock, command_timeout=timeout))
@@ -355,12 +362,14 @@ async def connect(
     except Exception as exc:
         raise UpstreamUnreachable(f"cannot connect to {address.url()}: {exc}") from exc
     try:
-        return await _open(protocol, address, username, password, ca_file, clock, timeout)
+        return await _open(protocol, address, username, password, tls, clock, timeout)
     except AuthenticationFailed:
         protocol.abort()
         raise
     except Exception as exc:
         protocol.abort()
+        if tls.refusal is not None:
+            raise UpstreamUnreachable(f"{address.url()}: {tls.refusal}") from None
         if isinstance(exc, UpstreamUnreachable):
             raise
         reason = str(exc) or type(exc).__name__
@@ -374,7 +383,7 @@ async def _open(
     address: UpstreamAddress,
     username: bytes,
     password: bytes,
-    ca_file: Path | None,
+    tls: VerifiedClientTLS,
     clock: IReactorTime,
     timeout: float,
 ) -> UpstreamClient:
@@ -385,11 +394,21 @@ async def _open(
     if address.security is Security.STARTTLS:
         if "STARTTLS" not in capabilities:
             raise UpstreamUnreachable("upstream does not offer STARTTLS, which imap:// requires")
-        await protocol.run(lambda tag: _groups(StartTLS(tag), False))
-        # Whatever arrived in clear after the OK must not be read as part of the TLS session.
+        try:
+            await protocol.run(lambda tag: _groups(StartTLS(tag), False))
+        except UpstreamRefused as exc:
+            raise UpstreamUnreachable(f"upstream refused STARTTLS: {exc.text}") from None
+        if protocol.reader.buffered():
+            # Bytes behind the OK, sent in clear, would be read as if they came over TLS.
+            raise UpstreamUnreachable(
+                "upstream sent data after its STARTTLS answer, before TLS began "
+                "(a STARTTLS injection); refused"
+            )
         protocol.reader = ResponseReader()
-        protocol.transport.startTLS(client_tls_options(address.host, ca_file))
+        protocol.transport.startTLS(tls)
         capabilities = await _capabilities(protocol, False, None)
+    if address.security is not Security.PLAIN:
+        _ensure_verified(protocol, tls, address.host)
     client = UpstreamClient(protocol, capabilities)
     result = await _login(client, username, password)
     client.capabilities = await _capabilities(
@@ -399,6 +418,19 @@ async def _open(
         await client._run(lambda tag: Enable(tag, ("CONDSTORE",)))
     protocol.command_timeout = COMMAND_TIMEOUT
     return client
+
+
+def _ensure_verified(protocol: UpstreamProtocol, tls: VerifiedClientTLS, host: str) -> None:
+    """The last gate before credentials go out: the handshake's own checks passed, and
+    the certificate the session actually uses names the host. Redundant by design."""
+    if not tls.leaf_checked or tls.refusal is not None:
+        raise UpstreamUnreachable(
+            tls.refusal or f"the certificate of {host} was not verified; refusing to log in"
+        )
+    try:
+        check_certificate_names(protocol.transport.getPeerCertificate(), host)
+    except CertificateRefused as exc:
+        raise UpstreamUnreachable(str(exc)) from None
 
 
 def _groups(command: Any, literal_plus: bool) -> list[list[bytes]]:

@@ -26,7 +26,7 @@ from typing import Self
 
 from tests.support.dovecot_config import ConfigPaths, MailUser, render_config, resolve_mail_user
 from tests.support.net import LOOPBACK, free_port, wait_for_greeting
-from tests.support.tlscert import make_self_signed
+from tests.support.tlscert import CertPair, make_self_signed
 
 INSTALL_HINT = "run ./scripts/test (it installs Dovecot) or `apt-get install dovecot-imapd`"
 START_TIMEOUT = 15.0
@@ -72,6 +72,13 @@ def _ensure_traversable(directory: Path, user: MailUser) -> None:
             )
 
 
+def _unverified_context() -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 class Dovecot:
     """One private Dovecot instance listening on loopback, with plain and implicit-TLS ports.
 
@@ -85,7 +92,10 @@ class Dovecot:
         self,
         directory: Path | None = None,
         users: dict[str, str] | None = None,
+        cert: CertPair | None = None,
     ) -> None:
+        """cert: the server certificate to present (TLS tests make it wrong on purpose);
+        by default a fresh self-signed one that is also the CA file."""
         self._binary = find_dovecot()
         self._owns_directory = directory is None
         if directory is None:
@@ -98,6 +108,7 @@ class Dovecot:
         self.port = 0
         self.tls_port = 0
         self.ca_file = directory / "server.pem"
+        self._cert = cert
         self._master_pid: int | None = None
         for user, password in (users or {}).items():
             self.add_user(user, password)
@@ -160,7 +171,9 @@ class Dovecot:
         self._master_pid = self._read_master_pid(deadline)
         try:
             wait_for_greeting(self.host, self.port, deadline)
-            wait_for_greeting(self.host, self.tls_port, deadline, ssl_context=self.ssl_context())
+            # A certificate made wrong on purpose would fail a verifying readiness check.
+            context = self.ssl_context() if self._cert is None else _unverified_context()
+            wait_for_greeting(self.host, self.tls_port, deadline, ssl_context=context)
         except TimeoutError as exc:
             self.stop()
             raise RuntimeError(f"{exc}\n{self.log_tail()}") from exc
@@ -215,8 +228,11 @@ class Dovecot:
         paths.mail.mkdir(mode=0o755, exist_ok=True)
         os.chown(paths.mail, self.mail_user.uid, self.mail_user.gid)
         paths.passwd.mkdir(mode=0o755, exist_ok=True)
-        pair = make_self_signed(self.directory, "server")
-        self.ca_file = pair.cert
+        if self._cert is None:
+            pair = make_self_signed(self.directory, "server")
+            self.ca_file = pair.cert
+        else:
+            pair = self._cert
         self.port = free_port(self.host)
         self.tls_port = free_port(self.host)
         while self.tls_port == self.port:

@@ -47,6 +47,23 @@ ReaderEvent: TypeAlias = (
 
 _LITERAL_MARKER = re.compile(rb"(~?)\{(\d{1,20})(\+?)\}\Z")
 _FIRST_WORD = re.compile(rb"[^ ]+")
+_QUOTED_STRING = re.compile(rb'"(?:[^"\\\r\n]|\\[^\r\n])*"')
+_EIGHT_BIT = re.compile(rb"[\x80-\xff]")
+
+
+def _grammar_error(parts: list[bytes]) -> str | None:
+    """What RFC 9051 forbids outside literals, which the lexer would let through.
+
+    NUL is no CHAR at all; 8-bit bytes may appear only inside a quoted string (as
+    UTF-8) or a literal, never in an atom. (Bare CR or LF end a quoted string's line
+    and are refused by the lexer.)
+    """
+    for text in parts[0::2]:
+        if b"\0" in text:
+            return "NUL is not allowed in a command"
+        if _EIGHT_BIT.search(text) and _EIGHT_BIT.search(_QUOTED_STRING.sub(b'""', text)):
+            return "8-bit characters are allowed only in a quoted string or a literal"
+    return None
 
 
 class _Mode(enum.Enum):
@@ -292,6 +309,9 @@ class CommandReader:
 
     def _parse(self, parts: list[bytes]) -> ReaderEvent:
         tag = _guess_tag(parts[0])
+        error = _grammar_error(parts)
+        if error is not None:
+            return CommandError(tag, error)
         try:
             values = Scanner(parts, numbers=False, max_depth=self.max_depth).read_all()
             if (

@@ -359,6 +359,7 @@ def test_authenticate_continuation_lines() -> None:
     assert reader.next_event() == RawLine(b"AGZyZWQAc2VjcmV0")
 
 
+EIGHT_BIT = "8-bit characters are allowed only in a quoted string or a literal"
 GARBAGE = [
     (b"a1 FROB x", CommandError("a1", "unknown command")),
     (b"a1", CommandError("a1", "missing command name")),
@@ -378,7 +379,12 @@ GARBAGE = [
     (b"a1 UID LOGIN a b", CommandError("a1", "unknown command")),
     (b"a1 APPEND INBOX", CommandError("a1", "APPEND needs a message literal")),
     (b"a1 STORE 1 FLAGZ (\\Seen)", CommandError("a1", "invalid store item")),
-    (b"a1 LOGIN \xff \xfe", CommandError("a1", "invalid UTF-8 in atom")),
+    (b"a1 LOGIN \xff \xfe", CommandError("a1", EIGHT_BIT)),
+    # RFC 9051: NUL is no CHAR; atoms are 7-bit (UTF-8 only in quoted strings).
+    (b'a1 SEARCH SUBJECT "a\x00b"', CommandError("a1", "NUL is not allowed in a command")),
+    (b"a1 SELECT a\x00b", CommandError("a1", "NUL is not allowed in a command")),
+    (b"a1 SELECT Gr\xc3\xbc\xc3\x9fe", CommandError("a1", EIGHT_BIT)),
+    (b'a1 SEARCH SUBJECT "a\rb"', CommandError("a1", "invalid quoted string")),
     (b"a1 FETCH 1 " + b"(" * 40 + b")" * 40, CommandError("a1", "lists nested too deeply")),
 ]
 
@@ -534,3 +540,8 @@ def test_literal_inside_list_and_search() -> None:
 def test_login_repr_redacts_password() -> None:
     assert "secret" not in repr(Login("a", b"u", b"secret"))
     assert "c2VjcmV0" not in repr(Authenticate("a", "PLAIN", b"c2VjcmV0"))
+
+
+def test_utf8_in_a_quoted_string_is_accepted() -> None:
+    [command] = read_commands(b'a1 SELECT "Gr\xc3\xbc\xc3\x9fe"\r\n')
+    assert not isinstance(command, CommandError)

@@ -45,19 +45,19 @@ class ProxyService(Service):
         )
         tls_options = config.server_tls.options if config.server_tls is not None else None
         described = []
-        for listener in config.listeners:
-            factory: Any = ServerFactory(self._context(listener, tls_options))
-            if listener.implicit_tls:
-                if tls_options is None:  # Config.build refuses this; never listen in clear
-                    raise ValueError("--listen-tls needs --tls-cert and --tls-key")
-                factory = TLSMemoryBIOFactory(tls_options, False, factory)
-            endpoint_type = TCP6ServerEndpoint if ":" in listener.host else TCP4ServerEndpoint
-            endpoint = endpoint_type(self.reactor, listener.port, interface=listener.host)
-            port = await endpoint.listen(factory)
-            self.ports.append(port)
-            bound = port.getHost()
-            address = Listener(bound.host, bound.port).describe()
-            described.append(f"{address} ({_kind(listener, config)})")
+        try:
+            for listener in config.listeners:
+                port = await self._listen(listener, tls_options)
+                self.ports.append(port)
+                bound = port.getHost()
+                address = Listener(bound.host, bound.port).describe()
+                described.append(f"{address} ({_kind(listener, config)})")
+        except BaseException:
+            # All or nothing: a port in use on the second listener closes the first.
+            ports, self.ports = self.ports, []
+            for port in ports:
+                await port.stopListening()
+            raise
         self.running = True
         log.info(
             "imapproxy ready: listening on %s, upstream %s, state in %s",
@@ -65,6 +65,16 @@ class ProxyService(Service):
             config.upstream.url(),
             config.state_dir,
         )
+
+    async def _listen(self, listener: Listener, tls_options: Any) -> Any:
+        factory: Any = ServerFactory(self._context(listener, tls_options))
+        if listener.implicit_tls:
+            if tls_options is None:  # Config.build refuses this; never listen in clear
+                raise ValueError("--listen-tls needs --tls-cert and --tls-key")
+            factory = TLSMemoryBIOFactory(tls_options, False, factory)
+        endpoint_type = TCP6ServerEndpoint if ":" in listener.host else TCP4ServerEndpoint
+        endpoint = endpoint_type(self.reactor, listener.port, interface=listener.host)
+        return await endpoint.listen(factory)
 
     def _context(self, listener: Listener, tls_options: Any) -> ServerContext:
         """The implicit-TLS listener's sessions start secure: no STARTTLS, logins at once.

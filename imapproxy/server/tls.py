@@ -25,7 +25,6 @@ from typing import Any
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
-from OpenSSL import crypto
 from twisted.internet import ssl
 
 log = logging.getLogger("imapproxy")
@@ -61,12 +60,18 @@ def load_server_tls(cert_path: Path, key_path: Path) -> ServerTLS:
                 f"--tls-cert {cert_path}"
             )
         _warn_if_not_valid_now(cert_path, chain[0])
+        # pyOpenSSL takes cryptography's objects (its own wrappers are deprecated);
+        # Twisted's annotations still name the wrappers.
         options = ssl.CertificateOptions(
-            privateKey=crypto.PKey.from_cryptography_key(key),  # type: ignore[arg-type]
-            certificate=crypto.X509.from_cryptography(chain[0]),
-            extraCertChain=[crypto.X509.from_cryptography(cert) for cert in chain[1:]],
+            privateKey=key,
+            certificate=chain[0],  # type: ignore[arg-type]
+            extraCertChain=chain[1:],  # type: ignore[arg-type]
             raiseMinimumTo=MINIMUM_TLS_VERSION,
         )
+        # Build (and cache) the context every connection will use now, so that what
+        # OpenSSL itself refuses (a key too weak for its security level) stops the start
+        # instead of failing each handshake.
+        options.getContext()
     except ServerTLSError:
         raise
     except Exception as exc:  # fail closed, with the reason in one line
@@ -153,5 +158,10 @@ def _warn_if_not_valid_now(path: Path, cert: x509.Certificate) -> None:
 
 
 def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
+    """OpenSSL errors carry a list of (library, function, reason): the reasons say it."""
+    errors = exc.args[0] if exc.args else None
+    if isinstance(errors, list) and all(isinstance(e, tuple) and len(e) == 3 for e in errors):
+        text = "; ".join(str(reason) for _, _, reason in errors)
+    else:
+        text = " ".join(str(exc).split())
     return text or type(exc).__name__

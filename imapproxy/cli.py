@@ -1,7 +1,9 @@
-"""The command line: ``imapproxy serve --upstream URL --listen HOST:PORT --state-dir DIR``.
+"""The command line: ``imapproxy serve --upstream URL --listen HOST:PORT --state-dir DIR``
+(and ``--listen-tls HOST:PORT --tls-cert FILE --tls-key FILE`` for implicit TLS).
 
-Errors a user can fix (bad URL, unusable state directory, port in use) end in one
-line on stderr and a non-zero exit, never a traceback.
+Errors a user can fix (bad URL, unusable state directory, port in use, a certificate
+or key that cannot be used) end in one line on stderr and a non-zero exit, never a
+traceback.
 """
 
 from __future__ import annotations
@@ -28,8 +30,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--listen",
-        default="127.0.0.1:1143",
-        help="HOST:PORT to accept clients on (default 127.0.0.1:1143)",
+        default=None,
+        help="HOST:PORT to accept clients on in clear, with STARTTLS when --tls-cert is given "
+        "(default 127.0.0.1:1143, unless only --listen-tls is given)",
+    )
+    serve.add_argument(
+        "--listen-tls",
+        default=None,
+        metavar="HOST:PORT",
+        help="also (or, without --listen, only) accept clients with implicit TLS from the "
+        "first byte, the port 993 style; needs --tls-cert and --tls-key",
     )
     serve.add_argument(
         "--state-dir",
@@ -47,9 +57,15 @@ def _parser() -> argparse.ArgumentParser:
         "--tls-cert",
         type=Path,
         default=None,
-        help="PEM certificate offered to clients via STARTTLS",
+        help="PEM certificate (then any intermediates) offered to clients: on --listen-tls, "
+        "and via STARTTLS on --listen",
     )
-    serve.add_argument("--tls-key", type=Path, default=None, help="PEM private key for --tls-cert")
+    serve.add_argument(
+        "--tls-key",
+        type=Path,
+        default=None,
+        help="PEM private key for --tls-cert, unencrypted; refused if other users can read it",
+    )
     serve.add_argument(
         "--allow-plaintext-listen",
         action="store_true",
@@ -75,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,
             allow_plaintext_listen=args.allow_plaintext_listen,
+            listen_tls=args.listen_tls,
         )
     except ConfigError as exc:
         print(f"imapproxy: error: {exc}", file=sys.stderr)

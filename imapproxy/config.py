@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from imapproxy.server.tls import ServerTLS, ServerTLSError, load_server_tls
 from imapproxy.upstream.address import AddressError, UpstreamAddress
 
 
@@ -27,65 +28,126 @@ def default_state_dir() -> Path:
     return Path(base) / "imapproxy"
 
 
+DEFAULT_LISTEN = "127.0.0.1:1143"
+
+
+@dataclass(frozen=True)
+class Listener:
+    """One address clients connect to.
+
+    ``implicit_tls``: TLS from the first byte (the port 993 style of RFC 8314), so the
+    session is private before the greeting; otherwise the connection starts in clear and
+    STARTTLS is offered when a certificate is configured.
+    """
+
+    host: str
+    port: int
+    implicit_tls: bool = False
+
+    @property
+    def loopback(self) -> bool:
+        return _is_loopback(self.host)
+
+    def describe(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
 @dataclass(frozen=True)
 class Config:
     upstream: UpstreamAddress
-    listen_host: str
-    listen_port: int
+    listeners: tuple[Listener, ...]
     state_dir: Path
     upstream_ca: Path | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
     max_append: int = 64 * 2**20
     allow_plaintext_listen: bool = False
+    #: The loaded certificate and key (None without --tls-cert).
+    server_tls: ServerTLS | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def plain_listener(self) -> Listener | None:
+        return next((lst for lst in self.listeners if not lst.implicit_tls), None)
+
+    @property
+    def tls_listener(self) -> Listener | None:
+        return next((lst for lst in self.listeners if lst.implicit_tls), None)
 
     @property
     def require_tls_for_login(self) -> bool:
-        """Clients must STARTTLS before LOGIN/AUTHENTICATE: the listener is reachable
-        from the network and we have a certificate, so nothing excuses a cleartext password
-        (unless the user said the network is trusted)."""
+        """Clients of the plain listener must STARTTLS before LOGIN/AUTHENTICATE: it is
+        reachable from the network and we have a certificate, so nothing excuses a
+        cleartext password (unless the user said the network is trusted). Sessions on the
+        implicit-TLS listener are private from the start and need no such rule."""
+        plain = self.plain_listener
         return (
-            self.tls_cert is not None
-            and not _is_loopback(self.listen_host)
+            plain is not None
+            and self.tls_cert is not None
+            and not plain.loopback
             and not self.allow_plaintext_listen
         )
 
     @staticmethod
-    def parse_listen(text: str) -> tuple[str, int]:
+    def parse_listen(text: str, flag: str = "--listen") -> tuple[str, int]:
         host, sep, port = text.rpartition(":")
         if not sep or not host:
-            raise ConfigError(f"--listen {text!r}: expected HOST:PORT, e.g. 127.0.0.1:1143")
+            raise ConfigError(f"{flag} {text!r}: expected HOST:PORT, e.g. 127.0.0.1:1143")
         host = host.strip("[]")
         try:
             number = int(port)
         except ValueError:
-            raise ConfigError(f"--listen {text!r}: port must be a number") from None
+            raise ConfigError(f"{flag} {text!r}: port must be a number") from None
         if not 0 <= number <= 65535:
-            raise ConfigError(f"--listen {text!r}: port out of range")
+            raise ConfigError(f"{flag} {text!r}: port out of range")
         return host, number
 
     @classmethod
     def build(
         cls,
         upstream: str,
-        listen: str,
+        listen: str | None,
         state_dir: Path,
         upstream_ca: Path | None = None,
         tls_cert: Path | None = None,
         tls_key: Path | None = None,
         allow_plaintext_listen: bool = False,
+        listen_tls: str | None = None,
     ) -> Config:
+        """``listen`` None and ``listen_tls`` None: the default plain listener on
+        127.0.0.1:1143. Give ``listen_tls`` alone to listen with implicit TLS only."""
         try:
             address = UpstreamAddress.parse(upstream)
         except AddressError as exc:
             raise ConfigError(str(exc)) from None
-        host, port = cls.parse_listen(listen)
+        if listen is None and listen_tls is None:
+            listen = DEFAULT_LISTEN
+        listeners: list[Listener] = []
+        if listen is not None:
+            listeners.append(Listener(*cls.parse_listen(listen)))
+        if listen_tls is not None:
+            listeners.append(Listener(*cls.parse_listen(listen_tls, "--listen-tls"), True))
         if (tls_cert is None) != (tls_key is None):
             raise ConfigError("--tls-cert and --tls-key go together")
-        if not _is_loopback(host) and tls_cert is None and not allow_plaintext_listen:
+        if listen_tls is not None and tls_cert is None:
+            raise ConfigError("--listen-tls needs a certificate: give --tls-cert and --tls-key")
+        addresses = [(lst.host, lst.port) for lst in listeners if lst.port != 0]
+        if len(set(addresses)) < len(addresses):
             raise ConfigError(
-                f"refusing to listen on {host} without TLS: passwords would cross the network in "
-                "clear; give --tls-cert/--tls-key, or --allow-plaintext-listen on a trusted network"
+                f"--listen and --listen-tls both name {listeners[0].describe()}: "
+                "give them different ports"
+            )
+        plain = next((lst for lst in listeners if not lst.implicit_tls), None)
+        if (
+            plain is not None
+            and not plain.loopback
+            and tls_cert is None
+            and not allow_plaintext_listen
+        ):
+            raise ConfigError(
+                f"refusing to listen on {plain.host} without TLS: passwords would cross the "
+                "network in clear; give --tls-cert/--tls-key, or --allow-plaintext-listen on "
+                "a trusted network"
             )
         for label, path in (
             ("--upstream-ca", upstream_ca),
@@ -94,16 +156,22 @@ class Config:
         ):
             if path is not None and not path.is_file():
                 raise ConfigError(f"{label} {path}: no such file")
+        server_tls = None
+        if tls_cert is not None and tls_key is not None:
+            try:
+                server_tls = load_server_tls(tls_cert, tls_key)
+            except ServerTLSError as exc:
+                raise ConfigError(str(exc)) from None
         state_dir = _prepare_state_dir(state_dir)
         return cls(
             address,
-            host,
-            port,
+            tuple(listeners),
             state_dir,
             upstream_ca,
             tls_cert,
             tls_key,
             allow_plaintext_listen=allow_plaintext_listen,
+            server_tls=server_tls,
         )
 
 

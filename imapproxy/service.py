@@ -1,7 +1,8 @@
-"""Wires configuration → store → account registry → listening server.
+"""Wires configuration → store → account registry → listening server(s).
 
 A twisted.application Service, so the proxy starts and stops as a unit: on stop it
-stops accepting, logs out of the upstream connections and closes the store.
+stops accepting (on every listener: plain/STARTTLS ``--listen`` and implicit-TLS
+``--listen-tls``), logs out of the upstream connections and closes the store.
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ import logging
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet import defer, ssl
+from twisted.internet import defer
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
+from twisted.protocols.tls import TLSMemoryBIOFactory
 
-from imapproxy.config import Config
+from imapproxy.config import Config, Listener
 from imapproxy.registry import AccountRegistry
 from imapproxy.server.connection import ServerFactory
 from imapproxy.server.session import ServerContext
@@ -29,10 +31,11 @@ class ProxyService(Service):
         self.config = config
         self.store: Store | None = None
         self.registry: AccountRegistry | None = None
-        self.port: Any = None
+        #: The listening ports, in the order of ``config.listeners``.
+        self.ports: list[Any] = []
 
     async def start(self) -> None:
-        """Open the store and listen; raises on a port in use or a bad certificate."""
+        """Open the store and listen; raises on a port in use (any listener)."""
         config = self.config
         if config.upstream_ca is not None:
             check_ca_file(config.upstream_ca)
@@ -40,30 +43,53 @@ class ProxyService(Service):
         self.registry = AccountRegistry(
             self.reactor, self.store, config.upstream, config.upstream_ca
         )
-        tls_options = None
-        if config.tls_cert is not None and config.tls_key is not None:
-            cert = ssl.PrivateCertificate.loadPEM(
-                config.tls_cert.read_text() + config.tls_key.read_text()
+        tls_options = config.server_tls.options if config.server_tls is not None else None
+        described = []
+        try:
+            for listener in config.listeners:
+                port = await self._listen(listener, tls_options)
+                self.ports.append(port)
+                bound = port.getHost()
+                address = Listener(bound.host, bound.port).describe()
+                described.append(f"{address} ({_kind(listener, config)})")
+        except BaseException:
+            # All or nothing: a port in use on the second listener closes the first.
+            ports, self.ports = self.ports, []
+            for port in ports:
+                await port.stopListening()
+            raise
+        self.running = True
+        log.info(
+            "imapproxy ready: listening on %s, upstream %s, state in %s",
+            " and ".join(described),
+            config.upstream.url(),
+            config.state_dir,
+        )
+
+    async def _listen(self, listener: Listener, tls_options: Any) -> Any:
+        factory: Any = ServerFactory(self._context(listener, tls_options))
+        if listener.implicit_tls:
+            if tls_options is None:  # Config.build refuses this; never listen in clear
+                raise ValueError("--listen-tls needs --tls-cert and --tls-key")
+            factory = TLSMemoryBIOFactory(tls_options, False, factory)
+        endpoint_type = TCP6ServerEndpoint if ":" in listener.host else TCP4ServerEndpoint
+        endpoint = endpoint_type(self.reactor, listener.port, interface=listener.host)
+        return await endpoint.listen(factory)
+
+    def _context(self, listener: Listener, tls_options: Any) -> ServerContext:
+        """The implicit-TLS listener's sessions start secure: no STARTTLS, logins at once.
+        The plain one offers STARTTLS when there is a certificate."""
+        assert self.registry is not None
+        if listener.implicit_tls:
+            return ServerContext(
+                self.reactor, self.registry, None, self.config.max_append, implicit_tls=True
             )
-            tls_options = cert.options()
-        context = ServerContext(
+        return ServerContext(
             self.reactor,
             self.registry,
             tls_options,
-            config.max_append,
-            require_tls_for_login=tls_options is not None and config.require_tls_for_login,
-        )
-        endpoint_type = TCP6ServerEndpoint if ":" in config.listen_host else TCP4ServerEndpoint
-        endpoint = endpoint_type(self.reactor, config.listen_port, interface=config.listen_host)
-        self.port = await endpoint.listen(ServerFactory(context))
-        self.running = True
-        address = self.port.getHost()
-        log.info(
-            "imapproxy ready: listening on %s:%d, upstream %s, state in %s",
-            address.host,
-            address.port,
-            config.upstream.url(),
-            config.state_dir,
+            self.config.max_append,
+            require_tls_for_login=tls_options is not None and self.config.require_tls_for_login,
         )
 
     def startService(self) -> None:
@@ -71,10 +97,10 @@ class ProxyService(Service):
         defer.ensureDeferred(self.start())
 
     async def stop(self) -> None:
-        was_listening = self.port is not None
-        if self.port is not None:
-            await self.port.stopListening()
-            self.port = None
+        was_listening = bool(self.ports)
+        ports, self.ports = self.ports, []
+        for port in ports:
+            await port.stopListening()
         if self.registry is not None:
             await self.registry.close()
         if self.store is not None:
@@ -86,3 +112,11 @@ class ProxyService(Service):
     def stopService(self) -> defer.Deferred[None]:
         super().stopService()
         return defer.ensureDeferred(self.stop())
+
+
+def _kind(listener: Listener, config: Config) -> str:
+    if listener.implicit_tls:
+        return "implicit TLS"
+    if config.server_tls is None:
+        return "plain"
+    return "STARTTLS required" if config.require_tls_for_login else "STARTTLS offered"

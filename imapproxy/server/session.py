@@ -48,6 +48,9 @@ class ServerContext:
     max_append: int = 64 * 2**20
     #: A non-loopback listener with a certificate: passwords only after STARTTLS.
     require_tls_for_login: bool = False
+    #: The implicit-TLS listener (``--listen-tls``): every session is private from its
+    #: first byte, so STARTTLS is neither offered nor accepted.
+    implicit_tls: bool = False
 
 
 Handler = Callable[["Session", Any], Awaitable[list[bytes] | None]]
@@ -86,7 +89,7 @@ class Session:
         self.state = State.NOT_AUTHENTICATED
         self.runtime: AccountRuntime | None = None
         self.view: SelectedView | None = None
-        self.tls_active = False
+        self.tls_active = context.implicit_tls
         self._append: Any = None
 
     # plumbing ----------------------------------------------------------------

@@ -18,6 +18,7 @@ from tests.support.corpus import Account
 from tests.support.dovecot import Dovecot
 from tests.support.net import LOOPBACK, can_connect, free_port
 from tests.support.proxy import ProxyProcess
+from tests.support.tlscert import make_self_signed
 
 RUN_TIMEOUT = 20
 
@@ -83,9 +84,117 @@ def test_unusable_state_directory_is_a_one_line_error(tmp_path: Path) -> None:
     assert blocker.read_text() == "not a directory"
 
 
-def test_non_loopback_listen_without_tls_is_refused(tmp_path: Path) -> None:
-    result = _run(*_serve(tmp_path / "state", "--listen", f"0.0.0.0:{free_port()}"))
-    _assert_one_line_error(result, "TLS")
+@pytest.mark.parametrize("host", ["0.0.0.0", "[::]", "192.0.2.2", "mail.example.org"])
+def test_non_loopback_listen_without_tls_is_refused(tmp_path: Path, host: str) -> None:
+    result = _run(*_serve(tmp_path / "state", "--listen", f"{host}:{free_port()}"))
+    _assert_one_line_error(result, "TLS", "--allow-plaintext-listen")
+
+
+def test_listen_tls_without_certificate_is_refused(tmp_path: Path) -> None:
+    result = _run(*_serve(tmp_path / "state", "--listen-tls", f"{LOOPBACK}:{free_port()}"))
+    _assert_one_line_error(result, "--listen-tls", "--tls-cert")
+
+
+def _tls_files(tmp_path: Path, case: str) -> tuple[Path, Path]:
+    """A certificate and key made wrong on purpose, one way per ``case``."""
+    good = make_self_signed(tmp_path, "good")
+    if case == "garbage certificate":
+        bad = tmp_path / "garbage.pem"
+        bad.write_text("not a certificate\n")
+        return bad, good.key
+    if case == "key as certificate":
+        return good.key, good.key
+    if case == "key of another certificate":
+        return good.cert, make_self_signed(tmp_path, "other").key
+    if case == "encrypted key":
+        encrypted = tmp_path / "encrypted.key"
+        subprocess.run(
+            ["openssl", "pkey", "-in", str(good.key), "-aes256", "-passout", "pass:secret"]
+            + ["-out", str(encrypted)],
+            check=True,
+            capture_output=True,
+        )
+        encrypted.chmod(0o600)
+        return good.cert, encrypted
+    if case == "world-readable key":
+        good.key.chmod(0o644)
+        return good.cert, good.key
+    if case == "key is a directory":
+        return good.cert, tmp_path
+    if case == "missing key":
+        return good.cert, tmp_path / "no-such.key"
+    if case == "certificate without key":
+        return good.cert, Path()
+    raise AssertionError(case)
+
+
+@pytest.mark.parametrize(
+    ("case", "needles"),
+    [
+        ("garbage certificate", ("--tls-cert", "not a PEM certificate")),
+        ("key as certificate", ("--tls-cert", "not a PEM certificate")),
+        ("key of another certificate", ("not the private key",)),
+        ("encrypted key", ("--tls-key", "encrypted")),
+        ("world-readable key", ("--tls-key", "every user", "0644")),
+        ("key is a directory", ("--tls-key",)),
+        ("missing key", ("--tls-key", "no such file")),
+        ("certificate without key", ("--tls-cert and --tls-key go together",)),
+    ],
+)
+@pytest.mark.parametrize("listen_flag", ["--listen-tls", "--listen"])
+def test_unusable_certificate_or_key_is_a_one_line_error(
+    tmp_path: Path, case: str, needles: tuple[str, ...], listen_flag: str
+) -> None:
+    """Whichever listener uses them (implicit TLS, or STARTTLS on --listen), nothing starts:
+    no port is opened, and the line says what is wrong."""
+    cert, key = _tls_files(tmp_path, case)
+    port = free_port()
+    tls_args = ["--tls-cert", str(cert)] + (["--tls-key", str(key)] if key != Path() else [])
+    started = time.monotonic()
+    result = _run(*_serve(tmp_path / "state", listen_flag, f"{LOOPBACK}:{port}", *tls_args))
+    _assert_one_line_error(result, *needles)
+    assert time.monotonic() - started < RUN_TIMEOUT  # no pass phrase prompt, no hang
+    assert not can_connect(LOOPBACK, port)
+
+
+def test_listen_and_listen_tls_on_the_same_address_is_refused(tmp_path: Path) -> None:
+    pair = make_self_signed(tmp_path)
+    address = f"{LOOPBACK}:{free_port()}"
+    result = _run(
+        *_serve(tmp_path / "state", "--listen", address, "--listen-tls", address),
+        *("--tls-cert", str(pair.cert), "--tls-key", str(pair.key)),
+    )
+    _assert_one_line_error(result, address)
+
+
+def test_tls_port_in_use_is_a_one_line_error(tmp_path: Path) -> None:
+    pair = make_self_signed(tmp_path)
+    with socket.socket() as busy:
+        busy.bind((LOOPBACK, 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        result = _run(
+            *_serve(tmp_path / "state", "--listen", f"{LOOPBACK}:{free_port()}"),
+            *("--listen-tls", f"{LOOPBACK}:{port}"),
+            *("--tls-cert", str(pair.cert), "--tls-key", str(pair.key)),
+        )
+    _assert_one_line_error(result, str(port))
+
+
+def test_group_readable_key_starts_with_a_warning(tmp_path: Path, dovecot: Dovecot) -> None:
+    """0640 is how Debian shares keys with the ssl-cert group: allowed, but said."""
+    pair = make_self_signed(tmp_path)
+    pair.key.chmod(0o640)
+    proxy = ProxyProcess(
+        f"imap+plain://{dovecot.host}:{dovecot.port}",
+        tmp_path / "state",
+        tls=pair,
+        listen_tls=True,
+        listen_plain=False,
+    )
+    with proxy:
+        warnings = [line for line in proxy.log_text().splitlines() if "WARNING" in line]
+        assert any(str(pair.key) in line and "group" in line for line in warnings), warnings
 
 
 def test_bad_listen_address_is_a_one_line_error(tmp_path: Path) -> None:
@@ -134,6 +243,7 @@ def test_signal_stops_cleanly_with_a_client_connected(
 def test_default_listen_is_loopback_1143(tmp_path: Path, dovecot: Dovecot) -> None:
     help_text = _run("serve", "--help").stdout
     assert "127.0.0.1:1143" in help_text
+    assert "--listen-tls" in help_text
     if can_connect(LOOPBACK, 1143):
         return  # something else holds the port; the help text is all we can check
     proc = subprocess.Popen(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -22,6 +23,7 @@ from tests.support.net import LOOPBACK, can_connect, free_port
 
 if TYPE_CHECKING:
     from tests.support.relay import Relay
+    from tests.support.tlscert import CertPair
 
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 10.0
@@ -30,6 +32,9 @@ READY_MARKER = "ready"
 
 class ProxyProcess:
     """``imapproxy serve`` listening on 127.0.0.1:``port``, relaying to ``upstream_url``.
+
+    With ``tls`` (a CertPair) the proxy offers that certificate; with ``listen_tls`` it
+    also listens with implicit TLS on ``tls_port``; ``listen_plain=False`` drops ``--listen``.
 
     ``command`` replaces ``python -m imapproxy`` (the harness's own tests use a stand-in).
     Restarting with the same ``state_dir`` is how tests check what survives a restart.
@@ -43,11 +48,21 @@ class ProxyProcess:
         upstream_ca: Path | None = None,
         extra_args: Sequence[str] = (),
         command: Sequence[str] | None = None,
+        *,
+        tls: CertPair | None = None,
+        listen_tls: bool = False,
+        listen_plain: bool = True,
     ) -> None:
         self.upstream_url = upstream_url
         self.state_dir = state_dir
         self.host = LOOPBACK
         self.port = listen_port or free_port()
+        #: ``--tls-cert``/``--tls-key``: STARTTLS on ``port``, and what ``tls_port`` serves.
+        self.tls = tls
+        #: The implicit-TLS port (``--listen-tls``), or None.
+        self.tls_port = free_port() if listen_tls else None
+        #: False: no ``--listen`` at all (only ``--listen-tls``), ``port`` is unused.
+        self.listen_plain = listen_plain
         self.upstream_ca = upstream_ca
         self.extra_args = tuple(extra_args)
         self.command = tuple(command or (sys.executable, "-m", "imapproxy"))
@@ -59,16 +74,14 @@ class ProxyProcess:
         self._log_offset = 0
 
     def argv(self) -> list[str]:
-        args = [
-            *self.command,
-            "serve",
-            "--upstream",
-            self.upstream_url,
-            "--listen",
-            f"{self.host}:{self.port}",
-            "--state-dir",
-            str(self.state_dir),
-        ]
+        args = [*self.command, "serve", "--upstream", self.upstream_url]
+        if self.listen_plain:
+            args += ["--listen", f"{self.host}:{self.port}"]
+        if self.tls_port is not None:
+            args += ["--listen-tls", f"{self.host}:{self.tls_port}"]
+        if self.tls is not None:
+            args += ["--tls-cert", str(self.tls.cert), "--tls-key", str(self.tls.key)]
+        args += ["--state-dir", str(self.state_dir)]
         if self.upstream_ca is not None:
             args += ["--upstream-ca", str(self.upstream_ca)]
         return [*args, *self.extra_args]
@@ -105,15 +118,27 @@ class ProxyProcess:
                 raise RuntimeError(
                     f"imapproxy exited with {self.returncode} during startup:\n{self.log_tail()}"
                 )
-            if self._logged_ready() and can_connect(self.host, self.port):
+            if self._logged_ready() and all(can_connect(self.host, p) for p in self.ports()):
                 return
             time.sleep(0.05)
         self.stop()
         raise RuntimeError(
-            f"imapproxy not ready on {self.host}:{self.port} after {START_TIMEOUT:.0f}s "
+            f"imapproxy not ready on {self.host}:{self.ports()} after {START_TIMEOUT:.0f}s "
             f"(needs a listening socket and a log line containing {READY_MARKER!r}):\n"
             f"{self.log_tail()}"
         )
+
+    def ports(self) -> list[int]:
+        """Every port this proxy listens on."""
+        ports = [self.port] if self.listen_plain else []
+        return ports + ([self.tls_port] if self.tls_port is not None else [])
+
+    def client_ssl_context(self) -> ssl.SSLContext:
+        """A client context that trusts this proxy's (self-signed) certificate, and
+        checks the name (the certificate names localhost and 127.0.0.1)."""
+        if self.tls is None:
+            raise RuntimeError("this proxy has no certificate (pass tls=CertPair)")
+        return ssl.create_default_context(cafile=str(self.tls.cert))
 
     def _logged_ready(self) -> bool:
         # Skip our own "=== starting" header: its paths could contain the word.

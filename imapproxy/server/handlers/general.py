@@ -120,7 +120,9 @@ async def authenticate(session: Session, cmd: p.Authenticate) -> list[bytes]:
 @handles(p.StartTLS, NOT_AUTH)
 async def starttls(session: Session, cmd: p.StartTLS) -> list[bytes]:
     options = session.context.tls_options
-    if options is None or session.tls_active:
+    if session.tls_active:
+        raise CommandFailed("TLS is already active", status="BAD")
+    if options is None:
         raise CommandFailed("STARTTLS not available", status="BAD")
     session.send(replies.tagged(cmd.tag, "OK", "begin TLS negotiation now"))
     # Anything pipelined after STARTTLS was sent in the clear: drop it (RFC 9051 §6.2.1).

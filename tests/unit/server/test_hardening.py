@@ -24,6 +24,7 @@ from imapproxy.server.view import SelectedView, contains, intervals
 from imapproxy.store import Store, cache, mailboxes, messages
 from imapproxy.store.messages import Message
 from imapproxy.types import UID, BlobId, UpstreamUID
+from tests.support.tlscert import make_self_signed
 
 
 class HeldRegistry:
@@ -112,15 +113,13 @@ def test_loopback_listener_still_offers_login() -> None:
 def test_config_requires_tls_for_login_only_on_an_exposed_listener(
     tmp_path: Path, listen: str, allow_plaintext: bool, required: bool
 ) -> None:
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert.write_text("x")
-    key.write_text("x")
+    pair = make_self_signed(tmp_path)  # the files are loaded and checked now
     config = Config.build(
         "imap+plain://127.0.0.1:1",
         listen,
         tmp_path / "state",
-        tls_cert=cert,
-        tls_key=key,
+        tls_cert=pair.cert,
+        tls_key=pair.key,
         allow_plaintext_listen=allow_plaintext,
     )
     assert config.require_tls_for_login is required

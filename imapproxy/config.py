@@ -38,6 +38,9 @@ class Config:
     tls_key: Path | None = None
     max_append: int = 64 * 2**20
     allow_plaintext_listen: bool = False
+    #: Failed-login delay: first step and ceiling (see login_limits).
+    login_delay: float = 2.0
+    login_delay_max: float = 15.0
 
     @property
     def require_tls_for_login(self) -> bool:
@@ -74,6 +77,8 @@ class Config:
         tls_cert: Path | None = None,
         tls_key: Path | None = None,
         allow_plaintext_listen: bool = False,
+        login_delay: float = 2.0,
+        login_delay_max: float = 15.0,
     ) -> Config:
         try:
             address = UpstreamAddress.parse(upstream)
@@ -94,6 +99,10 @@ class Config:
         ):
             if path is not None and not path.is_file():
                 raise ConfigError(f"{label} {path}: no such file")
+        if not 0 <= login_delay <= login_delay_max <= 3600:
+            raise ConfigError(
+                "--login-delay and --login-delay-max: need 0 <= delay <= max <= 3600 seconds"
+            )
         state_dir = _prepare_state_dir(state_dir)
         return cls(
             address,
@@ -104,6 +113,8 @@ class Config:
             tls_cert,
             tls_key,
             allow_plaintext_listen=allow_plaintext_listen,
+            login_delay=login_delay,
+            login_delay_max=login_delay_max,
         )
 
 

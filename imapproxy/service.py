@@ -14,6 +14,7 @@ from twisted.internet import defer, ssl
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 
 from imapproxy.config import Config
+from imapproxy.login_limits import LoginPenalty
 from imapproxy.registry import AccountRegistry
 from imapproxy.server.connection import ServerFactory
 from imapproxy.server.session import ServerContext
@@ -37,8 +38,13 @@ class ProxyService(Service):
         if config.upstream_ca is not None:
             check_ca_file(config.upstream_ca)
         self.store = Store(config.state_dir / "replica")
+        penalty = LoginPenalty(
+            initial=config.login_delay,
+            maximum=config.login_delay_max,
+            user_maximum=min(LoginPenalty.user_maximum, config.login_delay_max),
+        )
         self.registry = AccountRegistry(
-            self.reactor, self.store, config.upstream, config.upstream_ca
+            self.reactor, self.store, config.upstream, config.upstream_ca, penalty
         )
         tls_options = None
         if config.tls_cert is not None and config.tls_key is not None:

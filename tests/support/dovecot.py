@@ -85,6 +85,8 @@ class Dovecot:
         self,
         directory: Path | None = None,
         users: dict[str, str] | None = None,
+        *,
+        default_auth_penalty: bool = False,
     ) -> None:
         self._binary = find_dovecot()
         self._owns_directory = directory is None
@@ -99,6 +101,8 @@ class Dovecot:
         self.tls_port = 0
         self.ca_file = directory / "server.pem"
         self._master_pid: int | None = None
+        #: Keep Dovecot's own failed-login delays (see ``render_config``); off by default.
+        self.default_auth_penalty = default_auth_penalty
         for user, password in (users or {}).items():
             self.add_user(user, password)
 
@@ -231,6 +235,7 @@ class Dovecot:
                 key=pair.key,
                 user=self.mail_user,
                 host=self.host,
+                default_auth_penalty=self.default_auth_penalty,
             ),
             encoding="utf-8",
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,6 +12,8 @@ from twisted.internet import defer
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.task import Clock
 
+from imapproxy import cli
+from imapproxy.config import Config
 from imapproxy.login_limits import (
     LoginAbandoned,
     LoginLimiter,
@@ -230,6 +233,26 @@ def test_penalty_settings_are_checked() -> None:
         LoginPenalty(initial=20.0, maximum=15.0)
     with pytest.raises(ValueError):
         LoginPenalty(max_entries=0)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("--login-delay", "-1"), ("--login-delay", "20"), ("--login-delay-max", "1e9")],
+)
+def test_command_line_delays_out_of_range_are_one_line_errors(
+    args: tuple[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["serve", "--upstream", "imap+plain://127.0.0.1:1", "--state-dir", str(tmp_path)]
+    assert cli.main([*argv, *args]) == 2
+    assert "--login-delay" in capsys.readouterr().err
+
+
+def test_command_line_delays_reach_the_config(tmp_path: Path) -> None:
+    config = Config.build(
+        "imap+plain://127.0.0.1:1", "127.0.0.1:0", tmp_path, login_delay=0.5, login_delay_max=3
+    )
+    assert (config.login_delay, config.login_delay_max) == (0.5, 3)
+    assert (Config.build("imap+plain://127.0.0.1:1", "127.0.0.1:0", tmp_path).login_delay) == 2.0
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,8 @@ at most 15 s) and close the gap it leaves open, parallel attempts:
   (first come, first served); the delay is taken inside the line, so parallel
   connections buy nothing. A source is an IPv4 address or an IPv6 /48 (Dovecot's
   mask: one site's addresses are one source, or a /64 would be 2^64 sources).
+  Clients behind one NAT address or one director share a line; a check is one
+  upstream round trip, so it stays short unless logins from there keep failing.
 - **Delay before the check, from recent failures.** After n failures the next check of
   that source waits until ``initial * 2**(n-1)`` seconds (at most ``maximum``) after
   the last one. It waits even for the right password: the point is that the attacker

@@ -20,7 +20,7 @@ PARALLEL = 50
 #: Measured here against Dovecot 2.3.19 with its default auth penalty
 #: (Dovecot(default_auth_penalty=True): auth_failure_delay 2 s, anvil's penalty 2-15 s):
 #: 50 parallel wrong LOGINs for one user from 127.0.0.1, each on its own connection,
-#: were all answered after 6.1-6.6 s (5 runs, with distinct and with identical
+#: were all answered after 6.0-6.6 s (9 runs, with distinct and with identical
 #: passwords). Rounded down. The test also measures the Dovecot it runs against and
 #: holds the proxy to whichever figure is larger.
 DOVECOT_DEFAULT_50_PARALLEL_FAILURES = 6.0

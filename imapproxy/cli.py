@@ -71,6 +71,21 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="listen on a non-loopback address without TLS",
     )
+    serve.add_argument(
+        "--login-delay",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="delay after a failed login, doubling with each further failure from the same "
+        "address (default 2, as Dovecot; 0 turns the delay off, for tests only)",
+    )
+    serve.add_argument(
+        "--login-delay-max",
+        type=float,
+        default=15.0,
+        metavar="SECONDS",
+        help="the most a failed login's delay doubles to (default 15, as Dovecot)",
+    )
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
 
@@ -92,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
             tls_key=args.tls_key,
             allow_plaintext_listen=args.allow_plaintext_listen,
             listen_tls=args.listen_tls,
+            login_delay=args.login_delay,
+            login_delay_max=args.login_delay_max,
         )
     except ConfigError as exc:
         print(f"imapproxy: error: {exc}", file=sys.stderr)

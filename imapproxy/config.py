@@ -74,6 +74,10 @@ class Config:
     def tls_listener(self) -> Listener | None:
         return next((lst for lst in self.listeners if lst.implicit_tls), None)
 
+    #: Failed-login delay: first step and ceiling (see login_limits).
+    login_delay: float = 2.0
+    login_delay_max: float = 15.0
+
     @property
     def require_tls_for_login(self) -> bool:
         """Clients of the plain listener must STARTTLS before LOGIN/AUTHENTICATE: it is
@@ -113,6 +117,8 @@ class Config:
         tls_key: Path | None = None,
         allow_plaintext_listen: bool = False,
         listen_tls: str | None = None,
+        login_delay: float = 2.0,
+        login_delay_max: float = 15.0,
     ) -> Config:
         """``listen`` None and ``listen_tls`` None: the default plain listener on
         127.0.0.1:1143. Give ``listen_tls`` alone to listen with implicit TLS only."""
@@ -162,6 +168,10 @@ class Config:
                 server_tls = load_server_tls(tls_cert, tls_key)
             except ServerTLSError as exc:
                 raise ConfigError(str(exc)) from None
+        if not 0 <= login_delay <= login_delay_max <= 3600:
+            raise ConfigError(
+                "--login-delay and --login-delay-max: need 0 <= delay <= max <= 3600 seconds"
+            )
         state_dir = _prepare_state_dir(state_dir)
         return cls(
             address,
@@ -172,6 +182,8 @@ class Config:
             tls_key,
             allow_plaintext_listen=allow_plaintext_listen,
             server_tls=server_tls,
+            login_delay=login_delay,
+            login_delay_max=login_delay_max,
         )
 
 

@@ -3,22 +3,36 @@
 The first login of a user opens an upstream connection with the client's own
 credentials; if the upstream accepts them, the account's runtime is created and a
 salted scrypt verifier stored, so the user can log in while the upstream is
-unreachable. Later logins with the same password reuse the runtime; one user's
-runtime is never handed to another.
+unreachable. One user's runtime is never handed to another.
+
+Which check decides a login:
+- the account's upstream connection is up and was logged in with these very bytes:
+  the upstream accepted them moments ago, reuse the runtime (constant-time compare);
+- otherwise the upstream decides (a password changed or revoked upstream stops
+  working here at the next upstream login);
+- the upstream is unreachable: the stored verifier decides, and only the verifier.
+  A verifier with outdated cost parameters is re-derived with the current ones after
+  it matched; a verifier that is missing or unusable refuses.
+
+Every attempt first goes through the LoginLimiter (failed logins cost time, per source
+and per user). It fails closed: wrong credentials are LoginFailed; an exception of any
+other type while checking propagates, so the client gets NO, never a session.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer, threads
 
 from imapproxy.account import AccountRuntime
+from imapproxy.login_limits import LoginLimiter, LoginPenalty
 from imapproxy.notify import Notifier
-from imapproxy.store import Store, accounts
+from imapproxy.store import Store, accounts, verifier
 from imapproxy.upstream.address import UpstreamAddress
 from imapproxy.upstream.client import UpstreamClient
 from imapproxy.upstream.errors import AuthenticationFailed, UpstreamUnavailable
@@ -33,17 +47,51 @@ class LoginFailed(Exception):
 
 class AccountRegistry:
     def __init__(
-        self, reactor: Any, store: Store, address: UpstreamAddress, ca_file: Path | None = None
+        self,
+        reactor: Any,
+        store: Store,
+        address: UpstreamAddress,
+        ca_file: Path | None = None,
+        penalty: LoginPenalty | None = None,
     ) -> None:
         self.reactor = reactor
         self.store = store
         self.address = address
         self.ca_file = ca_file
         self.notifier = Notifier()
+        self.limiter = LoginLimiter(reactor, penalty)
+        #: Cost of new verifiers; older ones are re-derived with it at the next login.
+        self.verifier_params = verifier.CURRENT
+        #: Where scrypt runs: a thread, so a 50 ms hash never stalls other clients
+        #: (unit tests on a fake clock run it inline).
+        self.in_thread: Callable[..., defer.Deferred[Any]] = threads.deferToThread
         self._runtimes: dict[str, AccountRuntime] = {}
         self._login_locks: dict[str, defer.DeferredLock] = {}
 
-    async def login(self, username: bytes, password: bytes) -> AccountRuntime:
+    async def login(
+        self,
+        username: bytes,
+        password: bytes,
+        *,
+        source: str,
+        abandoned: Callable[[], bool] = lambda: False,
+    ) -> AccountRuntime:
+        """Check the credentials of a client at ``source`` (a login_limits.source_key).
+
+        Raises LoginFailed (wrong credentials), UpstreamUnavailable (no verdict: the
+        account cannot be checked now), LoginAbandoned (``abandoned()`` came true while
+        the attempt waited its turn), or anything else on a bug; never returns a
+        runtime unless the credentials were checked and accepted.
+        """
+        return await self.limiter.run(
+            source,
+            username,
+            lambda: self._one_at_a_time(username, password),
+            abandoned=abandoned,
+            no_verdict=(UpstreamUnavailable,),
+        )
+
+    async def _one_at_a_time(self, username: bytes, password: bytes) -> AccountRuntime:
         """One login of a user at a time: clients open several connections at once, and
         two first logins must not build two runtimes (two outboxes) for one account."""
         name = username.decode("utf-8", "surrogateescape")
@@ -58,10 +106,13 @@ class AccountRegistry:
 
     async def _login(self, name: str, username: bytes, password: bytes) -> AccountRuntime:
         runtime = self._runtimes.get(name)
-        if runtime is not None and hmac.compare_digest(runtime.link.password, password):
+        if (
+            runtime is not None
+            and runtime.link.logged_in
+            and hmac.compare_digest(runtime.link.password, password)
+        ):
             return runtime
         link = UpstreamLink(self.reactor, self.address, username, password, self.ca_file)
-        url = self.address.url()
         try:
             await link.use(_check)
         except AuthenticationFailed as exc:
@@ -70,11 +121,22 @@ class AccountRegistry:
         except UpstreamUnavailable as exc:
             log.warning("upstream unavailable at login of %r: %s", name, exc)
             return await self._offline_login(name, password, link, exc)
-        verifier = await threads.deferToThread(accounts.make_verifier, password)
+        try:
+            return await self._accepted_upstream(name, password, link, runtime)
+        except BaseException:
+            # Accepted upstream, but not here: don't leave that session open behind us.
+            defer.ensureDeferred(link.close())
+            raise
+
+    async def _accepted_upstream(
+        self, name: str, password: bytes, link: UpstreamLink, runtime: AccountRuntime | None
+    ) -> AccountRuntime:
+        url = self.address.url()
+        record = await self.in_thread(accounts.make_verifier, password, self.verifier_params)
         account = self.store.write(lambda tx: accounts.ensure_account(tx, url, name))
-        self.store.write(lambda tx: accounts.set_verifier(tx, account, verifier))
+        self.store.write(lambda tx: accounts.set_verifier(tx, account, record))
         if runtime is not None:
-            # The password changed upstream: the old link's credentials are stale.
+            # The old link is down or had other credentials: this one replaces it.
             defer.ensureDeferred(runtime.link.close())
             runtime.attach(link)
             return runtime
@@ -85,20 +147,40 @@ class AccountRegistry:
     async def _offline_login(
         self, name: str, password: bytes, link: UpstreamLink, reason: UpstreamUnavailable
     ) -> AccountRuntime:
-        account = self.store.read(lambda tx: accounts.find_account(tx, self.address.url(), name))
+        url = self.address.url()
+        account = self.store.read(lambda tx: accounts.find_account(tx, url, name))
         if account is None:
             raise UpstreamUnavailable(
                 f"{reason}; this account has never logged in here, so it cannot work offline"
             )
-        verifier = self.store.read(lambda tx: accounts.get_verifier(tx, account))
-        matches = await threads.deferToThread(accounts.verifier_matches, verifier, password)
-        if not matches:
+        record = self.store.read(lambda tx: accounts.get_verifier(tx, account))
+        problem = verifier.problem(record)
+        if problem is not None:
+            log.warning("offline login of %r refused: stored verifier unusable: %s", name, problem)
             raise LoginFailed()
+        matches = await self.in_thread(accounts.verifier_matches, record, password)
+        if matches is not True:
+            raise LoginFailed()
+        if verifier.outdated(record, self.verifier_params):
+            await self._upgrade_verifier(name, account, password)
         runtime = self._runtimes.get(name)
         if runtime is None:
             runtime = AccountRuntime(self.reactor, self.store, self.notifier, account, link)
             self._runtimes[name] = runtime
         return runtime
+
+    async def _upgrade_verifier(
+        self, name: str, account: accounts.Account, password: bytes
+    ) -> None:
+        """Re-derive a verifier that matched with weaker parameters than ours. The
+        password was checked: a failure here is logged, not held against the user."""
+        try:
+            record = await self.in_thread(accounts.make_verifier, password, self.verifier_params)
+            self.store.write(lambda tx: accounts.set_verifier(tx, account, record))
+        except Exception:
+            log.exception("could not re-derive the verifier of %r", name)
+        else:
+            log.info("verifier of %r re-derived with the current scrypt cost", name)
 
     async def close(self) -> None:
         # Sessions still closing after this must not reach into a closed store.

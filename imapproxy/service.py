@@ -16,6 +16,7 @@ from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from imapproxy.config import Config, Listener
+from imapproxy.login_limits import LoginPenalty
 from imapproxy.registry import AccountRegistry
 from imapproxy.server.connection import ServerFactory
 from imapproxy.server.session import ServerContext
@@ -40,8 +41,13 @@ class ProxyService(Service):
         if config.upstream_ca is not None:
             check_ca_file(config.upstream_ca)
         self.store = Store(config.state_dir / "replica")
+        penalty = LoginPenalty(
+            initial=config.login_delay,
+            maximum=config.login_delay_max,
+            user_maximum=min(LoginPenalty.user_maximum, config.login_delay_max),
+        )
         self.registry = AccountRegistry(
-            self.reactor, self.store, config.upstream, config.upstream_ca
+            self.reactor, self.store, config.upstream, config.upstream_ca, penalty
         )
         tls_options = config.server_tls.options if config.server_tls is not None else None
         described = []

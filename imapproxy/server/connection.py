@@ -88,6 +88,11 @@ class ClientConnection(Protocol):
         if self.session is not None:
             self.session.closed()
 
+    @property
+    def gone(self) -> bool:
+        """The client has disconnected (a waiting login need not be checked any more)."""
+        return self._closed
+
     # output ----------------------------------------------------------------
 
     def write_chunks(self, chunks: list[bytes]) -> None:

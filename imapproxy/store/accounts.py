@@ -9,19 +9,11 @@ code path reads across ranges.
 from __future__ import annotations
 
 import hashlib
-import hmac
-import os
 from dataclasses import dataclass
-from typing import cast
 
+from imapproxy.store import verifier
 from imapproxy.store._tx import Tx
 from imapproxy.types import AccountId
-
-# scrypt parameters: about 50 ms and 16 MiB per check, so a stolen state directory
-# does not give cheap password guesses.
-SCRYPT_N = 2**14
-SCRYPT_R = 8
-SCRYPT_P = 1
 
 
 @dataclass(frozen=True)
@@ -55,28 +47,26 @@ def ensure_account(tx: Tx, upstream: str, username: str) -> Account:
     return Account(account_id, upstream, username)
 
 
-def make_verifier(password: bytes) -> dict[str, object]:
-    salt = os.urandom(16)
-    digest = hashlib.scrypt(password, salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=32)
-    return {"scrypt": [SCRYPT_N, SCRYPT_R, SCRYPT_P], "salt": salt.hex(), "hash": digest.hex()}
+def make_verifier(
+    password: bytes, params: verifier.ScryptParams = verifier.CURRENT
+) -> dict[str, object]:
+    """A new verifier record (slow by design: run it off the reactor)."""
+    return verifier.make(password, params)
 
 
-def verifier_matches(verifier: dict[str, object] | None, password: bytes) -> bool:
-    if not verifier:
-        return False
-    n, r, p = cast(list[int], verifier["scrypt"])
-    salt = bytes.fromhex(str(verifier["salt"]))
-    digest = hashlib.scrypt(password, salt=salt, n=n, r=r, p=p, dklen=32)
-    return hmac.compare_digest(digest.hex(), str(verifier["hash"]))
+def verifier_matches(record: object, password: bytes) -> bool:
+    """True only for a usable record that password matches; never raises (see verifier)."""
+    return verifier.matches(record, password)
 
 
-def get_verifier(tx: Tx, account: Account) -> dict[str, object] | None:
+def get_verifier(tx: Tx, account: Account) -> object:
+    """The stored verifier record as found (None if there is none): check it before use."""
     record = tx.get_record(b"accounts", _account_key(account.upstream, account.username))
-    return None if record is None else record.get("verifier")
+    return record.get("verifier") if isinstance(record, dict) else None
 
 
-def set_verifier(tx: Tx, account: Account, verifier: dict[str, object]) -> None:
+def set_verifier(tx: Tx, account: Account, new: dict[str, object]) -> None:
     key = _account_key(account.upstream, account.username)
     record = tx.get_record(b"accounts", key)
-    record["verifier"] = verifier
+    record["verifier"] = new
     tx.put_record(b"accounts", key, record)

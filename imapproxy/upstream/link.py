@@ -133,6 +133,11 @@ class UpstreamLink:
         if self._client is client:
             self._client = None
 
+    @property
+    def logged_in(self) -> bool:
+        """An upstream connection is open and was logged in with our credentials."""
+        return self._client is not None and self._client.protocol.connected_ok
+
     # watching ------------------------------------------------------------------
 
     @property

@@ -152,8 +152,11 @@ def test_two_users_at_once_each_see_only_their_own_mail(
 
 
 def test_another_users_password_does_not_open_a_logged_in_replica(
-    dovecot: Dovecot, proxy: ProxyProcess
+    dovecot: Dovecot, make_proxy: ProxyFactory
 ) -> None:
+    # Five wrong passwords in a row: without this the failed-login delay (tested in
+    # test_login_limits) would add 2 + 4 + 8 + 15 s, and prove nothing more here.
+    proxy = make_proxy(extra_args=("--login-delay", "0"))
     victim = _new_user(dovecot, ["victim-secret"])
     other = _new_user(dovecot, ["other-mail"])
     with imap(proxy.host, proxy.port, victim) as session:

@@ -93,6 +93,8 @@ class Dovecot:
         directory: Path | None = None,
         users: dict[str, str] | None = None,
         cert: CertPair | None = None,
+        *,
+        default_auth_penalty: bool = False,
     ) -> None:
         """cert: the server certificate to present (TLS tests make it wrong on purpose);
         by default a fresh self-signed one that is also the CA file."""
@@ -110,6 +112,8 @@ class Dovecot:
         self.ca_file = directory / "server.pem"
         self._cert = cert
         self._master_pid: int | None = None
+        #: Keep Dovecot's own failed-login delays (see ``render_config``); off by default.
+        self.default_auth_penalty = default_auth_penalty
         for user, password in (users or {}).items():
             self.add_user(user, password)
 
@@ -247,6 +251,7 @@ class Dovecot:
                 key=pair.key,
                 user=self.mail_user,
                 host=self.host,
+                default_auth_penalty=self.default_auth_penalty,
             ),
             encoding="utf-8",
         )

@@ -97,6 +97,20 @@ class ConfigPaths:
         return self.base_dir / "master.pid"
 
 
+_NO_AUTH_PENALTY = """
+# Tests log in with wrong passwords on purpose. Dovecot then delays each failure (2 s)
+# and, through anvil's auth-penalty socket, every later login from 127.0.0.1 (2-15 s) until
+# one succeeds. Both would make test timing depend on test order, so both are off; the
+# unreachable socket makes auth log one "Permission denied" error at startup.
+auth_failure_delay = 0
+service anvil {
+  unix_listener anvil-auth-penalty {
+    mode = 0
+  }
+}
+"""
+
+
 def _mailbox_blocks() -> str:
     return "\n".join(
         f"  mailbox {name} {{\n    special_use = {flag}\n    auto = subscribe\n  }}"
@@ -129,8 +143,14 @@ def render_config(
     key: Path,
     user: MailUser,
     host: str = "127.0.0.1",
+    default_auth_penalty: bool = False,
 ) -> str:
-    """Return the text of ``dovecot.conf`` for one isolated instance."""
+    """Return the text of ``dovecot.conf`` for one isolated instance.
+
+    ``default_auth_penalty`` keeps Dovecot's own failed-login delays (``auth_failure_delay``
+    and anvil's auth penalty) instead of switching them off: for measuring what a brute
+    force costs against a stock Dovecot, which the proxy's own limiter must match.
+    """
     root = paths.root
     unprivileged = _unprivileged_block(user) if os.geteuid() != 0 else ""
     login_chroot = "  chroot =\n" if os.geteuid() != 0 else ""
@@ -158,12 +178,7 @@ first_valid_gid = {user.gid}
 last_valid_gid = {user.gid}
 mail_location = maildir:{root}/mail/%u/Maildir
 mail_max_userip_connections = 100
-# Tests log in with wrong passwords on purpose. Dovecot then delays each failure (2 s)
-# and, through anvil's auth-penalty socket, every later login from 127.0.0.1 (2-15 s) until
-# one succeeds. Both would make test timing depend on test order, so both are off; the
-# unreachable socket makes auth log one "Permission denied" error at startup.
-auth_failure_delay = 0
-{unprivileged}
+{"" if default_auth_penalty else _NO_AUTH_PENALTY}{unprivileged}
 # One file per user: Dovecot re-checks a passwd-file at most once per second, so a user
 # added to a shared file right after a login would be unknown for up to a second; a file
 # it has never opened is read on first use.
@@ -180,12 +195,6 @@ namespace inbox {{
   inbox = yes
   separator = /
 {_mailbox_blocks()}
-}}
-
-service anvil {{
-  unix_listener anvil-auth-penalty {{
-    mode = 0
-  }}
 }}
 
 service imap-login {{

@@ -8,6 +8,7 @@ import binascii
 
 from imapproxy import __version__
 from imapproxy import protocol as p
+from imapproxy.login_limits import LoginAbandoned, source_key
 from imapproxy.registry import LoginFailed
 from imapproxy.server import replies
 from imapproxy.server.replies import CommandFailed
@@ -70,8 +71,18 @@ async def logout(session: Session, cmd: p.Logout) -> list[bytes]:
 
 
 async def _login(session: Session, tag: str, username: bytes, password: bytes) -> list[bytes]:
+    """LOGIN and AUTHENTICATE PLAIN alike: the registry (and its limiter) decides. Any
+    exception other than these propagates to run_handler, which answers NO."""
+    connection = session.connection
     try:
-        runtime = await session.context.registry.login(username, password)
+        runtime = await session.context.registry.login(
+            username,
+            password,
+            source=source_key(connection.transport.getPeer()),
+            abandoned=lambda: connection.gone,
+        )
+    except LoginAbandoned:
+        raise CommandFailed("client went away") from None
     except LoginFailed:
         raise CommandFailed(
             "invalid credentials", response_code=replies.code("AUTHENTICATIONFAILED")

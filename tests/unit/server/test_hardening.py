@@ -33,7 +33,7 @@ class HeldRegistry:
     def __init__(self) -> None:
         self.answer: defer.Deferred[Any] = defer.Deferred()
 
-    async def login(self, username: bytes, password: bytes) -> Any:
+    async def login(self, username: bytes, password: bytes, **attempt: Any) -> Any:
         return await self.answer
 
 

@@ -1,0 +1,242 @@
+"""Login decisions in the registry: who decides (upstream, verifier), and that every
+failure path refuses. The upstream is a stand-in link; time is a task.Clock."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from twisted.internet import defer
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+
+from imapproxy import registry as registry_module
+from imapproxy.account import AccountRuntime
+from imapproxy.login_limits import LoginPenalty
+from imapproxy.registry import AccountRegistry, LoginFailed
+from imapproxy.store import Store, accounts, verifier
+from imapproxy.store.verifier import CURRENT, ScryptParams
+from imapproxy.upstream.address import UpstreamAddress
+from imapproxy.upstream.errors import (
+    AuthenticationFailed,
+    UpstreamUnavailable,
+    UpstreamUnreachable,
+)
+
+URL = "imap+plain://127.0.0.1:1"
+CHEAP = ScryptParams(2**10, 8, 1)
+
+
+class Upstream:
+    """What the stand-in links do: accept one password, be unreachable, or blow up."""
+
+    def __init__(self) -> None:
+        self.password = b"right"
+        self.down = False
+        self.error: BaseException | None = None
+        self.links: list[FakeLink] = []
+
+
+class FakeLink:
+    upstream: Upstream
+
+    def __init__(
+        self, reactor: Any, address: Any, username: bytes, password: bytes, ca: Any = None
+    ) -> None:
+        self.username = username
+        self.password = password
+        self.logged_in = False
+        self.closed = False
+        self.watched = None
+        self.on_connected: Any = None
+        self.upstream.links.append(self)
+
+    async def use(self, operation: Any) -> Any:
+        if self.upstream.error is not None:
+            raise self.upstream.error
+        if self.upstream.down:
+            raise UpstreamUnreachable("upstream down (test)")
+        if self.password != self.upstream.password:
+            raise AuthenticationFailed("NO", None, "wrong password (test)")
+        self.logged_in = True
+        return None
+
+    async def close(self) -> None:
+        self.closed = True
+        self.logged_in = False
+
+    def watch(self, mailbox: Any, on_change: Any) -> None:
+        pass
+
+
+class Env:
+    def __init__(self, tmp_path: Path, upstream: Upstream) -> None:
+        self.clock = Clock()
+        self.upstream = upstream
+        self.store = Store(tmp_path / "replica")
+        # No delays here: the limiter has tests of its own.
+        self.registry = AccountRegistry(
+            self.clock,
+            self.store,
+            UpstreamAddress.parse(URL),
+            penalty=LoginPenalty(initial=0.0, maximum=0.0, user_maximum=0.0),
+        )
+        self.registry.in_thread = lambda f, *args: defer.maybeDeferred(f, *args)
+
+    def login(self, password: bytes, user: bytes = b"alice") -> Any:
+        """The runtime, or the exception the login ended with."""
+        d = defer.ensureDeferred(self.registry.login(user, password, source="192.0.2.1"))
+        for _ in range(10):
+            self.clock.advance(0)
+        assert d.called, "the login did not finish"
+        result: list[Any] = []
+        d.addBoth(result.append)
+        outcome = result[0]
+        return outcome.value if isinstance(outcome, Failure) else outcome
+
+    def stored(self, user: str = "alice") -> object:
+        account = self.store.read(lambda tx: accounts.find_account(tx, URL, user))
+        assert account is not None
+        return self.store.read(lambda tx: accounts.get_verifier(tx, account))
+
+    def store_verifier(self, record: object, user: str = "alice") -> None:
+        account = self.store.write(lambda tx: accounts.ensure_account(tx, URL, user))
+        self.store.write(lambda tx: accounts.set_verifier(tx, account, record))  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
+    upstream = Upstream()
+    monkeypatch.setattr(FakeLink, "upstream", upstream, raising=False)
+    monkeypatch.setattr(registry_module, "UpstreamLink", FakeLink)
+    e = Env(tmp_path, upstream)
+    yield e
+    e.store.close()
+
+
+def test_online_the_upstream_decides_and_a_current_verifier_is_stored(env: Env) -> None:
+    assert isinstance(env.login(b"wrong"), LoginFailed)
+    runtime = env.login(b"right")
+    assert isinstance(runtime, AccountRuntime)
+    record = env.stored()
+    assert verifier.matches(record, b"right") and not verifier.outdated(record)
+
+
+def test_offline_the_verifier_decides(env: Env) -> None:
+    env.login(b"right")
+    env.upstream.down = True
+    for link in env.upstream.links:
+        link.logged_in = False  # the account's connection is gone too
+    assert isinstance(env.login(b"wrong"), LoginFailed)
+    assert isinstance(env.login(b"right"), AccountRuntime)
+
+
+def test_offline_a_user_never_seen_gets_unavailable_not_a_session(env: Env) -> None:
+    env.upstream.down = True
+    outcome = env.login(b"anything")
+    assert isinstance(outcome, UpstreamUnavailable)
+    assert "never logged in here" in str(outcome)
+
+
+def test_a_cached_session_does_not_outlive_a_password_changed_upstream(env: Env) -> None:
+    first = env.login(b"right")
+    assert env.login(b"right") is first  # live connection, same bytes: reused
+    env.upstream.password = b"new"
+    first.link.logged_in = False  # the old connection dropped; the next login asks upstream
+    assert isinstance(env.login(b"right"), LoginFailed)
+    assert env.login(b"new") is first
+
+
+def test_raising_the_scrypt_cost_locks_nobody_out_and_upgrades_at_login(env: Env) -> None:
+    env.registry.verifier_params = CHEAP
+    env.login(b"right")
+    assert env.stored()["scrypt"] == [CHEAP.n, CHEAP.r, CHEAP.p]  # type: ignore[index]
+    env.registry.verifier_params = CURRENT  # the cost was raised (a new release)
+    env.upstream.down = True
+    for link in env.upstream.links:
+        link.logged_in = False
+    assert isinstance(env.login(b"wrong"), LoginFailed)
+    assert env.stored()["scrypt"] == [CHEAP.n, CHEAP.r, CHEAP.p]  # type: ignore[index]
+    assert isinstance(env.login(b"right"), AccountRuntime)
+    upgraded = env.stored()
+    assert upgraded["scrypt"] == [CURRENT.n, CURRENT.r, CURRENT.p]  # type: ignore[index]
+    assert verifier.matches(upgraded, b"right") and not verifier.matches(upgraded, b"wrong")
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        None,
+        {"scrypt": [2**40, 8, 1], "salt": "00" * 16, "hash": "00" * 32},
+        {"scrypt": [True, 8, 1], "salt": "00" * 16, "hash": "00" * 32},
+        {"salt": "00" * 16, "hash": "00" * 32},
+        {"scrypt": [1024, 8, 1], "salt": 5, "hash": "00" * 32},
+        "garbage",
+    ],
+    ids=["missing", "absurd N", "bool N", "no params", "salt not str", "not a record"],
+)
+def test_offline_a_corrupt_verifier_refuses_even_the_right_password(
+    env: Env, record: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    env.store_verifier(record)
+    env.upstream.down = True
+    outcome = env.login(b"right")
+    assert isinstance(outcome, LoginFailed)
+    assert "verifier unusable" in caplog.text
+    # Online, the upstream decides again and a good verifier replaces the bad one.
+    env.upstream.down = False
+    assert isinstance(env.login(b"right"), AccountRuntime)
+    assert verifier.problem(env.stored()) is None
+
+
+@pytest.mark.parametrize(
+    "error", [KeyError("x"), TypeError("t"), ValueError("v"), MemoryError(), RuntimeError("r")]
+)
+def test_any_exception_while_the_upstream_checks_is_no_session(
+    env: Env, error: BaseException
+) -> None:
+    env.upstream.error = error
+    assert env.login(b"right") is error
+    assert env.registry._runtimes == {}
+
+
+@pytest.mark.parametrize("error", [KeyError("x"), OSError("disk"), RuntimeError("r")])
+def test_any_exception_after_upstream_accepted_is_no_session_and_closes_the_link(
+    env: Env, error: BaseException, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: object) -> None:
+        raise error
+
+    monkeypatch.setattr(accounts, "set_verifier", broken)
+    assert env.login(b"right") is error
+    assert env.registry._runtimes == {}
+    assert env.upstream.links[-1].closed
+
+
+@pytest.mark.parametrize("error", [KeyError("x"), TypeError("t"), MemoryError()])
+def test_any_exception_while_the_verifier_checks_is_no_session(
+    env: Env, error: BaseException, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env.login(b"right")
+    env.upstream.down = True
+    for link in env.upstream.links:
+        link.logged_in = False
+
+    def broken(*args: object) -> bool:
+        raise error
+
+    monkeypatch.setattr(accounts, "verifier_matches", broken)
+    assert env.login(b"right") is error
+
+
+def test_a_verifier_check_answering_anything_but_true_refuses(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env.login(b"right")
+    env.upstream.down = True
+    for link in env.upstream.links:
+        link.logged_in = False
+    monkeypatch.setattr(accounts, "verifier_matches", lambda *args: 1)
+    assert isinstance(env.login(b"right"), LoginFailed)

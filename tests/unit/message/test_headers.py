@@ -91,13 +91,13 @@ def test_a_field_folded_over_many_lines_costs_linear_time() -> None:
     # 400,000 continuation lines (3 MB) took ~15 s when each fold re-copied the field.
     folds = b" <x@y>\r\n" * 400_000
     header = b"From: a@b\r\nReferences: <a@b>\r\n" + folds + b"Subject: s\r\n\r\n"
-    started = time.perf_counter()
+    started = time.process_time()
     assert header_fields(header, ("SUBJECT", "FROM"), negate=False) == (
         b"From: a@b\r\nSubject: s\r\n\r\n"
     )
     kept = header_fields(header, ("REFERENCES",), negate=False)
     assert header_value(header + b"body", b"subject") == b"s"
-    assert time.perf_counter() - started < 1.0
+    assert time.process_time() - started < 1.0
     assert kept == b"References: <a@b>\r\n" + folds + b"\r\n"
 
 

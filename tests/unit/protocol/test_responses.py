@@ -313,7 +313,7 @@ def test_big_literal_in_chunks_is_fast() -> None:
     size = 30 * 2**20
     body = bytes(range(256)) * (size // 256)
     reader = ResponseReader()
-    start = time.perf_counter()
+    start = time.process_time()
     reader.receive_data(b"* 1 FETCH (UID 4 BODY[] {%d}\r\n" % size)
     assert reader.next_event() is NEED_DATA
     step = 64 * 1024
@@ -322,7 +322,7 @@ def test_big_literal_in_chunks_is_fast() -> None:
         assert reader.next_event() is NEED_DATA
     reader.receive_data(b")\r\n")
     resp = reader.next_event()
-    elapsed = time.perf_counter() - start
+    elapsed = time.process_time() - start
     assert isinstance(resp, UntaggedData)
     assert fetch_items(resp.values[0])["BODY[]"] == body  # type: ignore[arg-type]
     assert elapsed < 1.0

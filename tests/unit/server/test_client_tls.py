@@ -31,7 +31,7 @@ class RefusingRegistry:
     def __init__(self) -> None:
         self.attempts: list[bytes] = []
 
-    async def login(self, username: bytes, password: bytes) -> Any:
+    async def login(self, username: bytes, password: bytes, **attempt: Any) -> Any:
         self.attempts.append(username)
         raise LoginFailed("no")
 

@@ -221,9 +221,9 @@ def _view(tmp_path: Path, uids: list[int], full: bytes | None = None) -> Selecte
 
 def test_wide_uid_set_costs_the_messages_not_the_highest_uid(tmp_path: Path) -> None:
     view = _view(tmp_path, [3, 7, 2_000_000])
-    began = time.perf_counter()
+    began = time.process_time()
     pairs = view.resolve(p.parse_sequence_set("1:4294967295"), by_uid=True)
-    assert time.perf_counter() - began < 0.1
+    assert time.process_time() - began < 0.1
     assert pairs == [(1, 3), (2, 7), (3, 2_000_000)]
 
 

@@ -55,6 +55,14 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="listen on a non-loopback address without TLS",
     )
+    serve.add_argument(
+        "--write-wait",
+        type=float,
+        default=3.0,
+        metavar="SECONDS",
+        help="how long a change waits for the upstream's answer before the client hears OK "
+        "(it is applied and queued either way; default 3)",
+    )
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
 
@@ -75,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,
             allow_plaintext_listen=args.allow_plaintext_listen,
+            write_wait=args.write_wait,
         )
     except ConfigError as exc:
         print(f"imapproxy: error: {exc}", file=sys.stderr)

@@ -38,6 +38,9 @@ class Config:
     tls_key: Path | None = None
     max_append: int = 64 * 2**20
     allow_plaintext_listen: bool = False
+    #: Seconds a client's change waits for the upstream's answer before it hears OK
+    #: (the change is applied and queued either way; DESIGN.md "Writes go through the outbox").
+    write_wait: float = 3.0
 
     @property
     def require_tls_for_login(self) -> bool:
@@ -74,6 +77,7 @@ class Config:
         tls_cert: Path | None = None,
         tls_key: Path | None = None,
         allow_plaintext_listen: bool = False,
+        write_wait: float = 3.0,
     ) -> Config:
         try:
             address = UpstreamAddress.parse(upstream)
@@ -94,6 +98,8 @@ class Config:
         ):
             if path is not None and not path.is_file():
                 raise ConfigError(f"{label} {path}: no such file")
+        if not 0 <= write_wait <= 600:
+            raise ConfigError(f"--write-wait {write_wait}: expected 0 to 600 seconds")
         state_dir = _prepare_state_dir(state_dir)
         return cls(
             address,
@@ -104,6 +110,7 @@ class Config:
             tls_cert,
             tls_key,
             allow_plaintext_listen=allow_plaintext_listen,
+            write_wait=write_wait,
         )
 
 

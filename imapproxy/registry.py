@@ -18,6 +18,7 @@ from twisted.internet import defer, threads
 
 from imapproxy.account import AccountRuntime
 from imapproxy.notify import Notifier
+from imapproxy.outbox.runner import WAIT_SECONDS
 from imapproxy.store import Store, accounts
 from imapproxy.upstream.address import UpstreamAddress
 from imapproxy.upstream.client import UpstreamClient
@@ -33,9 +34,15 @@ class LoginFailed(Exception):
 
 class AccountRegistry:
     def __init__(
-        self, reactor: Any, store: Store, address: UpstreamAddress, ca_file: Path | None = None
+        self,
+        reactor: Any,
+        store: Store,
+        address: UpstreamAddress,
+        ca_file: Path | None = None,
+        write_wait: float = WAIT_SECONDS,
     ) -> None:
         self.reactor = reactor
+        self.write_wait = write_wait
         self.store = store
         self.address = address
         self.ca_file = ca_file
@@ -78,7 +85,9 @@ class AccountRegistry:
             defer.ensureDeferred(runtime.link.close())
             runtime.attach(link)
             return runtime
-        runtime = AccountRuntime(self.reactor, self.store, self.notifier, account, link)
+        runtime = AccountRuntime(
+            self.reactor, self.store, self.notifier, account, link, self.write_wait
+        )
         self._runtimes[name] = runtime
         return runtime
 
@@ -96,7 +105,9 @@ class AccountRegistry:
             raise LoginFailed()
         runtime = self._runtimes.get(name)
         if runtime is None:
-            runtime = AccountRuntime(self.reactor, self.store, self.notifier, account, link)
+            runtime = AccountRuntime(
+                self.reactor, self.store, self.notifier, account, link, self.write_wait
+            )
             self._runtimes[name] = runtime
         return runtime
 

@@ -38,7 +38,7 @@ class ProxyService(Service):
             check_ca_file(config.upstream_ca)
         self.store = Store(config.state_dir / "replica")
         self.registry = AccountRegistry(
-            self.reactor, self.store, config.upstream, config.upstream_ca
+            self.reactor, self.store, config.upstream, config.upstream_ca, config.write_wait
         )
         tls_options = None
         if config.tls_cert is not None and config.tls_key is not None:

@@ -209,7 +209,7 @@ def test_killed_between_attempted_mark_and_send(world: World) -> None:
 
 def test_in_doubt_move_that_happened_is_linked_not_repeated(world: World) -> None:
     box = world.outbox(ScriptedLink(world.up, LOST))
-    validity, pairs, expunged = run(box.perform(world.move([1, 2])))
+    _, pairs, expunged = run(box.perform(world.move([1, 2])))
     assert expunged == [1, 2] and [m.uid for m in world.messages("INBOX")] == [3]
     assert box.pending()[0].in_doubt
     run(box.drain())
@@ -289,7 +289,7 @@ def test_refusal_in_time_is_undone_and_reaches_the_client(world: World) -> None:
 
 def test_refused_replay_is_kept_recovered_and_noted(world: World) -> None:
     box = world.outbox(ScriptedLink(world.up, UpstreamUnreachable("down")))
-    _, uid = run(box.perform(world.append(4)))
+    run(box.perform(world.append(4)))
     world.up.refuse["APPEND"] = UpstreamRefused("NO", None, "[OVERQUOTA] quota exceeded")
     run(box.drain())
     assert box.pending() == []

@@ -208,3 +208,27 @@ def test_refused_replay_ends_in_recovered_with_its_data(
         assert [e.op for e in refused] == ["append"]
     finally:
         store.close()
+
+
+def test_expunge_the_upstream_did_not_carry_out_comes_back(
+    dovecot: Dovecot, make_proxy, fresh_user: Account
+) -> None:
+    """Deleted and expunged offline, but another client cleared \\Deleted upstream
+    meanwhile: UID EXPUNGE leaves it, and the resync brings it back (at any UID)."""
+    proxy = make_proxy()
+    with imap(proxy.host, proxy.port, fresh_user) as client:
+        view = _by_message_id(client, "INBOX")
+        mid = sorted(view, key=lambda m: view[m][0])[20]
+        client.select_folder("INBOX")
+        client.add_flags([view[mid][0]], [b"\\Deleted"])  # online: upstream has it
+        proxy.relay.cut()
+        client.expunge()
+        assert mid not in _by_message_id(client, "INBOX")
+        with imap(dovecot.host, dovecot.port, fresh_user) as direct:
+            direct.select_folder("INBOX")
+            [up_uid] = direct.search(["HEADER", "Message-ID", mid.decode()])
+            direct.remove_flags([up_uid], [b"\\Deleted"])
+        proxy.relay.resume()
+        client.select_folder("INBOX")
+        _until(lambda: mid in _by_message_id(client, "INBOX"), client, "the message to come back")
+    assert mid in _upstream(dovecot, fresh_user, "INBOX")

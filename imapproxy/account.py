@@ -9,14 +9,15 @@ replica lacks, and when it cannot be reached the replica still answers.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import defer
 
 from imapproxy.notify import MailboxChange, Notifier
-from imapproxy.outbox.runner import Outbox
+from imapproxy.outbox.replica import is_local
+from imapproxy.outbox.runner import WAIT_SECONDS, Outbox
 from imapproxy.store import Store, Tx, mailboxes, messages
 from imapproxy.store.accounts import Account
 from imapproxy.store.mailboxes import Mailbox
@@ -60,14 +61,21 @@ def _compute_stats(tx: Tx, mailbox: Mailbox) -> MailboxStats:
 
 class AccountRuntime:
     def __init__(
-        self, reactor: Any, store: Store, notifier: Notifier, account: Account, link: UpstreamLink
+        self,
+        reactor: Any,
+        store: Store,
+        notifier: Notifier,
+        account: Account,
+        link: UpstreamLink,
+        write_wait: float = WAIT_SECONDS,
     ) -> None:
         self.reactor = reactor
         self.store = store
         self.notifier = notifier
         self.account = account
         self.link = link
-        self.outbox = Outbox(store, account, link, notifier)
+        self.outbox = Outbox(store, account, link, notifier, reactor, write_wait)
+        self.outbox.on_folder_refused = self._folder_refused
         self._listed = False
         self._stats: dict[int, tuple[tuple[int, int], MailboxStats]] = {}
         self._poll_call: Any = None
@@ -78,6 +86,7 @@ class AccountRuntime:
         """Use link from now on (a new login may bring new credentials)."""
         self.link = link
         self.outbox.link = link
+        self.outbox.resume()
         link.on_connected = self._connected
         if self.outbox.pending():
             # Left over from before a restart or a lost connection: replay them now.
@@ -98,11 +107,28 @@ class AccountRuntime:
             lambda f: log.warning("catching up after reconnect failed: %s", f.value)
         )
 
+    def _folder_refused(self) -> None:
+        """A queued folder change was refused: the mailbox list follows the upstream."""
+        defer.ensureDeferred(self.refresh_mailboxes(force=True)).addErrback(
+            lambda f: log.warning("mailbox list resync after a refusal failed: %s", f.value)
+        )
+
+    async def _replayed_first(self, waits: Callable[[], bool]) -> bool:
+        """RFC 4549 §3: replay queued changes before syncing what they touch. True when
+        nothing queued touches it any more (the sync may run), False to serve the
+        replica as it is (the queue could not be drained now)."""
+        if not waits():
+            return True
+        await self.outbox.drain()
+        return not waits()
+
     # mailbox list ------------------------------------------------------------
 
     async def refresh_mailboxes(self, force: bool = False) -> None:
         """Sync the mailbox list once per runtime (and after changes); offline, keep the replica's."""
         if self._listed and not force:
+            return
+        if not await self._replayed_first(self.outbox.folders_pending):
             return
 
         async def run(client: UpstreamClient) -> list[Any]:
@@ -136,6 +162,11 @@ class AccountRuntime:
 
     async def sync(self, mailbox: Mailbox, required: bool = False) -> Mailbox:
         """Bring mailbox up to date; offline, the replica's state stands (unless required)."""
+
+        if is_local(mailbox) or not await self._replayed_first(
+            lambda: self.outbox.touches(mailbox.id)
+        ):
+            return self.mailbox(mailbox.name) or mailbox
 
         async def run(client: UpstreamClient) -> tuple[Mailbox, MailboxChange]:
             current = self.mailbox(mailbox.name) or mailbox

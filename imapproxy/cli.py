@@ -86,6 +86,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="the most a failed login's delay doubles to (default 15, as Dovecot)",
     )
+    serve.add_argument(
+        "--write-wait",
+        type=float,
+        default=3.0,
+        metavar="SECONDS",
+        help="how long a change waits for the upstream's answer before the client hears OK "
+        "(it is applied and queued either way; default 3)",
+    )
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
 
@@ -109,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             listen_tls=args.listen_tls,
             login_delay=args.login_delay,
             login_delay_max=args.login_delay_max,
+            write_wait=args.write_wait,
         )
     except ConfigError as exc:
         print(f"imapproxy: error: {exc}", file=sys.stderr)

@@ -77,6 +77,9 @@ class Config:
     #: Failed-login delay: first step and ceiling (see login_limits).
     login_delay: float = 2.0
     login_delay_max: float = 15.0
+    #: Seconds a client's change waits for the upstream's answer before it hears OK
+    #: (the change is applied and queued either way; DESIGN.md "Writes go through the outbox").
+    write_wait: float = 3.0
 
     @property
     def require_tls_for_login(self) -> bool:
@@ -119,6 +122,7 @@ class Config:
         listen_tls: str | None = None,
         login_delay: float = 2.0,
         login_delay_max: float = 15.0,
+        write_wait: float = 3.0,
     ) -> Config:
         """``listen`` None and ``listen_tls`` None: the default plain listener on
         127.0.0.1:1143. Give ``listen_tls`` alone to listen with implicit TLS only."""
@@ -172,6 +176,8 @@ class Config:
             raise ConfigError(
                 "--login-delay and --login-delay-max: need 0 <= delay <= max <= 3600 seconds"
             )
+        if not 0 <= write_wait <= 600:
+            raise ConfigError(f"--write-wait {write_wait}: expected 0 to 600 seconds")
         state_dir = _prepare_state_dir(state_dir)
         return cls(
             address,
@@ -184,6 +190,7 @@ class Config:
             server_tls=server_tls,
             login_delay=login_delay,
             login_delay_max=login_delay_max,
+            write_wait=write_wait,
         )
 
 

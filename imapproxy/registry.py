@@ -32,6 +32,7 @@ from twisted.internet import defer, threads
 from imapproxy.account import AccountRuntime
 from imapproxy.login_limits import LoginLimiter, LoginPenalty
 from imapproxy.notify import Notifier
+from imapproxy.outbox.runner import WAIT_SECONDS
 from imapproxy.store import Store, accounts, verifier
 from imapproxy.upstream.address import UpstreamAddress
 from imapproxy.upstream.client import UpstreamClient
@@ -53,8 +54,10 @@ class AccountRegistry:
         address: UpstreamAddress,
         ca_file: Path | None = None,
         penalty: LoginPenalty | None = None,
+        write_wait: float = WAIT_SECONDS,
     ) -> None:
         self.reactor = reactor
+        self.write_wait = write_wait
         self.store = store
         self.address = address
         self.ca_file = ca_file
@@ -140,7 +143,9 @@ class AccountRegistry:
             defer.ensureDeferred(runtime.link.close())
             runtime.attach(link)
             return runtime
-        runtime = AccountRuntime(self.reactor, self.store, self.notifier, account, link)
+        runtime = AccountRuntime(
+            self.reactor, self.store, self.notifier, account, link, self.write_wait
+        )
         self._runtimes[name] = runtime
         return runtime
 
@@ -165,7 +170,9 @@ class AccountRegistry:
             await self._upgrade_verifier(name, account, password)
         runtime = self._runtimes.get(name)
         if runtime is None:
-            runtime = AccountRuntime(self.reactor, self.store, self.notifier, account, link)
+            runtime = AccountRuntime(
+                self.reactor, self.store, self.notifier, account, link, self.write_wait
+            )
             self._runtimes[name] = runtime
         return runtime
 

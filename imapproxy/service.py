@@ -47,7 +47,12 @@ class ProxyService(Service):
             user_maximum=min(LoginPenalty.user_maximum, config.login_delay_max),
         )
         self.registry = AccountRegistry(
-            self.reactor, self.store, config.upstream, config.upstream_ca, penalty
+            self.reactor,
+            self.store,
+            config.upstream,
+            config.upstream_ca,
+            penalty,
+            write_wait=config.write_wait,
         )
         tls_options = config.server_tls.options if config.server_tls is not None else None
         described = []

@@ -1,365 +1,541 @@
-"""The changes a client can make, as outbox entries: what to send, how to apply the answer.
+"""Message operations: STORE, COPY/MOVE, EXPUNGE, APPEND (see base.py for the life cycle).
 
-Arguments are plain JSON (they are stored in the outbox before anything is sent) and
-name messages by both local and upstream UID, as captured when the client asked:
-replay never depends on sequence numbers or on replica state that may have moved.
-Flag changes are sent as deltas (+FLAGS.SILENT / -FLAGS.SILENT, RFC 4549 §4.2.3),
-expunges as UID EXPUNGE of exactly the messages meant (never a bare EXPUNGE).
+Replay follows RFC 4549: flags go as ``+FLAGS.SILENT``/``-FLAGS.SILENT`` of the
+difference the user made (§4.2.3), so a change made elsewhere meanwhile is kept;
+expunges as ``UID EXPUNGE`` of exactly the messages the user expunged (§4.2.4);
+COPY/MOVE/APPEND are linked to the upstream UIDs they created (COPYUID/APPENDUID, or
+found by identity), so nothing is downloaded again and clients keep their UIDs.
+UIDs are checked against the upstream UIDVALIDITY they were captured under; when it
+changed, messages are re-matched by identity, never acted on by their old UID.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from dataclasses import dataclass, field, replace
+from typing import Any, Self
 
 from imapproxy.message import header_value
 from imapproxy.notify import MailboxChange
-from imapproxy.protocol import FetchAttribute, SearchKey, SequenceSet, Value, parse_datetime
-from imapproxy.store import Tx, cache, mailboxes, messages
+from imapproxy.outbox import replica
+from imapproxy.outbox.base import Operation
+from imapproxy.outbox.refs import Ref, find, resolve
+from imapproxy.protocol import SequenceSet, parse_datetime
+from imapproxy.store import Tx, cache, mailboxes, messages, outbox
 from imapproxy.store.mailboxes import Mailbox
-from imapproxy.sync.mailboxes import add_message, flags_of
-from imapproxy.types import UID, AccountId, BlobId, MailboxId, UpstreamUID
-from imapproxy.upstream.client import UpstreamClient, as_int, text
+from imapproxy.types import UID, AccountId, MailboxId
+from imapproxy.upstream.client import UpstreamClient
 from imapproxy.upstream.errors import UpstreamRefused
 
-Pairs = Sequence[Sequence[int]]
-STORED_ITEMS = (
-    FetchAttribute("FLAGS"),
-    FetchAttribute("INTERNALDATE"),
-    FetchAttribute("RFC822.SIZE"),
-)  # [[local uid, upstream uid], ...]
+log = logging.getLogger(__name__)
+
+Resolved = list[tuple[Ref, int | None, int]]
 
 
-def upstream_set(pairs: Pairs) -> SequenceSet:
-    return SequenceSet.from_ints(up for _, up in pairs)
+async def select(client: UpstreamClient, name: str, writable: bool = False) -> int | None:
+    """Select name upstream (if not already) and return its UIDVALIDITY."""
+    if client.selected_validity is None:
+        client.selected = None
+    await client.ensure_selected(name, writable=writable)
+    return client.selected_validity
+
+
+async def upstream_uids(
+    client: UpstreamClient, validity: int | None, resolved: Resolved
+) -> dict[int, int]:
+    """{ref.uid: upstream uid} in the selected mailbox. UIDs captured under another
+    UIDVALIDITY are re-matched by identity (INTERNALDATE, size, Message-ID); what does
+    not match unambiguously is left out, never guessed."""
+    out: dict[int, int] = {}
+    stale = []
+    for ref, ref_validity, up in resolved:
+        if ref_validity is None or validity is None or ref_validity == validity:
+            out[ref.uid] = up
+        else:
+            stale.append(ref)
+    if stale:
+        found = await find(client, stale)
+        log.info(
+            "UIDVALIDITY changed: re-matched %d of %d queued message(s)", len(found), len(stale)
+        )
+        out.update(found)
+    return out
+
+
+def _set(uids: Sequence[int]) -> SequenceSet:
+    return SequenceSet.from_ints(sorted(set(uids)))
 
 
 def _mailbox(tx: Tx, account: AccountId, mailbox_id: int) -> Mailbox | None:
     return mailboxes.get(tx, account, MailboxId(mailbox_id))
 
 
-class Operation:
-    name: ClassVar[str]
+def _restore(
+    tx: Tx, account: AccountId, mailbox_id: int, refs: Sequence[Ref]
+) -> list[MailboxChange]:
+    """Bring back messages removed locally whose removal the upstream refused (with new
+    local UIDs: a UID the client saw expunged is never reused)."""
+    mailbox = _mailbox(tx, account, mailbox_id)
+    if mailbox is None:
+        return []
+    added = False
+    for ref in refs:
+        up = ref.upstream
+        if up is None:
+            link = outbox.link(tx, account, mailbox.id, ref.uid)
+            up = None if link is None else link[1]
+        if up is not None and messages.local_uid(tx, account, mailbox.id, up) is not None:
+            continue
+        mailbox, _ = replica.add(tx, mailbox, up, ref.flags, ref.date, ref.size, ref.blob)
+        added = True
+    mailboxes.put(tx, mailbox)
+    return [MailboxChange(mailbox.id, added=added)]
 
-    def __init__(self, args: dict[str, Any]) -> None:
-        self.args = args
 
-    def load(self, tx: Tx, account: AccountId) -> None:
-        """Read from the replica what send needs beyond args (e.g. an APPEND's message)."""
-
-    def discard(self, tx: Tx, account: AccountId) -> None:
-        """The entry is dropped and its client told: release what only it used."""
-
-    async def send(self, client: UpstreamClient) -> Any:
-        raise NotImplementedError
-
-    def apply(
-        self, tx: Tx, account: AccountId, answer: Any, origin: object | None
-    ) -> tuple[Any, list[MailboxChange]]:
-        raise NotImplementedError
+def _is_local(tx: Tx, account: AccountId, mailbox_id: int) -> bool:
+    mailbox = _mailbox(tx, account, mailbox_id)
+    return mailbox is not None and replica.is_local(mailbox)
 
 
+# -- STORE -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FlagChange:
+    add: tuple[str, ...]
+    remove: tuple[str, ...]
+    refs: tuple[Ref, ...]
+
+    def to_json(self) -> list[Any]:
+        return [list(self.add), list(self.remove), [r.to_json() for r in self.refs]]
+
+    @classmethod
+    def from_json(cls, data: Sequence[Any]) -> FlagChange:
+        add, remove, refs = data
+        return cls(tuple(add), tuple(remove), tuple(Ref.from_json(r) for r in refs))
+
+
+@dataclass(frozen=True)
 class StoreFlags(Operation):
-    """args: mailbox, name, groups: [[add flags, remove flags, pairs], ...]."""
+    """Flag deltas on messages of one mailbox."""
+
+    mailbox: int
+    mailbox_name: str
+    validity: int | None
+    changes: tuple[FlagChange, ...]
 
     name = "store"
 
-    async def send(self, client: UpstreamClient) -> None:
-        await client.ensure_selected(self.args["name"], writable=True)
-        for add, remove, pairs in self.args["groups"]:
-            if add:
-                await client.store(upstream_set(pairs), "+", tuple(add))
-            if remove:
-                await client.store(upstream_set(pairs), "-", tuple(remove))
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Self:
+        return cls(
+            data["mailbox"],
+            data["mailbox_name"],
+            data["validity"],
+            tuple(FlagChange.from_json(c) for c in data["changes"]),
+        )
 
-    def apply(
-        self, tx: Tx, account: AccountId, answer: Any, origin: object | None
-    ) -> tuple[dict[UID, tuple[str, ...]], list[MailboxChange]]:
-        mailbox = _mailbox(tx, account, self.args["mailbox"])
+    def mailboxes(self) -> set[MailboxId]:
+        return {MailboxId(self.mailbox)}
+
+    def upstream_free(self, tx: Tx, account: AccountId) -> bool:
+        return _is_local(tx, account, self.mailbox)
+
+    def apply_local(
+        self, tx: Tx, account: AccountId, origin: object | None
+    ) -> tuple[Self, Any, list[MailboxChange]]:
+        return self, None, self._apply(tx, account, origin, undo=False)
+
+    def _apply(
+        self, tx: Tx, account: AccountId, origin: object | None, undo: bool
+    ) -> list[MailboxChange]:
+        mailbox = _mailbox(tx, account, self.mailbox)
         if mailbox is None:
-            return {}, []
-        updated: dict[UID, tuple[str, ...]] = {}
-        for add, remove, pairs in self.args["groups"]:
-            for uid, _ in pairs:
-                message = messages.get(tx, account, mailbox.id, UID(uid))
+            return []
+        changed: list[UID] = []
+        for change in self.changes:
+            add, remove = (change.remove, change.add) if undo else (change.add, change.remove)
+            for ref in change.refs:
+                message = messages.get(tx, account, mailbox.id, UID(ref.uid))
                 if message is None:
-                    continue  # expunged meanwhile: RFC 4549 says ignore
-                removed = {f.upper() for f in remove}
-                flags = [f for f in message.flags if f.upper() not in removed]
-                present = {f.upper() for f in flags}
-                flags += [f for f in add if f.upper() not in present]
-                if tuple(flags) != message.flags:
-                    mailbox, modseq = mailboxes.next_modseq(tx, mailbox)
-                    messages.put(
-                        tx, account, mailbox.id, message.with_(flags=tuple(flags), modseq=modseq)
-                    )
-                    mailboxes.log_change(tx, mailbox, modseq, {"uid": uid, "what": "flags"})
-                updated[UID(uid)] = tuple(flags)
+                    continue  # expunged meanwhile: RFC 4549 §5.1 says ignore
+                flags = replica.apply_delta(message.flags, add, remove)
+                if flags != message.flags:
+                    mailbox = replica.set_flags(tx, mailbox, message, flags)
+                    changed.append(message.uid)
         mailboxes.put(tx, mailbox)
-        return updated, [MailboxChange(mailbox.id, flags=tuple(updated), origin=origin)]
+        return [MailboxChange(mailbox.id, flags=tuple(changed), origin=origin)]
+
+    def plan(self, tx: Tx, account: AccountId) -> list[tuple[FlagChange, Resolved]]:
+        return [
+            (change, resolve(tx, account, self.mailbox, self.validity, change.refs))
+            for change in self.changes
+        ]
+
+    async def send(
+        self, client: UpstreamClient, plan: list[tuple[FlagChange, Resolved]], in_doubt: bool
+    ) -> None:
+        plan = [(change, resolved) for change, resolved in plan if resolved]
+        if not plan:
+            return  # only messages that never reached the upstream
+        try:
+            validity = await select(client, self.mailbox_name, writable=True)
+        except UpstreamRefused as exc:
+            log.info("flags on %s not replayed, mailbox gone upstream: %s", self.mailbox_name, exc)
+            return
+        for change, resolved in plan:
+            uids = list((await upstream_uids(client, validity, resolved)).values())
+            if not uids:
+                continue
+            if change.add:
+                await client.store(_set(uids), "+", change.add)
+            if change.remove:
+                await client.store(_set(uids), "-", change.remove)
+
+    def undo(self, tx: Tx, account: AccountId) -> list[MailboxChange]:
+        return self._apply(tx, account, None, undo=True)
+
+    def describe(self) -> str:
+        count = sum(len(c.refs) for c in self.changes)
+        return f"flag change on {count} message(s) in {self.mailbox_name}"
 
 
+# -- COPY / MOVE ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
 class CopyMessages(Operation):
-    """args: source, source_name, target, target_name, pairs, move."""
+    source: int
+    source_name: str
+    source_validity: int | None
+    target: int
+    target_name: str
+    #: The target's upstream UIDVALIDITY and UIDNEXT when queued: new copies land at or
+    #: above that UID, which bounds the search for an in-doubt attempt.
+    target_validity: int | None
+    target_uidnext: int | None
+    move: bool
+    refs: tuple[Ref, ...]
+    #: The local UIDs of the copies in the target, in refs order.
+    copies: tuple[int, ...] = ()
 
     name = "copy"
 
-    async def send(self, client: UpstreamClient) -> Any:
-        move = bool(self.args["move"])
-        await client.ensure_selected(self.args["source_name"], writable=move)
-        uids = upstream_set(self.args["pairs"])
-        if move and self.args.get("in_doubt"):
-            # A MOVE that may have happened: what left the source moved; move the rest.
-            # (Without COPYUID for the moved part, the target's next sync brings it in.)
-            present = await client.search_uids(uids)
-            if not present:
-                return None
-            uids = SequenceSet.from_ints(sorted(present))
-        if move and not client.has("MOVE"):
-            copyuid = await client.copy(uids, self.args["target_name"])
-            await client.store(uids, "+", ("\\Deleted",))
-            await client.expunge(uids)
-            return copyuid
-        return await client.copy(uids, self.args["target_name"], move=move)
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Self:
+        return cls(
+            **{
+                **data,
+                "refs": tuple(Ref.from_json(r) for r in data["refs"]),
+                "copies": tuple(data["copies"]),
+            }
+        )
 
-    def apply(
-        self, tx: Tx, account: AccountId, answer: Any, origin: object | None
-    ) -> tuple[Any, list[MailboxChange]]:
-        source = _mailbox(tx, account, self.args["source"])
-        target = _mailbox(tx, account, self.args["target"])
-        changes: list[MailboxChange] = []
-        copied: list[tuple[UID, UID]] = []
-        if target is not None and answer is not None:
-            validity, up_sources, up_targets = answer
-            if target.upstream_uidvalidity in (None, validity) and source is not None:
-                by_upstream = dict(zip(up_sources, up_targets, strict=True))
-                if target.upstream_uidvalidity is None:
-                    target = target.with_(upstream_uidvalidity=validity)
-                for uid, up in self.args["pairs"]:
-                    message = messages.get(tx, account, source.id, UID(uid))
-                    new_up = by_upstream.get(up)
-                    if message is None or new_up is None:
-                        continue
-                    if messages.local_uid(tx, account, target.id, new_up) is not None:
-                        continue
-                    target, copy = add_message(
-                        tx,
-                        target,
-                        UpstreamUID(new_up),
-                        message.flags,
-                        message.internaldate,
-                        message.size,
-                        message.blob,
-                    )
-                    copied.append((message.uid, copy.uid))
-                mailboxes.put(tx, target)
-                changes.append(MailboxChange(target.id, added=bool(copied), origin=None))
+    def mailboxes(self) -> set[MailboxId]:
+        return {MailboxId(self.source), MailboxId(self.target)}
+
+    def apply_local(
+        self, tx: Tx, account: AccountId, origin: object | None
+    ) -> tuple[Self, Any, list[MailboxChange]]:
+        target = _mailbox(tx, account, self.target)
+        assert target is not None
+        copies = []
+        for ref in self.refs:
+            target, copy = replica.add(tx, target, None, ref.flags, ref.date, ref.size, ref.blob)
+            copies.append(int(copy.uid))
+        mailboxes.put(tx, target)
+        changes = [MailboxChange(target.id, added=True, origin=None)]
         expunged: list[UID] = []
-        if self.args["move"] and source is not None:
-            # Re-read: when source is target (MOVE into the same mailbox) its record has
-            # just moved on (UIDNEXT, modseq); the old snapshot would roll it back.
-            source = _mailbox(tx, account, source.id) or source
-            source, expunged = _remove(tx, account, source, self.args["pairs"])
-            changes.append(MailboxChange(source.id, expunged=tuple(expunged), origin=origin))
-        validity = target.uidvalidity if target is not None else 0
-        return (validity, copied, expunged), changes
+        if self.move:
+            source = _mailbox(tx, account, self.source)  # re-read: it may be the target
+            if source is not None:
+                source, removed = replica.remove(tx, source, [r.uid for r in self.refs])
+                mailboxes.put(tx, source)
+                expunged = [m.uid for m in removed]
+                changes.append(MailboxChange(source.id, expunged=tuple(expunged), origin=origin))
+        done = replace(self, copies=tuple(copies))
+        pairs = [(ref.uid, copy) for ref, copy in zip(self.refs, copies, strict=True)]
+        return done, (target.uidvalidity, pairs, expunged), changes
+
+    def plan(self, tx: Tx, account: AccountId) -> Resolved:
+        return resolve(tx, account, self.source, self.source_validity, self.refs)
+
+    async def send(
+        self, client: UpstreamClient, plan: Resolved, in_doubt: bool
+    ) -> tuple[int | None, dict[int, int]] | None:
+        if not plan:
+            return None
+        validity = await select(client, self.source_name, writable=self.move)
+        by_ref = await upstream_uids(client, validity, plan)
+        refs = {ref.uid: ref for ref, _, _ in plan if ref.uid in by_ref}
+        landed: dict[int, int] = {}
+        target_validity: int | None = None
+        if in_doubt:
+            # An earlier attempt may have executed: what is already in the target (and,
+            # for a MOVE, no longer in the source) is not sent again (RFC 4549 §5.1).
+            if self.move:
+                present = await client.search_uids(_set(list(by_ref.values())))
+                maybe_done = [r for u, r in refs.items() if by_ref[u] not in present]
+            else:
+                maybe_done = list(refs.values())
+            if maybe_done:
+                target_validity, landed = await self._find_in_target(client, maybe_done)
+                if self.move:
+                    # Gone from the source and not found in the target: moved, or
+                    # deleted elsewhere; either way nothing is left to move.
+                    for ref in maybe_done:
+                        by_ref.pop(ref.uid, None)
+                await select(client, self.source_name, writable=self.move)
+            for uid in landed:
+                by_ref.pop(uid, None)
+        if by_ref:
+            uids = _set(list(by_ref.values()))
+            if self.move and not client.has("MOVE"):
+                answer = await client.copy(uids, self.target_name)
+                await client.store(uids, "+", ("\\Deleted",))
+                await client.expunge(uids)
+            else:
+                answer = await client.copy(uids, self.target_name, move=self.move)
+            if answer is not None:
+                target_validity, sources, dests = answer
+                by_upstream = dict(zip(sources, dests, strict=True))
+                for ref_uid, up in by_ref.items():
+                    if up in by_upstream:
+                        landed[ref_uid] = by_upstream[up]
+            else:  # no UIDPLUS: find the copies by identity
+                target_validity, found = await self._find_in_target(
+                    client, [refs[u] for u in by_ref]
+                )
+                landed.update(found)
+        return target_validity, landed
+
+    async def _find_in_target(
+        self, client: UpstreamClient, refs: list[Ref]
+    ) -> tuple[int | None, dict[int, int]]:
+        validity = await select(client, self.target_name)
+        since = self.target_uidnext if validity == self.target_validity else None
+        return validity, await find(client, refs, since)
+
+    def link_answer(
+        self, tx: Tx, account: AccountId, plan: Resolved, answer: Any
+    ) -> list[MailboxChange]:
+        validity, landed = answer if answer is not None else (None, {})
+        changes = []
+        orphans = []
+        for ref, copy in zip(self.refs, self.copies, strict=True):
+            up = landed.get(ref.uid)
+            if up is None or validity is None:
+                orphans.append(copy)
+                continue
+            change = replica.link(tx, account, self.target, copy, validity, up)
+            if change is not None:
+                changes.append(change)
+        if orphans:
+            # Copies of messages the upstream no longer had (or that never reached it):
+            # the replica follows the upstream; their content stays in the cache.
+            target = _mailbox(tx, account, self.target)
+            if target is not None:
+                target, removed = replica.remove(tx, target, orphans)
+                mailboxes.put(tx, target)
+                if removed:
+                    log.info(
+                        "%d copied message(s) not found upstream after %s", len(removed), self.name
+                    )
+                changes.append(MailboxChange(target.id, expunged=tuple(m.uid for m in removed)))
+        return changes
+
+    def undo(self, tx: Tx, account: AccountId) -> list[MailboxChange]:
+        changes = []
+        target = _mailbox(tx, account, self.target)
+        if target is not None:
+            target, removed = replica.remove(tx, target, self.copies)
+            mailboxes.put(tx, target)
+            changes.append(MailboxChange(target.id, expunged=tuple(m.uid for m in removed)))
+        if self.move:
+            changes += _restore(tx, account, self.source, self.refs)
+        return changes
+
+    def describe(self) -> str:
+        verb = "move" if self.move else "copy"
+        return (
+            f"{verb} of {len(self.refs)} message(s) from {self.source_name} to {self.target_name}"
+        )
 
 
-def _remove(
-    tx: Tx, account: AccountId, mailbox: Mailbox, pairs: Pairs
-) -> tuple[Mailbox, list[UID]]:
-    removed = []
-    for uid, _ in pairs:
-        message = messages.get(tx, account, mailbox.id, UID(uid))
-        if message is not None:
-            messages.remove(tx, account, mailbox.id, message)
-            mailbox, modseq = mailboxes.next_modseq(tx, mailbox)
-            mailboxes.log_change(tx, mailbox, modseq, {"uid": uid, "what": "expunge"})
-            removed.append(UID(uid))
-    mailboxes.put(tx, mailbox)
-    return mailbox, removed
+# -- EXPUNGE ------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
 class ExpungeMessages(Operation):
-    """args: mailbox, name, pairs — exactly the messages this client expunged."""
+    """Exactly the messages this client expunged (never a bare EXPUNGE upstream)."""
+
+    mailbox: int
+    mailbox_name: str
+    validity: int | None
+    refs: tuple[Ref, ...]
 
     name = "expunge"
 
-    async def send(self, client: UpstreamClient) -> None:
-        await client.ensure_selected(self.args["name"], writable=True)
-        await client.expunge(upstream_set(self.args["pairs"]))
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Self:
+        return cls(
+            data["mailbox"],
+            data["mailbox_name"],
+            data["validity"],
+            tuple(Ref.from_json(r) for r in data["refs"]),
+        )
 
-    def apply(
-        self, tx: Tx, account: AccountId, answer: Any, origin: object | None
-    ) -> tuple[list[UID], list[MailboxChange]]:
-        mailbox = _mailbox(tx, account, self.args["mailbox"])
+    def mailboxes(self) -> set[MailboxId]:
+        return {MailboxId(self.mailbox)}
+
+    def upstream_free(self, tx: Tx, account: AccountId) -> bool:
+        return _is_local(tx, account, self.mailbox)
+
+    def apply_local(
+        self, tx: Tx, account: AccountId, origin: object | None
+    ) -> tuple[Self, Any, list[MailboxChange]]:
+        mailbox = _mailbox(tx, account, self.mailbox)
         if mailbox is None:
-            return [], []
-        mailbox, removed = _remove(tx, account, mailbox, self.args["pairs"])
-        return removed, [MailboxChange(mailbox.id, expunged=tuple(removed), origin=origin)]
+            return self, [], []
+        mailbox, removed = replica.remove(tx, mailbox, [r.uid for r in self.refs])
+        mailboxes.put(tx, mailbox)
+        uids = [m.uid for m in removed]
+        return self, uids, [MailboxChange(mailbox.id, expunged=tuple(uids), origin=origin)]
+
+    def plan(self, tx: Tx, account: AccountId) -> Resolved:
+        return resolve(tx, account, self.mailbox, self.validity, self.refs)
+
+    async def send(self, client: UpstreamClient, plan: Resolved, in_doubt: bool) -> None:
+        if not plan:
+            return
+        try:
+            validity = await select(client, self.mailbox_name, writable=True)
+        except UpstreamRefused as exc:
+            log.info(
+                "expunge in %s not replayed, mailbox gone upstream: %s", self.mailbox_name, exc
+            )
+            return
+        uids = list((await upstream_uids(client, validity, plan)).values())
+        if uids:
+            await client.expunge(_set(uids))
+
+    def undo(self, tx: Tx, account: AccountId) -> list[MailboxChange]:
+        return _restore(tx, account, self.mailbox, self.refs)
+
+    def describe(self) -> str:
+        return f"expunge of {len(self.refs)} message(s) in {self.mailbox_name}"
 
 
+# -- APPEND -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
 class AppendMessage(Operation):
-    """args: mailbox, name, blob (the message, already in the cache), flags, date, size."""
+    mailbox: int
+    mailbox_name: str
+    flags: tuple[str, ...]
+    #: Always set (now, when the client gave none): sent upstream, so the upstream's
+    #: copy has the INTERNALDATE the replica shows, and an in-doubt attempt is found.
+    date: str
+    size: int
+    uid: int = 0
+    blob: int = 0
+    message_id: str | None = None
+    validity: int | None = None
+    uidnext: int | None = None
+    #: The message itself, only until apply_local has put it in the cache.
+    data: bytes | bytearray | None = field(default=None, compare=False, repr=False)
 
     name = "append"
 
-    message: bytes | bytearray | None = None
+    def to_json(self) -> dict[str, Any]:
+        out = super().to_json()
+        del out["data"]
+        return out
 
-    def load(self, tx: Tx, account: AccountId) -> None:
-        self.message = cache.get(tx, account, BlobId(self.args["blob"]), cache.Kind.FULL)
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Self:
+        return cls(**{**data, "flags": tuple(data["flags"])})
 
-    def discard(self, tx: Tx, account: AccountId) -> None:
-        cache.delete(tx, account, BlobId(self.args["blob"]), cache.Kind.FULL)
+    def mailboxes(self) -> set[MailboxId]:
+        return {MailboxId(self.mailbox)}
 
-    async def send(self, client: UpstreamClient) -> Any:
-        if self.message is None:
+    def apply_local(
+        self, tx: Tx, account: AccountId, origin: object | None
+    ) -> tuple[Self, Any, list[MailboxChange]]:
+        assert self.data is not None
+        mailbox = _mailbox(tx, account, self.mailbox)
+        assert mailbox is not None
+        blob = cache.new_blob(tx, account)
+        cache.put(tx, account, blob, cache.Kind.FULL, self.data)
+        mailbox, message = replica.add(tx, mailbox, None, self.flags, self.date, self.size, blob)
+        mailboxes.put(tx, mailbox)
+        found = header_value(bytes(self.data[:65536]), b"Message-ID")
+        done = replace(
+            self,
+            uid=int(message.uid),
+            blob=int(blob),
+            message_id=None if not found else found.decode("utf-8", "replace").strip(),
+            validity=mailbox.upstream_uidvalidity,
+            uidnext=mailbox.upstream_uidnext,
+            data=None,
+        )
+        return done, (mailbox.uidvalidity, message.uid), [MailboxChange(mailbox.id, added=True)]
+
+    def plan(self, tx: Tx, account: AccountId) -> bytes | None:
+        return cache.get(tx, account, self.blob, cache.Kind.FULL)  # type: ignore[arg-type]
+
+    def _ref(self) -> Ref:
+        return Ref(self.uid, None, self.date, self.size, self.message_id, self.flags, self.blob)
+
+    async def send(
+        self, client: UpstreamClient, plan: bytes | None, in_doubt: bool
+    ) -> tuple[int, int] | None:
+        if plan is None:
             raise UpstreamRefused("NO", None, "queued APPEND lost its message data")
-        if self.args.get("in_doubt"):
-            # An earlier attempt may have landed: look for it before appending again
-            # (RFC 4549 §4.2.2.5: by a unique header, and only an unambiguous match).
-            found = await self._find_earlier_attempt(client)
+        if in_doubt:
+            # An earlier attempt may have landed: look for it before appending again.
+            found = await self._find(client)
             if found is not None:
                 return found
-        date = parse_datetime(self.args["date"]) if self.args.get("date") else None
         appenduid = await client.append(
-            self.args["name"], tuple(self.args["flags"]), date, self.message
+            self.mailbox_name, self.flags, parse_datetime(self.date.strip()), plan
         )
-        if appenduid is None:
+        if appenduid is not None:
+            return appenduid
+        return await self._find(client)  # no UIDPLUS: find it by identity
+
+    async def _find(self, client: UpstreamClient) -> tuple[int, int] | None:
+        validity = await select(client, self.mailbox_name)
+        since = self.uidnext if validity == self.validity else None
+        found = await find(client, [self._ref()], since)
+        if validity is None or self.uid not in found:
             return None
-        validity, up_uid = appenduid
-        # The upstream chose INTERNALDATE (when none was given) and may have refused
-        # some flags: read back what it stored, so the replica equals it.
-        await client.ensure_selected(self.args["name"])
-        return validity, up_uid, await self._stored(client, up_uid)
+        return validity, found[self.uid]
 
-    async def _stored(self, client: UpstreamClient, up_uid: int) -> dict[str, Value] | None:
-        items = await client.fetch(SequenceSet(((up_uid, up_uid),)), STORED_ITEMS)
-        return items[0] if items else None
+    def link_answer(
+        self, tx: Tx, account: AccountId, plan: Any, answer: Any
+    ) -> list[MailboxChange]:
+        if answer is None:
+            # Delivered, but its upstream UID cannot be told: drop our copy, the next
+            # sync brings the upstream's (rather than keep two).
+            return self.undo(tx, account)
+        validity, up = answer
+        change = replica.link(tx, account, self.mailbox, self.uid, validity, up)
+        return [] if change is None else [change]
 
-    async def _find_earlier_attempt(self, client: UpstreamClient) -> Any:
-        assert self.message is not None
-        message_id = header_value(bytes(self.message[:65536]), b"Message-ID")
-        if message_id is None:
-            return None
-        info = await client.select(self.args["name"], readonly=True)
-        key = SearchKey("AND", (SearchKey("HEADER", (b"Message-ID", message_id)),))
-        candidates = await client.search(key)
-        if len(candidates) != 1:
-            return None
-        [up_uid] = candidates
-        stored = await self._stored(client, up_uid)
-        if stored is None or as_int(stored.get("RFC822.SIZE")) != len(self.message):
-            return None
-        return info.uidvalidity, up_uid, stored
-
-    def apply(
-        self, tx: Tx, account: AccountId, answer: Any, origin: object | None
-    ) -> tuple[Any, list[MailboxChange]]:
-        mailbox = _mailbox(tx, account, self.args["mailbox"])
-        if mailbox is None or answer is None or answer[2] is None:
-            return None, []
-        validity, up_uid, item = answer
-        if mailbox.upstream_uidvalidity not in (None, validity):
-            return None, []
-        if mailbox.upstream_uidvalidity is None:
-            mailbox = mailbox.with_(upstream_uidvalidity=validity)
-        if messages.local_uid(tx, account, mailbox.id, up_uid) is not None:
-            return None, []
-        mailbox, message = add_message(
-            tx,
-            mailbox,
-            UpstreamUID(up_uid),
-            flags_of(item.get("FLAGS", ())),
-            text(item.get("INTERNALDATE")),
-            as_int(item.get("RFC822.SIZE")) or self.args["size"],
-            BlobId(self.args["blob"]),
-        )
-        mailboxes.put(tx, mailbox)
-        return (mailbox.uidvalidity, message.uid), [MailboxChange(mailbox.id, added=True)]
-
-
-class CreateMailbox(Operation):
-    name = "create"
-
-    async def send(self, client: UpstreamClient) -> None:
-        await client.create(self.args["name"])
-
-    def apply(
-        self, tx: Tx, account: AccountId, answer: Any, origin: object | None
-    ) -> tuple[Any, list[MailboxChange]]:
-        if mailboxes.find(tx, account, self.args["name"]) is None:
-            mailboxes.create(tx, account, self.args["name"], delimiter=self.args.get("delimiter"))
-        return None, []
-
-
-class DeleteMailbox(Operation):
-    name = "delete"
-
-    async def send(self, client: UpstreamClient) -> None:
-        await client.delete(self.args["name"])
-
-    def apply(
-        self, tx: Tx, account: AccountId, answer: Any, origin: object | None
-    ) -> tuple[Any, list[MailboxChange]]:
-        mailbox = mailboxes.find(tx, account, self.args["name"])
+    def undo(self, tx: Tx, account: AccountId) -> list[MailboxChange]:
+        mailbox = _mailbox(tx, account, self.mailbox)
         if mailbox is None:
-            return None, []
-        mailboxes.delete(tx, mailbox)
-        return None, [MailboxChange(mailbox.id, deleted=True)]
+            return []
+        mailbox, removed = replica.remove(tx, mailbox, [self.uid])
+        mailboxes.put(tx, mailbox)
+        return [MailboxChange(mailbox.id, expunged=tuple(m.uid for m in removed))]
 
+    def recover(self, tx: Tx, account: AccountId) -> list[MailboxChange]:
+        return [replica.keep_in_recovered(tx, account, self.blob, self.flags, self.date, self.size)]
 
-class RenameMailbox(Operation):
-    """Renames in place (children too), so the replica keeps its messages and UIDs."""
-
-    name = "rename"
-
-    async def send(self, client: UpstreamClient) -> None:
-        await client.rename(self.args["old"], self.args["new"])
-
-    def apply(
-        self, tx: Tx, account: AccountId, answer: Any, origin: object | None
-    ) -> tuple[Any, list[MailboxChange]]:
-        old, new = self.args["old"], self.args["new"]
-        if old.upper() == "INBOX":
-            return (
-                None,
-                [],
-            )  # INBOX rename moves its messages; the next list/mailbox sync applies it
-        for mailbox in mailboxes.all_mailboxes(tx, account):
-            delimiter = mailbox.delimiter or ""
-            if mailbox.name == old:
-                mailboxes.put(tx, mailbox.with_(name=new))
-            elif delimiter and mailbox.name.startswith(old + delimiter):
-                mailboxes.put(tx, mailbox.with_(name=new + mailbox.name[len(old) :]))
-        return None, []
-
-
-class SetSubscription(Operation):
-    name = "subscribe"
-
-    async def send(self, client: UpstreamClient) -> None:
-        await client.subscribe(self.args["name"], bool(self.args["subscribed"]))
-
-    def apply(
-        self, tx: Tx, account: AccountId, answer: Any, origin: object | None
-    ) -> tuple[Any, list[MailboxChange]]:
-        mailbox = mailboxes.find(tx, account, self.args["name"])
-        if mailbox is not None:
-            mailboxes.put(tx, mailbox.with_(subscribed=bool(self.args["subscribed"])))
-        return None, []
-
-
-OPERATIONS: dict[str, type[Operation]] = {
-    op.name: op
-    for op in (
-        StoreFlags,
-        CopyMessages,
-        ExpungeMessages,
-        AppendMessage,
-        CreateMailbox,
-        DeleteMailbox,
-        RenameMailbox,
-        SetSubscription,
-    )
-}
+    def describe(self) -> str:
+        what = f" {self.message_id}" if self.message_id else ""
+        return f"new message{what} ({self.size} bytes) in {self.mailbox_name}"

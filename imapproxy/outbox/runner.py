@@ -1,188 +1,295 @@
-"""The outbox runner: every write is queued durably, then applied upstream in order.
+"""The outbox runner: every write is applied to the replica and queued, then replayed in order.
 
-``perform`` commits the entry before the upstream hears of it, then drains the
-account's queue in order (earlier entries first, RFC 4549 §3). For each entry the
-upstream's answer is applied to the replica in the same transaction that removes
-the entry, and the client waiting for it (if any) gets the result, whichever drain
-replayed it.
+``perform`` applies the change to the replica and queues its entry in one
+transaction, tells the other sessions, and starts a drain. Online, the client waits
+up to ``wait_seconds`` for the upstream: a refusal that arrives in time is undone in
+the replica (other sessions told) and the client hears the upstream's NO; an answer
+that does not come in time leaves the entry queued and the client hears OK, as it
+does at once when the upstream is known to be unreachable.
 
-When the upstream cannot be reached, what the client hears depends on whether its
-command went out:
-- never sent (no connection): the entry is removed and the client hears
-  ``NO [UNAVAILABLE]`` — nothing happened, nothing will;
-- sent, but the connection broke before the answer (in doubt): the entry stays,
-  marked ``in_doubt``, and is completed on the next drain, checked first where a
-  blind repeat could duplicate (RFC 4549 §5.1); the client hears that.
-A refusal removes the entry; its data is kept when no client heard the refusal.
+``drain`` replays the account's entries strictly in order (RFC 4549 §3), one at a
+time, and stops at the first it cannot complete. For each entry:
+- ``mark_attempted`` is committed before a byte goes upstream; an entry found
+  already attempted (another drain lost the answer, the process was killed) is in
+  doubt, and its operation verifies before sending again;
+- the upstream's answer is linked into the replica in the transaction that removes
+  the entry;
+- a refusal for good is undone in the replica; if no client heard it, the entry is
+  kept as refused (``store.outbox.refused``), refused data goes to the Recovered
+  mailbox and a note to INBOX; never dropped;
+- a connection lost before or during the command stops the drain; the entry stays
+  (in doubt if it was attempted) for the next drain;
+- credentials refused by the upstream pause replay until the next successful login
+  (``resume``): nothing is dropped;
+- any other exception (a bug) moves the entry to the refused list as FAILED, never
+  re-sent blindly and never blocking the entries behind it.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import defer
 
 from imapproxy.notify import MailboxChange, Notifier
-from imapproxy.outbox.operations import OPERATIONS, Operation
+from imapproxy.outbox import replica
+from imapproxy.outbox.base import Operation
+from imapproxy.outbox.folders import CreateMailbox, DeleteMailbox, RenameMailbox, SetSubscription
+from imapproxy.outbox.operations import AppendMessage, CopyMessages, ExpungeMessages, StoreFlags
 from imapproxy.store import Store, Tx, outbox
 from imapproxy.store.accounts import Account
-from imapproxy.store.outbox import Entry
-from imapproxy.upstream.errors import UpstreamRefused, UpstreamUnavailable, UpstreamUnreachable
+from imapproxy.store.outbox import FAILED, REFUSED, Entry
+from imapproxy.types import MailboxId
+from imapproxy.upstream.client import UpstreamClient
+from imapproxy.upstream.errors import AuthenticationFailed, UpstreamRefused, UpstreamUnavailable
 from imapproxy.upstream.link import UpstreamLink
 
 log = logging.getLogger(__name__)
 
-#: A refusal that means "already done" when the entry may have been applied before.
-ALREADY_DONE_CODES = {"ALREADYEXISTS", "NONEXISTENT"}
+#: How long a client's write waits for the upstream before it hears OK (queued).
+WAIT_SECONDS = 3.0
+
+OPERATIONS: dict[str, type[Operation]] = {
+    op.name: op
+    for op in (
+        StoreFlags,
+        CopyMessages,
+        ExpungeMessages,
+        AppendMessage,
+        CreateMailbox,
+        DeleteMailbox,
+        RenameMailbox,
+        SetSubscription,
+    )
+}
 
 
-class InDoubt(UpstreamUnavailable):
-    """The command was sent but its answer never came; it stays queued and is completed
-    (verified first) when the upstream is back."""
-
-
-@dataclass
-class _Waiting:
-    operation: Operation
-    origin: object | None
-    result: defer.Deferred[Any]
+def decode(entry: Entry) -> Operation:
+    return OPERATIONS[entry.op].from_json(entry.args)
 
 
 class Outbox:
     def __init__(
-        self, store: Store, account: Account, link: UpstreamLink, notifier: Notifier
+        self,
+        store: Store,
+        account: Account,
+        link: UpstreamLink,
+        notifier: Notifier,
+        clock: Any = None,
+        wait_seconds: float = WAIT_SECONDS,
     ) -> None:
         self.store = store
         self.account = account
         self.link = link
         self.notifier = notifier
+        self.clock = clock
+        self.wait_seconds = wait_seconds
         self._lock = defer.DeferredLock()
-        self._waiting: dict[int, _Waiting] = {}
+        self._waiting: dict[int, defer.Deferred[Exception | None]] = {}
+        #: Called after a folder change was refused (the mailbox list needs a resync).
+        self.on_folder_refused: Callable[[], None] | None = None
 
-    async def perform(
-        self,
-        operation: Operation,
-        origin: object | None = None,
-        prepare: Callable[[Tx], None] | None = None,
-    ) -> Any:
-        """Queue operation, drain the queue through it, return its applied result.
+    # the client's side -----------------------------------------------------------------
 
-        prepare runs in the transaction that queues the entry (an APPEND stores its
-        message there, so entry and data commit together).
+    async def perform(self, operation: Operation, origin: object | None = None) -> Any:
+        """Apply operation to the replica and queue it; return what the client hears.
+
+        Raises the upstream's refusal when it arrives within the wait (the change is
+        undone by then); otherwise the change stands, queued or done.
         """
 
-        def queue(tx: Tx) -> Entry:
-            if prepare is not None:
-                prepare(tx)
-            return outbox.add(tx, self.account.id, operation.name, operation.args)
+        def queue(tx: Tx) -> tuple[Entry | None, Any, list[MailboxChange]]:
+            done, result, changes = operation.apply_local(tx, self.account.id, origin)
+            if done.upstream_free(tx, self.account.id):
+                return None, result, changes
+            return outbox.add(tx, self.account.id, done.name, done.to_json()), result, changes
 
-        entry = self.store.write(queue)
-        waiting = _Waiting(operation, origin, defer.Deferred())
-        self._waiting[entry.seq] = waiting
+        entry, result, changes = self.store.write(queue)
+        self._publish(changes)
+        if entry is None or self.paused() is not None:
+            return result
+        outcome: defer.Deferred[Exception | None] = defer.Deferred()
+        self._waiting[entry.seq] = outcome
+        timer = None
+        if self.clock is not None:
+            timer = self.clock.callLater(self.wait_seconds, _fire, outcome, None)
+        defer.ensureDeferred(self.drain()).addErrback(
+            lambda f: log.error("outbox drain failed: %s", f.getTraceback())
+        )
         try:
-            stopped = await self.drain()
+            refusal = await outcome
         finally:
             self._waiting.pop(entry.seq, None)
-        if waiting.result.called:
-            return await waiting.result
-        # Our entry is still queued: the upstream could not be reached or did not answer.
-        if stopped is not None and stopped[0] == entry.seq and stopped[1]:
-            self._mark_in_doubt(entry)
-            raise InDoubt(
-                "the upstream connection broke before it answered; the change is kept and "
-                "will be completed when the upstream is back"
-            )
-        self._discard(entry, operation)
-        raise UpstreamUnavailable("upstream unreachable; the change was not applied")
+            if timer is not None and timer.active():
+                timer.cancel()
+        if refusal is not None:
+            raise refusal
+        return result
 
     def pending(self) -> list[Entry]:
         return self.store.read(lambda tx: outbox.pending(tx, self.account.id))
 
-    async def drain(self) -> tuple[int, bool] | None:
-        """Replay queued entries in order until the queue is empty or the upstream is
-        gone. Returns None when done, else (seq of the entry it stopped at, whether that
-        entry was sent)."""
+    def touches(self, mailbox: MailboxId) -> bool:
+        """Whether a queued entry changes this mailbox (its sync must wait: RFC 4549 §3)."""
+        return any(mailbox in decode_safely(e).mailboxes() for e in self.pending())
+
+    def folders_pending(self) -> bool:
+        return any(decode_safely(e).folder_change() for e in self.pending())
+
+    def paused(self) -> dict[str, Any] | None:
+        return self.store.read(lambda tx: outbox.paused(tx, self.account.id))
+
+    def resume(self) -> None:
+        """A login succeeded with credentials the upstream accepts: replay may go on."""
+        if self.paused() is not None:
+            log.info("outbox of account %d resumes after a new login", self.account.id)
+            self.store.write(lambda tx: outbox.set_paused(tx, self.account.id, None))
+
+    # replay ---------------------------------------------------------------------------
+
+    async def drain(self) -> bool:
+        """Replay queued entries in order until none is left (True) or one cannot be
+        completed now (False: upstream unreachable, answer lost, replay paused)."""
         await self._lock.acquire()
+        notes: list[str] = []
+        finished = False
         try:
-            for entry in self.pending():
-                try:
-                    result = await self._replay(entry)
-                except UpstreamUnreachable as exc:
-                    log.info("outbox of account %d waits: %s", self.account.id, exc)
-                    return entry.seq, False
-                except UpstreamUnavailable as exc:
-                    log.info(
-                        "outbox of account %d: %s in doubt: %s", self.account.id, entry.op, exc
-                    )
-                    return entry.seq, True
-                waiting = self._waiting.get(entry.seq)
-                if waiting is not None and not waiting.result.called:
-                    if isinstance(result, Exception):
-                        waiting.result.errback(result)
-                    else:
-                        waiting.result.callback(result)
-            return None
+            while True:
+                entries = self.pending()
+                if not entries:
+                    finished = True
+                    return True
+                if self.paused() is not None:
+                    return False
+                if not await self._replay(entries[0], notes):
+                    return False
         finally:
+            if notes:
+                self._note(notes)
+            if not finished:
+                # Stopped: whoever waits hears OK now (the change stays queued).
+                for outcome in list(self._waiting.values()):
+                    _fire(outcome, None)
             self._lock.release()
 
-    async def _replay(self, entry: Entry) -> Any:
-        """Send one entry and apply its answer; a refusal comes back as the exception."""
-        waiting = self._waiting.get(entry.seq)
-        if waiting is not None:
-            operation, origin = waiting.operation, waiting.origin
-        else:
-            operation, origin = OPERATIONS[entry.op](entry.args), None
-            loaded = operation
-            self.store.read(lambda tx: loaded.load(tx, self.account.id))
+    async def _replay(self, entry: Entry, notes: list[str]) -> bool:
+        """One entry; False when the drain must stop here."""
         try:
-            answer = await self.link.use(operation.send)
+            operation = decode(entry)
+        except Exception as exc:
+            self._fail(entry, exc, notes)
+            return True
+
+        async def send(client: UpstreamClient) -> tuple[Any, Any]:
+            plan = self.store.read(lambda tx: operation.plan(tx, self.account.id))
+            self.store.write(lambda tx: outbox.mark_attempted(tx, entry))
+            return plan, await operation.send(client, plan, entry.in_doubt)
+
+        try:
+            plan, answer = await self.link.use(send)
+        except AuthenticationFailed as exc:
+            reason = f"the upstream refused the stored credentials: {exc.text}"
+            log.warning("outbox of account %d paused: %s", self.account.id, reason)
+            self.store.write(lambda tx: outbox.set_paused(tx, self.account.id, reason))
+            return False
+        except UpstreamUnavailable as exc:
+            log.info("outbox of account %d waits (%s): %s", self.account.id, entry.op, exc)
+            return False
         except UpstreamRefused as refused:
-            in_doubt = bool(entry.args.get("in_doubt"))
-            if not (
-                in_doubt and refused.code is not None and refused.code.name in ALREADY_DONE_CODES
-            ):
-                self._refused(entry, operation, refused, heard=waiting is not None)
-                return refused
-            answer = None  # it was applied by the attempt whose answer we never got
-        except UpstreamUnavailable:
-            raise
-        except Exception as exc:  # a bug must not block the account's queue forever
-            log.exception("queued %s failed on the proxy; removed from the queue", entry.op)
-            self._refused(entry, operation, exc, heard=waiting is not None)
-            return UpstreamRefused("NO", None, f"{entry.op} failed on the proxy")
+            if not operation.is_already_done(refused, entry.in_doubt):
+                self._refuse(entry, operation, refused, notes)
+                return True
+            plan, answer = None, None
+        except Exception as exc:
+            self._fail(entry, exc, notes)
+            return True
 
-        def apply(tx: Tx) -> tuple[Any, list[MailboxChange]]:
+        def complete(tx: Tx) -> list[MailboxChange]:
             outbox.remove(tx, entry)
-            return operation.apply(tx, self.account.id, answer, origin)
+            return operation.link_answer(tx, self.account.id, plan, answer)
 
-        result, changes = self.store.write(apply)
-        for change in changes:
-            self.notifier.publish(self.account.id, change)
-        return result
+        try:
+            changes = self.store.write(complete)
+        except Exception as exc:
+            self._fail(entry, exc, notes)
+            return True
+        self._publish(changes)
+        self._resolve(entry, None)
+        return True
 
-    def _refused(self, entry: Entry, operation: Operation, error: Exception, heard: bool) -> None:
-        if heard:
-            # The client hears the refusal and still has its data.
-            self._discard(entry, operation)
-            return
-        log.warning(
-            "upstream refused queued %s of account %d: %s; its data is kept in the replica",
+    def _refuse(
+        self, entry: Entry, operation: Operation, refused: UpstreamRefused, notes: list[str]
+    ) -> None:
+        """The upstream refused for good: bring the replica back in line with it."""
+        waiting = self._waiting.get(entry.seq)
+        heard = waiting is not None and not waiting.called
+
+        def resolve(tx: Tx) -> list[MailboxChange]:
+            changes = operation.undo(tx, self.account.id)
+            if heard:
+                # The client hears NO and still has what it sent.
+                outbox.remove(tx, entry)
+                operation.discard(tx, self.account.id)
+            else:
+                changes += operation.recover(tx, self.account.id)
+                outbox.set_refused(tx, entry, REFUSED, refused.text or refused.status)
+            return changes
+
+        self._publish(self.store.write(resolve))
+        if not heard:
+            log.warning(
+                "upstream refused queued %s of account %d: %s; kept as refused",
+                operation.describe(),
+                self.account.id,
+                refused.text,
+            )
+            notes.append(f"{operation.describe()}: {refused.text or refused.status}")
+        if operation.folder_change() and self.on_folder_refused is not None:
+            self.on_folder_refused()
+        self._resolve(entry, refused if heard else None)
+
+    def _fail(self, entry: Entry, error: Exception, notes: list[str]) -> None:
+        """A bug while replaying: keep the entry (as FAILED) and go on with the others.
+        What the upstream did is unknown, so nothing is undone; the next sync shows it."""
+        log.error(
+            "queued %s of account %d failed on the proxy; kept as failed, not re-sent",
             entry.op,
             self.account.id,
-            error,
+            exc_info=error,
         )
-        self.store.write(lambda tx: outbox.remove(tx, entry))
+        reason = f"failed on the proxy: {type(error).__name__}: {error}"
+        self.store.write(lambda tx: outbox.set_refused(tx, entry, FAILED, reason))
+        notes.append(f"{entry.op} {reason}")
+        self._resolve(entry, None)
 
-    def _discard(self, entry: Entry, operation: Operation) -> None:
-        def remove(tx: Tx) -> None:
-            outbox.remove(tx, entry)
-            operation.discard(tx, self.account.id)
+    def _resolve(self, entry: Entry, outcome: Exception | None) -> None:
+        waiting = self._waiting.get(entry.seq)
+        if waiting is not None:
+            _fire(waiting, outcome)
 
-        self.store.write(remove)
+    def _note(self, notes: list[str]) -> None:
+        try:
+            change = self.store.write(lambda tx: replica.add_note(tx, self.account.id, notes))
+        except Exception:
+            log.exception("could not write the note about refused changes")
+            return
+        if change is not None:
+            self._publish([change])
 
-    def _mark_in_doubt(self, entry: Entry) -> None:
-        args = dict(entry.args, in_doubt=True)
-        self.store.write(lambda tx: outbox.update(tx, entry, args))
+    def _publish(self, changes: list[MailboxChange]) -> None:
+        for change in changes:
+            self.notifier.publish(self.account.id, change)
+
+
+def decode_safely(entry: Entry) -> Operation:
+    try:
+        return decode(entry)
+    except Exception:
+        return Operation()
+
+
+def _fire(outcome: defer.Deferred[Exception | None], value: Exception | None) -> None:
+    if not outcome.called:
+        outcome.callback(value)

@@ -27,6 +27,7 @@ DATABASES = (
     b"cache",
     b"changes",
     b"outbox",
+    b"links",
 )
 
 INITIAL_MAP_SIZE = 256 * 2**20

@@ -23,7 +23,15 @@ cache          account(4) blob(8) kind(1) [sect.hash(8)]  ENVELOPE / BODYSTRUCTU
                                                           IMAP), header, full message, sections
 changes        account(4) mailbox(4) modseq(8)            {uid, what} — the per-mailbox change
                                                           log for CONDSTORE/QRESYNC
-outbox         account(4) seq(8)                          {op, args, created} — queued changes
+outbox         account(4) seq(8)                          {op, args, created, [attempts],
+                                                          [state, reason, resolved]} — queued
+                                                          changes (args: the operation's typed
+                                                          record as JSON, outbox/operations.py);
+                                                          refused ones stay, state refused/failed
+links          account(4) mailbox(4) local uid(4)         [upstream uidvalidity, upstream uid] of
+                                                          a message created locally, once known
+meta           ``outbox_paused:`` account(4)              {reason, since}: replay waits for a
+                                                          new login (credentials refused)
 =============  =========================================  ===================================
 """
 

@@ -66,7 +66,7 @@ async def sync_mailbox_list(
                 mailboxes.put(tx, current.with_(**attrs))
         removed = []
         for name, mailbox in existing.items():
-            if name not in seen:
+            if name not in seen and not mailbox.extra.get("local"):  # Recovered is ours
                 mailboxes.delete(tx, mailbox)
                 removed.append(mailbox.id)
         return removed
@@ -84,6 +84,12 @@ class _Fetched:
     #: flags/present describe upstream UIDs 1..examined only (ours above it came from
     #: our own APPEND/COPY and are reported in `new`).
     examined: int = 0
+    #: Upstream messages at or below `examined` that the replica lacks (expunged here,
+    #: e.g. by a replayed EXPUNGE the upstream did not carry out): they come back.
+    missing: list[dict[str, Value]] = field(default_factory=list)
+    #: The replica's HIGHESTMODSEQ when the sync began: a message changed locally since
+    #: (a client's STORE while we fetched) keeps its flags; the outbox replays them.
+    local_modseq: int = 0
 
 
 async def sync_messages(
@@ -105,7 +111,7 @@ async def sync_messages(
             )
         )
     )
-    fetched = _Fetched(info, examined=last_uid)
+    fetched = _Fetched(info, examined=last_uid, local_modseq=mailbox.highestmodseq)
 
     uidnext_moved = info.uidnext is None or info.uidnext > (mailbox.upstream_uidnext or 0)
     if info.exists and (reset or last_uid == 0 or uidnext_moved):
@@ -125,7 +131,25 @@ async def sync_messages(
                 )
             if info.exists != known_count + len(fetched.new):
                 fetched.present = await client.search_uids(old)
+        await _fetch_missing(client, store, mailbox, fetched)
     return store.write(lambda tx: _apply(tx, mailbox.account, mailbox.id, fetched, reset))
+
+
+async def _fetch_missing(
+    client: UpstreamClient, store: Store, mailbox: Mailbox, fetched: _Fetched
+) -> None:
+    """Upstream messages at any UID the replica has no record of (RFC 4549 §4.3 asks
+    for "anything not returned is expunged"; the converse matters as much)."""
+    if fetched.full_flags:
+        upstream = {as_int(item["UID"]) for item in fetched.flags}
+    elif fetched.present is not None:
+        upstream = set(fetched.present)
+    else:
+        return
+    known = store.read(lambda tx: messages.upstream_map(tx, mailbox.account, mailbox.id))
+    lacking = sorted(uid for uid in upstream if uid not in known and uid <= fetched.examined)
+    if lacking:
+        fetched.missing = await client.fetch(SequenceSet.from_ints(lacking), NEW_MESSAGE_ITEMS)
 
 
 def _apply(
@@ -142,7 +166,9 @@ def _apply(
     for item in fetched.flags:
         uid = upmap.get(as_int(item["UID"]))
         if uid is not None:
-            mailbox = _set_flags(tx, mailbox, uid, flags_of(item.get("FLAGS", ())), changed)
+            mailbox = _set_flags(
+                tx, mailbox, uid, flags_of(item.get("FLAGS", ())), changed, fetched.local_modseq
+            )
 
     gone: Iterable[int] = ()
     examined = {up for up in upmap if up <= fetched.examined}
@@ -177,6 +203,19 @@ def _apply(
             as_int(item.get("RFC822.SIZE")),
         )
 
+    for item in fetched.missing:
+        up_uid = as_int(item["UID"])
+        if up_uid in upmap:
+            continue
+        mailbox, _ = add_message(
+            tx,
+            mailbox,
+            UpstreamUID(up_uid),
+            flags_of(item.get("FLAGS", ())),
+            text(item.get("INTERNALDATE")),
+            as_int(item.get("RFC822.SIZE")),
+        )
+
     info = fetched.info
     mailbox = mailbox.with_(
         upstream_uidvalidity=info.uidvalidity,
@@ -186,17 +225,28 @@ def _apply(
     )
     mailboxes.put(tx, mailbox)
     change = MailboxChange(
-        mailbox.id, added=bool(fetched.new), expunged=tuple(expunged), flags=tuple(changed)
+        mailbox.id,
+        added=bool(fetched.new or fetched.missing),
+        expunged=tuple(expunged),
+        flags=tuple(changed),
     )
     return mailbox, change
 
 
 def _set_flags(
-    tx: Tx, mailbox: Mailbox, uid: UID, flags: tuple[str, ...], changed: list[UID]
+    tx: Tx,
+    mailbox: Mailbox,
+    uid: UID,
+    flags: tuple[str, ...],
+    changed: list[UID],
+    local_modseq: int | None = None,
 ) -> Mailbox:
-    """Take the upstream's flags for one message; a real change gets a new modseq."""
+    """Take the upstream's flags for one message; a real change gets a new modseq.
+    A message changed locally after local_modseq keeps its flags (see _Fetched)."""
     message = messages.get(tx, mailbox.account, mailbox.id, uid)
     if message is None or set(message.flags) == set(flags):
+        return mailbox
+    if local_modseq is not None and message.modseq > local_modseq:
         return mailbox
     mailbox, modseq = mailboxes.next_modseq(tx, mailbox)
     messages.put(tx, mailbox.account, mailbox.id, message.with_(flags=flags, modseq=modseq))

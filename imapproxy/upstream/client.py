@@ -144,6 +144,8 @@ class UpstreamClient:
         self.capabilities = capabilities
         self.selected: str | None = None
         self.selected_readonly = True
+        #: UIDVALIDITY of the selected mailbox (replay checks the UIDs it names against it).
+        self.selected_validity: int | None = None
 
     def has(self, capability: str) -> bool:
         return capability.upper() in self.capabilities
@@ -182,6 +184,8 @@ class UpstreamClient:
         )
         self.selected, self.selected_readonly = name, readonly
         codes = {c.name: c.args for c in result.codes()}
+        validity = codes.get("UIDVALIDITY")
+        self.selected_validity = int(text(validity[0])) if validity else None
         exists = next((d.number for d in result.data("EXISTS") if d.number is not None), 0)
         flags = next((_atoms(d.values[0]) for d in result.data("FLAGS")), ())  # type: ignore[arg-type]
 

@@ -35,11 +35,13 @@ ensure_python() {
     [ -z "$missing" ] || apt_install $missing
 }
 
-# What the test suite needs besides Python: Dovecot's IMAP server and openssl.
+# What the test suite needs besides Python: Dovecot's IMAP server, openssl and mbsync.
 ensure_system_packages() {
     local missing=()
     command -v dovecot >/dev/null 2>&1 || [ -x /usr/sbin/dovecot ] || missing+=(dovecot-imapd)
     command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+    # mbsync: a real synchronizing client across an offline period (test_mbsync.py).
+    command -v mbsync >/dev/null 2>&1 || missing+=(isync)
     # shellcheck disable=SC2207
     missing+=($(python_packages_missing))
     [ "${#missing[@]}" -eq 0 ] || apt_install "${missing[@]}"

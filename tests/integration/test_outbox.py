@@ -1,6 +1,6 @@
-"""What the client is told is what happens: a write that could not reach the upstream
-is not applied later behind its back, and a change committed to the outbox survives a
-crash (kill -9) and reaches the upstream when the proxy comes back."""
+"""What the client is told is what happens: a change made while the upstream is
+unreachable is applied at once, seen by every session, and reaches the upstream when
+it returns; a change committed to the outbox survives a crash (kill -9)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ import signal
 import time
 from pathlib import Path
 
-from imapclient.exceptions import IMAPClientError
-
-from imapproxy.outbox.operations import StoreFlags
+from imapproxy.outbox.operations import FlagChange, StoreFlags
+from imapproxy.outbox.refs import ref_of
 from imapproxy.store import Store, accounts, mailboxes, messages, outbox
 from tests.integration.clients import imap
 from tests.support.corpus import Account
@@ -28,7 +27,7 @@ def _upstream_flags(dovecot: Dovecot, account: Account, seq: int) -> tuple[bytes
 
 
 def _wait_for_flag(
-    dovecot: Dovecot, account: Account, seq: int, flag: bytes, seconds: float = 20
+    dovecot: Dovecot, account: Account, seq: int, flag: bytes, seconds: float = 30
 ) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -38,25 +37,32 @@ def _wait_for_flag(
     return False
 
 
-def test_write_without_upstream_is_refused_and_never_applied(
+def test_offline_flag_change_is_seen_at_once_and_replayed(
     dovecot: Dovecot, make_proxy, fresh_user: Account
 ) -> None:
     proxy = make_proxy()
-    with imap(proxy.host, proxy.port, fresh_user) as client:
+    with (
+        imap(proxy.host, proxy.port, fresh_user) as client,
+        imap(proxy.host, proxy.port, fresh_user) as other,
+    ):
         client.select_folder("INBOX")
-        client.use_uid = False
+        other.select_folder("INBOX")
+        client.use_uid = other.use_uid = False
         proxy.relay.cut()
-        try:
-            client.add_flags([3], [b"$Refused"])
-            answer = "OK"
-        except IMAPClientError as exc:
-            answer = str(exc)
-        assert "UNAVAILABLE" in answer and "not applied" in answer
-        assert b"$Refused" not in client.get_flags([3])[3]
+        started = time.monotonic()
+        client.add_flags([3], [b"$Offline"])
+        assert time.monotonic() - started < 2, "an offline change must not wait on the link"
+        assert b"$Offline" in client.get_flags([3])[3]
+        other.noop()
+        assert b"$Offline" in other.get_flags([3])[3], "other sessions see it at once"
+        assert b"$Offline" not in _upstream_flags(dovecot, fresh_user, 3)
         proxy.relay.resume()
-        client.noop()  # the link comes back; nothing may be replayed
-        assert b"$Refused" not in client.get_flags([3])[3]
-    assert b"$Refused" not in _upstream_flags(dovecot, fresh_user, 3)
+        deadline = time.monotonic() + 30
+        while b"$Offline" not in _upstream_flags(dovecot, fresh_user, 3):
+            assert time.monotonic() < deadline, "never replayed"
+            client.noop()
+            time.sleep(0.3)
+        assert b"$Offline" in client.get_flags([3])[3]
 
 
 def _commit_flag_change(state: Path, upstream: str, user: str, flag: str) -> None:
@@ -67,13 +73,13 @@ def _commit_flag_change(state: Path, upstream: str, user: str, flag: str) -> Non
         assert account is not None
         inbox = store.read(lambda tx: mailboxes.find(tx, account.id, "INBOX"))
         assert inbox is not None
-        first = store.read(lambda tx: next(messages.iterate(tx, account.id, inbox.id)))
-        args = {
-            "mailbox": inbox.id,
-            "name": inbox.name,
-            "groups": [[[flag], [], [[first.uid, first.upstream_uid]]]],
-        }
-        store.write(lambda tx: outbox.add(tx, account.id, StoreFlags.name, args))
+        ref = store.read(
+            lambda tx: ref_of(tx, account.id, next(messages.iterate(tx, account.id, inbox.id)))
+        )
+        operation = StoreFlags(
+            inbox.id, inbox.name, inbox.upstream_uidvalidity, (FlagChange((flag,), (), (ref,)),)
+        )
+        store.write(lambda tx: outbox.add(tx, account.id, operation.name, operation.to_json()))
     finally:
         store.close()
 

@@ -13,9 +13,9 @@ from functools import partial
 
 from imapproxy import message as mime
 from imapproxy import protocol as p
-from imapproxy.outbox.operations import StoreFlags
 from imapproxy.server import replies
 from imapproxy.server.handlers.general import ok
+from imapproxy.server.handlers.messages import flag_change
 from imapproxy.server.replies import CommandFailed
 from imapproxy.server.session import SELECTED, Session, handles
 from imapproxy.server.view import SelectedView
@@ -24,7 +24,7 @@ from imapproxy.store import messages as store_messages
 from imapproxy.store.cache import Kind
 from imapproxy.store.messages import Message
 from imapproxy.sync.content import Need
-from imapproxy.upstream.errors import UpstreamUnavailable
+from imapproxy.upstream.errors import UpstreamRefused, UpstreamUnavailable
 
 SIMPLE = {"UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE"}
 HEADER_TEXTS = {"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"}
@@ -199,25 +199,18 @@ def _render_all(
 
 
 async def _mark_seen(session: Session, view: SelectedView, targets: list[Message]) -> set[int]:
-    unseen = [
-        m
-        for m in targets
-        if "\\SEEN" not in {f.upper() for f in m.flags} and m.upstream_uid is not None
-    ]
+    unseen = [m for m in targets if "\\SEEN" not in {f.upper() for f in m.flags}]
     if not unseen or view.readonly:
         return set()
-    pairs = [[m.uid, m.upstream_uid] for m in unseen]
-    args = {
-        "mailbox": view.mailbox.id,
-        "name": view.mailbox.name,
-        "groups": [[["\\Seen"], [], pairs]],
-    }
-    try:
-        await session.account.outbox.perform(StoreFlags(args), origin=session)
-    except UpstreamUnavailable:
-        # The content is here; only its side effect cannot be made now. Serve it
-        # (RFC 3501 lets \Seen stay unset: the client may still STORE it).
-        return set()
+    operation = flag_change(session, view.mailbox, unseen, "+", ("\\Seen",))
+    if operation is not None:
+        # Replica first: \\Seen is set at once, online or offline, and replayed later.
+        try:
+            await session.account.outbox.perform(operation, origin=session)
+        except UpstreamRefused:
+            # The content is here; only its side effect was refused (and undone).
+            # RFC 3501 lets \\Seen stay unset: the client may still STORE it.
+            return set()
     view.forget_flag_news(m.uid for m in unseen)
     return {m.uid for m in unseen}
 

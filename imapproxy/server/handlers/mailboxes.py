@@ -7,7 +7,8 @@ import re
 from functools import lru_cache
 
 from imapproxy import protocol as p
-from imapproxy.outbox.operations import CreateMailbox, DeleteMailbox, RenameMailbox, SetSubscription
+from imapproxy.outbox.folders import CreateMailbox, DeleteMailbox, RenameMailbox, SetSubscription
+from imapproxy.outbox.replica import is_local
 from imapproxy.server import replies
 from imapproxy.server.handlers.general import ok
 from imapproxy.server.replies import CommandFailed
@@ -202,8 +203,7 @@ async def create(session: Session, cmd: p.Create) -> list[bytes]:
     name = _valid_new_name(session, cmd.mailbox)
     if await session.account.find_mailbox(name) is not None:
         raise CommandFailed("mailbox already exists", response_code=replies.code("ALREADYEXISTS"))
-    await session.account.outbox.perform(CreateMailbox({"name": name}), origin=session)
-    await session.account.refresh_mailboxes(force=True)
+    await session.account.outbox.perform(CreateMailbox(name), origin=session)
     return ok(session, cmd.tag, "CREATE completed")
 
 
@@ -214,27 +214,27 @@ async def delete(session: Session, cmd: p.Delete) -> list[bytes]:
         raise CommandFailed("INBOX cannot be deleted")
     if session.view is not None and session.view.mailbox.id == mailbox.id:
         session.leave_selected()
-    await session.account.outbox.perform(DeleteMailbox({"name": mailbox.name}), origin=session)
-    await session.account.refresh_mailboxes(force=True)
+    await session.account.outbox.perform(DeleteMailbox(mailbox.name, mailbox.id), origin=session)
     return ok(session, cmd.tag, "DELETE completed")
 
 
 @handles(p.Rename, AUTH)
 async def rename(session: Session, cmd: p.Rename) -> list[bytes]:
     mailbox = await _find(session, cmd.old)
+    if is_local(mailbox):
+        raise CommandFailed(
+            f"{mailbox.name} is a local folder of imapproxy", response_code=replies.code("CANNOT")
+        )
     new = _valid_new_name(session, cmd.new)
     if await session.account.find_mailbox(new) is not None:
         raise CommandFailed("target mailbox exists", response_code=replies.code("ALREADYEXISTS"))
-    await session.account.outbox.perform(
-        RenameMailbox({"old": mailbox.name, "new": new}), origin=session
-    )
-    await session.account.refresh_mailboxes(force=True)
+    await session.account.outbox.perform(RenameMailbox(mailbox.name, new), origin=session)
     return ok(session, cmd.tag, "RENAME completed")
 
 
 async def _subscription(session: Session, tag: str, name: str, subscribed: bool) -> list[bytes]:
     await session.account.outbox.perform(
-        SetSubscription({"name": normalize_name(name), "subscribed": subscribed}), origin=session
+        SetSubscription(normalize_name(name), subscribed), origin=session
     )
     verb = "SUBSCRIBE" if subscribed else "UNSUBSCRIBE"
     return ok(session, tag, f"{verb} completed")

@@ -1,23 +1,33 @@
 """Commands that change messages: STORE, COPY, MOVE, EXPUNGE, APPEND.
 
-Each becomes one outbox operation naming its messages by local and upstream UID;
-the outbox sends it upstream and applies the answer to the replica, and the client
-hears the result (COPYUID/APPENDUID in our own UID space) or the upstream's refusal.
+Each becomes one outbox operation naming its messages by local (and, when known,
+upstream) UID. The outbox applies it to the replica at once and queues it; the
+client hears the result in our own UID space (COPYUID/APPENDUID), online after the
+upstream confirmed within a short wait, or the upstream's refusal if it came in time.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime
+from collections.abc import Iterable
+from functools import partial
 
 from imapproxy import protocol as p
-from imapproxy.outbox.operations import AppendMessage, CopyMessages, ExpungeMessages, StoreFlags
+from imapproxy.outbox.operations import (
+    AppendMessage,
+    CopyMessages,
+    ExpungeMessages,
+    FlagChange,
+    StoreFlags,
+)
+from imapproxy.outbox.refs import Ref, ref_of
+from imapproxy.outbox.replica import is_local, now_internaldate
 from imapproxy.server import replies
 from imapproxy.server.handlers.general import ok
 from imapproxy.server.replies import CommandFailed
 from imapproxy.server.session import SELECTED, Session, handles
 from imapproxy.server.view import SelectedView
-from imapproxy.store import Tx, cache, messages
+from imapproxy.store import cache, messages
 from imapproxy.store.mailboxes import Mailbox
 from imapproxy.store.messages import Message
 from imapproxy.types import UID
@@ -55,6 +65,47 @@ def _writable(view: SelectedView) -> None:
         raise CommandFailed("mailbox is read-only", response_code=replies.code("READ-ONLY"))
 
 
+def _refs(
+    session: Session, targets: Iterable[Message], with_message_id: bool = False
+) -> tuple[Ref, ...]:
+    account = session.account.account.id
+    return session.account.store.read(
+        lambda tx: tuple(ref_of(tx, account, m, with_message_id) for m in targets)
+    )
+
+
+def flag_change(
+    session: Session,
+    mailbox: Mailbox,
+    targets: Iterable[Message],
+    mode: str,
+    flags: tuple[str, ...],
+) -> StoreFlags | None:
+    """The STORE operation for targets: per message, the difference the user made
+    (replayed as +FLAGS/-FLAGS, RFC 4549 §4.2.3); None when nothing changes."""
+    groups: dict[tuple[tuple[str, ...], tuple[str, ...]], list[Message]] = defaultdict(list)
+    wanted = {f.upper() for f in flags}
+    for message in targets:
+        have = {f.upper(): f for f in message.flags}
+        add: tuple[str, ...]
+        remove: tuple[str, ...]
+        if mode == "+":
+            add, remove = tuple(f for f in flags if f.upper() not in have), ()
+        elif mode == "-":
+            add, remove = (), tuple(have[f.upper()] for f in flags if f.upper() in have)
+        else:
+            add = tuple(f for f in flags if f.upper() not in have)
+            remove = tuple(f for key, f in have.items() if key not in wanted)
+        if add or remove:
+            groups[(add, remove)].append(message)
+    if not groups:
+        return None
+    changes = tuple(
+        FlagChange(add, remove, _refs(session, group)) for (add, remove), group in groups.items()
+    )
+    return StoreFlags(mailbox.id, mailbox.name, mailbox.upstream_uidvalidity, changes)
+
+
 @handles(p.Store, SELECTED)
 async def store(session: Session, cmd: p.Store) -> list[bytes]:
     if cmd.unchangedsince is not None:
@@ -63,30 +114,9 @@ async def store(session: Session, cmd: p.Store) -> list[bytes]:
     _writable(view)
     flags = canonical_flags(cmd.flags)
     targets = _targets(session, view, cmd.sequence_set, cmd.uid)
-    groups: dict[tuple[tuple[str, ...], tuple[str, ...]], list[list[int]]] = defaultdict(list)
-    wanted = {f.upper() for f in flags}
-    for message in targets:
-        if message.upstream_uid is None:
-            continue
-        have = {f.upper(): f for f in message.flags}
-        add: tuple[str, ...]
-        remove: tuple[str, ...]
-        if cmd.mode == "+":
-            add, remove = tuple(f for f in flags if f.upper() not in have), ()
-        elif cmd.mode == "-":
-            add, remove = (), tuple(have[f.upper()] for f in flags if f.upper() in have)
-        else:
-            add = tuple(f for f in flags if f.upper() not in have)
-            remove = tuple(f for key, f in have.items() if key not in wanted)
-        if add or remove:
-            groups[(add, remove)].append([message.uid, message.upstream_uid])
-    if groups:
-        args = {
-            "mailbox": view.mailbox.id,
-            "name": view.mailbox.name,
-            "groups": [[list(add), list(remove), pairs] for (add, remove), pairs in groups.items()],
-        }
-        await session.account.outbox.perform(StoreFlags(args), origin=session)
+    operation = flag_change(session, view.mailbox, targets, cmd.mode, flags)
+    if operation is not None:
+        await session.account.outbox.perform(operation, origin=session)
     if not cmd.silent:
         mailbox = view.mailbox
         current = session.account.store.read(
@@ -101,28 +131,43 @@ async def store(session: Session, cmd: p.Store) -> list[bytes]:
     return ok(session, cmd.tag, "STORE completed", allow_expunge=False)
 
 
+async def _target_mailbox(session: Session, name: str) -> Mailbox:
+    target = await session.account.find_mailbox(name)
+    if target is None or not target.selectable:
+        raise CommandFailed("no such mailbox", response_code=replies.code("TRYCREATE"))
+    if is_local(target):
+        raise CommandFailed(
+            f"{target.name} is a local folder of imapproxy for recovered messages",
+            response_code=replies.code("CANNOT"),
+        )
+    return target
+
+
 async def _copy(session: Session, cmd: p.Copy | p.Move, move: bool) -> list[bytes]:
     view = session.selected
     if move:
         _writable(view)
-    target = await session.account.find_mailbox(cmd.mailbox)
-    if target is None or not target.selectable:
-        raise CommandFailed("no such mailbox", response_code=replies.code("TRYCREATE"))
-    targets = [
-        m for m in _targets(session, view, cmd.sequence_set, cmd.uid) if m.upstream_uid is not None
-    ]
+    target = await _target_mailbox(session, cmd.mailbox)
+    targets = _targets(session, view, cmd.sequence_set, cmd.uid)
     name = "MOVE" if move else "COPY"
     if not targets:
         return ok(session, cmd.tag, f"{name} completed (nothing to do)", allow_expunge=move)
-    args = {
-        "source": view.mailbox.id,
-        "source_name": view.mailbox.name,
-        "target": target.id,
-        "target_name": target.name,
-        "pairs": [[m.uid, m.upstream_uid] for m in targets],
-        "move": move,
-    }
-    validity, copied, _ = await session.account.outbox.perform(CopyMessages(args), origin=session)
+    source = view.mailbox
+    if is_local(source):
+        validity, copied = await _append_copies(session, source, target, targets, move)
+    else:
+        operation = CopyMessages(
+            source.id,
+            source.name,
+            source.upstream_uidvalidity,
+            target.id,
+            target.name,
+            target.upstream_uidvalidity,
+            target.upstream_uidnext,
+            move,
+            _refs(session, targets, with_message_id=True),
+        )
+        validity, copied, _ = await session.account.outbox.perform(operation, origin=session)
     code = None
     if copied:
         sources = p.SequenceSet.from_ints(s for s, _ in copied)
@@ -135,6 +180,34 @@ async def _copy(session: Session, cmd: p.Copy | p.Move, move: bool) -> list[byte
         session.send(session.updates(allow_expunge=True))
         return replies.tagged(cmd.tag, "OK", "MOVE completed")
     return ok(session, cmd.tag, "COPY completed", code)
+
+
+async def _append_copies(
+    session: Session, source: Mailbox, target: Mailbox, targets: list[Message], move: bool
+) -> tuple[int, list[tuple[int, int]]]:
+    """Out of a local folder (Recovered), a copy is a new message upstream: an APPEND
+    of the cached content. A move also removes it from the local folder."""
+    account = session.account.account.id
+    copied: list[tuple[int, int]] = []
+    validity = target.uidvalidity
+    for message in targets:
+        data = session.account.store.read(
+            partial(cache.get, account=account, blob=message.blob, kind=cache.Kind.FULL)
+        )
+        if data is None:
+            continue
+        operation = AppendMessage(
+            target.id, target.name, message.flags, message.internaldate, len(data), data=data
+        )
+        validity, uid = await session.account.outbox.perform(operation, origin=session)
+        copied.append((message.uid, uid))
+    if move and copied:
+        moved = {uid for uid, _ in copied}
+        refs = _refs(session, [m for m in targets if m.uid in moved])
+        await session.account.outbox.perform(
+            ExpungeMessages(source.id, source.name, None, refs), origin=session
+        )
+    return validity, copied
 
 
 @handles(p.Copy, SELECTED)
@@ -158,19 +231,13 @@ async def expunge_deleted(
         candidates = session.account.store.read(
             lambda tx: messages.get_many(tx, mailbox.account, mailbox.id, list(view.uids))
         )
-    doomed = [
-        m
-        for m in candidates
-        if "\\DELETED" in {f.upper() for f in m.flags} and m.upstream_uid is not None
-    ]
+    doomed = [m for m in candidates if "\\DELETED" in {f.upper() for f in m.flags}]
     if not doomed:
         return
-    args = {
-        "mailbox": mailbox.id,
-        "name": mailbox.name,
-        "pairs": [[m.uid, m.upstream_uid] for m in doomed],
-    }
-    await session.account.outbox.perform(ExpungeMessages(args), origin=session)
+    operation = ExpungeMessages(
+        mailbox.id, mailbox.name, mailbox.upstream_uidvalidity, _refs(session, doomed)
+    )
+    await session.account.outbox.perform(operation, origin=session)
     if announce:
         session.send(session.updates(allow_expunge=True))
 
@@ -197,44 +264,22 @@ class AppendInProgress:
         self.filled = end
 
 
-def _imap_date(when: datetime | None) -> str | None:
-    return None if when is None else p.format_datetime(when).strip()
-
-
 async def append(session: Session, pending: AppendInProgress) -> list[bytes]:
     start = pending.start
     if pending.filled != start.size:
         raise CommandFailed("APPEND message was cut short", status="BAD")
     if start.binary:
         raise CommandFailed("BINARY APPEND is not supported", status="BAD")
-    target: Mailbox | None = await session.account.find_mailbox(start.mailbox)
-    if target is None or not target.selectable:
-        raise CommandFailed("no such mailbox", response_code=replies.code("TRYCREATE"))
+    target = await _target_mailbox(session, start.mailbox)
     flags = canonical_flags(start.flags or ())
-    message = pending.buffer
-    account = session.account.account.id
-    operation = AppendMessage(
-        {
-            "mailbox": target.id,
-            "name": target.name,
-            "flags": list(flags),
-            "date": _imap_date(start.internal_date),
-            "size": len(message),
-            "blob": 0,
-        }
+    date = (
+        p.format_datetime(start.internal_date)
+        if start.internal_date is not None
+        else now_internaldate()
     )
-
-    operation.message = message  # sent from memory; the cache copy is for replay
-
-    def keep_message(tx: Tx) -> None:
-        blob = cache.new_blob(tx, account)
-        cache.put(tx, account, blob, cache.Kind.FULL, message)
-        operation.args["blob"] = blob
-
-    result = await session.account.outbox.perform(operation, origin=session, prepare=keep_message)
+    message = pending.buffer
+    operation = AppendMessage(target.id, target.name, flags, date, len(message), data=message)
     pending.buffer = bytearray()
-    code = None
-    if result is not None:
-        validity, uid = result
-        code = replies.code("APPENDUID", validity, UID(uid))
+    validity, uid = await session.account.outbox.perform(operation, origin=session)
+    code = replies.code("APPENDUID", validity, UID(uid))
     return ok(session, start.tag, "APPEND completed", code, allow_expunge=session.view is not None)

@@ -181,15 +181,18 @@ class UpstreamLink:
         client = self._client
         if client is not None and client.protocol.connected_ok:
             return client
-        if self._state is LinkState.BACKING_OFF and self.reactor.seconds() < self._retry_at:
+        if self._suspect and (
+            self._state is LinkState.CONNECTING
+            or (self._state is LinkState.BACKING_OFF and self.reactor.seconds() < self._retry_at)
+        ):
             # Offline answers fast: don't make every command wait for a connect attempt.
             raise UpstreamUnreachable(self._down_reason)
-        if self._state is not LinkState.CONNECTING:
-            self._start_attempt()
         wait = SUSPECT_WAIT_SECONDS if self._suspect else CONNECT_WAIT_SECONDS
         waiter: defer.Deferred[UpstreamClient] = defer.Deferred()
-        self._attempt_waiters.append(waiter)
         waiter.addTimeout(wait, self.reactor)
+        self._attempt_waiters.append(waiter)  # before starting: an attempt may end at once
+        if self._state is not LinkState.CONNECTING:
+            self._start_attempt()
         try:
             return await waiter
         except defer.TimeoutError:

@@ -18,6 +18,7 @@ from twisted.internet import defer, threads
 
 from imapproxy.account import AccountRuntime
 from imapproxy.notify import Notifier
+from imapproxy.protocol import DEFAULT_MAX_LITERAL
 from imapproxy.store import Store, accounts
 from imapproxy.upstream.address import UpstreamAddress
 from imapproxy.upstream.client import UpstreamClient
@@ -33,9 +34,16 @@ class LoginFailed(Exception):
 
 class AccountRegistry:
     def __init__(
-        self, reactor: Any, store: Store, address: UpstreamAddress, ca_file: Path | None = None
+        self,
+        reactor: Any,
+        store: Store,
+        address: UpstreamAddress,
+        ca_file: Path | None = None,
+        max_message: int = DEFAULT_MAX_LITERAL,
     ) -> None:
         self.reactor = reactor
+        #: The largest body accepted from the upstream (larger literals fail its link).
+        self.max_message = max_message
         self.store = store
         self.address = address
         self.ca_file = ca_file
@@ -60,7 +68,14 @@ class AccountRegistry:
         runtime = self._runtimes.get(name)
         if runtime is not None and hmac.compare_digest(runtime.link.password, password):
             return runtime
-        link = UpstreamLink(self.reactor, self.address, username, password, self.ca_file)
+        link = UpstreamLink(
+            self.reactor,
+            self.address,
+            username,
+            password,
+            self.ca_file,
+            max_message=self.max_message,
+        )
         url = self.address.url()
         try:
             await link.use(_check)

@@ -14,6 +14,7 @@ from twisted.internet import defer, ssl
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 
 from imapproxy.config import Config
+from imapproxy.protocol import DEFAULT_MAX_LITERAL
 from imapproxy.registry import AccountRegistry
 from imapproxy.server.connection import ServerFactory
 from imapproxy.server.session import ServerContext
@@ -38,7 +39,12 @@ class ProxyService(Service):
             check_ca_file(config.upstream_ca)
         self.store = Store(config.state_dir / "replica")
         self.registry = AccountRegistry(
-            self.reactor, self.store, config.upstream, config.upstream_ca
+            self.reactor,
+            self.store,
+            config.upstream,
+            config.upstream_ca,
+            # Bodies from the upstream may be as large as what clients may APPEND.
+            max_message=max(config.max_append, DEFAULT_MAX_LITERAL),
         )
         tls_options = None
         if config.tls_cert is not None and config.tls_key is not None:

@@ -151,6 +151,11 @@ class UpstreamProtocol(Protocol):
         self._got_greeting = False
         self.connected_ok = False
 
+    @property
+    def usable(self) -> bool:
+        """Connected, and nothing has gone wrong on this connection yet."""
+        return self.connected_ok and not self.broken
+
     # Twisted callbacks -------------------------------------------------------
 
     def connectionMade(self) -> None:
@@ -170,6 +175,7 @@ class UpstreamProtocol(Protocol):
     def connectionLost(self, reason: Failure | None = None) -> None:
         self.connected_ok = False
         self.pause_watchdog()
+        self.reader = ResponseReader()
         why = ""
         if reason is not None and not reason.check(ConnectionDone):
             why = f": {reason.getErrorMessage()}"  # e.g. a certificate that failed verification
@@ -253,6 +259,9 @@ class UpstreamProtocol(Protocol):
     def _fail(self, error: Exception) -> None:
         self.broken = True
         self.pause_watchdog()
+        # Free what the upstream made us buffer (up to a line or literal cap) now, not
+        # when the last reference to this protocol (a Failure's frames) goes away.
+        self.reader = ResponseReader()
         if self._running is not None:
             running, self._running = self._running, None
             running.done.errback(error)

@@ -60,6 +60,9 @@ KEEPALIVE_SECONDS = 4 * 60.0
 #: drawn between half the ceiling and the ceiling (jitter).
 RECONNECT_MIN_SECONDS = 1.0
 RECONNECT_MAX_SECONDS = 60.0
+#: A connection that lived this long was healthy: its failure starts backoff afresh.
+#: (An upstream that accepts LOGIN and then misbehaves must not reset the backoff.)
+HEALTHY_SECONDS = 60.0
 #: After a failure, operations fail at once for the backoff delay, at most this long.
 FAIL_FAST_SECONDS = 10.0
 #: Entering or leaving IDLE answers at once on a live link; longer means it is dead.
@@ -91,8 +94,9 @@ class LinkState(enum.Enum):
 @dataclass
 class _Idle:
     client: UpstreamClient
-    #: Fires with None when IDLE ended with OK, or with the Failure that ended it.
-    ended: defer.Deferred[Failure | None]
+    #: Fires with None when IDLE ended with OK, or with the error that ended it (as a
+    #: value: a Failure passed to callback() would make the Deferred itself fail).
+    ended: defer.Deferred[BaseException | None]
 
 
 class UpstreamLink:
@@ -127,6 +131,7 @@ class UpstreamLink:
         self._reconnect_call: Any = None
         #: Consecutive failures: the backoff ceiling doubles with each.
         self._failures = 0
+        self._connected_at = 0.0
         #: Whether the last connection or attempt failed (rather than being closed).
         self._suspect = False
         #: In BACKING_OFF: operations fail at once until this time, with this reason.
@@ -179,7 +184,7 @@ class UpstreamLink:
         if self._state is LinkState.CLOSED:
             raise UpstreamUnreachable("the upstream link is closed")
         client = self._client
-        if client is not None and client.protocol.connected_ok:
+        if client is not None and client.protocol.usable:
             return client
         if self._suspect and (
             self._state is LinkState.CONNECTING
@@ -238,7 +243,7 @@ class UpstreamLink:
             lambda f: log.error("handling a lost upstream connection failed: %s", f.value)
         )
         self._client = client
-        self._failures = 0
+        self._connected_at = self.reactor.seconds()
         self._suspect = False
         self._set_state(LinkState.READY)
         self._settle_waiters(client)
@@ -293,6 +298,8 @@ class UpstreamLink:
             self._client = None
             self._idle = None
             self._cancel(self._keepalive_call)
+            if self.reactor.seconds() - self._connected_at >= HEALTHY_SECONDS:
+                self._failures = 0
             self._back_off(reason)
 
     def _lost(self, client: UpstreamClient) -> None:
@@ -304,7 +311,12 @@ class UpstreamLink:
         self._cancel(self._keepalive_call)
         if self._state is LinkState.CLOSED:
             return
+        if self.reactor.seconds() - self._connected_at < HEALTHY_SECONDS:
+            # Closed soon after login: a server that keeps hanging up is backed off from.
+            self._back_off("the upstream closed the connection")
+            return
         log.info("upstream connection lost")
+        self._failures = 0
         self._set_state(LinkState.DISCONNECTED)
         self._schedule_reconnect(RECONNECT_MIN_SECONDS * self._random.uniform(0.5, 1.0))
 
@@ -359,7 +371,7 @@ class UpstreamLink:
         await self._lock.acquire()
         client = self._client
         try:
-            if client is None or not client.protocol.connected_ok or not client.has("IDLE"):
+            if client is None or not client.protocol.usable or not client.has("IDLE"):
                 return
             await client.ensure_selected(self._watched)
             started: defer.Deferred[None] = defer.Deferred()
@@ -369,13 +381,13 @@ class UpstreamLink:
                 if not started.called:
                     started.callback(None)
 
-            ended: defer.Deferred[Failure | None] = defer.Deferred()
+            ended: defer.Deferred[BaseException | None] = defer.Deferred()
 
             def finished(outcome: Result | Failure) -> None:
                 failure = outcome if isinstance(outcome, Failure) else None
                 if not started.called:
                     started.errback(failure or UpstreamUnavailable("IDLE ended at once"))
-                ended.callback(failure)
+                ended.callback(None if failure is None else failure.value)
                 if self._idle is None or self._idle.ended is not ended:
                     return  # an operation is leaving IDLE and sees the outcome
                 # Nobody was leaving IDLE: the upstream ended it, or the link broke.
@@ -408,7 +420,7 @@ class UpstreamLink:
         finally:
             self._lock.release()
 
-    def _keepalive(self, ended: defer.Deferred[Failure | None]) -> None:
+    def _keepalive(self, ended: defer.Deferred[BaseException | None]) -> None:
         """Leave IDLE and NOOP: proves the link alive, and renews IDLE (RFC 2177)."""
         self._keepalive_call = None
         if self._idle is not None and self._idle.ended is ended:
@@ -424,12 +436,12 @@ class UpstreamLink:
         client = idle.client
         if self._client is client:
             self._set_state(LinkState.READY)
-        if client.protocol.connected_ok:
+        if client.protocol.usable:
             client.protocol.write(b"DONE\r\n")
             client.protocol.watch_progress(IDLE_SWITCH_SECONDS, deadline=IDLE_SWITCH_SECONDS)
-        failure = await idle.ended
-        if failure is not None:
-            reason = f"leaving IDLE failed: {failure.getErrorMessage()}"
+        error = await idle.ended
+        if error is not None:
+            reason = f"leaving IDLE failed: {error}"
             self._failed(client, reason)
             raise UpstreamUnavailable(reason)
 

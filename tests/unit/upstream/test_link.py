@@ -3,8 +3,10 @@ backoff with jitter, keepalive, and operations that never wait long on a dead li
 
 from __future__ import annotations
 
+import gc
 import itertools
 import random
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,7 +14,9 @@ from twisted.internet import defer
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.logger import ILogObserver, globalLogPublisher
 from twisted.python.failure import Failure
+from zope.interface import provider
 
 from imapproxy.protocol import FetchAttribute, SequenceSet
 from imapproxy.upstream import link as link_module
@@ -21,6 +25,26 @@ from imapproxy.upstream.client import UpstreamClient, as_int
 from imapproxy.upstream.connection import STALL_SECONDS, UpstreamProtocol
 from imapproxy.upstream.errors import UpstreamUnavailable, UpstreamUnreachable
 from imapproxy.upstream.link import LinkState, UpstreamLink
+
+
+@pytest.fixture(autouse=True)
+def no_unhandled_errors() -> Iterator[None]:
+    """Every Deferred the link starts must have its errors handled: a Deferred that
+    is garbage-collected holding a failure logs "Unhandled error in Deferred"."""
+    seen: list[dict] = []
+
+    @provider(ILogObserver)
+    def observe(event: dict) -> None:
+        if event.get("isError") or "log_failure" in event:
+            seen.append(event)
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        yield
+        gc.collect()
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    assert not seen, [str(e.get("log_failure") or e) for e in seen]
 
 
 class FakeTransport(StringTransport):
@@ -71,6 +95,9 @@ class FakeConnection:
         self.protocol.dataReceived(data)
 
     def answer(self, line: bytes) -> None:
+        if line == b"DONE" and self.server.done_reply is not None:
+            self.send(self.server.done_reply)
+            return
         if line == b"DONE":
             assert self.idle_tag is not None
             tag, self.idle_tag = self.idle_tag, None
@@ -100,6 +127,7 @@ class FakeServer:
         self.refuse = False
         self.hang = False
         self.fetch_reply = b"* 1 FETCH (UID 1 FLAGS ())\r\n"
+        self.done_reply: bytes | None = None
 
     async def connect(self, *args: Any, **kwargs: Any) -> UpstreamClient:
         self.attempts.append(self.clock.seconds())
@@ -217,6 +245,24 @@ def test_an_operation_waits_briefly_for_an_attempt_after_a_failure() -> None:
     assert isinstance(error_of(d), UpstreamUnreachable)
 
 
+@pytest.mark.parametrize(
+    "reply", [b"\x00\xff garbage\r\n", b"Q9 OK never sent\r\n", b"* 1 FETCH (((\r\n"]
+)
+def test_a_wrong_answer_to_done_fails_the_operation_and_backs_off(reply: bytes) -> None:
+    server = FakeServer()
+    link, connection = idling(server)
+    server.done_reply = reply
+    d = start(link, server)
+    server.run(0.2)
+    assert isinstance(error_of(d), UpstreamUnavailable)
+    assert connection.transport.disconnected
+    assert link.state in (LinkState.BACKING_OFF, LinkState.CONNECTING)
+    server.done_reply = None
+    server.run(3)
+    assert link.state is LinkState.IDLING
+    assert start(link, server).result is None
+
+
 def test_a_stalled_command_fails_within_the_stall_limit() -> None:
     server = FakeServer()
     link = make_link(server)
@@ -285,6 +331,28 @@ def test_backoff_grows_exponentially_with_jitter() -> None:
     assert max(gaps) <= link_module.RECONNECT_MAX_SECONDS + 0.3
     other = _attempt_gaps(seed=2)
     assert [round(g, 1) for g in gaps[:6]] != [round(g, 1) for g in other[:6]]
+
+
+def test_an_upstream_that_logs_in_then_misbehaves_is_backed_off_from() -> None:
+    """Each connection works until its first command, which gets garbage: the
+    successful logins must not reset the backoff."""
+    server = FakeServer()
+    server.fetch_reply = b"\x00garbage\r\n"
+    link = make_link(server)
+    link.watch("INBOX", lambda _: None)
+
+    async def fetch(client: UpstreamClient) -> None:
+        await client.fetch(SequenceSet(((1, None),)), (FetchAttribute("FLAGS"),))
+
+    def on_connected() -> None:
+        defer.ensureDeferred(link.use(fetch)).addErrback(lambda _: None)
+
+    link.on_connected = on_connected
+    error_of(start(link, server, fetch))
+    server.run(120, step=0.25)
+    assert 4 <= len(server.attempts) <= 9, server.attempts
+    gaps = [b - a for a, b in itertools.pairwise(server.attempts)]
+    assert gaps[-1] > 8 * gaps[0], gaps
 
 
 def test_close_stops_the_attempts() -> None:

@@ -249,6 +249,7 @@ class UpstreamProtocol(Protocol):
             self._lock.release()
 
     def _timed_out(self, result: object, timeout: float) -> None:
+        self.broken = True
         self.abort()
         raise UpstreamUnavailable(f"the upstream did not answer within {timeout:.0f} s")
 

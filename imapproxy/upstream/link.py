@@ -174,6 +174,7 @@ class UpstreamLink:
                 # without a UID, FLAGS that are not a list): the connection is no longer
                 # trusted, and for the caller it is as if the link broke mid-command.
                 log.warning("upstream answer not understood", exc_info=True)
+                client.protocol.broken = True
                 self._failed(client, f"upstream sent a malformed answer: {exc}")
                 raise UpstreamUnavailable(f"upstream sent a malformed answer: {exc}") from exc
         finally:
@@ -292,33 +293,40 @@ class UpstreamLink:
         self._start_attempt()
 
     def _failed(self, client: UpstreamClient, reason: str) -> None:
-        """This connection broke (stalled, garbage, timeout): drop it and back off."""
+        """This connection ended under an operation or IDLE: drop it. If we found it
+        broken (stalled, garbage, too much data), back off; if the server merely
+        closed it (a BYE, say after a selected mailbox was deleted), reconnect."""
         client.protocol.abort()
-        if self._client is client:
-            self._client = None
-            self._idle = None
-            self._cancel(self._keepalive_call)
-            if self.reactor.seconds() - self._connected_at >= HEALTHY_SECONDS:
-                self._failures = 0
-            self._back_off(reason)
-
-    def _lost(self, client: UpstreamClient) -> None:
-        """The connection closed (the server hung up, or we aborted it)."""
         if self._client is not client:
-            return  # already handled as a failure, or replaced
+            return  # already handled, or replaced
         self._client = None
         self._idle = None
         self._cancel(self._keepalive_call)
+        if client.protocol.broken:
+            if self.reactor.seconds() - self._connected_at >= HEALTHY_SECONDS:
+                self._failures = 0
+            self._back_off(reason)
+        else:
+            self._disconnected()
+
+    def _lost(self, client: UpstreamClient) -> None:
+        """The connection closed while nothing was running on it."""
+        self._failed(client, "connection to the upstream was lost")
+
+    def _disconnected(self) -> None:
+        """The server closed the connection. The next operation reconnects at once; the
+        background retries back off if connections keep closing soon after login."""
         if self._state is LinkState.CLOSED:
             return
         if self.reactor.seconds() - self._connected_at < HEALTHY_SECONDS:
-            # Closed soon after login: a server that keeps hanging up is backed off from.
-            self._back_off("the upstream closed the connection")
-            return
+            self._failures += 1
+        else:
+            self._failures = 0
         log.info("upstream connection lost")
-        self._failures = 0
+        self._suspect = False
         self._set_state(LinkState.DISCONNECTED)
-        self._schedule_reconnect(RECONNECT_MIN_SECONDS * self._random.uniform(0.5, 1.0))
+        ceiling = min(RECONNECT_MAX_SECONDS, RECONNECT_MIN_SECONDS * 2**self._failures)
+        self._schedule_reconnect(ceiling / 2 + self._random.uniform(0, ceiling / 2))
 
     # watching ------------------------------------------------------------------
 
@@ -427,7 +435,8 @@ class UpstreamLink:
             self._background(self.use(_noop), "keepalive")
 
     async def _leave_idle(self) -> None:
-        """End IDLE; raises UpstreamUnavailable when the upstream does not confirm in time."""
+        """End IDLE; raises UpstreamUnavailable when the upstream does not confirm in
+        time or answers wrongly (a connection the server just closed is not an error)."""
         idle = self._idle
         if idle is None:
             return
@@ -443,7 +452,9 @@ class UpstreamLink:
         if error is not None:
             reason = f"leaving IDLE failed: {error}"
             self._failed(client, reason)
-            raise UpstreamUnavailable(reason)
+            if client.protocol.broken:
+                raise UpstreamUnavailable(reason)
+            # The server closed the connection (a BYE): the operation reconnects.
 
     # closing -------------------------------------------------------------------
 

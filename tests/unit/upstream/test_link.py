@@ -263,6 +263,19 @@ def test_a_wrong_answer_to_done_fails_the_operation_and_backs_off(reply: bytes) 
     assert start(link, server).result is None
 
 
+def test_a_connection_the_server_closes_is_replaced_by_the_next_operation() -> None:
+    """A BYE (Dovecot's answer to deleting the mailbox a session has selected) is not
+    a dead link: no fail-fast window, the next operation simply reconnects."""
+    server = FakeServer()
+    link, connection = idling(server)
+    connection.send(b"* BYE mailbox deleted\r\n")
+    connection.transport.abortConnection()
+    server.clock.advance(0)
+    assert link.state is LinkState.DISCONNECTED
+    assert start(link, server).result is None
+    assert len(server.connections) == 2
+
+
 def test_a_stalled_command_fails_within_the_stall_limit() -> None:
     server = FakeServer()
     link = make_link(server)

@@ -193,9 +193,15 @@ class UpstreamClient:
             args = codes.get(code)
             return int(text(args[0])) if args else None
 
+        uidvalidity = number("UIDVALIDITY")
+        if not uidvalidity or not result.data("EXISTS"):
+            # RFC 3501 6.3.1: both are required. Without them an OK would read as "the
+            # mailbox is empty and renumbered" and wipe its replica: refuse the answer.
+            self.selected = None
+            raise ValueError(f"SELECT {name!r} answered without UIDVALIDITY or EXISTS")
         permanent = codes.get("PERMANENTFLAGS")
         return SelectInfo(
-            uidvalidity=number("UIDVALIDITY") or 0,
+            uidvalidity=uidvalidity,
             uidnext=number("UIDNEXT"),
             exists=exists,
             highestmodseq=number("HIGHESTMODSEQ"),

@@ -173,7 +173,8 @@ class UpstreamLink:
                 # An answer that parsed as IMAP but not as what was asked for (a FETCH
                 # without a UID, FLAGS that are not a list): the connection is no longer
                 # trusted, and for the caller it is as if the link broke mid-command.
-                log.warning("upstream answer not understood", exc_info=True)
+                log.warning("upstream answer not understood: %s", exc)
+                log.debug("where the upstream answer was not understood", exc_info=True)
                 client.protocol.broken = True
                 self._failed(client, f"upstream sent a malformed answer: {exc}")
                 raise UpstreamUnavailable(f"upstream sent a malformed answer: {exc}") from exc

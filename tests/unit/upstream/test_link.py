@@ -410,3 +410,23 @@ def test_a_malformed_fetch_costs_the_connection_not_the_caller(reply: bytes) -> 
     assert isinstance(error_of(d), UpstreamUnavailable)
     assert link.state is LinkState.BACKING_OFF
     assert server.connections[0].transport.disconnected
+
+
+def test_a_select_answer_without_uidvalidity_is_refused_not_taken_as_empty() -> None:
+    """OK to SELECT with no EXISTS and no UIDVALIDITY would read as an empty,
+    renumbered mailbox and wipe its replica: it is a malformed answer instead."""
+    server = FakeServer()
+    link = make_link(server)
+    start(link, server)
+    connection = server.connections[0]
+    connection.answer = lambda line: connection.send(  # type: ignore[method-assign]
+        line.split(b" ")[0] + b" OK [READ-WRITE] selected\r\n"
+    )
+
+    async def select(client: UpstreamClient) -> object:
+        return await client.select("INBOX")
+
+    d = start(link, server, select)
+    server.run(0.2)
+    assert isinstance(error_of(d), UpstreamUnavailable)
+    assert link.state in (LinkState.BACKING_OFF, LinkState.CONNECTING)

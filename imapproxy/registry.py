@@ -33,6 +33,7 @@ from imapproxy.account import AccountRuntime
 from imapproxy.login_limits import LoginLimiter, LoginPenalty
 from imapproxy.notify import Notifier
 from imapproxy.outbox.runner import WAIT_SECONDS
+from imapproxy.protocol import DEFAULT_MAX_LITERAL
 from imapproxy.store import Store, accounts, verifier
 from imapproxy.upstream.address import UpstreamAddress
 from imapproxy.upstream.client import UpstreamClient
@@ -55,9 +56,12 @@ class AccountRegistry:
         ca_file: Path | None = None,
         penalty: LoginPenalty | None = None,
         write_wait: float = WAIT_SECONDS,
+        max_message: int = DEFAULT_MAX_LITERAL,
     ) -> None:
         self.reactor = reactor
         self.write_wait = write_wait
+        #: The largest body accepted from the upstream (larger literals fail its link).
+        self.max_message = max_message
         self.store = store
         self.address = address
         self.ca_file = ca_file
@@ -115,7 +119,14 @@ class AccountRegistry:
             and hmac.compare_digest(runtime.link.password, password)
         ):
             return runtime
-        link = UpstreamLink(self.reactor, self.address, username, password, self.ca_file)
+        link = UpstreamLink(
+            self.reactor,
+            self.address,
+            username,
+            password,
+            self.ca_file,
+            max_message=self.max_message,
+        )
         try:
             await link.use(_check)
         except AuthenticationFailed as exc:

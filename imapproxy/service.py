@@ -17,6 +17,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from imapproxy.config import Config, Listener
 from imapproxy.login_limits import LoginPenalty
+from imapproxy.protocol import DEFAULT_MAX_LITERAL
 from imapproxy.registry import AccountRegistry
 from imapproxy.server.connection import ServerFactory
 from imapproxy.server.session import ServerContext
@@ -53,6 +54,8 @@ class ProxyService(Service):
             config.upstream_ca,
             penalty,
             write_wait=config.write_wait,
+            # Bodies from the upstream may be as large as what clients may APPEND.
+            max_message=max(config.max_append, DEFAULT_MAX_LITERAL),
         )
         tls_options = config.server_tls.options if config.server_tls is not None else None
         described = []

@@ -55,7 +55,7 @@ from ._events import (
 )
 from ._fetch import FetchAttribute, Section, fetch_items, parse_fetch_attribute
 from ._mutf7 import decode_mutf7, encode_mutf7
-from ._response_reader import ResponseReader
+from ._response_reader import DEFAULT_MAX_LITERAL, ResponseReader
 from ._responses import (
     ContinuationRequest,
     Response,
@@ -71,6 +71,7 @@ from ._seqset import SequenceSet, parse_sequence_set
 from ._values import Atom, Raw, Value, format_value_chunks, serialize_value
 
 __all__ = [
+    "DEFAULT_MAX_LITERAL",
     "NEED_DATA",
     "AppendEnd",
     "AppendStart",

@@ -4,6 +4,13 @@ Literals are folded into the response's values. A literal is read with one
 copy: bytes that arrive while a literal is open are kept as the very objects
 the transport handed us and joined once at the end, so a 30 MB body costs a
 single pass over memory however small the chunks.
+
+The upstream is not trusted with our memory: a line, a literal and a whole
+response each have a cap, checked as soon as the bytes (or a literal's announced
+size) arrive, so a hostile or broken server costs at most its connection, never
+an unbounded buffer. The literal cap matches the largest message the proxy
+accepts (``DEFAULT_MAX_LITERAL``, the default APPEND limit): a bigger literal
+fails the connection when it is announced, before a byte of it is buffered.
 """
 
 from __future__ import annotations
@@ -15,7 +22,13 @@ from ._errors import ParseError
 from ._events import NEED_DATA, Sentinel
 from ._responses import Response, is_text_line, parse_response
 
-__all__ = ["ResponseReader"]
+__all__ = ["DEFAULT_MAX_LITERAL", "ResponseReader"]
+
+#: The largest literal accepted by default: the proxy's default APPEND limit.
+DEFAULT_MAX_LITERAL = 64 << 20
+#: Room in one response for what comes with its largest literal (a FETCH of a
+#: body also carries its header, envelope and structure).
+RESPONSE_SLACK = 16 << 20
 
 _LITERAL_MARKER = re.compile(rb"~?\{(\d{1,20})\+?\}\Z")
 
@@ -25,26 +38,40 @@ class ResponseReader:
 
     ``next_event`` returns a Response or ``NEED_DATA`` and raises ParseError
     on a malformed response or an exceeded limit; the reader is unusable
-    afterwards (the connection should be dropped).
+    afterwards (the connection should be dropped). ``last_size`` is the wire
+    size of the response just returned, for callers that cap what they keep.
 
-    The limits are generous because the upstream is trusted more than clients
-    and dropping its link over a big but valid response hurts every client: a
-    ``* SEARCH`` of many UIDs is a long line (``max_line``, 64 MiB), and a
+    The limits are generous because dropping the link over a big but valid
+    response hurts every client, and bounded because the upstream may be
+    hostile: a ``* SEARCH`` of many UIDs is a long line (``max_line``, 64 MiB),
+    a body is one literal (``max_literal``, the largest message the proxy
+    takes), a response is its lines and literals together (``max_response``,
+    by default the larger of those plus ``RESPONSE_SLACK``), and a
     BODYSTRUCTURE of deeply nested MIME parts nests deeply (``max_depth``, 256:
     servers cap MIME nesting near 100, plus the envelope levels).
     """
 
     def __init__(
-        self, max_line: int = 64 << 20, max_literal: int = 1 << 30, max_depth: int = 256
+        self,
+        max_line: int = 64 << 20,
+        max_literal: int = DEFAULT_MAX_LITERAL,
+        max_depth: int = 256,
+        max_response: int | None = None,
     ) -> None:
         self.max_line = max_line
         self.max_literal = max_literal
         self.max_depth = max_depth
+        self.max_response = (
+            max(max_line, max_literal) + RESPONSE_SLACK if max_response is None else max_response
+        )
+        self.last_size = 0
         self._buf = ReceiveBuffer()
         self._parts: list[bytes] = []
         self._chunks: list[bytes] = []
         self._need = 0
         self._in_literal = False
+        #: Bytes of the response being read so far (lines and announced literals).
+        self._size = 0
 
     def receive_data(self, data: bytes) -> None:
         """Add bytes from the server."""
@@ -79,23 +106,30 @@ class ResponseReader:
                 chunks, self._chunks = self._chunks, []
                 self._parts.append(chunks[0] if len(chunks) == 1 else b"".join(chunks))
                 self._in_literal = False
-            line = self._buf.read_line(self.max_line)
+            line = self._buf.read_line(min(self.max_line, self.max_response - self._size))
             if line is None:
                 return NEED_DATA
             if line is LINE_TOO_LONG:
+                if self._parts:
+                    raise ParseError("response too big")
                 raise ParseError("response line too long")
             assert isinstance(line, bytes)
+            self._size += len(line) + 2
             m = _LITERAL_MARKER.search(line)
             if m and not (not self._parts and is_text_line(line)):
                 size = int(m.group(1))
                 if size > self.max_literal:
-                    raise ParseError("literal too big")
+                    raise ParseError(f"literal too big ({size} bytes announced)")
+                self._size += size
+                if self._size > self.max_response:
+                    raise ParseError("response too big")
                 self._parts.append(line[: m.start()])
                 self._need = size
                 self._in_literal = True
                 continue
             self._parts.append(line)
             parts, self._parts = self._parts, []
+            self.last_size, self._size = self._size, 0
             if not parts[0].strip():
                 if len(parts) == 1:
                     continue  # tolerate blank lines between responses

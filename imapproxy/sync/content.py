@@ -8,6 +8,7 @@ message, a MIME part from the full message) is not fetched at all.
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -27,9 +28,14 @@ from imapproxy.store.messages import Message
 from imapproxy.upstream.client import UpstreamClient, as_int
 from imapproxy.upstream.link import UpstreamLink
 
+log = logging.getLogger(__name__)
+
 #: Messages per upstream FETCH: metadata is small, bodies are not.
 METADATA_BATCH = 1000
 BODY_BATCH = 50
+#: Bodies per upstream FETCH also stop at this many bytes (by RFC822.SIZE), so what
+#: one command holds in memory stays near the largest single message.
+BODY_BATCH_BYTES = 32 << 20
 
 
 @dataclass(frozen=True)
@@ -92,11 +98,41 @@ def missing(
 async def fetch_missing(
     link: UpstreamLink, store: Store, mailbox: Mailbox, wanted: Iterable[Message], needs: set[Need]
 ) -> None:
+    """Fetch what the cache lacks. A body larger than the link accepts (its
+    ``max_message``) is not asked for: it stays missing, and the caller answers
+    that message as unavailable instead of the upstream connection failing on it."""
     groups = missing(store, mailbox, wanted, needs)
     for group_needs, group in groups.items():
-        batch = BODY_BATCH if any(n.is_body for n in group_needs) else METADATA_BATCH
-        for start in range(0, len(group), batch):
-            await _fetch_batch(link, store, mailbox, group[start : start + batch], group_needs)
+        if any(n.is_body for n in group_needs):
+            fits = [m for m in group if m.size <= link.max_message]
+            if len(fits) < len(group):
+                log.warning(
+                    "%d message(s) in %r exceed the %d-byte message limit; not fetched",
+                    len(group) - len(fits),
+                    mailbox.name,
+                    link.max_message,
+                )
+            batches = _by_size(fits, BODY_BATCH, BODY_BATCH_BYTES)
+        else:
+            batches = [group[i : i + METADATA_BATCH] for i in range(0, len(group), METADATA_BATCH)]
+        for batch in batches:
+            await _fetch_batch(link, store, mailbox, batch, group_needs)
+
+
+def _by_size(messages: list[Message], count: int, size: int) -> list[list[Message]]:
+    """Consecutive batches of at most count messages and (beyond the first) size bytes."""
+    batches: list[list[Message]] = []
+    current: list[Message] = []
+    total = 0
+    for message in messages:
+        if current and (len(current) >= count or total + message.size > size):
+            batches.append(current)
+            current, total = [], 0
+        current.append(message)
+        total += message.size
+    if current:
+        batches.append(current)
+    return batches
 
 
 async def _fetch_batch(

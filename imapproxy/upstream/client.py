@@ -132,8 +132,12 @@ def _expand_ordered(set_text: str) -> list[int]:
     return out
 
 
-#: How long an ordinary upstream command may take before the link counts as dead.
+#: The hard cap on an ordinary upstream command. A dead link is noticed much sooner,
+#: by the connection's progress watchdog (STALL_SECONDS without a byte).
 COMMAND_TIMEOUT = 120.0
+#: Silence allowed for commands a server may work on before its first byte (a SEARCH
+#: over bodies, COPY/MOVE/STORE/EXPUNGE of many messages, saving a large APPEND).
+PATIENT_SECONDS = 30.0
 
 
 class UpstreamClient:
@@ -154,9 +158,14 @@ class UpstreamClient:
     def literal_plus(self) -> bool:
         return self.has("LITERAL+")
 
-    async def _run(self, build: Callable[[str], Any], timeout: float | None = None) -> Result:
+    async def _run(
+        self,
+        build: Callable[[str], Any],
+        timeout: float | None = None,
+        patience: float | None = None,
+    ) -> Result:
         return await self.protocol.run(
-            lambda tag: _groups(build(tag), self.literal_plus), timeout=timeout
+            lambda tag: _groups(build(tag), self.literal_plus), timeout=timeout, patience=patience
         )
 
     # mailboxes ---------------------------------------------------------------
@@ -193,9 +202,15 @@ class UpstreamClient:
             args = codes.get(code)
             return int(text(args[0])) if args else None
 
+        uidvalidity = number("UIDVALIDITY")
+        if not uidvalidity or not result.data("EXISTS"):
+            # RFC 3501 6.3.1: both are required. Without them an OK would read as "the
+            # mailbox is empty and renumbered" and wipe its replica: refuse the answer.
+            self.selected = None
+            raise ValueError(f"SELECT {name!r} answered without UIDVALIDITY or EXISTS")
         permanent = codes.get("PERMANENTFLAGS")
         return SelectInfo(
-            uidvalidity=number("UIDVALIDITY") or 0,
+            uidvalidity=uidvalidity,
             uidnext=number("UIDNEXT"),
             exists=exists,
             highestmodseq=number("HIGHESTMODSEQ"),
@@ -263,7 +278,8 @@ class UpstreamClient:
         """UID SEARCH in the selected mailbox; with ESEARCH the answer comes as ranges."""
         esearch = self.has("ESEARCH")
         result = await self._run(
-            lambda tag: Search(tag, True, charset, criteria, ("ALL",) if esearch else None)
+            lambda tag: Search(tag, True, charset, criteria, ("ALL",) if esearch else None),
+            patience=PATIENT_SECONDS,
         )
         found: set[int] = set()
         for data in result.data("SEARCH"):
@@ -275,13 +291,17 @@ class UpstreamClient:
         return found
 
     async def store(self, uids: SequenceSet, mode: str, flags: tuple[str, ...]) -> None:
-        await self._run(lambda tag: Store(tag, True, uids, mode, True, flags))
+        await self._run(
+            lambda tag: Store(tag, True, uids, mode, True, flags), patience=PATIENT_SECONDS
+        )
 
     async def copy(
         self, uids: SequenceSet, target: str, move: bool = False
     ) -> tuple[int, list[int], list[int]] | None:
         command = Move if move else Copy
-        result = await self._run(lambda tag: command(tag, True, uids, target))
+        result = await self._run(
+            lambda tag: command(tag, True, uids, target), patience=PATIENT_SECONDS
+        )
         for code in result.codes():
             if code.name == "COPYUID":
                 return parse_copyuid(code)
@@ -290,7 +310,7 @@ class UpstreamClient:
     async def expunge(self, uids: SequenceSet) -> None:
         if not self.has("UIDPLUS"):
             raise UpstreamRefused("NO", None, "upstream lacks UIDPLUS; UID EXPUNGE is required")
-        await self._run(lambda tag: Expunge(tag, uids))
+        await self._run(lambda tag: Expunge(tag, uids), patience=PATIENT_SECONDS)
 
     async def append(
         self,
@@ -310,7 +330,7 @@ class UpstreamClient:
                 return [[head, message, b"\r\n"]]
             return [[head], [message, b"\r\n"]]
 
-        result = await self.protocol.run(groups, timeout=600.0)
+        result = await self.protocol.run(groups, timeout=600.0, patience=PATIENT_SECONDS)
         for code in result.codes():
             if code.name == "APPENDUID" and len(code.args) >= 2:
                 return int(text(code.args[0])), int(text(code.args[1]))

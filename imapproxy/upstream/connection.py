@@ -4,6 +4,20 @@ Commands run one at a time: each gets a tag, its untagged responses are collecte
 until the tagged answer, and every untagged response also goes to ``on_untagged`` so
 the sync engine learns of EXISTS/EXPUNGE/FETCH/VANISHED the upstream sends on its own
 (during IDLE or alongside another command). No mail state lives here.
+
+The upstream may be slow, stalled or hostile, and each costs at most this connection:
+
+- **Stalled**: a command whose answer brings no byte for ``STALL_SECONDS`` (or the
+  command's own ``patience``) fails with UpstreamUnavailable and the connection is
+  aborted, so a dead link is noticed in seconds rather than at the 120 s hard timeout.
+  A large body still streaming is alive; so is an APPEND still uploading (the
+  transport asking for the next slice is progress too).
+- **Dripping**: once an answer has started, each ``RATE_WINDOW`` must bring at least
+  ``MIN_RATE`` bytes per second; one byte a second over a large response fails.
+- **Flooding**: the reader caps a line, a literal and a response (see ResponseReader);
+  what one command keeps of its untagged responses is capped by ``max_retained``.
+- **Garbage**, a tagged answer to a command never sent, an unexpected continuation:
+  the command fails, the connection is aborted, and nothing later is read from it.
 """
 
 from __future__ import annotations
@@ -21,6 +35,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from imapproxy.protocol import (
+    DEFAULT_MAX_LITERAL,
     NEED_DATA,
     ContinuationRequest,
     ParseError,
@@ -60,11 +75,25 @@ class _Running:
     done: defer.Deferred[Result]
     on_continuation: Callable[[ContinuationRequest], None] | None = None
     untagged: list[Untagged] = field(default_factory=list)
+    #: Wire bytes of the untagged responses kept in ``untagged``.
+    retained: int = 0
 
 
 #: Chunks larger than this are streamed to the transport in slices of SLICE bytes.
 STREAM_THRESHOLD = 1 << 20
 SLICE = 256 * 1024
+
+#: A command that brings no byte back for this long counts the link as dead (seconds).
+STALL_SECONDS = 8.0
+#: Once an answer flows, each window of this many seconds must bring MIN_RATE bytes/s.
+RATE_WINDOW = 10.0
+MIN_RATE = 256
+#: How often a running command's progress is checked (seconds).
+CHECK_INTERVAL = 1.0
+#: Room beyond the largest message for what one command may keep (a batch of bodies,
+#: a metadata batch): its untagged responses together stay under
+#: 2 x the largest message + this.
+RETAINED_SLACK = 32 << 20
 
 
 @implementer(IPullProducer)
@@ -78,6 +107,7 @@ class _SliceSender:
         self.done: defer.Deferred[None] = defer.Deferred()
 
     def resumeProducing(self) -> None:
+        self.protocol.progress(min(SLICE, max(len(self.view) - self.offset, 0)))
         if self.offset >= len(self.view):
             self.protocol.transport.unregisterProducer()
             self.view.release()
@@ -97,9 +127,21 @@ class UpstreamProtocol(Protocol):
     transport: Any
 
     def __init__(self, clock: IReactorTime, command_timeout: float = 120.0) -> None:
-        self.clock = clock
+        self.clock: Any = clock  # IReactorTime; zope interfaces confuse mypy here
+        #: The hard cap on one command, however it progresses.
         self.command_timeout = command_timeout
         self.reader = ResponseReader()
+        self.max_retained = 2 * DEFAULT_MAX_LITERAL + RETAINED_SLACK
+        #: Whether the connection failed: nothing more is read from it.
+        self.broken = False
+        # Progress of the running command: when a byte last moved, how long a silence
+        # is tolerated, and the current throughput window (None until bytes flow).
+        self._patience = STALL_SECONDS
+        self._progress_at = 0.0
+        self._window_start: float | None = None
+        self._window_bytes = 0
+        self._deadline: float | None = None
+        self._watch_call: Any = None
         self.greeting: defer.Deferred[UntaggedStatus] = defer.Deferred()
         self.closed: defer.Deferred[None] = defer.Deferred()
         self.on_untagged: Callable[[Untagged], None] | None = None
@@ -109,21 +151,31 @@ class UpstreamProtocol(Protocol):
         self._got_greeting = False
         self.connected_ok = False
 
+    @property
+    def usable(self) -> bool:
+        """Connected, and nothing has gone wrong on this connection yet."""
+        return self.connected_ok and not self.broken
+
     # Twisted callbacks -------------------------------------------------------
 
     def connectionMade(self) -> None:
         self.connected_ok = True
 
     def dataReceived(self, data: bytes) -> None:
+        if self.broken:
+            return
+        self.progress(len(data))
         self.reader.receive_data(data)
         try:
-            while (event := self.reader.next_event()) is not NEED_DATA:
+            while not self.broken and (event := self.reader.next_event()) is not NEED_DATA:
                 self._dispatch(event)
         except ParseError as exc:
             self._fail(UpstreamUnavailable(f"upstream sent a malformed response: {exc.reason}"))
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self.connected_ok = False
+        self.pause_watchdog()
+        self.reader = ResponseReader()
         why = ""
         if reason is not None and not reason.check(ConnectionDone):
             why = f": {reason.getErrorMessage()}"  # e.g. a certificate that failed verification
@@ -168,28 +220,36 @@ class UpstreamProtocol(Protocol):
         make_groups: Callable[[str], Sequence[Sequence[Chunk]]],
         on_continuation: Callable[[ContinuationRequest], None] | None = None,
         timeout: float | None = None,
+        patience: float | None = None,
+        deadline: float | None = None,
     ) -> Result:
         """Send one command: groups of chunks, each group after the upstream's '+'.
 
         A group is written as separate writes, so a large literal is never joined into
-        a second copy of itself.
+        a second copy of itself. ``timeout`` caps the whole command; ``patience`` is how
+        long the upstream may stay silent (STALL_SECONDS unless the command is one a
+        server may think about before answering); ``deadline``, if given, is how soon
+        it must be answered (IDLE: its "+").
         """
         await self._lock.acquire()
         try:
-            if not self.connected_ok:
+            if not self.connected_ok or self.broken:
                 raise UpstreamUnreachable("not connected to the upstream")
             tag = self.next_tag()
             groups = make_groups(tag)
             running = _Running(tag, list(groups[1:]), defer.Deferred(), on_continuation)
             running.done.addTimeout(timeout or self.command_timeout, self.clock, self._timed_out)
             self._running = running
+            self.watch_progress(patience, deadline)
             self._write_group(groups[0])
             return await running.done
         finally:
             self._running = None
+            self.pause_watchdog()
             self._lock.release()
 
     def _timed_out(self, result: object, timeout: float) -> None:
+        self.broken = True
         self.abort()
         raise UpstreamUnavailable(f"the upstream did not answer within {timeout:.0f} s")
 
@@ -198,10 +258,71 @@ class UpstreamProtocol(Protocol):
             self.transport.abortConnection()  # type: ignore[attr-defined]
 
     def _fail(self, error: Exception) -> None:
+        self.broken = True
+        self.pause_watchdog()
+        # Free what the upstream made us buffer (up to a line or literal cap) now, not
+        # when the last reference to this protocol (a Failure's frames) goes away.
+        self.reader = ResponseReader()
         if self._running is not None:
             running, self._running = self._running, None
             running.done.errback(error)
         self.abort()
+
+    def limit_messages(self, max_message: int) -> None:
+        """Accept literals (bodies) up to max_message, the largest the proxy takes."""
+        self.reader.max_literal = max_message
+        self.reader.max_response = max(self.reader.max_line, max_message) + (16 << 20)
+        self.max_retained = 2 * max_message + RETAINED_SLACK
+
+    # progress ----------------------------------------------------------------
+
+    def watch_progress(self, patience: float | None = None, deadline: float | None = None) -> None:
+        """Expect an answer from now on: silence for ``patience`` seconds (default
+        STALL_SECONDS), a trickle below MIN_RATE, or (with ``deadline``) not being done
+        within that many seconds, fails the running command."""
+        now = self.clock.seconds()
+        self._patience = STALL_SECONDS if patience is None else patience
+        self._progress_at = now
+        self._window_start, self._window_bytes = None, 0
+        self._deadline = None if deadline is None else now + deadline
+        if self._watch_call is None or not self._watch_call.active():
+            self._watch_call = self.clock.callLater(CHECK_INTERVAL, self._check_progress)
+
+    def pause_watchdog(self) -> None:
+        """No answer is due (IDLE is waiting for news, or nothing runs)."""
+        if self._watch_call is not None and self._watch_call.active():
+            self._watch_call.cancel()
+        self._watch_call = None
+
+    def progress(self, size: int) -> None:
+        """Bytes moved (received, or a slice of an upload taken by the transport)."""
+        now = self.clock.seconds()
+        self._progress_at = now
+        if self._window_start is None:
+            self._window_start = now
+        self._window_bytes += size
+
+    def _check_progress(self) -> None:
+        self._watch_call = None
+        now = self.clock.seconds()
+        silent = now - self._progress_at
+        if silent >= self._patience:
+            self._fail(UpstreamUnavailable(f"the upstream sent nothing for {silent:.0f} s"))
+            return
+        if self._deadline is not None and now >= self._deadline:
+            self._fail(UpstreamUnavailable("the upstream did not answer in time"))
+            return
+        if self._window_start is not None and now - self._window_start >= RATE_WINDOW:
+            if self._window_bytes < MIN_RATE * RATE_WINDOW:
+                self._fail(
+                    UpstreamUnavailable(
+                        f"the upstream is too slow: {self._window_bytes} bytes"
+                        f" in {now - self._window_start:.0f} s"
+                    )
+                )
+                return
+            self._window_start, self._window_bytes = now, 0
+        self._watch_call = self.clock.callLater(CHECK_INTERVAL, self._check_progress)
 
     # receiving ---------------------------------------------------------------
 
@@ -239,5 +360,13 @@ class UpstreamProtocol(Protocol):
                 return  # the connection closes next; connectionLost reports it
             if running is not None:
                 running.untagged.append(event)
+                running.retained += self.reader.last_size
+                if running.retained > self.max_retained:
+                    self._fail(
+                        UpstreamUnavailable(
+                            f"the upstream sent more than {self.max_retained} bytes for one command"
+                        )
+                    )
+                    return
             if self.on_untagged is not None:
                 self.on_untagged(event)

@@ -4,19 +4,47 @@ RFC 4549 §5.3 asks for few connections per account and never the same mailbox
 selected twice; one serialized connection gives both. While no operation needs it,
 the link IDLEs on the mailbox a client is watching, so changes made elsewhere reach
 our clients within seconds; it leaves IDLE before the next operation.
+
+The link is in one of the states of ``LinkState``. What matters for clients is that
+none of them waits long on a dead upstream:
+
+- A command that gets no answer is failed by the connection's progress watchdog
+  within seconds (see ``connection.py``); leaving IDLE must be answered within
+  ``IDLE_SWITCH_SECONDS``; a keepalive round trip every ``KEEPALIVE_SECONDS`` while
+  idling finds a link that died quietly (and re-issues IDLE well within RFC 2177's
+  29 minutes).
+- A failed connection puts the link in BACKING_OFF: operations fail at once with
+  UpstreamUnreachable (the replica answers what it can) until the next attempt,
+  which runs in the background after an exponential backoff with jitter, so many
+  proxies that lost the same server do not come back in lockstep.
+- Connection attempts run outside the operation lock. An operation waits for one
+  only while the link has no reason to think the upstream is gone (first use, or a
+  connection the server closed); after a failure it waits at most
+  ``SUSPECT_WAIT_SECONDS``, and the attempt goes on without it.
+
+Every Deferred started here has an errback; failures are logged, never left for the
+garbage collector to report.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
+import random
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
-from imapproxy.protocol import ContinuationRequest, UntaggedData
+from imapproxy.protocol import (
+    DEFAULT_MAX_LITERAL,
+    ContinuationRequest,
+    ParseError,
+    UntaggedData,
+)
 from imapproxy.upstream.address import UpstreamAddress
 from imapproxy.upstream.client import UpstreamClient, connect
 from imapproxy.upstream.connection import Result, Untagged
@@ -25,17 +53,50 @@ from imapproxy.upstream.errors import UpstreamError, UpstreamUnavailable, Upstre
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-#: RFC 2177: re-issue IDLE at least every 29 minutes.
-IDLE_RENEW_SECONDS = 25 * 60
-#: Reconnect backoff while a client is watching a mailbox.
+#: While idling, leave IDLE and send a NOOP this often: a dead link shows within one
+#: period, and IDLE is re-issued long before RFC 2177's 29 minutes.
+KEEPALIVE_SECONDS = 4 * 60.0
+#: Reconnect backoff: the ceiling doubles per failure between these; the delay is
+#: drawn between half the ceiling and the ceiling (jitter).
 RECONNECT_MIN_SECONDS = 1.0
 RECONNECT_MAX_SECONDS = 60.0
-#: After a failed connect, commands fail at once for up to this long (then try again).
+#: A connection that lived this long was healthy: its failure starts backoff afresh.
+#: (An upstream that accepts LOGIN and then misbehaves must not reset the backoff.)
+HEALTHY_SECONDS = 60.0
+#: After a failure, operations fail at once for the backoff delay, at most this long.
 FAIL_FAST_SECONDS = 10.0
 #: Entering or leaving IDLE answers at once on a live link; longer means it is dead.
-IDLE_SWITCH_SECONDS = 15.0
+IDLE_SWITCH_SECONDS = 4.0
+#: One connection attempt (TCP, TLS, greeting, login) may take this long in all.
+CONNECT_TIMEOUT_SECONDS = 20.0
+#: How long an operation waits for an attempt when nothing suggests the upstream is
+#: gone (first use; a connection the server closed)...
+CONNECT_WAIT_SECONDS = 10.0
+#: ...and when the link just failed: the attempt goes on in the background.
+SUSPECT_WAIT_SECONDS = 2.0
 #: Upstream changes arriving close together are applied as one resync.
 CHANGE_COALESCE_SECONDS = 0.5
+
+Connector = Callable[..., Awaitable[UpstreamClient]]
+#: What reading values out of an ill-formed answer raises (see UpstreamLink.use).
+_MALFORMED = (ParseError, ValueError, TypeError, KeyError, IndexError, AssertionError)
+
+
+class LinkState(enum.Enum):
+    DISCONNECTED = "disconnected"  # no connection; the next operation makes one
+    CONNECTING = "connecting"  # an attempt runs (outside the operation lock)
+    READY = "ready"  # connected and free, or running an operation
+    IDLING = "idling"  # IDLE runs on the watched mailbox
+    BACKING_OFF = "backing off"  # the upstream failed; operations fail fast until retry
+    CLOSED = "closed"
+
+
+@dataclass
+class _Idle:
+    client: UpstreamClient
+    #: Fires with None when IDLE ended with OK, or with the error that ended it (as a
+    #: value: a Failure passed to callback() would make the Deferred itself fail).
+    ended: defer.Deferred[BaseException | None]
 
 
 class UpstreamLink:
@@ -46,92 +107,227 @@ class UpstreamLink:
         username: bytes,
         password: bytes,
         ca_file: Path | None = None,
+        *,
+        max_message: int = DEFAULT_MAX_LITERAL,
+        connector: Connector = connect,
+        rng: random.Random | None = None,
     ) -> None:
         self.reactor = reactor
         self.address = address
         self.username = username
         self.password = password
         self.ca_file = ca_file
+        self.max_message = max_message
+        self._connector = connector
+        self._random = rng or random.Random()
+        self._state = LinkState.DISCONNECTED
         self._client: UpstreamClient | None = None
         self._lock = defer.DeferredLock()
         self._watched: str | None = None
         self._on_change: Callable[[str], None] | None = None
-        self._idle: tuple[UpstreamClient, defer.Deferred[Result]] | None = None
+        self._idle: _Idle | None = None
         self._change_call: Any = None
-        self._closing = False
-        self._backoff = RECONNECT_MIN_SECONDS
+        self._keepalive_call: Any = None
         self._reconnect_call: Any = None
-        #: After a failed connect: (until when, why) commands fail at once.
-        self._down: tuple[float, str] | None = None
+        #: Consecutive failures: the backoff ceiling doubles with each.
+        self._failures = 0
+        self._connected_at = 0.0
+        #: Whether the last connection or attempt failed (rather than being closed).
+        self._suspect = False
+        #: In BACKING_OFF: operations fail at once until this time, with this reason.
+        self._retry_at = 0.0
+        self._down_reason = ""
+        self._attempt_waiters: list[defer.Deferred[UpstreamClient]] = []
         #: Called after every (re)connection: time to drain the outbox and resync.
         self.on_connected: Callable[[], object] | None = None
+
+    @property
+    def state(self) -> LinkState:
+        return self._state
+
+    def _set_state(self, state: LinkState) -> None:
+        if self._state is LinkState.CLOSED:
+            return  # closing is final: late events of the old connection change nothing
+        if state is not self._state:
+            log.debug("upstream link %s -> %s", self._state.value, state.value)
+            self._state = state
 
     # the one way in ----------------------------------------------------------
 
     async def use(self, operation: Callable[[UpstreamClient], Awaitable[T]]) -> T:
-        """Run operation with the connection to itself; reconnect first if needed."""
+        """Run operation with the connection to itself; reconnect first if needed.
+
+        Raises UpstreamUnreachable at once while the link is backing off, and
+        UpstreamUnavailable when the connection fails during the operation.
+        """
         await self._lock.acquire()
         try:
             await self._leave_idle()
             client = await self._connected()
             try:
                 return await operation(client)
-            except UpstreamUnavailable:
-                self._drop(client)
+            except UpstreamUnavailable as exc:
+                self._failed(client, str(exc))
                 raise
+            except _MALFORMED as exc:
+                # An answer that parsed as IMAP but not as what was asked for (a FETCH
+                # without a UID, FLAGS that are not a list): the connection is no longer
+                # trusted, and for the caller it is as if the link broke mid-command.
+                log.warning("upstream answer not understood: %s", exc)
+                log.debug("where the upstream answer was not understood", exc_info=True)
+                client.protocol.broken = True
+                self._failed(client, f"upstream sent a malformed answer: {exc}")
+                raise UpstreamUnavailable(f"upstream sent a malformed answer: {exc}") from exc
         finally:
             self._lock.release()
             self._schedule_idle()
 
     async def _connected(self) -> UpstreamClient:
-        if self._client is not None and self._client.protocol.connected_ok:
-            return self._client
-        if self._down is not None and self.reactor.seconds() < self._down[0]:
+        if self._state is LinkState.CLOSED:
+            raise UpstreamUnreachable("the upstream link is closed")
+        client = self._client
+        if client is not None and client.protocol.usable:
+            return client
+        if self._suspect and (
+            self._state is LinkState.CONNECTING
+            or (self._state is LinkState.BACKING_OFF and self.reactor.seconds() < self._retry_at)
+        ):
             # Offline answers fast: don't make every command wait for a connect attempt.
-            raise UpstreamUnreachable(self._down[1])
+            raise UpstreamUnreachable(self._down_reason)
+        wait = SUSPECT_WAIT_SECONDS if self._suspect else CONNECT_WAIT_SECONDS
+        waiter: defer.Deferred[UpstreamClient] = defer.Deferred()
+        waiter.addTimeout(wait, self.reactor)
+        self._attempt_waiters.append(waiter)  # before starting: an attempt may end at once
+        if self._state is not LinkState.CONNECTING:
+            self._start_attempt()
         try:
-            client = await connect(
-                self.reactor, self.address, self.username, self.password, self.ca_file
+            return await waiter
+        except defer.TimeoutError:
+            raise UpstreamUnreachable(
+                f"no connection to {self.address.url()} within {wait:.0f} s; still trying"
+            ) from None
+
+    # connecting ----------------------------------------------------------------
+
+    def _start_attempt(self) -> None:
+        self._cancel(self._reconnect_call)
+        self._reconnect_call = None
+        self._set_state(LinkState.CONNECTING)
+        defer.ensureDeferred(self._attempt()).addErrback(
+            lambda f: log.error("upstream connection attempt failed unexpectedly: %s", f.value)
+        )
+
+    async def _attempt(self) -> None:
+        try:
+            client = await self._connector(
+                self.reactor,
+                self.address,
+                self.username,
+                self.password,
+                self.ca_file,
+                timeout=CONNECT_TIMEOUT_SECONDS,
             )
-        except UpstreamUnavailable as exc:
-            self._down = (self.reactor.seconds() + min(self._backoff, FAIL_FAST_SECONDS), str(exc))
-            self._schedule_reconnect()
-            raise
-        self._down = None
-        self._client = client
-        self._backoff = RECONNECT_MIN_SECONDS
+        except Exception as exc:
+            if not isinstance(exc, UpstreamError):
+                log.exception("unexpected error connecting to the upstream")
+                exc = UpstreamUnreachable(f"cannot connect to {self.address.url()}: {exc}")
+            if self._state is not LinkState.CLOSED:
+                self._back_off(str(exc))
+            self._settle_waiters(Failure(exc))
+            return
+        if self._state is LinkState.CLOSED:
+            self._settle_waiters(Failure(UpstreamUnreachable("the upstream link is closed")))
+            await client.logout()
+            return
+        client.protocol.limit_messages(self.max_message)
         client.protocol.on_untagged = self._untagged
-        client.protocol.closed.addCallback(lambda _: self._lost(client))
+        client.protocol.closed.addCallback(lambda _: self._lost(client)).addErrback(
+            lambda f: log.error("handling a lost upstream connection failed: %s", f.value)
+        )
+        self._client = client
+        self._connected_at = self.reactor.seconds()
+        self._suspect = False
+        self._set_state(LinkState.READY)
+        self._settle_waiters(client)
         if self.on_connected is not None:
             self.reactor.callLater(0, self.on_connected)
-        return client
+        self._schedule_idle()
 
-    def _lost(self, client: UpstreamClient) -> None:
-        if self._client is client:
-            self._client = None
-            if self._idle is not None and self._idle[0] is client:
-                self._idle = None
-            log.info("upstream connection lost")
-            self._schedule_reconnect()
+    def _settle_waiters(self, outcome: UpstreamClient | Failure) -> None:
+        waiters, self._attempt_waiters = self._attempt_waiters, []
+        for waiter in waiters:
+            if waiter.called:
+                continue  # it gave up waiting; the attempt went on without it
+            if isinstance(outcome, Failure):
+                waiter.errback(outcome)
+            else:
+                waiter.callback(outcome)
 
-    def _schedule_reconnect(self) -> None:
-        """While a client watches a mailbox, keep trying to get back (with backoff)."""
-        if self._watched is None or self._closing or self._reconnect_call is not None:
+    def _back_off(self, reason: str) -> None:
+        """The upstream failed: fail fast for a while, retry later with jittered backoff."""
+        ceiling = min(RECONNECT_MAX_SECONDS, RECONNECT_MIN_SECONDS * 2**self._failures)
+        delay = ceiling / 2 + self._random.uniform(0, ceiling / 2)
+        self._failures += 1
+        self._suspect = True
+        self._retry_at = self.reactor.seconds() + min(delay, FAIL_FAST_SECONDS)
+        self._down_reason = reason
+        self._set_state(LinkState.BACKING_OFF)
+        log.info("upstream unavailable (%s); next attempt in %.1f s", reason, delay)
+        self._schedule_reconnect(delay)
+
+    def _schedule_reconnect(self, delay: float) -> None:
+        """While a client watches a mailbox, keep trying to get back."""
+        if self._watched is None or self._state is LinkState.CLOSED:
             return
-        delay, self._backoff = self._backoff, min(self._backoff * 2, RECONNECT_MAX_SECONDS)
+        self._cancel(self._reconnect_call)
         self._reconnect_call = self.reactor.callLater(delay, self._reconnect)
 
     def _reconnect(self) -> None:
         self._reconnect_call = None
-        if self._watched is None or self._closing:
+        if self._watched is None or self._state in (
+            LinkState.CLOSED,
+            LinkState.CONNECTING,
+            LinkState.READY,
+            LinkState.IDLING,
+        ):
             return
-        self._down = None  # this is the attempt the fail-fast window was waiting for
-        defer.ensureDeferred(self.use(_nothing)).addErrback(lambda _: None)
+        self._start_attempt()
 
-    def _drop(self, client: UpstreamClient) -> None:
+    def _failed(self, client: UpstreamClient, reason: str) -> None:
+        """This connection ended under an operation or IDLE: drop it. If we found it
+        broken (stalled, garbage, too much data), back off; if the server merely
+        closed it (a BYE, say after a selected mailbox was deleted), reconnect."""
         client.protocol.abort()
-        if self._client is client:
-            self._client = None
+        if self._client is not client:
+            return  # already handled, or replaced
+        self._client = None
+        self._idle = None
+        self._cancel(self._keepalive_call)
+        if client.protocol.broken:
+            if self.reactor.seconds() - self._connected_at >= HEALTHY_SECONDS:
+                self._failures = 0
+            self._back_off(reason)
+        else:
+            self._disconnected()
+
+    def _lost(self, client: UpstreamClient) -> None:
+        """The connection closed while nothing was running on it."""
+        self._failed(client, "connection to the upstream was lost")
+
+    def _disconnected(self) -> None:
+        """The server closed the connection. The next operation reconnects at once; the
+        background retries back off if connections keep closing soon after login."""
+        if self._state is LinkState.CLOSED:
+            return
+        if self.reactor.seconds() - self._connected_at < HEALTHY_SECONDS:
+            self._failures += 1
+        else:
+            self._failures = 0
+        log.info("upstream connection lost")
+        self._suspect = False
+        self._set_state(LinkState.DISCONNECTED)
+        ceiling = min(RECONNECT_MAX_SECONDS, RECONNECT_MIN_SECONDS * 2**self._failures)
+        self._schedule_reconnect(ceiling / 2 + self._random.uniform(0, ceiling / 2))
 
     @property
     def logged_in(self) -> bool:
@@ -147,13 +343,16 @@ class UpstreamLink:
     def watch(self, mailbox: str | None, on_change: Callable[[str], None]) -> None:
         """IDLE on mailbox whenever the link is free; call on_change(mailbox) on news."""
         self._on_change = on_change
-        if mailbox != self._watched:
-            self._watched = mailbox
-            if self._idle is not None:
-                # Re-target: leave IDLE now, the next idle pass picks the new mailbox.
-                defer.ensureDeferred(self.use(_nothing))
-            else:
-                self._schedule_idle()
+        if mailbox == self._watched:
+            return
+        self._watched = mailbox
+        if self._idle is not None:
+            # Re-target: leave IDLE now, the next idle pass picks the new mailbox.
+            self._background(self.use(_nothing), "leaving IDLE to watch another mailbox")
+        elif mailbox is not None and self._state is LinkState.BACKING_OFF:
+            self._schedule_reconnect(max(self._retry_at - self.reactor.seconds(), 0.0))
+        else:
+            self._schedule_idle()
 
     def _untagged(self, event: Untagged) -> None:
         if not isinstance(event, UntaggedData):
@@ -174,88 +373,135 @@ class UpstreamLink:
     def _schedule_idle(self) -> None:
         if (
             self._watched is not None
-            and not self._closing
+            and self._state is LinkState.READY
             and not self._lock.locked
             and self._idle is None
         ):
-            self.reactor.callLater(0, lambda: defer.ensureDeferred(self._enter_idle()))
+            self.reactor.callLater(0, lambda: self._background(self._enter_idle(), "IDLE"))
 
     async def _enter_idle(self) -> None:
-        if self._lock.locked or self._idle is not None or self._watched is None or self._closing:
+        if self._lock.locked or self._idle is not None or self._watched is None:
             return
         await self._lock.acquire()
+        client = self._client
         try:
-            client = self._client
-            if client is None or not client.protocol.connected_ok or not client.has("IDLE"):
+            if client is None or not client.protocol.usable or not client.has("IDLE"):
                 return
             await client.ensure_selected(self._watched)
             started: defer.Deferred[None] = defer.Deferred()
 
             def on_continuation(_: ContinuationRequest) -> None:
+                client.protocol.pause_watchdog()  # IDLE is quiet until there is news
                 if not started.called:
                     started.callback(None)
 
-            done = defer.ensureDeferred(
+            ended: defer.Deferred[BaseException | None] = defer.Deferred()
+
+            def finished(outcome: Result | Failure) -> None:
+                failure = outcome if isinstance(outcome, Failure) else None
+                if not started.called:
+                    started.errback(failure or UpstreamUnavailable("IDLE ended at once"))
+                ended.callback(None if failure is None else failure.value)
+                if self._idle is None or self._idle.ended is not ended:
+                    return  # an operation is leaving IDLE and sees the outcome
+                # Nobody was leaving IDLE: the upstream ended it, or the link broke.
+                if failure is not None:
+                    self._failed(client, str(failure.value))
+                else:
+                    self._idle = None
+                    self._set_state(LinkState.READY)
+                    self._schedule_idle()
+
+            defer.ensureDeferred(
                 client.protocol.run(
                     lambda tag: [[f"{tag} IDLE\r\n".encode()]],
                     on_continuation,
-                    timeout=IDLE_RENEW_SECONDS + 60,
+                    timeout=KEEPALIVE_SECONDS + 60,
+                    patience=IDLE_SWITCH_SECONDS,
+                    deadline=IDLE_SWITCH_SECONDS,
                 )
-            )
-
-            def failed_to_start(failure: Failure) -> None:
-                if not started.called:
-                    started.errback(failure)
-
-            done.addErrback(failed_to_start)
-            # A stalled link must not hold the lock: no "+" in time means it is dead.
-            deadline = self.reactor.callLater(IDLE_SWITCH_SECONDS, client.protocol.abort)
-            try:
-                await started
-            finally:
-                if deadline.active():
-                    deadline.cancel()
-            self._idle = (client, done)
-            self.reactor.callLater(IDLE_RENEW_SECONDS, self._renew_idle, done)
+            ).addBoth(finished)
+            await started
+            self._idle = _Idle(client, ended)
+            self._set_state(LinkState.IDLING)
+            self._cancel(self._keepalive_call)
+            self._keepalive_call = self.reactor.callLater(KEEPALIVE_SECONDS, self._keepalive, ended)
+        except UpstreamUnavailable as exc:
+            if client is not None:
+                self._failed(client, f"entering IDLE failed: {exc}")
         except UpstreamError as exc:
             log.info("upstream IDLE not possible: %s", exc)
         finally:
             self._lock.release()
 
-    def _renew_idle(self, done: defer.Deferred[Result]) -> None:
-        if self._idle is not None and self._idle[1] is done:
-            defer.ensureDeferred(self.use(_nothing))
+    def _keepalive(self, ended: defer.Deferred[BaseException | None]) -> None:
+        """Leave IDLE and NOOP: proves the link alive, and renews IDLE (RFC 2177)."""
+        self._keepalive_call = None
+        if self._idle is not None and self._idle.ended is ended:
+            self._background(self.use(_noop), "keepalive")
 
     async def _leave_idle(self) -> None:
-        if self._idle is None:
+        """End IDLE; raises UpstreamUnavailable when the upstream does not confirm in
+        time or answers wrongly (a connection the server just closed is not an error)."""
+        idle = self._idle
+        if idle is None:
             return
-        client, done = self._idle
         self._idle = None
-        if client.protocol.connected_ok:
+        self._cancel(self._keepalive_call)
+        client = idle.client
+        if self._client is client:
+            self._set_state(LinkState.READY)
+        if client.protocol.usable:
             client.protocol.write(b"DONE\r\n")
-        deadline = self.reactor.callLater(IDLE_SWITCH_SECONDS, client.protocol.abort)
-        try:
-            await done
-        except UpstreamError:
-            self._drop(client)
-        finally:
-            if deadline.active():
-                deadline.cancel()
+            client.protocol.watch_progress(IDLE_SWITCH_SECONDS, deadline=IDLE_SWITCH_SECONDS)
+        error = await idle.ended
+        if error is not None:
+            reason = f"leaving IDLE failed: {error}"
+            self._failed(client, reason)
+            if client.protocol.broken:
+                raise UpstreamUnavailable(reason)
+            # The server closed the connection (a BYE): the operation reconnects.
+
+    # closing -------------------------------------------------------------------
 
     async def close(self) -> None:
-        self._closing = True
+        self._set_state(LinkState.CLOSED)
         self._watched = None
-        if self._reconnect_call is not None and self._reconnect_call.active():
-            self._reconnect_call.cancel()
+        for call in (self._reconnect_call, self._keepalive_call, self._change_call):
+            self._cancel(call)
         await self._lock.acquire()
         try:
-            await self._leave_idle()
+            try:
+                await self._leave_idle()
+            except UpstreamError:
+                pass
             if self._client is not None:
-                await self._client.logout()
-                self._client = None
+                client, self._client = self._client, None
+                await client.logout()
         finally:
             self._lock.release()
+
+    # helpers -------------------------------------------------------------------
+
+    @staticmethod
+    def _cancel(call: Any) -> None:
+        if call is not None and call.active():
+            call.cancel()
+
+    @staticmethod
+    def _background(work: Awaitable[object], what: str) -> None:
+        def failed(failure: Failure) -> None:
+            if failure.check(UpstreamError):
+                log.info("%s: %s", what, failure.value)
+            else:
+                log.error("%s failed: %s", what, failure.getTraceback())
+
+        defer.ensureDeferred(work).addErrback(failed)  # type: ignore[arg-type]
 
 
 async def _nothing(client: UpstreamClient) -> None:
     return None
+
+
+async def _noop(client: UpstreamClient) -> None:
+    await client.noop()

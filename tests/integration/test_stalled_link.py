@@ -1,0 +1,85 @@
+"""A stalled link (packets held, no RST, like a dead Wi-Fi) is noticed in seconds: the
+client's commands are answered from the replica meanwhile, and the proxy comes back by
+itself when the link does."""
+
+from __future__ import annotations
+
+import imaplib
+import re
+import time
+
+import pytest
+
+from tests.integration.clients import imap
+from tests.integration.conftest import ProxyFactory
+from tests.support.corpus import Account
+from tests.support.dovecot import Dovecot
+
+#: What a client command may take while the link is stalled (the old figure was 45 s).
+ANSWER_WITHIN = 8.0
+#: How long the proxy may take to come back after the link does (attempts that hung
+#: on the stalled link time out, then backoff).
+RECOVER_WITHIN = 45.0
+
+
+def _timed(what: str, call: object) -> tuple[str, list]:
+    start = time.monotonic()
+    typ, data = call()  # type: ignore[operator]
+    elapsed = time.monotonic() - start
+    assert elapsed < ANSWER_WITHIN, f"{what} took {elapsed:.1f} s on a stalled link"
+    print(f"stalled link: {what} answered in {elapsed:.2f} s")
+    return typ, data
+
+
+def _messages(client: imaplib.IMAP4, mailbox: str) -> int:
+    typ, data = client.status(mailbox, "(MESSAGES)")
+    assert typ == "OK", data
+    found = re.search(rb"MESSAGES (\d+)", data[0])
+    assert found, data
+    return int(found.group(1))
+
+
+@pytest.mark.timeout(120)
+def test_stalled_link_answers_from_the_replica_then_recovers(
+    dovecot: Dovecot, make_proxy: ProxyFactory, fresh_user: Account
+) -> None:
+    proxy = make_proxy()
+    relay = proxy.relay
+    assert relay is not None
+    client = imaplib.IMAP4(proxy.host, proxy.port, timeout=60)
+    try:
+        client.login(fresh_user.user, fresh_user.password)
+        typ, _ = client.select("INBOX")
+        assert typ == "OK"
+        typ, cached = client.fetch("1:3", "(BODY.PEEK[] ENVELOPE)")
+        assert typ == "OK"
+        before = _messages(client, "INBOX")
+        time.sleep(1.0)  # the link is IDLEing upstream on INBOX now
+
+        relay.stall()
+        typ, _ = _timed("NOOP", client.noop)
+        assert typ == "OK"
+        typ, again = _timed("FETCH", lambda: client.fetch("1:3", "(BODY.PEEK[] ENVELOPE)"))
+        assert typ == "OK" and again == cached
+        typ, data = _timed("STATUS", lambda: client.status("INBOX", "(MESSAGES UNSEEN)"))
+        assert typ == "OK" and b"MESSAGES %d" % before in data[0], data
+        typ, _ = _timed("second NOOP", client.noop)
+        assert typ == "OK"
+        assert proxy.running
+
+        # New mail reaches the upstream while the proxy cannot see it.
+        with imap(dovecot.host, dovecot.port, fresh_user) as direct:
+            direct.append("INBOX", b"Subject: after the stall\r\n\r\nhello\r\n")
+        relay.unstall()
+        unstalled = time.monotonic()
+        deadline = unstalled + RECOVER_WITHIN
+        while _messages(client, "INBOX") != before + 1:
+            assert time.monotonic() < deadline, proxy.log_tail()
+            time.sleep(0.5)
+        print(f"stalled link: new mail seen {time.monotonic() - unstalled:.1f} s after unstall")
+        typ, data = client.fetch(str(before + 1), "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+        assert typ == "OK" and b"after the stall" in data[0][1], data
+    finally:
+        client.logout()
+    assert proxy.running
+    assert "Traceback" not in proxy.log_text(), proxy.log_tail()

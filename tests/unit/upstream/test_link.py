@@ -1,0 +1,432 @@
+"""UpstreamLink against a scripted upstream on a fake clock: states, stall detection,
+backoff with jitter, keepalive, and operations that never wait long on a dead link."""
+
+from __future__ import annotations
+
+import gc
+import itertools
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from twisted.internet import defer
+from twisted.internet.error import ConnectionDone
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.logger import ILogObserver, globalLogPublisher
+from twisted.python.failure import Failure
+from zope.interface import provider
+
+from imapproxy.protocol import FetchAttribute, SequenceSet
+from imapproxy.upstream import link as link_module
+from imapproxy.upstream.address import UpstreamAddress
+from imapproxy.upstream.client import UpstreamClient, as_int
+from imapproxy.upstream.connection import STALL_SECONDS, UpstreamProtocol
+from imapproxy.upstream.errors import UpstreamUnavailable, UpstreamUnreachable
+from imapproxy.upstream.link import LinkState, UpstreamLink
+
+
+@pytest.fixture(autouse=True)
+def no_unhandled_errors() -> Iterator[None]:
+    """Every Deferred the link starts must have its errors handled: a Deferred that
+    is garbage-collected holding a failure logs "Unhandled error in Deferred"."""
+    seen: list[dict] = []
+
+    @provider(ILogObserver)
+    def observe(event: dict) -> None:
+        if event.get("isError") or "log_failure" in event:
+            seen.append(event)
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        yield
+        gc.collect()
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    assert not seen, [str(e.get("log_failure") or e) for e in seen]
+
+
+class FakeTransport(StringTransport):
+    def __init__(self, server: FakeConnection) -> None:
+        super().__init__()
+        self.server = server
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        self.server.clock.callLater(0, self.server.received)
+
+    def loseConnection(self) -> None:
+        self.abortConnection()
+
+    def abortConnection(self) -> None:
+        if not self.disconnected:
+            self.disconnected = True
+            self.server.clock.callLater(
+                0, self.server.protocol.connectionLost, Failure(ConnectionDone())
+            )
+
+
+class FakeConnection:
+    """One scripted upstream connection: answers NOOP, SELECT, IDLE/DONE, UID FETCH,
+    LOGOUT; with ``stalled`` set it reads and never answers (a dead network)."""
+
+    def __init__(self, server: FakeServer) -> None:
+        self.server = server
+        self.clock = server.clock
+        self.protocol = UpstreamProtocol(self.clock)
+        self.transport = FakeTransport(self)
+        self.protocol.makeConnection(self.transport)
+        self.protocol.dataReceived(b"* OK fake ready\r\n")
+        self.pending = b""
+        self.idle_tag: bytes | None = None
+        self.commands: list[bytes] = []
+
+    def received(self) -> None:
+        self.pending += self.transport.value()
+        self.transport.clear()
+        while b"\r\n" in self.pending:
+            line, self.pending = self.pending.split(b"\r\n", 1)
+            self.commands.append(line)
+            if not self.server.stalled and not self.transport.disconnected:
+                self.answer(line)
+
+    def send(self, data: bytes) -> None:
+        self.protocol.dataReceived(data)
+
+    def answer(self, line: bytes) -> None:
+        if line == b"DONE" and self.server.done_reply is not None:
+            self.send(self.server.done_reply)
+            return
+        if line == b"DONE":
+            assert self.idle_tag is not None
+            tag, self.idle_tag = self.idle_tag, None
+            self.send(tag + b" OK idle done\r\n")
+            return
+        tag, _, rest = line.partition(b" ")
+        name = rest.split(b" ")[0].upper()
+        if name == b"IDLE":
+            self.idle_tag = tag
+            self.send(b"+ idling\r\n")
+        elif name in (b"SELECT", b"EXAMINE"):
+            self.send(b"* 3 EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n" + tag + b" OK selected\r\n")
+        elif name == b"UID" and rest.upper().startswith(b"UID FETCH"):
+            self.send(self.server.fetch_reply + tag + b" OK fetched\r\n")
+        elif name == b"LOGOUT":
+            self.send(b"* BYE bye\r\n" + tag + b" OK\r\n")
+        else:
+            self.send(tag + b" OK done\r\n")
+
+
+class FakeServer:
+    def __init__(self) -> None:
+        self.clock = Clock()
+        self.connections: list[FakeConnection] = []
+        self.attempts: list[float] = []
+        self.stalled = False
+        self.refuse = False
+        self.hang = False
+        self.fetch_reply = b"* 1 FETCH (UID 1 FLAGS ())\r\n"
+        self.done_reply: bytes | None = None
+
+    async def connect(self, *args: Any, **kwargs: Any) -> UpstreamClient:
+        self.attempts.append(self.clock.seconds())
+        if self.refuse:
+            raise UpstreamUnreachable("connection refused")
+        if self.hang or self.stalled:
+            # A greeting that never comes; like connect(), give up after its timeout.
+            try:
+                await defer.Deferred().addTimeout(kwargs["timeout"], self.clock)
+            except defer.TimeoutError:
+                raise UpstreamUnreachable("no greeting") from None
+        connection = FakeConnection(self)
+        self.connections.append(connection)
+        return UpstreamClient(connection.protocol, {"IMAP4REV1", "IDLE", "UIDPLUS"})
+
+    def run(self, seconds: float, step: float = 0.1) -> None:
+        for _ in range(round(seconds / step)):
+            self.clock.advance(step)
+
+
+def make_link(server: FakeServer, seed: int = 1) -> UpstreamLink:
+    return UpstreamLink(
+        server.clock,
+        UpstreamAddress.parse("imap+plain://127.0.0.1:1"),
+        b"u",
+        b"p",
+        connector=server.connect,
+        rng=random.Random(seed),
+    )
+
+
+async def _noop(client: UpstreamClient) -> None:
+    await client.noop()
+
+
+def start(link: UpstreamLink, server: FakeServer, op: Any = _noop) -> defer.Deferred:
+    d = defer.ensureDeferred(link.use(op))
+    server.clock.advance(0)
+    return d
+
+
+def idling(server: FakeServer) -> tuple[UpstreamLink, FakeConnection]:
+    link = make_link(server)
+    d = start(link, server)
+    assert d.called and d.result is None
+    link.watch("INBOX", lambda _: None)
+    server.run(0.5)
+    assert link.state is LinkState.IDLING
+    return link, server.connections[-1]
+
+
+def stall(link: UpstreamLink, server: FakeServer) -> None:
+    """Stall the network and let the link find out (its next operation fails)."""
+    server.stalled = True
+    d = start(link, server)
+    limit = link_module.IDLE_SWITCH_SECONDS if link.state is LinkState.IDLING else STALL_SECONDS
+    server.run(limit + 1.5)
+    assert isinstance(error_of(d), UpstreamUnavailable)
+
+
+def error_of(d: defer.Deferred) -> BaseException:
+    assert d.called
+    failure = d.result
+    d.addErrback(lambda _: None)
+    assert isinstance(failure, Failure), failure
+    return failure.value
+
+
+# -- the stall that used to cost 45 s ---------------------------------------------
+
+
+def test_a_stall_while_idling_fails_the_next_operation_within_seconds() -> None:
+    server = FakeServer()
+    link, _ = idling(server)
+    server.stalled = True
+    d = start(link, server)
+    server.run(link_module.IDLE_SWITCH_SECONDS - 0.5)
+    assert not d.called
+    server.run(1.5)
+    assert isinstance(error_of(d), UpstreamUnavailable)
+    # Meanwhile operations fail at once, without a connect attempt of their own.
+    for _ in range(20):
+        assert link.state in (LinkState.BACKING_OFF, LinkState.CONNECTING)
+        attempts = len(server.attempts)
+        again = start(link, server)
+        assert isinstance(error_of(again), UpstreamUnreachable)
+        assert len(server.attempts) == attempts
+        server.run(0.5)
+
+
+def test_after_a_stall_the_link_comes_back_by_itself() -> None:
+    server = FakeServer()
+    link, first = idling(server)
+    stall(link, server)
+    server.run(30)  # attempts hang on the stalled network, then time out
+    assert link.state in (LinkState.CONNECTING, LinkState.BACKING_OFF)
+    server.stalled = False
+    server.run(70)
+    assert link.state is LinkState.IDLING
+    assert server.connections[-1] is not first
+    assert start(link, server).result is None
+
+
+def test_an_operation_waits_briefly_for_an_attempt_after_a_failure() -> None:
+    """A connection attempt that hangs does not hold operations: they wait at most
+    SUSPECT_WAIT_SECONDS and the attempt goes on without them."""
+    server = FakeServer()
+    link = make_link(server)
+    start(link, server)  # connected, nobody watching: no background attempts
+    stall(link, server)
+    server.run(link_module.FAIL_FAST_SECONDS + 0.5)
+    assert link.state is LinkState.BACKING_OFF
+    d = start(link, server)
+    server.run(link_module.SUSPECT_WAIT_SECONDS + 0.5)
+    assert isinstance(error_of(d), UpstreamUnreachable)
+
+
+@pytest.mark.parametrize(
+    "reply", [b"\x00\xff garbage\r\n", b"Q9 OK never sent\r\n", b"* 1 FETCH (((\r\n"]
+)
+def test_a_wrong_answer_to_done_fails_the_operation_and_backs_off(reply: bytes) -> None:
+    server = FakeServer()
+    link, connection = idling(server)
+    server.done_reply = reply
+    d = start(link, server)
+    server.run(0.2)
+    assert isinstance(error_of(d), UpstreamUnavailable)
+    assert connection.transport.disconnected
+    assert link.state in (LinkState.BACKING_OFF, LinkState.CONNECTING)
+    server.done_reply = None
+    server.run(3)
+    assert link.state is LinkState.IDLING
+    assert start(link, server).result is None
+
+
+def test_a_connection_the_server_closes_is_replaced_by_the_next_operation() -> None:
+    """A BYE (Dovecot's answer to deleting the mailbox a session has selected) is not
+    a dead link: no fail-fast window, the next operation simply reconnects."""
+    server = FakeServer()
+    link, connection = idling(server)
+    connection.send(b"* BYE mailbox deleted\r\n")
+    connection.transport.abortConnection()
+    server.clock.advance(0)
+    assert link.state is LinkState.DISCONNECTED
+    assert start(link, server).result is None
+    assert len(server.connections) == 2
+
+
+def test_a_stalled_command_fails_within_the_stall_limit() -> None:
+    server = FakeServer()
+    link = make_link(server)
+    start(link, server)
+    server.stalled = True
+    d = start(link, server)
+    server.run(9.5)
+    assert isinstance(error_of(d), UpstreamUnavailable)
+    assert link.state is LinkState.BACKING_OFF
+
+
+# -- keepalive -----------------------------------------------------------------------
+
+
+def test_keepalive_leaves_idle_sends_noop_and_idles_again() -> None:
+    server = FakeServer()
+    _, connection = idling(server)
+    before = len(connection.commands)
+    server.run(link_module.KEEPALIVE_SECONDS - 1)
+    assert len(connection.commands) == before
+    server.run(2)
+    names = [c.split(b" ")[-1] for c in connection.commands[before:]]
+    assert names == [b"DONE", b"NOOP", b"IDLE"]
+
+
+def test_keepalive_finds_a_link_that_died_quietly() -> None:
+    server = FakeServer()
+    link, _ = idling(server)
+    server.stalled = True
+    server.run(link_module.KEEPALIVE_SECONDS + link_module.IDLE_SWITCH_SECONDS + 2)
+    assert link.state in (LinkState.BACKING_OFF, LinkState.CONNECTING)
+
+
+def test_the_upstream_ending_idle_is_followed_by_a_new_idle() -> None:
+    server = FakeServer()
+    link, connection = idling(server)
+    tag = connection.idle_tag
+    assert tag is not None
+    connection.idle_tag = None
+    connection.send(tag + b" OK IDLE terminated\r\n")
+    server.run(0.5)
+    assert link.state is LinkState.IDLING
+    assert connection.commands[-1].endswith(b"IDLE")
+
+
+# -- backoff -----------------------------------------------------------------------------
+
+
+def _attempt_gaps(seed: int) -> list[float]:
+    server = FakeServer()
+    server.refuse = True
+    link = make_link(server, seed)
+    link.watch("INBOX", lambda _: None)
+    error_of(start(link, server))
+    server.run(400, step=0.25)
+    times = server.attempts
+    return [b - a for a, b in itertools.pairwise(times)]
+
+
+def test_backoff_grows_exponentially_with_jitter() -> None:
+    gaps = _attempt_gaps(seed=1)
+    assert len(gaps) >= 8
+    for n, gap in enumerate(gaps):
+        ceiling = min(link_module.RECONNECT_MAX_SECONDS, link_module.RECONNECT_MIN_SECONDS * 2**n)
+        assert ceiling / 2 - 0.3 <= gap <= ceiling + 0.3, (n, gaps)
+    assert max(gaps) <= link_module.RECONNECT_MAX_SECONDS + 0.3
+    other = _attempt_gaps(seed=2)
+    assert [round(g, 1) for g in gaps[:6]] != [round(g, 1) for g in other[:6]]
+
+
+def test_an_upstream_that_logs_in_then_misbehaves_is_backed_off_from() -> None:
+    """Each connection works until its first command, which gets garbage: the
+    successful logins must not reset the backoff."""
+    server = FakeServer()
+    server.fetch_reply = b"\x00garbage\r\n"
+    link = make_link(server)
+    link.watch("INBOX", lambda _: None)
+
+    async def fetch(client: UpstreamClient) -> None:
+        await client.fetch(SequenceSet(((1, None),)), (FetchAttribute("FLAGS"),))
+
+    def on_connected() -> None:
+        defer.ensureDeferred(link.use(fetch)).addErrback(lambda _: None)
+
+    link.on_connected = on_connected
+    error_of(start(link, server, fetch))
+    server.run(120, step=0.25)
+    assert 4 <= len(server.attempts) <= 9, server.attempts
+    gaps = [b - a for a, b in itertools.pairwise(server.attempts)]
+    assert gaps[-1] > 8 * gaps[0], gaps
+
+
+def test_close_stops_the_attempts() -> None:
+    server = FakeServer()
+    server.refuse = True
+    link = make_link(server)
+    link.watch("INBOX", lambda _: None)
+    error_of(start(link, server))
+    closed = defer.ensureDeferred(link.close())
+    server.run(1)
+    assert closed.called
+    count = len(server.attempts)
+    server.run(200)
+    assert len(server.attempts) == count
+    assert link.state is LinkState.CLOSED
+    assert isinstance(error_of(start(link, server)), UpstreamUnreachable)
+
+
+# -- wrong answers ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"* 1 FETCH (UID abc FLAGS ())\r\n",  # a UID that is not a number
+        b"* 1 FETCH (UID 1 FLAGS)\r\n",  # an odd item list
+        b"* 1 FETCH UID\r\n",  # not a list at all
+    ],
+)
+def test_a_malformed_fetch_costs_the_connection_not_the_caller(reply: bytes) -> None:
+    server = FakeServer()
+    link = make_link(server)
+    start(link, server)
+    server.fetch_reply = reply
+
+    async def fetch_uids(client: UpstreamClient) -> list[int]:
+        items = await client.fetch(SequenceSet(((1, None),)), (FetchAttribute("FLAGS"),))
+        return [as_int(i["UID"]) for i in items]
+
+    d = start(link, server, fetch_uids)
+    server.run(0.5)
+    assert isinstance(error_of(d), UpstreamUnavailable)
+    assert link.state is LinkState.BACKING_OFF
+    assert server.connections[0].transport.disconnected
+
+
+def test_a_select_answer_without_uidvalidity_is_refused_not_taken_as_empty() -> None:
+    """OK to SELECT with no EXISTS and no UIDVALIDITY would read as an empty,
+    renumbered mailbox and wipe its replica: it is a malformed answer instead."""
+    server = FakeServer()
+    link = make_link(server)
+    start(link, server)
+    connection = server.connections[0]
+    connection.answer = lambda line: connection.send(  # type: ignore[method-assign]
+        line.split(b" ")[0] + b" OK [READ-WRITE] selected\r\n"
+    )
+
+    async def select(client: UpstreamClient) -> object:
+        return await client.select("INBOX")
+
+    d = start(link, server, select)
+    server.run(0.2)
+    assert isinstance(error_of(d), UpstreamUnavailable)
+    assert link.state in (LinkState.BACKING_OFF, LinkState.CONNECTING)

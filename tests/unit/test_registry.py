@@ -43,7 +43,13 @@ class FakeLink:
     upstream: Upstream
 
     def __init__(
-        self, reactor: Any, address: Any, username: bytes, password: bytes, ca: Any = None
+        self,
+        reactor: Any,
+        address: Any,
+        username: bytes,
+        password: bytes,
+        ca: Any = None,
+        **options: Any,
     ) -> None:
         self.username = username
         self.password = password

@@ -53,18 +53,78 @@ class Listener:
         return f"{host}:{self.port}"
 
 
+#: Accounts no session has used for this long are closed (their upstream connection
+#: logged out, their runtime dropped); the next login opens them again.
+DEFAULT_ACCOUNT_IDLE_SECONDS = 30 * 60.0
+
+
+@dataclass(frozen=True)
+class PrefetchSettings:
+    """What is fetched ahead of time so it can be read offline: bodies of messages in
+    ``folders`` (names, or special uses such as "Sent" for the folder marked \\Sent)
+    received in the last ``max_age_days`` days and no larger than ``max_body_size``
+    bytes. An empty ``folders`` turns prefetch off."""
+
+    folders: tuple[str, ...] = ("INBOX", "Sent", "Drafts")
+    max_age_days: int = 90
+    max_body_size: int = 25 * 2**20
+
+
+@dataclass(frozen=True)
+class Freshness:
+    """How stale the replica may get while the upstream is reachable: every folder is
+    brought up to date at least every ``sync_interval`` seconds (0: only when a client
+    looks), and a selected mailbox the upstream connection cannot IDLE on is polled
+    every ``poll_interval`` seconds."""
+
+    sync_interval: float = 300.0
+    poll_interval: float = 60.0
+
+
+@dataclass(frozen=True)
+class UpstreamConfig:
+    """One upstream server and the logins it serves.
+
+    A login goes to the first upstream (in configuration order) whose ``listeners``
+    include the address the client connected to (empty: any) and whose ``logins``
+    patterns match the login name (shell-style, case-insensitive; empty: any name).
+    A login that no upstream takes is refused without any upstream hearing of it.
+    """
+
+    name: str
+    address: UpstreamAddress
+    ca_file: Path | None = None
+    logins: tuple[str, ...] = ()
+    #: Listener addresses as ``Listener.describe()`` spells them.
+    listeners: tuple[str, ...] = ()
+    prefetch: PrefetchSettings = PrefetchSettings()
+    #: Bytes of cached message content per account; None: no limit.
+    cache_limit: int | None = None
+    freshness: Freshness = Freshness()
+
+
 @dataclass(frozen=True)
 class Config:
-    upstream: UpstreamAddress
     listeners: tuple[Listener, ...]
     state_dir: Path
-    upstream_ca: Path | None = None
+    upstreams: tuple[UpstreamConfig, ...]
     tls_cert: Path | None = None
     tls_key: Path | None = None
     max_append: int = 64 * 2**20
     allow_plaintext_listen: bool = False
+    #: Seconds without any session before an account is closed; 0: never.
+    account_idle_seconds: float = DEFAULT_ACCOUNT_IDLE_SECONDS
     #: The loaded certificate and key (None without --tls-cert).
     server_tls: ServerTLS | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def upstream(self) -> UpstreamAddress:
+        """The first upstream's address (the only one when configured by flags)."""
+        return self.upstreams[0].address
+
+    @property
+    def upstream_ca(self) -> Path | None:
+        return self.upstreams[0].ca_file
 
     @property
     def plain_listener(self) -> Listener | None:
@@ -74,33 +134,26 @@ class Config:
     def tls_listener(self) -> Listener | None:
         return next((lst for lst in self.listeners if lst.implicit_tls), None)
 
-    @property
-    def require_tls_for_login(self) -> bool:
-        """Clients of the plain listener must STARTTLS before LOGIN/AUTHENTICATE: it is
-        reachable from the network and we have a certificate, so nothing excuses a
-        cleartext password (unless the user said the network is trusted). Sessions on the
-        implicit-TLS listener are private from the start and need no such rule."""
-        plain = self.plain_listener
+    def requires_tls_for_login(self, listener: Listener) -> bool:
+        """Clients of a plain listener must STARTTLS before LOGIN/AUTHENTICATE when it
+        is reachable from the network and we have a certificate, so nothing excuses a
+        cleartext password (unless the user said the network is trusted). Sessions on
+        an implicit-TLS listener are private from the start and need no such rule."""
         return (
-            plain is not None
+            not listener.implicit_tls
             and self.tls_cert is not None
-            and not plain.loopback
+            and not listener.loopback
             and not self.allow_plaintext_listen
         )
 
+    @property
+    def require_tls_for_login(self) -> bool:
+        """Whether any plain listener requires STARTTLS before a login."""
+        return any(self.requires_tls_for_login(lst) for lst in self.listeners)
+
     @staticmethod
     def parse_listen(text: str, flag: str = "--listen") -> tuple[str, int]:
-        host, sep, port = text.rpartition(":")
-        if not sep or not host:
-            raise ConfigError(f"{flag} {text!r}: expected HOST:PORT, e.g. 127.0.0.1:1143")
-        host = host.strip("[]")
-        try:
-            number = int(port)
-        except ValueError:
-            raise ConfigError(f"{flag} {text!r}: port must be a number") from None
-        if not 0 <= number <= 65535:
-            raise ConfigError(f"{flag} {text!r}: port out of range")
-        return host, number
+        return parse_listen(text, flag)
 
     @classmethod
     def build(
@@ -113,9 +166,11 @@ class Config:
         tls_key: Path | None = None,
         allow_plaintext_listen: bool = False,
         listen_tls: str | None = None,
+        account_idle_seconds: float = DEFAULT_ACCOUNT_IDLE_SECONDS,
     ) -> Config:
-        """``listen`` None and ``listen_tls`` None: the default plain listener on
-        127.0.0.1:1143. Give ``listen_tls`` alone to listen with implicit TLS only."""
+        """The command line's one-upstream configuration. ``listen`` None and
+        ``listen_tls`` None: the default plain listener on 127.0.0.1:1143. Give
+        ``listen_tls`` alone to listen with implicit TLS only."""
         try:
             address = UpstreamAddress.parse(upstream)
         except AddressError as exc:
@@ -124,9 +179,9 @@ class Config:
             listen = DEFAULT_LISTEN
         listeners: list[Listener] = []
         if listen is not None:
-            listeners.append(Listener(*cls.parse_listen(listen)))
+            listeners.append(Listener(*parse_listen(listen, "--listen")))
         if listen_tls is not None:
-            listeners.append(Listener(*cls.parse_listen(listen_tls, "--listen-tls"), True))
+            listeners.append(Listener(*parse_listen(listen_tls, "--listen-tls"), True))
         if (tls_cert is None) != (tls_key is None):
             raise ConfigError("--tls-cert and --tls-key go together")
         if listen_tls is not None and tls_cert is None:
@@ -137,17 +192,9 @@ class Config:
                 f"--listen and --listen-tls both name {listeners[0].describe()}: "
                 "give them different ports"
             )
-        plain = next((lst for lst in listeners if not lst.implicit_tls), None)
-        if (
-            plain is not None
-            and not plain.loopback
-            and tls_cert is None
-            and not allow_plaintext_listen
-        ):
-            raise ConfigError(
-                f"refusing to listen on {plain.host} without TLS: passwords would cross the "
-                "network in clear; give --tls-cert/--tls-key, or --allow-plaintext-listen on "
-                "a trusted network"
+        for listener in listeners:
+            check_plaintext_listener(
+                listener, tls_cert is not None, allow_plaintext_listen, "--tls-cert/--tls-key"
             )
         for label, path in (
             ("--upstream-ca", upstream_ca),
@@ -162,17 +209,47 @@ class Config:
                 server_tls = load_server_tls(tls_cert, tls_key)
             except ServerTLSError as exc:
                 raise ConfigError(str(exc)) from None
-        state_dir = _prepare_state_dir(state_dir)
+        state_dir = prepare_state_dir(state_dir)
         return cls(
-            address,
             tuple(listeners),
             state_dir,
-            upstream_ca,
+            (UpstreamConfig("default", address, upstream_ca),),
             tls_cert,
             tls_key,
             allow_plaintext_listen=allow_plaintext_listen,
+            account_idle_seconds=account_idle_seconds,
             server_tls=server_tls,
         )
+
+
+def parse_listen(text: str, flag: str = "--listen") -> tuple[str, int]:
+    """HOST:PORT (an IPv6 host in brackets); ``flag`` names the setting in errors."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise ConfigError(f"{flag} {text!r}: expected HOST:PORT, e.g. 127.0.0.1:1143")
+    host = host.strip("[]")
+    try:
+        number = int(port)
+    except ValueError:
+        raise ConfigError(f"{flag} {text!r}: port must be a number") from None
+    if not 0 <= number <= 65535:
+        raise ConfigError(f"{flag} {text!r}: port out of range")
+    return host, number
+
+
+def check_plaintext_listener(
+    listener: Listener, has_cert: bool, allow_plaintext: bool, cert_setting: str
+) -> None:
+    """Passwords never cross a network in clear unless the user says it is trusted."""
+    if listener.implicit_tls or listener.loopback or has_cert or allow_plaintext:
+        return
+    allow = (
+        "--allow-plaintext-listen" if cert_setting.startswith("--") else "allow_plaintext_listen"
+    )
+    raise ConfigError(
+        f"refusing to listen on {listener.host} without TLS: passwords would cross the "
+        f"network in clear; give {cert_setting}, or {allow} on a trusted network"
+    )
 
 
 def _is_loopback(host: str) -> bool:
@@ -184,7 +261,7 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _prepare_state_dir(path: Path) -> Path:
+def prepare_state_dir(path: Path) -> Path:
     """Create it 0700 (mail and verifiers live there) and make sure we can write it."""
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)

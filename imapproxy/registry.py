@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -100,10 +101,38 @@ class AccountRegistry:
             self._runtimes[name] = runtime
         return runtime
 
+    async def close_account(self, name: str, still_idle: Callable[[], bool]) -> None:
+        """Close an account no session uses (its upstream connection logs out, its
+        runtime goes). Its outbox is drained first, while logins may still reuse the
+        runtime; what cannot be sent stays in the store for the next login's runtime.
+        The close itself holds the user's login lock and happens only if
+        ``still_idle()`` says no login took the account meanwhile."""
+        runtime = self._runtimes.get(name)
+        if runtime is None:
+            return
+        if runtime.outbox.pending():
+            try:
+                await runtime.outbox.drain()
+            except Exception as exc:  # the entries stay queued; closing goes on
+                log.warning("outbox of an idle account not drained: %s", exc)
+        lock = self._login_locks.setdefault(name, defer.DeferredLock())
+        await lock.acquire()
+        try:
+            if self._runtimes.get(name) is not runtime or not still_idle():
+                return
+            del self._runtimes[name]
+            runtime.close()
+            await runtime.link.close()
+        finally:
+            lock.release()
+            if not lock.locked and not lock.waiting:
+                self._login_locks.pop(name, None)
+
     async def close(self) -> None:
         # Sessions still closing after this must not reach into a closed store.
         self.notifier.on_watch_change.clear()
         for runtime in self._runtimes.values():
+            runtime.close()
             await runtime.link.close()
 
 

@@ -1,8 +1,9 @@
-"""Wires configuration → store → account registry → listening server(s).
+"""Wires configuration → store → one account registry per upstream → the login router
+→ listening server(s).
 
 A twisted.application Service, so the proxy starts and stops as a unit: on stop it
-stops accepting (on every listener: plain/STARTTLS ``--listen`` and implicit-TLS
-``--listen-tls``), logs out of the upstream connections and closes the store.
+stops accepting (on every listener: plain/STARTTLS ``listen`` and implicit-TLS
+``listen_tls``), logs out of the upstream connections and closes the store.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from twisted.internet import defer
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
-from imapproxy.config import Config, Listener
+from imapproxy.config import Config, Listener, UpstreamConfig
 from imapproxy.registry import AccountRegistry
+from imapproxy.router import LoginRouter, Route
 from imapproxy.server.connection import ServerFactory
 from imapproxy.server.session import ServerContext
 from imapproxy.store import Store
@@ -30,19 +32,22 @@ class ProxyService(Service):
         self.reactor = reactor
         self.config = config
         self.store: Store | None = None
-        self.registry: AccountRegistry | None = None
+        self.router: LoginRouter | None = None
         #: The listening ports, in the order of ``config.listeners``.
         self.ports: list[Any] = []
 
     async def start(self) -> None:
         """Open the store and listen; raises on a port in use (any listener)."""
         config = self.config
-        if config.upstream_ca is not None:
-            check_ca_file(config.upstream_ca)
-        self.store = Store(config.state_dir / "replica")
-        self.registry = AccountRegistry(
-            self.reactor, self.store, config.upstream, config.upstream_ca
-        )
+        for upstream in config.upstreams:
+            if upstream.ca_file is not None:
+                check_ca_file(upstream.ca_file)
+        store = self.store = Store(config.state_dir / "replica")
+        routes = [
+            Route(u, AccountRegistry(self.reactor, store, u.address, u.ca_file))
+            for u in config.upstreams
+        ]
+        self.router = LoginRouter(self.reactor, routes, config.account_idle_seconds)
         tls_options = config.server_tls.options if config.server_tls is not None else None
         described = []
         try:
@@ -62,7 +67,7 @@ class ProxyService(Service):
         log.info(
             "imapproxy ready: listening on %s, upstream %s, state in %s",
             " and ".join(described),
-            config.upstream.url(),
+            ", ".join(_describe_upstream(u, len(config.upstreams)) for u in config.upstreams),
             config.state_dir,
         )
 
@@ -79,17 +84,26 @@ class ProxyService(Service):
     def _context(self, listener: Listener, tls_options: Any) -> ServerContext:
         """The implicit-TLS listener's sessions start secure: no STARTTLS, logins at once.
         The plain one offers STARTTLS when there is a certificate."""
-        assert self.registry is not None
+        router = self.router
+        assert router is not None
+        logins = router.for_listener(listener)
         if listener.implicit_tls:
             return ServerContext(
-                self.reactor, self.registry, None, self.config.max_append, implicit_tls=True
+                self.reactor,
+                logins,
+                None,
+                self.config.max_append,
+                implicit_tls=True,
+                session_ended=router.release,
             )
         return ServerContext(
             self.reactor,
-            self.registry,
+            logins,
             tls_options,
             self.config.max_append,
-            require_tls_for_login=tls_options is not None and self.config.require_tls_for_login,
+            require_tls_for_login=tls_options is not None
+            and self.config.requires_tls_for_login(listener),
+            session_ended=router.release,
         )
 
     def startService(self) -> None:
@@ -101,8 +115,8 @@ class ProxyService(Service):
         ports, self.ports = self.ports, []
         for port in ports:
             await port.stopListening()
-        if self.registry is not None:
-            await self.registry.close()
+        if self.router is not None:
+            await self.router.close()
         if self.store is not None:
             self.store.close()
             self.store = None
@@ -119,4 +133,11 @@ def _kind(listener: Listener, config: Config) -> str:
         return "implicit TLS"
     if config.server_tls is None:
         return "plain"
-    return "STARTTLS required" if config.require_tls_for_login else "STARTTLS offered"
+    return "STARTTLS required" if config.requires_tls_for_login(listener) else "STARTTLS offered"
+
+
+def _describe_upstream(upstream: UpstreamConfig, count: int) -> str:
+    if count == 1:
+        return upstream.address.url()
+    takes = [*upstream.logins, *(f"on {a}" for a in upstream.listeners)] or ["any other login"]
+    return f"{upstream.name} {upstream.address.url()} ({', '.join(takes)})"

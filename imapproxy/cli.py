@@ -17,7 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from imapproxy import __version__
-from imapproxy.config import Config, ConfigError, default_state_dir
+from imapproxy.config import (
+    DEFAULT_ACCOUNT_IDLE_SECONDS,
+    Config,
+    ConfigError,
+    default_state_dir,
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -82,6 +87,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="listen on a non-loopback address without TLS",
     )
+    serve.add_argument(
+        "--account-idle-timeout",
+        default=None,
+        metavar="DURATION",
+        help="close an account no session has used for this long, e.g. 30m (the default), "
+        "90s; 0 keeps accounts open",
+    )
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     check = commands.add_parser(
         "check-config", help="check a configuration file: every error with its line"
@@ -106,6 +118,7 @@ _CONFIG_FLAGS = (
     "tls_cert",
     "tls_key",
     "allow_plaintext_listen",
+    "account_idle_timeout",
 )
 
 
@@ -134,6 +147,14 @@ def _config(args: argparse.Namespace) -> Config:
         return load(args.config)
     if args.upstream is None:
         raise ConfigError("give --upstream URL (one upstream) or --config FILE")
+    idle = DEFAULT_ACCOUNT_IDLE_SECONDS
+    if args.account_idle_timeout is not None:
+        from imapproxy.config_file import parse_duration
+
+        try:
+            idle = parse_duration(args.account_idle_timeout)
+        except ValueError as exc:
+            raise ConfigError(f"--account-idle-timeout: {exc}") from None
     return Config.build(
         upstream=args.upstream,
         listen=args.listen,
@@ -143,6 +164,7 @@ def _config(args: argparse.Namespace) -> Config:
         tls_key=args.tls_key,
         allow_plaintext_listen=args.allow_plaintext_listen,
         listen_tls=args.listen_tls,
+        account_idle_seconds=idle,
     )
 
 

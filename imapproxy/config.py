@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,12 +44,18 @@ class Listener:
     host: str
     port: int
     implicit_tls: bool = False
+    #: A socket systemd opened for us (socket activation), as a Twisted endpoint string
+    #: such as ``systemd:domain=INET:name=imap``; host and port are then unknown until
+    #: it is adopted, and the rules that depend on them are checked at start.
+    endpoint: str | None = None
 
     @property
     def loopback(self) -> bool:
-        return _is_loopback(self.host)
+        return self.endpoint is None and _is_loopback(self.host)
 
     def describe(self) -> str:
+        if self.endpoint is not None:
+            return self.endpoint
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
 
@@ -179,14 +186,14 @@ class Config:
             listen = DEFAULT_LISTEN
         listeners: list[Listener] = []
         if listen is not None:
-            listeners.append(Listener(*parse_listen(listen, "--listen")))
+            listeners.append(make_listener(listen, "--listen", False))
         if listen_tls is not None:
-            listeners.append(Listener(*parse_listen(listen_tls, "--listen-tls"), True))
+            listeners.append(make_listener(listen_tls, "--listen-tls", True))
         if (tls_cert is None) != (tls_key is None):
             raise ConfigError("--tls-cert and --tls-key go together")
         if listen_tls is not None and tls_cert is None:
             raise ConfigError("--listen-tls needs a certificate: give --tls-cert and --tls-key")
-        addresses = [(lst.host, lst.port) for lst in listeners if lst.port != 0]
+        addresses = [lst.describe() for lst in listeners if lst.port != 0 or lst.endpoint]
         if len(set(addresses)) < len(addresses):
             raise ConfigError(
                 f"--listen and --listen-tls both name {listeners[0].describe()}: "
@@ -222,6 +229,22 @@ class Config:
         )
 
 
+_SYSTEMD_ENDPOINT = re.compile(r"systemd:domain=(INET|INET6|UNIX):(index=\d+|name=[\w.-]+)")
+
+
+def make_listener(text: str, flag: str, implicit_tls: bool) -> Listener:
+    """HOST:PORT, or a socket from systemd: ``systemd:domain=INET:name=NAME`` (the
+    ``FileDescriptorName=`` of the socket unit) or ``...:index=N``."""
+    if text.startswith("systemd:"):
+        if not _SYSTEMD_ENDPOINT.fullmatch(text):
+            raise ConfigError(
+                f"{flag} {text!r}: expected systemd:domain=INET:name=NAME (or index=N; "
+                "domain INET, INET6 or UNIX)"
+            )
+        return Listener("", 0, implicit_tls, endpoint=text)
+    return Listener(*parse_listen(text, flag), implicit_tls)
+
+
 def parse_listen(text: str, flag: str = "--listen") -> tuple[str, int]:
     """HOST:PORT (an IPv6 host in brackets); ``flag`` names the setting in errors."""
     host, sep, port = text.rpartition(":")
@@ -240,8 +263,11 @@ def parse_listen(text: str, flag: str = "--listen") -> tuple[str, int]:
 def check_plaintext_listener(
     listener: Listener, has_cert: bool, allow_plaintext: bool, cert_setting: str
 ) -> None:
-    """Passwords never cross a network in clear unless the user says it is trusted."""
+    """Passwords never cross a network in clear unless the user says it is trusted.
+    A socket from systemd is checked once adopted, when its address is known."""
     if listener.implicit_tls or listener.loopback or has_cert or allow_plaintext:
+        return
+    if listener.endpoint is not None:
         return
     allow = (
         "--allow-plaintext-listen" if cert_setting.startswith("--") else "allow_plaintext_listen"

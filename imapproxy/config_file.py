@@ -32,6 +32,7 @@ from imapproxy.config import (
     UpstreamConfig,
     check_plaintext_listener,
     default_state_dir,
+    make_listener,
     parse_listen,
     prepare_state_dir,
 )
@@ -195,16 +196,16 @@ class _Reader:
         if "listen" not in server and "listen_tls" not in server:
             return [(Listener(*parse_listen(DEFAULT_LISTEN)), ("server",))]
         found: list[tuple[Listener, KeyPath]] = []
-        seen: dict[tuple[str, int], str] = {}
+        seen: dict[str, str] = {}
         for key, implicit_tls in (("listen", False), ("listen_tls", True)):
             for address, path in self.strings_or_one(server, ("server", key)):
                 try:
-                    listener = Listener(*parse_listen(address, key), implicit_tls)
+                    listener = make_listener(address, key, implicit_tls)
                 except ConfigError as exc:
                     self.problem(path, str(exc))
                     continue
-                where = (listener.host, listener.port)
-                if listener.port != 0 and where in seen:
+                where = listener.describe()
+                if (listener.port != 0 or listener.endpoint) and where in seen:
                     self.problem(path, f"{key}: {listener.describe()} is already in {seen[where]}")
                     continue
                 seen[where] = key
@@ -315,7 +316,7 @@ class _Reader:
         routed: list[str] = []
         for text, path in self.strings_or_one(entry, (*where, "listeners")):
             try:
-                described = Listener(*parse_listen(text, "listeners")).describe()
+                described = make_listener(text, "listeners", False).describe()
             except ConfigError as exc:
                 self.problem(path, str(exc))
                 continue

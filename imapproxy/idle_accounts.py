@@ -43,6 +43,16 @@ class IdleAccounts:
     def users(self, key: AccountKey) -> int:
         return self._users.get(key, 0)
 
+    @property
+    def sessions(self) -> int:
+        """Sessions (and logins being checked) over all accounts."""
+        return sum(self._users.values())
+
+    @property
+    def accounts(self) -> int:
+        """Accounts open: in use, or unused and waiting for their idle time to pass."""
+        return len(self._users) + len(self._timers)
+
     def begin(self, key: AccountKey) -> None:
         """A session or a login starts using the account: no closing now."""
         self._users[key] = self.users(key) + 1

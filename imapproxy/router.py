@@ -77,6 +77,10 @@ class LoginRouter:
         account = runtime.account
         self.idle.end((account.upstream, account.username))
 
+    def status(self) -> str:
+        """One line for systemd's STATUS=."""
+        return f"{self.idle.sessions} sessions, {self.idle.accounts} accounts open"
+
     async def _close_account(self, key: AccountKey, still_idle: Any) -> None:
         registry = self._by_url.get(key[0])
         if registry is not None:

@@ -4,6 +4,11 @@
 A twisted.application Service, so the proxy starts and stops as a unit: on stop it
 stops accepting (on every listener: plain/STARTTLS ``listen`` and implicit-TLS
 ``listen_tls``), logs out of the upstream connections and closes the store.
+
+Under systemd it reports readiness, status and watchdog pings (``sd_notify``), and a
+listener may be a socket systemd opened (``systemd:domain=INET:name=imap``, socket
+activation): the rule that a plain listener beyond loopback needs TLS is then applied
+to the address the socket turns out to have.
 """
 
 from __future__ import annotations
@@ -13,12 +18,19 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet import defer
-from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
+from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint, serverFromString
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
-from imapproxy.config import Config, Listener, UpstreamConfig
+from imapproxy.config import (
+    Config,
+    ConfigError,
+    Listener,
+    UpstreamConfig,
+    check_plaintext_listener,
+)
 from imapproxy.registry import AccountRegistry
 from imapproxy.router import LoginRouter, Route
+from imapproxy.sd_notify import SystemdNotifier
 from imapproxy.server.connection import ServerFactory
 from imapproxy.server.session import ServerContext
 from imapproxy.store import Store
@@ -33,6 +45,7 @@ class ProxyService(Service):
         self.config = config
         self.store: Store | None = None
         self.router: LoginRouter | None = None
+        self.notifier: SystemdNotifier | None = None
         #: The listening ports, in the order of ``config.listeners``.
         self.ports: list[Any] = []
 
@@ -52,11 +65,9 @@ class ProxyService(Service):
         described = []
         try:
             for listener in config.listeners:
-                port = await self._listen(listener, tls_options)
+                port, actual = await self._listen(listener, tls_options)
                 self.ports.append(port)
-                bound = port.getHost()
-                address = Listener(bound.host, bound.port).describe()
-                described.append(f"{address} ({_kind(listener, config)})")
+                described.append(f"{actual.describe()} ({_kind(actual, config)})")
         except BaseException:
             # All or nothing: a port in use on the second listener closes the first.
             ports, self.ports = self.ports, []
@@ -70,16 +81,48 @@ class ProxyService(Service):
             ", ".join(_describe_upstream(u, len(config.upstreams)) for u in config.upstreams),
             config.state_dir,
         )
+        router = self.router
+        assert router is not None
+        listening = ", ".join(described)
+        self.notifier = SystemdNotifier(
+            self.reactor, lambda: f"{router.status()}; listening on {listening}"
+        )
+        self.notifier.ready()
 
-    async def _listen(self, listener: Listener, tls_options: Any) -> Any:
-        factory: Any = ServerFactory(self._context(listener, tls_options))
+    async def _listen(self, listener: Listener, tls_options: Any) -> tuple[Any, Listener]:
+        """Listen; returns the port and the listener as bound (a socket from systemd
+        has its address only now: the rules that depend on it are applied here)."""
+        context = self._context(listener, tls_options)
+        factory: Any = ServerFactory(context)
         if listener.implicit_tls:
             if tls_options is None:  # Config.build refuses this; never listen in clear
                 raise ValueError("--listen-tls needs --tls-cert and --tls-key")
             factory = TLSMemoryBIOFactory(tls_options, False, factory)
-        endpoint_type = TCP6ServerEndpoint if ":" in listener.host else TCP4ServerEndpoint
-        endpoint = endpoint_type(self.reactor, listener.port, interface=listener.host)
-        return await endpoint.listen(factory)
+        endpoint: Any
+        if listener.endpoint is not None:
+            endpoint = serverFromString(self.reactor, listener.endpoint)
+        else:
+            endpoint_type = TCP6ServerEndpoint if ":" in listener.host else TCP4ServerEndpoint
+            endpoint = endpoint_type(self.reactor, listener.port, interface=listener.host)
+        port = await endpoint.listen(factory)
+        bound = port.getHost()
+        host = getattr(bound, "host", "localhost")  # an AF_UNIX socket is local
+        actual = Listener(host, getattr(bound, "port", 0), listener.implicit_tls)
+        if listener.endpoint is not None:
+            try:
+                check_plaintext_listener(
+                    actual,
+                    self.config.tls_cert is not None,
+                    self.config.allow_plaintext_listen,
+                    "tls_cert/tls_key",
+                )
+            except ConfigError:
+                await port.stopListening()
+                raise
+            context.require_tls_for_login = (
+                tls_options is not None and self.config.requires_tls_for_login(actual)
+            )
+        return port, actual
 
     def _context(self, listener: Listener, tls_options: Any) -> ServerContext:
         """The implicit-TLS listener's sessions start secure: no STARTTLS, logins at once.
@@ -111,6 +154,9 @@ class ProxyService(Service):
         defer.ensureDeferred(self.start())
 
     async def stop(self) -> None:
+        if self.notifier is not None:
+            self.notifier.stopping()
+            self.notifier = None
         was_listening = bool(self.ports)
         ports, self.ports = self.ports, []
         for port in ports:

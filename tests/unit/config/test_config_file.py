@@ -435,3 +435,35 @@ def test_multiline_values_do_not_shift_lines(tmp_path: Path) -> None:
     assert problems == [
         (11, 'cache_limit: expected a size: bytes, or a string such as "25M" or "2G"')
     ]
+
+
+def test_sockets_from_systemd(tmp_path: Path) -> None:
+    config = load(
+        _write(
+            tmp_path,
+            """
+            [server]
+            listen = ["systemd:domain=INET:name=imap", "systemd:domain=INET6:index=1"]
+            [[upstream]]
+            url = "imaps://a.test"
+            listeners = ["systemd:domain=INET:name=imap"]
+            """,
+        ),
+        prepare=False,
+    )
+    first, second = config.listeners
+    assert first.endpoint == "systemd:domain=INET:name=imap" and not first.loopback
+    assert second.describe() == "systemd:domain=INET6:index=1"
+    assert config.upstreams[0].listeners == ("systemd:domain=INET:name=imap",)
+
+
+@pytest.mark.parametrize(
+    "endpoint", ["systemd:domain=INET", "systemd:domain=IPX:name=imap", "systemd:name=imap"]
+)
+def test_bad_systemd_socket(tmp_path: Path, endpoint: str) -> None:
+    _one_problem(
+        tmp_path,
+        f'[server]\n\nlisten = "{endpoint}"\n' + MINIMAL,
+        3,
+        "expected systemd:domain=INET:name=NAME",
+    )

@@ -197,6 +197,15 @@ class AccountRuntime:
     ) -> None:
         await fetch_missing(self.link, self.store, mailbox, wanted, needs)
 
+    def close(self) -> None:
+        """The account is closing: no more background work, no more hooks into the
+        shared notifier (a later login builds a new runtime)."""
+        if self._poll_call is not None and self._poll_call.active():
+            self._poll_call.cancel()
+        self._poll_call = None
+        if self.notifier.on_watch_change.get(self.account.id) == self._watch_changed:
+            del self.notifier.on_watch_change[self.account.id]
+
     def watch(self, mailbox: Mailbox | None) -> None:
         """Have the link IDLE upstream on the mailbox a client just selected."""
         self.link.watch(None if mailbox is None else mailbox.name, self.request_sync)

@@ -1,5 +1,7 @@
 """The command line: ``imapproxy serve --upstream URL --listen HOST:PORT --state-dir DIR``
-(and ``--listen-tls HOST:PORT --tls-cert FILE --tls-key FILE`` for implicit TLS).
+(and ``--listen-tls HOST:PORT --tls-cert FILE --tls-key FILE`` for implicit TLS), or
+``imapproxy serve --config FILE`` for any number of upstreams; ``imapproxy check-config
+FILE`` checks such a file without starting anything.
 
 Errors a user can fix (bad URL, unusable state directory, port in use, a certificate
 or key that cannot be used) end in one line on stderr and a non-zero exit, never a
@@ -15,7 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from imapproxy import __version__
-from imapproxy.config import Config, ConfigError, default_state_dir
+from imapproxy.config import (
+    DEFAULT_ACCOUNT_IDLE_SECONDS,
+    Config,
+    ConfigError,
+    default_state_dir,
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -23,9 +30,18 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"imapproxy {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the proxy")
+    serve.set_defaults(run=_serve)
+    serve.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="read listeners, upstreams and settings from this TOML file (instead of the "
+        "flags below, which configure one upstream)",
+    )
     serve.add_argument(
         "--upstream",
-        required=True,
+        default=None,
         help="imaps://host[:993], imap://host[:143] (STARTTLS) or imap+plain://host[:port]",
     )
     serve.add_argument(
@@ -74,7 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--login-delay",
         type=float,
-        default=2.0,
+        default=None,
         metavar="SECONDS",
         help="delay after a failed login, doubling with each further failure from the same "
         "address (default 2, as Dovecot; 0 turns the delay off, for tests only)",
@@ -82,47 +98,120 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--login-delay-max",
         type=float,
-        default=15.0,
+        default=None,
         metavar="SECONDS",
         help="the most a failed login's delay doubles to (default 15, as Dovecot)",
     )
     serve.add_argument(
         "--write-wait",
         type=float,
-        default=3.0,
+        default=None,
         metavar="SECONDS",
         help="how long a change waits for the upstream's answer before the client hears OK "
         "(it is applied and queued either way; default 3)",
     )
+    serve.add_argument(
+        "--account-idle-timeout",
+        default=None,
+        metavar="DURATION",
+        help="close an account no session has used for this long, e.g. 30m (the default), "
+        "90s; 0 keeps accounts open",
+    )
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    check = commands.add_parser(
+        "check-config", help="check a configuration file: every error with its line"
+    )
+    check.set_defaults(run=_check_config)
+    check.add_argument("file", type=Path, metavar="FILE")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    return int(args.run(args))
+
+
+#: Flags that --config replaces (the file says all of it).
+_CONFIG_FLAGS = (
+    "upstream",
+    "listen",
+    "listen_tls",
+    "state_dir",
+    "upstream_ca",
+    "tls_cert",
+    "tls_key",
+    "allow_plaintext_listen",
+    "account_idle_timeout",
+    "login_delay",
+    "login_delay_max",
+    "write_wait",
+)
+
+
+def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         stream=sys.stderr,
         level=getattr(logging, args.log_level),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        config = Config.build(
-            upstream=args.upstream,
-            listen=args.listen,
-            state_dir=args.state_dir or default_state_dir(),
-            upstream_ca=args.upstream_ca,
-            tls_cert=args.tls_cert,
-            tls_key=args.tls_key,
-            allow_plaintext_listen=args.allow_plaintext_listen,
-            listen_tls=args.listen_tls,
-            login_delay=args.login_delay,
-            login_delay_max=args.login_delay_max,
-            write_wait=args.write_wait,
-        )
+        config = _config(args)
     except ConfigError as exc:
-        print(f"imapproxy: error: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines():
+            print(f"imapproxy: error: {line}", file=sys.stderr)
         return 2
     return _run(config)
+
+
+def _config(args: argparse.Namespace) -> Config:
+    if args.config is not None:
+        mixed = [
+            f"--{f.replace('_', '-')}"
+            for f in _CONFIG_FLAGS
+            if getattr(args, f) not in (None, False)
+        ]
+        if mixed:
+            raise ConfigError(f"--config and {', '.join(mixed)}: put those settings in the file")
+        from imapproxy.config_file import load
+
+        return load(args.config)
+    if args.upstream is None:
+        raise ConfigError("give --upstream URL (one upstream) or --config FILE")
+    idle = DEFAULT_ACCOUNT_IDLE_SECONDS
+    if args.account_idle_timeout is not None:
+        from imapproxy.config_file import parse_duration
+
+        try:
+            idle = parse_duration(args.account_idle_timeout)
+        except ValueError as exc:
+            raise ConfigError(f"--account-idle-timeout: {exc}") from None
+    return Config.build(
+        upstream=args.upstream,
+        listen=args.listen,
+        state_dir=args.state_dir or default_state_dir(),
+        upstream_ca=args.upstream_ca,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        allow_plaintext_listen=args.allow_plaintext_listen,
+        listen_tls=args.listen_tls,
+        account_idle_seconds=idle,
+        login_delay=2.0 if args.login_delay is None else args.login_delay,
+        login_delay_max=15.0 if args.login_delay_max is None else args.login_delay_max,
+        write_wait=3.0 if args.write_wait is None else args.write_wait,
+    )
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    """Exit 0 with a one-line summary, or 1 with one ``FILE:LINE: problem`` per line."""
+    from imapproxy.config_file import load, summary
+
+    try:
+        config = load(args.file, prepare=False)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    print(summary(config))
+    return 0
 
 
 def _run(config: Config) -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,28 +44,100 @@ class Listener:
     host: str
     port: int
     implicit_tls: bool = False
+    #: A socket systemd opened for us (socket activation), as a Twisted endpoint string
+    #: such as ``systemd:domain=INET:name=imap``; host and port are then unknown until
+    #: it is adopted, and the rules that depend on them are checked at start.
+    endpoint: str | None = None
 
     @property
     def loopback(self) -> bool:
-        return _is_loopback(self.host)
+        return self.endpoint is None and _is_loopback(self.host)
 
     def describe(self) -> str:
+        if self.endpoint is not None:
+            return self.endpoint
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
 
 
+#: Accounts no session has used for this long are closed (their upstream connection
+#: logged out, their runtime dropped); the next login opens them again.
+DEFAULT_ACCOUNT_IDLE_SECONDS = 30 * 60.0
+
+
+@dataclass(frozen=True)
+class PrefetchSettings:
+    """What is fetched ahead of time so it can be read offline: bodies of messages in
+    ``folders`` (names, or special uses such as "Sent" for the folder marked \\Sent)
+    received in the last ``max_age_days`` days and no larger than ``max_body_size``
+    bytes. An empty ``folders`` turns prefetch off."""
+
+    folders: tuple[str, ...] = ("INBOX", "Sent", "Drafts")
+    max_age_days: int = 90
+    max_body_size: int = 25 * 2**20
+
+
+@dataclass(frozen=True)
+class Freshness:
+    """How stale the replica may get while the upstream is reachable: every folder is
+    brought up to date at least every ``sync_interval`` seconds (0: only when a client
+    looks), and a selected mailbox the upstream connection cannot IDLE on is polled
+    every ``poll_interval`` seconds."""
+
+    sync_interval: float = 300.0
+    poll_interval: float = 60.0
+
+
+@dataclass(frozen=True)
+class UpstreamConfig:
+    """One upstream server and the logins it serves.
+
+    A login goes to the first upstream (in configuration order) whose ``listeners``
+    include the address the client connected to (empty: any) and whose ``logins``
+    patterns match the login name (shell-style, case-insensitive; empty: any name).
+    A login that no upstream takes is refused without any upstream hearing of it.
+    """
+
+    name: str
+    address: UpstreamAddress
+    ca_file: Path | None = None
+    logins: tuple[str, ...] = ()
+    #: Listener addresses as ``Listener.describe()`` spells them.
+    listeners: tuple[str, ...] = ()
+    prefetch: PrefetchSettings = PrefetchSettings()
+    #: Bytes of cached message content per account; None: no limit.
+    cache_limit: int | None = None
+    freshness: Freshness = Freshness()
+
+
 @dataclass(frozen=True)
 class Config:
-    upstream: UpstreamAddress
     listeners: tuple[Listener, ...]
     state_dir: Path
-    upstream_ca: Path | None = None
+    upstreams: tuple[UpstreamConfig, ...]
     tls_cert: Path | None = None
     tls_key: Path | None = None
     max_append: int = 64 * 2**20
     allow_plaintext_listen: bool = False
+    #: Seconds without any session before an account is closed; 0: never.
+    account_idle_seconds: float = DEFAULT_ACCOUNT_IDLE_SECONDS
+    #: Failed-login delay: first step and ceiling (see login_limits).
+    login_delay: float = 2.0
+    login_delay_max: float = 15.0
+    #: Seconds a client's change waits for the upstream's answer before it hears OK
+    #: (the change is applied and queued either way; DESIGN.md "Writes go through the outbox").
+    write_wait: float = 3.0
     #: The loaded certificate and key (None without --tls-cert).
     server_tls: ServerTLS | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def upstream(self) -> UpstreamAddress:
+        """The first upstream's address (the only one when configured by flags)."""
+        return self.upstreams[0].address
+
+    @property
+    def upstream_ca(self) -> Path | None:
+        return self.upstreams[0].ca_file
 
     @property
     def plain_listener(self) -> Listener | None:
@@ -74,40 +147,26 @@ class Config:
     def tls_listener(self) -> Listener | None:
         return next((lst for lst in self.listeners if lst.implicit_tls), None)
 
-    #: Failed-login delay: first step and ceiling (see login_limits).
-    login_delay: float = 2.0
-    login_delay_max: float = 15.0
-    #: Seconds a client's change waits for the upstream's answer before it hears OK
-    #: (the change is applied and queued either way; DESIGN.md "Writes go through the outbox").
-    write_wait: float = 3.0
-
-    @property
-    def require_tls_for_login(self) -> bool:
-        """Clients of the plain listener must STARTTLS before LOGIN/AUTHENTICATE: it is
-        reachable from the network and we have a certificate, so nothing excuses a
-        cleartext password (unless the user said the network is trusted). Sessions on the
-        implicit-TLS listener are private from the start and need no such rule."""
-        plain = self.plain_listener
+    def requires_tls_for_login(self, listener: Listener) -> bool:
+        """Clients of a plain listener must STARTTLS before LOGIN/AUTHENTICATE when it
+        is reachable from the network and we have a certificate, so nothing excuses a
+        cleartext password (unless the user said the network is trusted). Sessions on
+        an implicit-TLS listener are private from the start and need no such rule."""
         return (
-            plain is not None
+            not listener.implicit_tls
             and self.tls_cert is not None
-            and not plain.loopback
+            and not listener.loopback
             and not self.allow_plaintext_listen
         )
 
+    @property
+    def require_tls_for_login(self) -> bool:
+        """Whether any plain listener requires STARTTLS before a login."""
+        return any(self.requires_tls_for_login(lst) for lst in self.listeners)
+
     @staticmethod
     def parse_listen(text: str, flag: str = "--listen") -> tuple[str, int]:
-        host, sep, port = text.rpartition(":")
-        if not sep or not host:
-            raise ConfigError(f"{flag} {text!r}: expected HOST:PORT, e.g. 127.0.0.1:1143")
-        host = host.strip("[]")
-        try:
-            number = int(port)
-        except ValueError:
-            raise ConfigError(f"{flag} {text!r}: port must be a number") from None
-        if not 0 <= number <= 65535:
-            raise ConfigError(f"{flag} {text!r}: port out of range")
-        return host, number
+        return parse_listen(text, flag)
 
     @classmethod
     def build(
@@ -123,9 +182,11 @@ class Config:
         login_delay: float = 2.0,
         login_delay_max: float = 15.0,
         write_wait: float = 3.0,
+        account_idle_seconds: float = DEFAULT_ACCOUNT_IDLE_SECONDS,
     ) -> Config:
-        """``listen`` None and ``listen_tls`` None: the default plain listener on
-        127.0.0.1:1143. Give ``listen_tls`` alone to listen with implicit TLS only."""
+        """The command line's one-upstream configuration. ``listen`` None and
+        ``listen_tls`` None: the default plain listener on 127.0.0.1:1143. Give
+        ``listen_tls`` alone to listen with implicit TLS only."""
         try:
             address = UpstreamAddress.parse(upstream)
         except AddressError as exc:
@@ -134,30 +195,22 @@ class Config:
             listen = DEFAULT_LISTEN
         listeners: list[Listener] = []
         if listen is not None:
-            listeners.append(Listener(*cls.parse_listen(listen)))
+            listeners.append(make_listener(listen, "--listen", False))
         if listen_tls is not None:
-            listeners.append(Listener(*cls.parse_listen(listen_tls, "--listen-tls"), True))
+            listeners.append(make_listener(listen_tls, "--listen-tls", True))
         if (tls_cert is None) != (tls_key is None):
             raise ConfigError("--tls-cert and --tls-key go together")
         if listen_tls is not None and tls_cert is None:
             raise ConfigError("--listen-tls needs a certificate: give --tls-cert and --tls-key")
-        addresses = [(lst.host, lst.port) for lst in listeners if lst.port != 0]
+        addresses = [lst.describe() for lst in listeners if lst.port != 0 or lst.endpoint]
         if len(set(addresses)) < len(addresses):
             raise ConfigError(
                 f"--listen and --listen-tls both name {listeners[0].describe()}: "
                 "give them different ports"
             )
-        plain = next((lst for lst in listeners if not lst.implicit_tls), None)
-        if (
-            plain is not None
-            and not plain.loopback
-            and tls_cert is None
-            and not allow_plaintext_listen
-        ):
-            raise ConfigError(
-                f"refusing to listen on {plain.host} without TLS: passwords would cross the "
-                "network in clear; give --tls-cert/--tls-key, or --allow-plaintext-listen on "
-                "a trusted network"
+        for listener in listeners:
+            check_plaintext_listener(
+                listener, tls_cert is not None, allow_plaintext_listen, "--tls-cert/--tls-key"
             )
         for label, path in (
             ("--upstream-ca", upstream_ca),
@@ -178,20 +231,69 @@ class Config:
             )
         if not 0 <= write_wait <= 600:
             raise ConfigError(f"--write-wait {write_wait}: expected 0 to 600 seconds")
-        state_dir = _prepare_state_dir(state_dir)
+        state_dir = prepare_state_dir(state_dir)
         return cls(
-            address,
             tuple(listeners),
             state_dir,
-            upstream_ca,
+            (UpstreamConfig("default", address, upstream_ca),),
             tls_cert,
             tls_key,
             allow_plaintext_listen=allow_plaintext_listen,
+            account_idle_seconds=account_idle_seconds,
             server_tls=server_tls,
             login_delay=login_delay,
             login_delay_max=login_delay_max,
             write_wait=write_wait,
         )
+
+
+_SYSTEMD_ENDPOINT = re.compile(r"systemd:domain=(INET|INET6|UNIX):(index=\d+|name=[\w.-]+)")
+
+
+def make_listener(text: str, flag: str, implicit_tls: bool) -> Listener:
+    """HOST:PORT, or a socket from systemd: ``systemd:domain=INET:name=NAME`` (the
+    ``FileDescriptorName=`` of the socket unit) or ``...:index=N``."""
+    if text.startswith("systemd:"):
+        if not _SYSTEMD_ENDPOINT.fullmatch(text):
+            raise ConfigError(
+                f"{flag} {text!r}: expected systemd:domain=INET:name=NAME (or index=N; "
+                "domain INET, INET6 or UNIX)"
+            )
+        return Listener("", 0, implicit_tls, endpoint=text)
+    return Listener(*parse_listen(text, flag), implicit_tls)
+
+
+def parse_listen(text: str, flag: str = "--listen") -> tuple[str, int]:
+    """HOST:PORT (an IPv6 host in brackets); ``flag`` names the setting in errors."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise ConfigError(f"{flag} {text!r}: expected HOST:PORT, e.g. 127.0.0.1:1143")
+    host = host.strip("[]")
+    try:
+        number = int(port)
+    except ValueError:
+        raise ConfigError(f"{flag} {text!r}: port must be a number") from None
+    if not 0 <= number <= 65535:
+        raise ConfigError(f"{flag} {text!r}: port out of range")
+    return host, number
+
+
+def check_plaintext_listener(
+    listener: Listener, has_cert: bool, allow_plaintext: bool, cert_setting: str
+) -> None:
+    """Passwords never cross a network in clear unless the user says it is trusted.
+    A socket from systemd is checked once adopted, when its address is known."""
+    if listener.implicit_tls or listener.loopback or has_cert or allow_plaintext:
+        return
+    if listener.endpoint is not None:
+        return
+    allow = (
+        "--allow-plaintext-listen" if cert_setting.startswith("--") else "allow_plaintext_listen"
+    )
+    raise ConfigError(
+        f"refusing to listen on {listener.host} without TLS: passwords would cross the "
+        f"network in clear; give {cert_setting}, or {allow} on a trusted network"
+    )
 
 
 def _is_loopback(host: str) -> bool:
@@ -203,7 +305,7 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _prepare_state_dir(path: Path) -> Path:
+def prepare_state_dir(path: Path) -> Path:
     """Create it 0700 (mail and verifiers live there) and make sure we can write it."""
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -55,6 +55,8 @@ class AccountRegistry:
         address: UpstreamAddress,
         ca_file: Path | None = None,
         penalty: LoginPenalty | None = None,
+        *,
+        limiter: LoginLimiter | None = None,
         write_wait: float = WAIT_SECONDS,
         max_message: int = DEFAULT_MAX_LITERAL,
     ) -> None:
@@ -66,7 +68,8 @@ class AccountRegistry:
         self.address = address
         self.ca_file = ca_file
         self.notifier = Notifier()
-        self.limiter = LoginLimiter(reactor, penalty)
+        #: Shared by the registries of all upstreams when given (see service.py).
+        self.limiter = limiter or LoginLimiter(reactor, penalty)
         #: Cost of new verifiers; older ones are re-derived with it at the next login.
         self.verifier_params = verifier.CURRENT
         #: Where scrypt runs: a thread, so a 50 ms hash never stalls other clients
@@ -200,10 +203,38 @@ class AccountRegistry:
         else:
             log.info("verifier of %r re-derived with the current scrypt cost", name)
 
+    async def close_account(self, name: str, still_idle: Callable[[], bool]) -> None:
+        """Close an account no session uses (its upstream connection logs out, its
+        runtime goes). Its outbox is drained first, while logins may still reuse the
+        runtime; what cannot be sent stays in the store for the next login's runtime.
+        The close itself holds the user's login lock and happens only if
+        ``still_idle()`` says no login took the account meanwhile."""
+        runtime = self._runtimes.get(name)
+        if runtime is None:
+            return
+        if runtime.outbox.pending():
+            try:
+                await runtime.outbox.drain()
+            except Exception as exc:  # the entries stay queued; closing goes on
+                log.warning("outbox of an idle account not drained: %s", exc)
+        lock = self._login_locks.setdefault(name, defer.DeferredLock())
+        await lock.acquire()
+        try:
+            if self._runtimes.get(name) is not runtime or not still_idle():
+                return
+            del self._runtimes[name]
+            runtime.close()
+            await runtime.link.close()
+        finally:
+            lock.release()
+            if not lock.locked and not lock.waiting:
+                self._login_locks.pop(name, None)
+
     async def close(self) -> None:
         # Sessions still closing after this must not reach into a closed store.
         self.notifier.on_watch_change.clear()
         for runtime in self._runtimes.values():
+            runtime.close()
             await runtime.link.close()
 
 

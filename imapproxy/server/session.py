@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from imapproxy import protocol as p
 from imapproxy.account import AccountRuntime
 from imapproxy.registry import AccountRegistry
+from imapproxy.router import ListenerLogins
 from imapproxy.server import replies
 from imapproxy.server.capabilities import capabilities
 from imapproxy.server.replies import CommandFailed
@@ -43,7 +44,8 @@ class ServerContext:
     """What every session needs from the service."""
 
     reactor: Any
-    registry: AccountRegistry
+    #: Where logins go: one upstream's registry, or the router bound to this listener.
+    registry: AccountRegistry | ListenerLogins
     tls_options: Any = None  # server TLS options when STARTTLS is offered
     max_append: int = 64 * 2**20
     #: A non-loopback listener with a certificate: passwords only after STARTTLS.
@@ -51,6 +53,9 @@ class ServerContext:
     #: The implicit-TLS listener (``--listen-tls``): every session is private from its
     #: first byte, so STARTTLS is neither offered nor accepted.
     implicit_tls: bool = False
+    #: Told when a logged-in session ends (the router counts an account's sessions, to
+    #: close the accounts nobody uses).
+    session_ended: Callable[[AccountRuntime], None] | None = None
 
 
 Handler = Callable[["Session", Any], Awaitable[list[bytes] | None]]
@@ -87,7 +92,8 @@ class Session:
         self.context = context
         self.connection = connection
         self.state = State.NOT_AUTHENTICATED
-        self.runtime: AccountRuntime | None = None
+        self._runtime: AccountRuntime | None = None
+        self._ended = False
         self.view: SelectedView | None = None
         self.tls_active = context.implicit_tls
         self._append: Any = None
@@ -116,6 +122,22 @@ class Session:
 
     def send(self, chunks: list[bytes]) -> None:
         self.connection.write_chunks(chunks)
+
+    @property
+    def runtime(self) -> AccountRuntime | None:
+        return self._runtime
+
+    @runtime.setter
+    def runtime(self, runtime: AccountRuntime | None) -> None:
+        """A login that finishes after the client left ends at once: the account
+        must not count a session that no longer exists."""
+        self._runtime = runtime
+        if runtime is not None and self._ended:
+            self._end(runtime)
+
+    def _end(self, runtime: AccountRuntime) -> None:
+        if self.context.session_ended is not None:
+            self.context.session_ended(runtime)
 
     @property
     def account(self) -> AccountRuntime:
@@ -179,6 +201,10 @@ class Session:
 
     def closed(self) -> None:
         self.leave_selected()
+        if not self._ended:
+            self._ended = True
+            if self._runtime is not None:
+                self._end(self._runtime)
 
     # selected state ----------------------------------------------------------
 

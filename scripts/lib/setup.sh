@@ -35,13 +35,16 @@ ensure_python() {
     [ -z "$missing" ] || apt_install $missing
 }
 
-# What the test suite needs besides Python: Dovecot's IMAP server, openssl and mbsync.
+# What the test suite needs besides Python: Dovecot's IMAP server, openssl, mbsync (a real
+# synchronizing client across an offline period) and systemd-analyze (the unit files are
+# checked with `systemd-analyze verify`; no running systemd is needed for that).
 ensure_system_packages() {
     local missing=()
     command -v dovecot >/dev/null 2>&1 || [ -x /usr/sbin/dovecot ] || missing+=(dovecot-imapd)
     command -v openssl >/dev/null 2>&1 || missing+=(openssl)
     # mbsync: a real synchronizing client across an offline period (test_mbsync.py).
     command -v mbsync >/dev/null 2>&1 || missing+=(isync)
+    command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
     # shellcheck disable=SC2207
     missing+=($(python_packages_missing))
     [ "${#missing[@]}" -eq 0 ] || apt_install "${missing[@]}"

@@ -22,7 +22,8 @@ from imapproxy.store.accounts import Account
 from imapproxy.store.mailboxes import Mailbox
 from imapproxy.store.messages import Message
 from imapproxy.sync.content import Need, fetch_missing
-from imapproxy.sync.mailboxes import sync_mailbox_list, sync_messages
+from imapproxy.sync.mailbox_list import sync_mailbox_list
+from imapproxy.sync.mailboxes import sync_messages
 from imapproxy.upstream.client import UpstreamClient
 from imapproxy.upstream.errors import UpstreamUnavailable
 from imapproxy.upstream.link import UpstreamLink

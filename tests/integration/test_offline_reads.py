@@ -3,8 +3,14 @@ refused with NO [UNAVAILABLE] and a reason, never answered as empty or zero."""
 
 from __future__ import annotations
 
+import json
 import re
+import struct
+from pathlib import Path
 
+from imapclient import IMAPClient
+
+from imapproxy.store import Store, Tx, mailboxes, messages
 from tests.integration.clients import imap
 from tests.integration.test_robustness import _logged_in
 from tests.support.corpus import Account, make_messages
@@ -72,5 +78,92 @@ def test_status_and_select_of_a_never_synced_mailbox_offline_are_unavailable(
             assert tagged.startswith(tag + b" NO [UNAVAILABLE] "), tagged
             assert len(tagged) > len(tag) + 25, tagged
         raw.assert_usable()
+    finally:
+        raw.close()
+
+
+def _list_names(client: IMAPClient) -> set[str]:
+    return {name for _, _, name in client.list_folders()}
+
+
+def test_mailbox_missing_from_one_list_answer_is_kept_with_its_content(
+    make_proxy, fresh_user: Account
+) -> None:
+    proxy: ProxyProcess = make_proxy()
+    relay = proxy.relay
+    assert relay is not None
+    with imap(proxy.host, proxy.port, fresh_user) as client:
+        names = _list_names(client)
+        assert "Archive/2024" in names
+        before = client.select_folder("Archive/2024", readonly=True)
+        client.use_uid = False
+        bodies = client.fetch(client.search(), ["BODY.PEEK[]"])
+        client.unselect_folder()
+
+        relay.drop_line(rb"\* LIST .*Archive/2024")
+        assert _list_names(client) == names
+        assert relay.line_dropped
+
+        relay.reset_counters()
+        after = client.select_folder("Archive/2024", readonly=True)
+        assert after[b"UIDVALIDITY"] == before[b"UIDVALIDITY"]
+        assert client.fetch(client.search(), ["BODY.PEEK[]"]) == bodies
+        body_bytes = sum(len(v[b"BODY[]"]) for v in bodies.values())
+        assert relay.bytes_down < body_bytes / 10
+
+
+def _orphan_blobs(state: Path) -> set[int]:
+    """Cached content no message of the replica refers to."""
+    store = Store(state / "replica")
+    try:
+
+        def scan(tx: Tx) -> set[int]:
+            used = set()
+            cached = set()
+            for _key, value in tx.scan(b"accounts", b""):
+                account = json.loads(value)["id"]
+                for box in mailboxes.all_mailboxes(tx, account):
+                    used |= {(account, m.blob) for m in messages.iterate(tx, account, box.id)}
+                for key, _ in tx.scan(b"cache", struct.pack(">I", account)):
+                    cached.add((account, struct.unpack(">Q", key[4:12])[0]))
+            return {blob for _, blob in cached - used}
+
+        return store.read(scan)
+    finally:
+        store.close()
+
+
+def test_mailbox_renamed_elsewhere_is_dropped_after_confirmation_and_its_content_freed(
+    dovecot: Dovecot, make_proxy, fresh_user: Account
+) -> None:
+    proxy: ProxyProcess = make_proxy()
+    with imap(proxy.host, proxy.port, fresh_user) as client:
+        assert "Archive/2024" in _list_names(client)
+        client.select_folder("Archive/2024", readonly=True)
+        client.use_uid = False
+        assert len(client.fetch(client.search(), ["BODY.PEEK[]"])) == 20
+        client.unselect_folder()
+        with imap(dovecot.host, dovecot.port, fresh_user) as direct:
+            direct.rename_folder("Archive/2024", "Archive/2023")
+        names = _list_names(client)
+        assert "Archive/2024" not in names and "Archive/2023" in names
+    proxy.stop()
+    assert _orphan_blobs(proxy.state_dir) == set()
+
+
+def test_list_and_lsub_offline_equal_online(make_proxy, fresh_user: Account) -> None:
+    proxy: ProxyProcess = make_proxy()
+    raw = _logged_in(proxy, fresh_user)
+    try:
+        online = [raw.command(b"a1", b'LIST "" *')[0], raw.command(b"a2", b'LSUB "" *')[0]]
+        assert len(online[0]) >= 7 and len(online[1]) >= 5, online
+        assert proxy.relay is not None
+        proxy.relay.cut()
+        offline = []
+        for tag, command in ((b"b1", b'LIST "" *'), (b"b2", b'LSUB "" *')):
+            untagged, tagged = raw.command(tag, command)
+            assert tagged.startswith(tag + b" OK"), tagged
+            offline.append(untagged)
+        assert offline == online
     finally:
         raw.close()

@@ -104,6 +104,7 @@ class AccountRegistry:
         # Sessions still closing after this must not reach into a closed store.
         self.notifier.on_watch_change.clear()
         for runtime in self._runtimes.values():
+            runtime.close()
             await runtime.link.close()
 
 

@@ -91,17 +91,23 @@ def missing(
 
 async def fetch_missing(
     link: UpstreamLink, store: Store, mailbox: Mailbox, wanted: Iterable[Message], needs: set[Need]
-) -> None:
+) -> int:
+    """Fetch and keep what the cache lacks of needs for wanted; returns the bytes fetched."""
     groups = missing(store, mailbox, wanted, needs)
+    fetched = 0
     for group_needs, group in groups.items():
         batch = BODY_BATCH if any(n.is_body for n in group_needs) else METADATA_BATCH
         for start in range(0, len(group), batch):
-            await _fetch_batch(link, store, mailbox, group[start : start + batch], group_needs)
+            fetched += await fetch_batch(
+                link, store, mailbox, group[start : start + batch], group_needs
+            )
+    return fetched
 
 
-async def _fetch_batch(
+async def fetch_batch(
     link: UpstreamLink, store: Store, mailbox: Mailbox, batch: list[Message], needs: frozenset[Need]
-) -> None:
+) -> int:
+    """One upstream UID FETCH of needs for batch (one turn on the link); returns bytes kept."""
     by_upstream = {int(m.upstream_uid): m for m in batch if m.upstream_uid is not None}
     attributes = tuple(
         need.attribute() for need in sorted(needs, key=lambda n: (n.kind.value, n.section))
@@ -112,7 +118,7 @@ async def _fetch_batch(
         return await client.fetch(SequenceSet.from_ints(by_upstream), attributes)
 
     items = await link.use(fetch)
-    store.write(lambda tx: _keep(tx, mailbox, by_upstream, needs, items))
+    return store.write(lambda tx: _keep(tx, mailbox, by_upstream, needs, items))
 
 
 def _keep(
@@ -121,7 +127,8 @@ def _keep(
     by_upstream: dict[int, Message],
     needs: frozenset[Need],
     items: list[dict[str, Value]],
-) -> None:
+) -> int:
+    kept = 0
     for item in items:
         message = by_upstream.get(as_int(item["UID"]))
         if message is None:
@@ -135,3 +142,5 @@ def _keep(
             else:
                 data = value if isinstance(value, bytes) else b""
             cache.put(tx, mailbox.account, message.blob, need.kind, data, need.section)
+            kept += len(data)
+    return kept

@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import re
 import struct
+import time
 from pathlib import Path
 
+import pytest
 from imapclient import IMAPClient
 
 from imapproxy.store import Store, Tx, mailboxes, messages
@@ -26,13 +28,20 @@ def _append_upstream(
             direct.append(mailbox, message.raw)
 
 
+HEADER_ITEMS = ["FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODYSTRUCTURE"]
+
+
+SYNCED = "background sync complete"
+
+
 def _fetch_lines(untagged: list[bytes]) -> list[bytes]:
     return [line for line in untagged if re.match(rb"\* \d+ FETCH", line)]
 
 
 def test_partial_fetch_returns_what_it_has_and_says_how_many_it_lacks(
-    make_proxy, fresh_user: Account
+    make_proxy, fresh_user: Account, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("IMAPPROXY_SYNC_INTERVAL", "0")  # no background work: bodies stay uncached
     proxy: ProxyProcess = make_proxy()
     raw = _logged_in(proxy, fresh_user, select="INBOX")
     try:
@@ -52,8 +61,9 @@ def test_partial_fetch_returns_what_it_has_and_says_how_many_it_lacks(
 
 
 def test_status_and_select_of_a_never_synced_mailbox_offline_are_unavailable(
-    make_proxy, fresh_user: Account
+    make_proxy, fresh_user: Account, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("IMAPPROXY_SYNC_INTERVAL", "0")  # so that Sent stays never synced
     proxy: ProxyProcess = make_proxy()
     raw = _logged_in(proxy, fresh_user)
     try:
@@ -99,6 +109,7 @@ def test_mailbox_missing_from_one_list_answer_is_kept_with_its_content(
         client.use_uid = False
         bodies = client.fetch(client.search(), ["BODY.PEEK[]"])
         client.unselect_folder()
+        proxy.wait_for_log(SYNCED)
 
         relay.drop_line(rb"\* LIST .*Archive/2024")
         assert _list_names(client) == names
@@ -165,5 +176,60 @@ def test_list_and_lsub_offline_equal_online(make_proxy, fresh_user: Account) -> 
             assert tagged.startswith(tag + b" OK"), tagged
             offline.append(untagged)
         assert offline == online
+    finally:
+        raw.close()
+
+
+def _headers(client: IMAPClient, folder: str) -> dict[int, dict[bytes, object]]:
+    exists = client.select_folder(folder, readonly=True)[b"EXISTS"]
+    client.use_uid = False
+    found = client.fetch(list(range(1, exists + 1)), [*HEADER_ITEMS, "BODY.PEEK[HEADER]"])
+    # The proxy puts UID in every FETCH answer (its own UIDs): compare the rest.
+    return {seq: {k: v for k, v in items.items() if k != b"UID"} for seq, items in found.items()}
+
+
+def test_header_sync_works_offline_for_every_folder_after_the_background_sync(
+    dovecot: Dovecot, make_proxy, fresh_user: Account
+) -> None:
+    proxy: ProxyProcess = make_proxy()
+    with imap(proxy.host, proxy.port, fresh_user) as client:
+        proxy.wait_for_log(SYNCED)
+        assert proxy.relay is not None
+        proxy.relay.cut()
+        with imap(dovecot.host, dovecot.port, fresh_user) as direct:
+            for folder, seeded in fresh_user.mailboxes.items():
+                if not seeded:
+                    continue
+                offline = _headers(client, folder)
+                assert len(offline) == len(seeded), folder
+                assert offline == _headers(direct, folder), folder
+
+
+def test_new_messages_get_their_metadata_so_a_full_header_fetch_works_offline(
+    dovecot: Dovecot, make_proxy, fresh_user: Account
+) -> None:
+    """The finding: 20 new messages, a client resync that read only their ENVELOPE,
+    then offline a full header FETCH must still answer every message."""
+    proxy: ProxyProcess = make_proxy()
+    raw = _logged_in(proxy, fresh_user, select="INBOX")
+    try:
+        proxy.wait_for_log(SYNCED)
+        _append_upstream(dovecot, fresh_user, "INBOX", 20, seed=99)
+        untagged, tagged = raw.command(b"n1", b"NOOP")
+        assert tagged.startswith(b"n1 OK"), tagged
+        if not any(b"80 EXISTS" in line for line in untagged):
+            time.sleep(1.0)
+            untagged, _ = raw.command(b"n2", b"NOOP")
+        assert any(b"80 EXISTS" in line for line in untagged), untagged
+        _, tagged = raw.command(b"e1", b"FETCH 61:80 (ENVELOPE)")
+        assert tagged.startswith(b"e1 OK"), tagged
+        proxy.wait_for_log("metadata of 20 message(s) in 'INBOX' fetched")
+        assert proxy.relay is not None
+        proxy.relay.cut()
+        untagged, tagged = raw.command(
+            b"f1", b"UID FETCH 1:* (UID FLAGS INTERNALDATE RFC822.SIZE ENVELOPE BODYSTRUCTURE)"
+        )
+        assert tagged.startswith(b"f1 OK"), tagged
+        assert len(_fetch_lines(untagged)) == 80
     finally:
         raw.close()

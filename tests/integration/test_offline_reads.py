@@ -3,6 +3,8 @@ refused with NO [UNAVAILABLE] and a reason, never answered as empty or zero."""
 
 from __future__ import annotations
 
+import email
+import email.policy
 import json
 import re
 import struct
@@ -233,3 +235,54 @@ def test_new_messages_get_their_metadata_so_a_full_header_fetch_works_offline(
         assert len(_fetch_lines(untagged)) == 80
     finally:
         raw.close()
+
+
+def _search_terms(account: Account) -> list[list[str]]:
+    inbox = account.mailboxes["INBOX"]
+    subject = str(email.message_from_bytes(inbox[4].raw, policy=email.policy.default)["Subject"])
+    word = next(w for w in subject.split() if len(w) >= 4 and w.isascii() and w.isalpha())
+    sender = email.message_from_bytes(inbox[6].raw, policy=email.policy.default)["From"]
+    local_part = sender.addresses[0].username
+    message_id = str(
+        email.message_from_bytes(inbox[9].raw, policy=email.policy.default)["Message-ID"]
+    )
+    return [
+        ["SUBJECT", word],
+        ["FROM", local_part],
+        ["HEADER", "Message-ID", message_id],
+        ["OR", "SUBJECT", word, "FLAGGED"],
+        ["SENTSINCE", "1-Jun-2023"],
+        ["NOT", "TO", local_part],
+    ]
+
+
+def test_search_offline_answers_from_cached_headers_and_bodies(
+    make_proxy, fresh_user: Account
+) -> None:
+    proxy: ProxyProcess = make_proxy()
+    with imap(proxy.host, proxy.port, fresh_user) as client:
+        proxy.wait_for_log(SYNCED)
+        client.select_folder("INBOX", readonly=True)
+        client.use_uid = False
+        terms = _search_terms(fresh_user)
+        online = [client.search(criteria) for criteria in terms]
+        assert all(online[:3]) and len(online[2]) == 1, online
+        body_word = "state"
+        online_body = client.search(["BODY", body_word])
+        client.fetch(list(range(1, 11)), ["BODY.PEEK[]"])
+        assert proxy.relay is not None
+        proxy.relay.cut()
+
+        assert [client.search(criteria) for criteria in terms] == online
+        raw = _logged_in(proxy, fresh_user, select="INBOX")
+        try:
+            untagged, tagged = raw.command(b"b1", f"SEARCH BODY {body_word}".encode())
+        finally:
+            raw.close()
+        assert tagged.startswith(b"b1 OK"), tagged
+        assert b"50 message(s) not searched" in tagged, tagged
+        found = [
+            int(n) for line in untagged if line.startswith(b"* SEARCH") for n in line.split()[2:]
+        ]
+        assert found == [n for n in online_body if n <= 10]
+        assert online_body and [n for n in online_body if n > 10], online_body

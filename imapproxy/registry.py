@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hmac
 import logging
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from twisted.internet import defer, threads
 from imapproxy.account import AccountRuntime
 from imapproxy.notify import Notifier
 from imapproxy.store import Store, accounts
+from imapproxy.store import status as status_record
 from imapproxy.upstream.address import UpstreamAddress
 from imapproxy.upstream.client import UpstreamClient
 from imapproxy.upstream.errors import AuthenticationFailed, UpstreamUnavailable
@@ -42,6 +45,8 @@ class AccountRegistry:
         self.notifier = Notifier()
         self._runtimes: dict[str, AccountRuntime] = {}
         self._login_locks: dict[str, defer.DeferredLock] = {}
+        # For `imapproxy status`: a proxy serves this state dir (accounts appear at login).
+        store.write(lambda tx: status_record.put_service(tx, os.getpid(), time.time()))
 
     async def login(self, username: bytes, password: bytes) -> AccountRuntime:
         """One login of a user at a time: clients open several connections at once, and

@@ -49,7 +49,9 @@ def collect(state_dir: Path, now: float | None = None) -> list[dict[str, Any]]:
                 continue
         with env.begin(buffers=True) as txn:
             tx = Tx(txn, dbs)
-            return [_account(tx, record, now or time.time()) for record in _accounts(tx)]
+            service = status_record.get_service(tx) if b"meta" in dbs else {"pid": None}
+            serving = service["pid"] if _running(service["pid"]) else None
+            return [_account(tx, record, serving, now or time.time()) for record in _accounts(tx)]
     finally:
         env.close()
 
@@ -61,19 +63,24 @@ def _accounts(tx: Tx) -> list[dict[str, Any]]:
     return sorted(found, key=lambda record: record["id"])
 
 
-def _account(tx: Tx, account: dict[str, Any], now: float) -> dict[str, Any]:
+def _account(tx: Tx, account: dict[str, Any], serving: int | None, now: float) -> dict[str, Any]:
+    """serving: the pid of the proxy serving this state dir, if one runs."""
     account_id = account["id"]
     record = (
         status_record.get(tx, account_id) if b"meta" in tx.dbs else dict(status_record.DEFAULTS)
     )
-    running = _running(record.get("pid"))
+    # The link state is current only if the running proxy wrote it (a login since it
+    # started); an earlier process's record is history.
+    running = serving is not None or _running(record.get("pid"))
+    current = _running(record.get("pid")) and serving in (None, record.get("pid"))
     queued, refused = _outbox_counts(tx, account_id)
     return {
         "user": account.get("username"),
         "upstream": account.get("upstream"),
         "proxy_running": running,
-        "pid": record["pid"] if running else None,
-        "online": record["online"] if running else None,
+        "pid": serving or (record["pid"] if current else None),
+        "logged_in_since_start": current,
+        "online": record["online"] if current else None,
         "last_known_online": record["online"],
         "since": record["since"],
         "reason": record["reason"],
@@ -189,9 +196,14 @@ def _ago(seconds: float) -> str:
 
 def _link(account: dict[str, Any]) -> str:
     now = account["now"]
+    last = {True: "online", False: "offline", None: "unknown"}[account["last_known_online"]]
     if not account["proxy_running"]:
-        last = {True: "online", False: "offline", None: "unknown"}[account["last_known_online"]]
         return f"unknown: the proxy is not running (last known: {last}, {_when(account['since'], now)})"
+    if not account["logged_in_since_start"]:
+        return (
+            "not open: nobody has logged in since the proxy started "
+            f"(last known: {last}, {_when(account['since'], now)})"
+        )
     if account["online"] is None:
         return "not tried yet"
     if account["online"]:

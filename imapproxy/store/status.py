@@ -14,6 +14,8 @@ from imapproxy.store._tx import Tx, u32
 from imapproxy.types import AccountId
 
 PREFIX = b"status:"
+#: The serving process: {pid, started}; written when it starts, before any login.
+SERVICE_KEY = b"status:service"
 
 #: Every field a record has, with the value a new account starts from.
 DEFAULTS: dict[str, Any] = {
@@ -46,3 +48,15 @@ def get(tx: Tx, account: AccountId) -> dict[str, Any]:
 
 def put(tx: Tx, account: AccountId, record: dict[str, Any]) -> None:
     tx.put_record(b"meta", key(account), {k: record.get(k, v) for k, v in DEFAULTS.items()})
+
+
+def put_service(tx: Tx, pid: int, started: float) -> None:
+    tx.put_record(b"meta", SERVICE_KEY, {"pid": pid, "started": started})
+
+
+def get_service(tx: Tx) -> dict[str, Any]:
+    try:
+        record = tx.get_record(b"meta", SERVICE_KEY)
+    except ValueError:
+        record = None
+    return record if isinstance(record, dict) else {"pid": None, "started": None}

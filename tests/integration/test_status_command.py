@@ -87,6 +87,13 @@ def test_status_shows_link_sync_cache_and_traffic(make_proxy, fresh_user: Accoun
     assert stopped["served_from_cache_bytes"] >= 2 * body_bytes
     assert "the proxy is not running" in _status(state).stdout
 
+    # Restarted, with nobody logged in yet: running, but this account's link not open.
+    proxy.start()
+    restarted = _accounts(state)[fresh_user.user]
+    assert restarted["proxy_running"] and restarted["pid"] == proxy.pid
+    assert restarted["online"] is None and not restarted["logged_in_since_start"]
+    assert "nobody has logged in since the proxy started" in _status(state).stdout
+
 
 def test_status_of_a_directory_without_replica_is_a_one_line_error(tmp_path: Path) -> None:
     result = _status(tmp_path)

@@ -177,7 +177,7 @@ def test_list_and_lsub_offline_equal_online(make_proxy, fresh_user: Account) -> 
             untagged, tagged = raw.command(tag, command)
             assert tagged.startswith(tag + b" OK"), tagged
             offline.append(untagged)
-        assert offline == online
+        assert offline == online, (online, offline)
     finally:
         raw.close()
 

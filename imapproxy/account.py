@@ -9,12 +9,14 @@ replica lacks, and when it cannot be reached the replica still answers.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import defer
 
+from imapproxy.link_status import LinkStatus
 from imapproxy.notify import MailboxChange, Notifier
 from imapproxy.outbox.replica import is_local
 from imapproxy.outbox.runner import WAIT_SECONDS, Outbox
@@ -22,8 +24,11 @@ from imapproxy.store import Store, Tx, mailboxes, messages
 from imapproxy.store.accounts import Account
 from imapproxy.store.mailboxes import Mailbox
 from imapproxy.store.messages import Message
+from imapproxy.sync.background import DEFAULT_INTERVAL, BackgroundSync
 from imapproxy.sync.content import Need, fetch_missing
-from imapproxy.sync.mailboxes import sync_mailbox_list, sync_messages
+from imapproxy.sync.mailbox_list import sync_mailbox_list
+from imapproxy.sync.mailboxes import sync_messages
+from imapproxy.sync.prefetch import PolicyError, PrefetchPolicy
 from imapproxy.upstream.client import UpstreamClient
 from imapproxy.upstream.errors import UpstreamUnavailable
 from imapproxy.upstream.link import UpstreamLink
@@ -32,6 +37,24 @@ log = logging.getLogger(__name__)
 
 #: How often selected mailboxes other than the one the link IDLEs on are resynced.
 POLL_SECONDS = 60.0
+#: Seconds between full background syncs of every folder; 0 turns them off.
+SYNC_INTERVAL_ENV = "IMAPPROXY_SYNC_INTERVAL"
+
+
+def prefetch_policy() -> PrefetchPolicy:
+    try:
+        return PrefetchPolicy.from_environment()
+    except PolicyError as exc:
+        log.warning("prefetch settings ignored (%s): using the defaults", exc)
+        return PrefetchPolicy()
+
+
+def sync_interval() -> float:
+    try:
+        return float(os.environ.get(SYNC_INTERVAL_ENV, DEFAULT_INTERVAL))
+    except ValueError:
+        log.warning("%s is not a number of seconds: using %s", SYNC_INTERVAL_ENV, DEFAULT_INTERVAL)
+        return DEFAULT_INTERVAL
 
 
 @dataclass(frozen=True)
@@ -79,8 +102,12 @@ class AccountRuntime:
         self._listed = False
         self._stats: dict[int, tuple[tuple[int, int], MailboxStats]] = {}
         self._poll_call: Any = None
+        self._tracked: UpstreamClient | None = None
+        self.status = LinkStatus(reactor, store, account.id)
+        self.background = BackgroundSync(self, sync_interval(), prefetch_policy())
         notifier.on_watch_change[account.id] = self._watch_changed
         self.attach(link)
+        self.background.request_full()
 
     def attach(self, link: UpstreamLink) -> None:
         """Use link from now on (a new login may bring new credentials)."""
@@ -96,12 +123,15 @@ class AccountRuntime:
         """After every (re)connection: replay what is queued, then catch up on the
         watched mailbox (changes made while the link was down)."""
 
+        self.status.went_online()
+
         async def catch_up() -> None:
             if self.outbox.pending():
                 await self.outbox.drain()
             watched = self.link.watched
             if watched is not None:
                 self.request_sync(watched)
+            self.background.request_full()
 
         defer.ensureDeferred(catch_up()).addErrback(
             lambda f: log.warning("catching up after reconnect failed: %s", f.value)
@@ -124,24 +154,45 @@ class AccountRuntime:
 
     # mailbox list ------------------------------------------------------------
 
-    async def refresh_mailboxes(self, force: bool = False) -> None:
-        """Sync the mailbox list once per runtime (and after changes); offline, keep the replica's."""
+    async def refresh_mailboxes(self, force: bool = False, required: bool = False) -> bool:
+        """Sync the mailbox list once per runtime (and after changes); offline, keep the
+        replica's. Returns whether the list was fetched now."""
         if self._listed and not force:
-            return
+            return False
         if not await self._replayed_first(self.outbox.folders_pending):
-            return
+            return False
 
         async def run(client: UpstreamClient) -> list[Any]:
+            self._track(client)
             return await sync_mailbox_list(client, self.store, self.account.id)
 
         try:
             removed = await self.link.use(run)
         except UpstreamUnavailable as exc:
+            self.status.went_offline(str(exc))
+            if required:
+                raise
             log.info("mailbox list from the replica (upstream unavailable: %s)", exc)
-            return
+            return False
         self._listed = True
         for mailbox_id in removed:
             self.notifier.publish(self.account.id, MailboxChange(mailbox_id, deleted=True))
+        return True
+
+    def _track(self, client: UpstreamClient) -> None:
+        """Note the link is up, and hear when this connection goes (for imapproxy status)."""
+        self.status.went_online()
+        if self._tracked is client:
+            return
+        self._tracked = client
+
+        def lost(result: object) -> object:
+            if self._tracked is client:
+                self._tracked = None
+                self.status.went_offline("upstream connection lost")
+            return result
+
+        client.protocol.closed.addBoth(lost)
 
     async def find_mailbox(self, name: str) -> Mailbox | None:
         """A mailbox by name; a name the replica does not know is looked for upstream too."""
@@ -160,8 +211,13 @@ class AccountRuntime:
 
     # one mailbox ---------------------------------------------------------------
 
-    async def sync(self, mailbox: Mailbox, required: bool = False) -> Mailbox:
-        """Bring mailbox up to date; offline, the replica's state stands (unless required)."""
+    async def sync(
+        self, mailbox: Mailbox, required: bool = False, background: bool = False
+    ) -> Mailbox:
+        """Bring mailbox up to date; offline, the replica's state stands (unless required).
+
+        New messages get their metadata fetched in the background at once (unless this
+        is the background's own sync, which fetches it itself)."""
 
         if is_local(mailbox) or not await self._replayed_first(
             lambda: self.outbox.touches(mailbox.id)
@@ -169,16 +225,20 @@ class AccountRuntime:
             return self.mailbox(mailbox.name) or mailbox
 
         async def run(client: UpstreamClient) -> tuple[Mailbox, MailboxChange]:
+            self._track(client)
             current = self.mailbox(mailbox.name) or mailbox
             return await sync_messages(client, self.store, current)
 
         try:
             synced, change = await self.link.use(run)
-        except UpstreamUnavailable:
+        except UpstreamUnavailable as exc:
+            self.status.went_offline(str(exc))
             if required:
                 raise
             return self.mailbox(mailbox.name) or mailbox
         self.notifier.publish(self.account.id, change)
+        if change.added and not background:
+            self.background.request_metadata(synced.id)
         return synced
 
     def stats(self, mailbox: Mailbox) -> MailboxStats:
@@ -195,11 +255,19 @@ class AccountRuntime:
     async def ensure_content(
         self, mailbox: Mailbox, wanted: Iterable[Message], needs: set[Need]
     ) -> None:
-        await fetch_missing(self.link, self.store, mailbox, wanted, needs)
+        try:
+            fetched = await fetch_missing(self.link, self.store, mailbox, wanted, needs)
+        except UpstreamUnavailable as exc:
+            self.status.went_offline(str(exc))
+            raise
+        self.status.fetched(fetched)
 
     def close(self) -> None:
-        """The account is closing: no more background work, no more hooks into the
-        shared notifier (a later login builds a new runtime)."""
+        """The account is closing (idle, or the proxy stops): no more background work,
+        the status record flushed, no more hooks into the shared notifier (a later login
+        builds a new runtime)."""
+        self.background.close()
+        self.status.close()
         if self._poll_call is not None and self._poll_call.active():
             self._poll_call.cancel()
         self._poll_call = None

@@ -123,6 +123,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.set_defaults(run=_check_config)
     check.add_argument("file", type=Path, metavar="FILE")
+    _add_status_command(commands)
+    _add_prefetch_command(commands)
     return parser
 
 
@@ -238,6 +240,105 @@ def _run(config: Config) -> int:
     reactor.addSystemEventTrigger(
         "before", "shutdown", lambda: defer.ensureDeferred(service.stop())
     )
+    reactor.run()
+    return exit_code
+
+
+def _add_status_command(commands: Any) -> None:
+    status = commands.add_parser("status", help="show each account's link, queue and cache")
+    status.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="the proxy's state directory (default $XDG_STATE_HOME/imapproxy)",
+    )
+    status.add_argument("--json", action="store_true", help="print JSON instead of text")
+    status.set_defaults(run=_status)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from imapproxy import status_report
+
+    try:
+        accounts = status_report.collect(args.state_dir or default_state_dir())
+    except status_report.StatusError as exc:
+        print(f"imapproxy: error: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(status_report.as_json(accounts))
+    else:
+        sys.stdout.write(status_report.as_text(accounts))
+    return 0
+
+
+def _add_prefetch_command(commands: Any) -> None:
+    prefetch = commands.add_parser(
+        "prefetch",
+        help="make recent mail readable offline now (the password is read from a prompt or stdin)",
+    )
+    prefetch.add_argument("--upstream", required=True, help="the upstream URL the proxy uses")
+    prefetch.add_argument("--user", required=True, help="the account's username")
+    prefetch.add_argument("--state-dir", type=Path, default=None, help="the proxy's state dir")
+    prefetch.add_argument("--upstream-ca", type=Path, default=None, help="extra CA (PEM)")
+    prefetch.add_argument(
+        "--folders", default=None, help="comma separated (default INBOX,Sent,Drafts)"
+    )
+    prefetch.add_argument("--days", type=int, default=None, help="newest N days (default 90)")
+    prefetch.add_argument("--max-size", default=None, help="largest body, e.g. 25M (default)")
+    prefetch.set_defaults(run=_prefetch)
+
+
+def _prefetch(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from imapproxy import prefetch_command
+    from imapproxy.sync.prefetch import PolicyError, PrefetchPolicy, parse_size
+    from imapproxy.upstream.address import AddressError, UpstreamAddress
+
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
+    try:
+        address = UpstreamAddress.parse(args.upstream)
+        policy = PrefetchPolicy.from_environment()
+        if args.folders is not None:
+            folders = tuple(f.strip() for f in args.folders.split(",") if f.strip())
+            policy = replace(policy, folders=folders)
+        if args.days is not None:
+            policy = replace(policy, days=args.days)
+        if args.max_size is not None:
+            policy = replace(policy, max_size=parse_size(args.max_size))
+        state_dir = args.state_dir or default_state_dir()
+        if not (state_dir / "replica").is_dir():
+            raise prefetch_command.PrefetchError(f"no replica in {state_dir}")
+        password = prefetch_command.read_password(args.user)
+    except (AddressError, PolicyError, prefetch_command.PrefetchError) as exc:
+        print(f"imapproxy: error: {exc}", file=sys.stderr)
+        return 2
+    return _run_once(
+        lambda reactor: prefetch_command.run(
+            reactor, state_dir, address, args.user, password, policy, args.upstream_ca
+        )
+    )
+
+
+def _run_once(work: Any) -> int:
+    """Run one coroutine on the reactor; a PrefetchError-like failure is one line."""
+    from twisted.internet import defer
+    from twisted.internet import reactor as global_reactor
+
+    reactor: Any = global_reactor
+    exit_code = 0
+
+    def failed(failure: Any) -> None:
+        nonlocal exit_code
+        exit_code = 1
+        print(f"imapproxy: error: {_describe(failure.value)}", file=sys.stderr)
+
+    def start() -> None:
+        deferred = defer.ensureDeferred(work(reactor))
+        deferred.addErrback(failed)
+        deferred.addBoth(lambda _: reactor.stop())
+
+    reactor.callWhenRunning(start)
     reactor.run()
     return exit_code
 

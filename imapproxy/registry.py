@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import hmac
 import logging
+import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,7 @@ from imapproxy.notify import Notifier
 from imapproxy.outbox.runner import WAIT_SECONDS
 from imapproxy.protocol import DEFAULT_MAX_LITERAL
 from imapproxy.store import Store, accounts, verifier
+from imapproxy.store import status as status_record
 from imapproxy.upstream.address import UpstreamAddress
 from imapproxy.upstream.client import UpstreamClient
 from imapproxy.upstream.errors import AuthenticationFailed, UpstreamUnavailable
@@ -77,6 +80,8 @@ class AccountRegistry:
         self.in_thread: Callable[..., defer.Deferred[Any]] = threads.deferToThread
         self._runtimes: dict[str, AccountRuntime] = {}
         self._login_locks: dict[str, defer.DeferredLock] = {}
+        # For `imapproxy status`: a proxy serves this state dir (accounts appear at login).
+        store.write(lambda tx: status_record.put_service(tx, os.getpid(), time.time()))
 
     async def login(
         self,

@@ -49,8 +49,13 @@ class CreateMailbox(Operation):
     ) -> tuple[Self, Any, list[MailboxChange]]:
         found = mailboxes.find(tx, account, self.mailbox_name)
         if found is None:
+            # Known to be empty (created here), so STATUS/SELECT answer it offline.
             found = mailboxes.create(
-                tx, account, self.mailbox_name, delimiter=_delimiter(tx, account)
+                tx,
+                account,
+                self.mailbox_name,
+                delimiter=_delimiter(tx, account),
+                extra={"created_here": True},
             )
         return replace(self, mailbox=int(found.id)), None, []
 

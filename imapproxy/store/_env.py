@@ -58,8 +58,12 @@ class Environment:
         return self.dbs[name]
 
     def read(self, body: Callable[[lmdb.Transaction], T]) -> T:
-        with self.env.begin(write=False) as txn:
-            return body(txn)
+        while True:
+            try:
+                with self.env.begin(write=False) as txn:
+                    return body(txn)
+            except lmdb.MapResizedError:
+                self.adopt_size()
 
     def write(self, body: Callable[[lmdb.Transaction], T]) -> T:
         """Run body in a write transaction; on a full map, grow it and run body again.
@@ -72,9 +76,15 @@ class Environment:
                     return body(txn)
             except lmdb.MapFullError:
                 self.grow()
+            except lmdb.MapResizedError:
+                self.adopt_size()
 
     def grow(self) -> None:
         self.env.set_mapsize(self.env.info()["map_size"] * 2)
+
+    def adopt_size(self) -> None:
+        """Another process (`imapproxy prefetch` beside a running proxy) grew the map."""
+        self.env.set_mapsize(0)
 
     def close(self) -> None:
         self.env.close()

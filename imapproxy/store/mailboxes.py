@@ -37,6 +37,14 @@ class Mailbox:
     def with_(self, **changes: object) -> Mailbox:
         return replace(self, **changes)  # type: ignore[arg-type]
 
+    @property
+    def contents_known(self) -> bool:
+        """Whether the replica knows this mailbox's message list, so that counting it
+        is a true answer: it was synced with the upstream at least once, or it was
+        created here (``extra["created_here"]``, empty until someone adds to it).
+        A mailbox only seen in LIST is not known: offline it must not look empty."""
+        return self.upstream_uidvalidity is not None or bool(self.extra.get("created_here"))
+
 
 def _key(account: AccountId, mailbox: MailboxId) -> bytes:
     return u32(account) + u32(mailbox)

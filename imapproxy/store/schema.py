@@ -10,6 +10,9 @@ database       key                                        value
 meta           ``schema_version``                         ``b"1"``
                ``uidvalidity_clock``                      last local UIDVALIDITY handed out
                ``counter:<name>``                         next value of a counter (u64)
+               ``status:`` account(4)                     what `imapproxy status` shows (link
+                                                          state, last sync, byte counters, pid)
+               ``status:service``                         {pid, started} of the serving proxy
 accounts       sha256(upstream NUL username)              {id, upstream, username, verifier}
                                                           (verifier: scrypt params, salt, hash)
 mailboxes      account(4) mailbox(4)                      name, delimiter, attributes,

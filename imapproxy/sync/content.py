@@ -97,11 +97,14 @@ def missing(
 
 async def fetch_missing(
     link: UpstreamLink, store: Store, mailbox: Mailbox, wanted: Iterable[Message], needs: set[Need]
-) -> None:
-    """Fetch what the cache lacks. A body larger than the link accepts (its
-    ``max_message``) is not asked for: it stays missing, and the caller answers
-    that message as unavailable instead of the upstream connection failing on it."""
+) -> int:
+    """Fetch and keep what the cache lacks of needs for wanted; returns the bytes fetched.
+
+    A body larger than the link accepts (its ``max_message``) is not asked for: it stays
+    missing, and the caller answers that message as unavailable instead of the upstream
+    connection failing on it."""
     groups = missing(store, mailbox, wanted, needs)
+    fetched = 0
     for group_needs, group in groups.items():
         if any(n.is_body for n in group_needs):
             fits = [m for m in group if m.size <= link.max_message]
@@ -116,7 +119,8 @@ async def fetch_missing(
         else:
             batches = [group[i : i + METADATA_BATCH] for i in range(0, len(group), METADATA_BATCH)]
         for batch in batches:
-            await _fetch_batch(link, store, mailbox, batch, group_needs)
+            fetched += await fetch_batch(link, store, mailbox, batch, group_needs)
+    return fetched
 
 
 def _by_size(messages: list[Message], count: int, size: int) -> list[list[Message]]:
@@ -135,9 +139,10 @@ def _by_size(messages: list[Message], count: int, size: int) -> list[list[Messag
     return batches
 
 
-async def _fetch_batch(
+async def fetch_batch(
     link: UpstreamLink, store: Store, mailbox: Mailbox, batch: list[Message], needs: frozenset[Need]
-) -> None:
+) -> int:
+    """One upstream UID FETCH of needs for batch (one turn on the link); returns bytes kept."""
     by_upstream = {int(m.upstream_uid): m for m in batch if m.upstream_uid is not None}
     attributes = tuple(
         need.attribute() for need in sorted(needs, key=lambda n: (n.kind.value, n.section))
@@ -148,7 +153,7 @@ async def _fetch_batch(
         return await client.fetch(SequenceSet.from_ints(by_upstream), attributes)
 
     items = await link.use(fetch)
-    store.write(lambda tx: _keep(tx, mailbox, by_upstream, needs, items))
+    return store.write(lambda tx: _keep(tx, mailbox, by_upstream, needs, items))
 
 
 def _keep(
@@ -157,7 +162,8 @@ def _keep(
     by_upstream: dict[int, Message],
     needs: frozenset[Need],
     items: list[dict[str, Value]],
-) -> None:
+) -> int:
+    kept = 0
     for item in items:
         message = by_upstream.get(as_int(item["UID"]))
         if message is None:
@@ -171,3 +177,5 @@ def _keep(
             else:
                 data = value if isinstance(value, bytes) else b""
             cache.put(tx, mailbox.account, message.blob, need.kind, data, need.section)
+            kept += len(data)
+    return kept

@@ -1,7 +1,4 @@
-"""Reconcile the upstream's mailbox list and each mailbox's messages into the replica.
-
-Mailbox list: LIST and LSUB upstream; new names get a replica mailbox with a fresh
-local UIDVALIDITY, gone names are removed, attributes and subscriptions refreshed.
+"""Reconcile each mailbox's messages into the replica (the mailbox list: mailbox_list.py).
 
 Messages (on SELECT, NOOP, IDLE news): new upstream UIDs get local UIDs in upstream
 order with their FLAGS, INTERNALDATE and RFC822.SIZE; with CONDSTORE only flags that
@@ -20,7 +17,7 @@ from imapproxy.protocol import FetchAttribute, SequenceSet, Value
 from imapproxy.store import Store, Tx, cache, mailboxes, messages
 from imapproxy.store.mailboxes import Mailbox
 from imapproxy.store.messages import Message
-from imapproxy.types import UID, AccountId, MailboxId, UpstreamUID
+from imapproxy.types import UID, AccountId, UpstreamUID
 from imapproxy.upstream.client import SelectInfo, UpstreamClient, as_int, text
 
 NEW_MESSAGE_ITEMS = (
@@ -35,43 +32,6 @@ def flags_of(value: Value) -> tuple[str, ...]:
     """Upstream flags as we keep them: \\Recent is per-session and never replicated."""
     assert isinstance(value, tuple)
     return tuple(f for f in (text(v) for v in value) if f.upper() != "\\RECENT")
-
-
-async def sync_mailbox_list(
-    client: UpstreamClient, store: Store, account: AccountId
-) -> list[MailboxId]:
-    """Returns the ids of replica mailboxes that were removed because upstream lost them."""
-    entries = await client.list_mailboxes()
-    subscribed = await client.subscribed()
-
-    def apply(tx: Tx) -> list[MailboxId]:
-        existing = {m.name: m for m in mailboxes.all_mailboxes(tx, account)}
-        seen = set()
-        for entry in entries:
-            name = mailboxes.normalize_name(entry.name)
-            seen.add(name)
-            selectable = not any(
-                a.upper() in ("\\NOSELECT", "\\NONEXISTENT") for a in entry.attributes
-            )
-            attrs = {
-                "delimiter": entry.delimiter,
-                "attributes": entry.attributes,
-                "subscribed": entry.name in subscribed or name in subscribed,
-                "selectable": selectable,
-            }
-            current = existing.get(name)
-            if current is None:
-                mailboxes.create(tx, account, name, **attrs)
-            elif any(getattr(current, k) != v for k, v in attrs.items()):
-                mailboxes.put(tx, current.with_(**attrs))
-        removed = []
-        for name, mailbox in existing.items():
-            if name not in seen and not mailbox.extra.get("local"):  # Recovered is ours
-                mailboxes.delete(tx, mailbox)
-                removed.append(mailbox.id)
-        return removed
-
-    return store.write(apply)
 
 
 @dataclass

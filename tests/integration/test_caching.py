@@ -36,6 +36,7 @@ def test_second_session_downloads_no_content(make_proxy, alice: Account) -> None
     proxy = make_proxy()
     relay = proxy.relay
     first = _session(proxy, alice)
+    proxy.wait_for_log("background sync complete")  # other folders' metadata, once
     first_down = relay.bytes_down
     body_bytes = sum(len(m.raw) for m in alice.mailboxes["INBOX"])
     assert first_down > body_bytes  # the first session really did fetch the bodies upstream
@@ -56,6 +57,8 @@ def test_replica_survives_restart_without_redownload(
         upstream = f"imap+plain://{dovecot.host}:{relay.port}"
         with ProxyProcess(upstream, state) as first_proxy:
             first = _session(first_proxy, alice)
+            # The background sync completes the replica (other folders' metadata) too.
+            first_proxy.wait_for_log("background sync complete")
         assert first_proxy.returncode == 0
         relay.reset_counters()
         with ProxyProcess(upstream, state) as second_proxy:

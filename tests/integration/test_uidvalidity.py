@@ -33,6 +33,8 @@ def test_upstream_uidvalidity_change_is_absorbed(
         upstream = f"imap+plain://{dovecot.host}:{relay.port}"
         with ProxyProcess(upstream, state) as proxy:
             before_validity, before = _snapshot(proxy, fresh_user)
+            # The background sync completes the replica (other folders' metadata) too.
+            proxy.wait_for_log("background sync complete")
         upstream_before = _upstream_uidvalidity(dovecot, fresh_user)
         # Make Dovecot forget its UIDs: without uidlist and index it renumbers from 1
         # under a new UIDVALIDITY.

@@ -181,6 +181,14 @@ class ProxyProcess:
         except FileNotFoundError:
             return ""
 
+    def wait_for_log(self, text: str, count: int = 1, seconds: float = 30) -> None:
+        """Wait until this run has logged text count times (e.g. a background sync's end)."""
+        deadline = time.monotonic() + seconds
+        while self.log_text().count(text) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {text!r} in the proxy log:\n{self.log_tail()}")
+            time.sleep(0.1)
+
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log_text().splitlines()[-lines:])
 

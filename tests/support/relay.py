@@ -13,6 +13,7 @@ locks around sockets and no busy loops.
 from __future__ import annotations
 
 import queue
+import re
 import selectors
 import socket
 import struct
@@ -48,6 +49,8 @@ class _Direction:
         self.buffer = bytearray()
         self.src_eof = False
         self.dst_shut = False
+        #: Received bytes not yet known to be free of a line to drop (see Relay.drop_line).
+        self.unchecked = bytearray()
 
     @property
     def done(self) -> bool:
@@ -99,6 +102,7 @@ class Relay:
         self._links: set[_Link] = set()
         self._registered: dict[socket.socket, int] = {}
         self._stalled = False
+        self._drop_prefix: re.Pattern[bytes] | None = None
         self._running = False
         self._thread = threading.Thread(target=self._loop, name="test-relay", daemon=True)
 
@@ -145,6 +149,15 @@ class Relay:
     def unstall(self) -> None:
         """Forward again, including whatever arrived while stalled."""
         self._call(lambda: self._set_stalled(False))
+
+    def drop_line(self, pattern: bytes) -> None:
+        """Drop the next line from the target that matches the regex pattern (once): a
+        server whose answer transiently lacks an entry, e.g. a mailbox missing from LIST."""
+        self._call(lambda: setattr(self, "_drop_prefix", re.compile(pattern)))
+
+    @property
+    def line_dropped(self) -> bool:
+        return self._drop_prefix is None
 
     def close(self) -> None:
         """Cut everything, stop the I/O thread and join it; idempotent."""
@@ -277,11 +290,31 @@ class Relay:
             data = direction.src.recv(65536)
         except BlockingIOError:
             return
-        if data:
+        if data and not direction.upstream and (self._drop_prefix or direction.unchecked):
+            self._filter(direction, data)
+        elif data:
             direction.buffer += data
         else:
+            direction.buffer += direction.unchecked
+            direction.unchecked.clear()
             direction.src_eof = True
         self._flush(direction)
+
+    def _filter(self, direction: _Direction, data: bytes) -> None:
+        """Pass whole lines on, minus the one drop_line asked for."""
+        direction.unchecked += data
+        while self._drop_prefix is not None:
+            end = direction.unchecked.find(b"\r\n")
+            if end < 0:
+                return
+            line = bytes(direction.unchecked[: end + 2])
+            del direction.unchecked[: end + 2]
+            if self._drop_prefix.match(line):
+                self._drop_prefix = None
+            else:
+                direction.buffer += line
+        direction.buffer += direction.unchecked
+        direction.unchecked.clear()
 
     def _flush(self, direction: _Direction) -> None:
         if direction.buffer and not self._stalled:

@@ -171,6 +171,13 @@ def item_value(content: MessageContent, attribute: p.FetchAttribute) -> p.Value:
     return _partial(data, attribute)
 
 
+def _content_size(value: p.Value) -> int:
+    """Bytes of message content in one item (for the served-from-cache counter)."""
+    if isinstance(value, p.Raw):
+        return len(value.data)
+    return len(value) if isinstance(value, bytes) else 0
+
+
 async def _send_rendered(
     session: Session,
     render: Callable[[Tx, Message], list[bytes] | None],
@@ -241,14 +248,22 @@ async def fetch(session: Session, cmd: p.Fetch) -> list[bytes]:
             targets = store.read(load_targets)  # with the \Seen just set
     wants_flags = any(a.name == "FLAGS" for a in attributes)
 
+    served = 0
+
     def render(tx: Tx, message: Message) -> list[bytes] | None:
+        nonlocal served
         items: list[p.Value] = [p.Atom("UID"), message.uid]
         content = MessageContent(tx, mailbox.account, message)
+        size = 0
         try:
             for attribute in attributes:
-                items += [p.Atom(attribute.response_name()), item_value(content, attribute)]
+                value = item_value(content, attribute)
+                items += [p.Atom(attribute.response_name()), value]
+                if attribute.name not in SIMPLE:
+                    size += _content_size(value)
         except Unavailable:
             return None
+        served += size
         if message.uid in seen_now and not wants_flags:
             items += [p.Atom("FLAGS"), replies.atoms(message.flags)]
         return replies.untagged("FETCH", tuple(items), number=seq_of[message.uid])
@@ -269,6 +284,7 @@ async def fetch(session: Session, cmd: p.Fetch) -> list[bytes]:
                 unavailable = True
             misses = await _send_rendered(session, render, misses, batch)
         missing += len(misses)
+    session.account.status.served(served)
     if missing:
         reason = "upstream unreachable" if unavailable else "upstream did not return them"
         raise CommandFailed(

@@ -64,6 +64,9 @@ async def list_(session: Session, cmd: p.List) -> list[bytes]:
     # The client asks for the list: fetch it fresh (offline, the replica's stands).
     await session.account.refresh_mailboxes(force=True)
     boxes = session.account.mailboxes()
+    if not boxes:
+        # Never an empty list for "unknown": clients delete the folders they no longer see.
+        raise _unavailable("the folder list is not in the replica yet; upstream unreachable")
     inbox = next((m for m in boxes if m.name == "INBOX"), None)
     default_delimiter = (inbox.delimiter if inbox else None) or "/"
     kind = "LSUB" if cmd.lsub else "LIST"
@@ -96,18 +99,34 @@ async def list_(session: Session, cmd: p.List) -> list[bytes]:
     return ok(session, cmd.tag, f"{kind} completed")
 
 
+def _unavailable(reason: str) -> CommandFailed:
+    return CommandFailed(reason, response_code=replies.code("UNAVAILABLE"))
+
+
 async def _find(session: Session, name: str) -> Mailbox:
     mailbox = await session.account.find_mailbox(name)
     if mailbox is None:
+        if not session.account.mailboxes():
+            # Not even the folder list was ever fetched: "no such mailbox" would be a guess.
+            raise _unavailable("the folder list is not in the replica yet; upstream unreachable")
         raise CommandFailed("no such mailbox", response_code=replies.code("NONEXISTENT"))
     return mailbox
 
 
 async def _synced(session: Session, name: str) -> Mailbox:
+    """The mailbox brought up to date; offline, as the replica has it. A mailbox whose
+    message list the replica never had is refused rather than shown empty: a client
+    would take zero messages for the truth and may delete its own copies."""
     mailbox = await _find(session, name)
     if not mailbox.selectable:
         raise CommandFailed("mailbox cannot be selected", response_code=replies.code("NONEXISTENT"))
-    return await session.account.sync(mailbox)
+    synced = await session.account.sync(mailbox)
+    if not synced.contents_known:
+        raise _unavailable(
+            f"the messages of {synced.name} are not in the replica yet (never synced); "
+            "upstream unreachable"
+        )
+    return synced
 
 
 @handles(p.Status, AUTH)

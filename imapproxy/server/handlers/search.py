@@ -1,6 +1,8 @@
 """SEARCH: flag, size, date and UID keys are evaluated on the replica; text keys
 (headers, body) are asked of the upstream with our UIDs translated, so the matching
-rules (charset, MIME decoding) are exactly the upstream's."""
+rules (charset, MIME decoding) are exactly the upstream's. When the upstream cannot
+be reached, text keys are evaluated on cached headers and bodies (search_text.py),
+and the answer says how many messages could not be searched."""
 
 from __future__ import annotations
 
@@ -9,14 +11,16 @@ from typing import Any
 
 from imapproxy import protocol as p
 from imapproxy.server import replies
+from imapproxy.server.handlers import search_text
 from imapproxy.server.handlers.general import ok
 from imapproxy.server.replies import CommandFailed
 from imapproxy.server.session import SELECTED, Session, handles
 from imapproxy.server.view import SelectedView, contains, intervals
-from imapproxy.store import messages
+from imapproxy.store import Tx, messages
 from imapproxy.store.messages import Message
 from imapproxy.types import UID
 from imapproxy.upstream.client import UpstreamClient
+from imapproxy.upstream.errors import UpstreamUnavailable
 
 TEXT_KEYS = {
     "FROM",
@@ -61,6 +65,8 @@ class _Local:
     def __init__(self, view: SelectedView, now: datetime) -> None:
         self.view = view
         self.now = now
+        #: Set while evaluating text keys on cached content (offline).
+        self.text: search_text.CachedText | None = None
         self.highest_uid = view.uids[-1] if view.uids else 0
         self.count = len(view.uids)
         self._sets: dict[int, list[tuple[int, int]]] = {}
@@ -114,6 +120,8 @@ class _Local:
             age = self.now - p.parse_datetime(message.internaldate)
             limit = timedelta(seconds=key.args[0])
             return age >= limit if name == "OLDER" else age < limit
+        if name in TEXT_KEYS and self.text is not None:
+            return search_text.matches(key, self.text)
         raise CommandFailed(f"SEARCH {name} is not supported", status="BAD")
 
 
@@ -183,8 +191,15 @@ async def search(session: Session, cmd: p.Search) -> list[bytes]:
     )
     by_uid = {m.uid: m for m in found}
     seq_of: dict[int, int] = {uid: i for i, uid in enumerate(view.uids, 1)}
+    completed = "SEARCH completed"
     if _uses_text(cmd.criteria):
-        matched = await _upstream_search(session, cmd, by_uid)
+        try:
+            matched = await _upstream_search(session, cmd, by_uid)
+        except UpstreamUnavailable:
+            matched, unsearched = _cached_search(session, cmd, found, seq_of)
+            completed = "SEARCH completed from the replica (upstream unreachable)"
+            if unsearched:
+                completed += f"; {unsearched} message(s) not searched: their content is not cached"
         hits = sorted(seq_of[uid] if not cmd.uid else uid for uid in matched if uid in seq_of)
     else:
         local = _Local(view, datetime.now(UTC))
@@ -198,4 +213,28 @@ async def search(session: Session, cmd: p.Search) -> list[bytes]:
         session.send(_esearch(cmd, hits))
     else:
         session.send(replies.untagged("SEARCH", *hits))
-    return ok(session, cmd.tag, "SEARCH completed", allow_expunge=False)
+    return ok(session, cmd.tag, completed, allow_expunge=False)
+
+
+def _cached_search(
+    session: Session, cmd: p.Search, found: list[Message], seq_of: dict[int, int]
+) -> tuple[set[int], int]:
+    """Text keys on cached content: (matching UIDs, how many could not be searched)."""
+    view = session.selected
+    local = _Local(view, datetime.now(UTC))
+    account = view.mailbox.account
+
+    def scan(tx: Tx) -> tuple[set[int], int]:
+        matched: set[int] = set()
+        unsearched = 0
+        for message in found:
+            local.text = search_text.CachedText(tx, account, message)
+            try:
+                if local.matches(cmd.criteria, message, seq_of[message.uid]):
+                    matched.add(message.uid)
+            except search_text.Unsearchable:
+                unsearched += 1
+        local.text = None
+        return matched, unsearched
+
+    return session.account.store.read(scan)

@@ -267,7 +267,11 @@ class FetchSession:
         async def ensure_content(*args: object) -> None:
             return None
 
-        self.account = SimpleNamespace(store=view.store, ensure_content=ensure_content)
+        self.account = SimpleNamespace(
+            store=view.store,
+            ensure_content=ensure_content,
+            status=SimpleNamespace(served=lambda count: None),
+        )
         self.connection = self
         self.pending = 0
         self.most_between_drains = 0

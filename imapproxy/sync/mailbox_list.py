@@ -1,0 +1,111 @@
+"""Reconcile the upstream's mailbox list into the replica.
+
+LIST and LSUB upstream; a new name gets a replica mailbox with a fresh local
+UIDVALIDITY, attributes and subscriptions are refreshed. A name missing from the
+answer is not trusted at once: servers omit a folder transiently (a rename or an
+index rebuild in progress, a proxy in front failing over), and dropping a replica
+mailbox costs its clients a full re-download. It is dropped only when a second LIST
+also lacks it and, for a selectable mailbox, STATUS of that name is refused; its
+cached content is then freed (store/reclaim.py).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from imapproxy.store import Store, Tx, mailboxes
+from imapproxy.store.reclaim import drop_mailbox
+from imapproxy.types import AccountId, MailboxId
+from imapproxy.upstream.client import ListEntry, UpstreamClient
+from imapproxy.upstream.errors import UpstreamRefused
+
+log = logging.getLogger(__name__)
+
+
+async def sync_mailbox_list(
+    client: UpstreamClient, store: Store, account: AccountId
+) -> list[MailboxId]:
+    """Returns the ids of replica mailboxes that were removed because upstream lost them."""
+    entries = await client.list_mailboxes()
+    subscribed = await client.subscribed()
+    listed = {mailboxes.normalize_name(e.name) for e in entries}
+    missing = [
+        m
+        for m in store.read(lambda tx: mailboxes.all_mailboxes(tx, account))
+        if m.name not in listed and not _ours(m)
+    ]
+    gone = await _confirm_gone(client, missing) if missing else set()
+
+    def apply(tx: Tx) -> list[MailboxId]:
+        existing = {m.name: m for m in mailboxes.all_mailboxes(tx, account)}
+        for entry in entries:
+            _refresh(
+                tx, account, existing.get(mailboxes.normalize_name(entry.name)), entry, subscribed
+            )
+        removed = []
+        for name in sorted(gone):
+            mailbox = existing.get(name)
+            if mailbox is not None and name not in listed:
+                freed = drop_mailbox(tx, mailbox)
+                log.info(
+                    "mailbox %r is gone upstream: dropped from the replica (%d blobs freed)",
+                    name,
+                    freed,
+                )
+                removed.append(mailbox.id)
+        return removed
+
+    return store.write(apply)
+
+
+def _ours(mailbox: mailboxes.Mailbox) -> bool:
+    """Mailboxes the upstream cannot be asked about: local ones (Recovered), and ones
+    created here that the upstream has not shown us yet (their CREATE may be queued)."""
+    return bool(mailbox.extra.get("local")) or (
+        bool(mailbox.extra.get("created_here")) and mailbox.upstream_uidvalidity is None
+    )
+
+
+def _refresh(
+    tx: Tx,
+    account: AccountId,
+    current: mailboxes.Mailbox | None,
+    entry: ListEntry,
+    subscribed: set[str],
+) -> None:
+    name = mailboxes.normalize_name(entry.name)
+    selectable = not any(a.upper() in ("\\NOSELECT", "\\NONEXISTENT") for a in entry.attributes)
+    attrs = {
+        "delimiter": entry.delimiter,
+        "attributes": entry.attributes,
+        "subscribed": entry.name in subscribed or name in subscribed,
+        "selectable": selectable,
+    }
+    if current is None:
+        mailboxes.create(tx, account, name, **attrs)
+    elif any(getattr(current, k) != v for k, v in attrs.items()):
+        mailboxes.put(tx, current.with_(**attrs))
+
+
+async def _confirm_gone(client: UpstreamClient, missing: list[mailboxes.Mailbox]) -> set[str]:
+    """The names among missing that the upstream confirms are gone."""
+    again = {mailboxes.normalize_name(e.name) for e in await client.list_mailboxes()}
+    gone = set()
+    for mailbox in missing:
+        if mailbox.name in again:
+            log.info("mailbox %r was missing from one LIST answer only: kept", mailbox.name)
+            continue
+        if mailbox.selectable and mailbox.upstream_uidvalidity is not None:
+            if client.selected == mailbox.name:
+                # A server answers STATUS of the mailbox it has open from the open one,
+                # renamed or not: ask about the name with another mailbox open.
+                await client.select("INBOX", readonly=True)
+            try:
+                await client.status(mailbox.name, ("UIDVALIDITY",))
+            except UpstreamRefused:
+                pass  # NO [NONEXISTENT] (or a server without the code): it is gone
+            else:
+                log.info("mailbox %r is missing from LIST but answers STATUS: kept", mailbox.name)
+                continue
+        gone.add(mailbox.name)
+    return gone

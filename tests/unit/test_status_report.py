@@ -1,0 +1,49 @@
+"""The status report reads the outbox defensively and the status record as kept."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from imapproxy.status_report import StatusError, as_text, collect
+from imapproxy.store import Store, accounts, cache, outbox
+from imapproxy.store import status as status_record
+from imapproxy.store._tx import u32, u64
+
+
+def test_queued_and_refused_changes_and_cache_size(tmp_path: Path) -> None:
+    store = Store(tmp_path / "replica")
+    try:
+        account = store.write(lambda tx: accounts.ensure_account(tx, "imaps://x", "ann"))
+        store.write(lambda tx: outbox.add(tx, account.id, "store_flags", {"mailbox": 1}))
+        store.write(lambda tx: outbox.add(tx, account.id, "append", {"blob": 7}))
+        # An entry the upstream refused, as a reworked outbox might mark it.
+        store.write(
+            lambda tx: tx.put_record(
+                b"outbox",
+                u32(account.id) + u64(99),
+                {"op": "append", "args": {}, "created": 0, "state": "refused"},
+            )
+        )
+        store.write(lambda tx: tx.put(b"outbox", u32(account.id) + u64(100), b"not json"))
+        store.write(lambda tx: cache.put(tx, account.id, 7, cache.Kind.FULL, b"x" * 1234))
+        record = dict(status_record.DEFAULTS, online=True, since=1000.0, served_bytes=5)
+        store.write(lambda tx: status_record.put(tx, account.id, record))
+    finally:
+        store.close()
+
+    (report,) = collect(tmp_path, now=2000.0)
+    assert report["user"] == "ann"
+    assert report["queued_changes"] == 3
+    assert report["refused_changes"] == 1
+    assert report["cache_bytes"] == 1234
+    assert report["served_from_cache_bytes"] == 5
+    # No live process keeps the record: its link state is not presented as current.
+    assert report["proxy_running"] is False and report["online"] is None
+    assert "the proxy is not running (last known: online" in as_text([report])
+
+
+def test_missing_replica_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(StatusError, match="no replica"):
+        collect(tmp_path)

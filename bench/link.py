@@ -192,13 +192,17 @@ class _Flow:
             if not self.dst.writable:
                 break  # resume_writing calls pump again
             self.queue.popleft()
-            if data is None:
-                self.eof_delivered = True
-                if transport.can_write_eof():
-                    transport.write_eof()
-                self.connection.maybe_finish()
-                break
-            transport.write(data)
+            try:
+                if data is None:
+                    self.eof_delivered = True
+                    if transport.can_write_eof():
+                        transport.write_eof()
+                    self.connection.maybe_finish()
+                    break
+                transport.write(data)
+            except OSError:
+                self.connection.abort()  # the destination went away meanwhile
+                return
             self.queued -= len(data)
             self.link.count(self.upstream, len(data))
         if self.paused and self.queued < self.link.profile.queue_limit // 2:

@@ -24,7 +24,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from bench.link import Link, Profile
+from bench.link import LinkProcess, Profile
 from bench.report import machine_facts, write_json
 from bench.scenario import REGISTRY, Bench, Context, Outcome, Scenario, log
 from tests.support.dovecot import Dovecot
@@ -96,7 +96,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _calibrate(link: Link) -> float:
+def _calibrate(link: LinkProcess) -> float:
     """Median seconds of a pre-login CAPABILITY across ``link``: the RTT as a client sees it."""
     with socket.create_connection((link.host, link.port), timeout=30) as sock:
         reader = sock.makefile("rb")
@@ -124,8 +124,8 @@ def _run_scenario(scenario: Scenario, ctx: Context) -> None:
 def _run_profile(bench: Bench, profile: Profile, scenarios: list[Scenario]) -> None:
     dovecot = bench.dovecot
     with (
-        Link(dovecot.host, dovecot.port, profile) as direct,
-        Link(dovecot.host, dovecot.port, profile) as upstream,
+        LinkProcess(dovecot.host, dovecot.port, profile) as direct,
+        LinkProcess(dovecot.host, dovecot.port, profile) as upstream,
     ):
         measured = _calibrate(direct)
         bench.outcome.records.setdefault("link", []).append(

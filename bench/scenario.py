@@ -31,7 +31,7 @@ from typing import Any
 
 from bench import procstats
 from bench.accounts import BenchUser, seed_user
-from bench.link import Link, Profile
+from bench.link import LinkProcess, Profile
 from bench.measure import Row
 from bench.workload import run_session
 from tests.support.dovecot import Dovecot
@@ -109,9 +109,9 @@ class Context:
     bench: Bench
     profile: Profile
     #: client <-> Dovecot, for the direct path.
-    direct: Link
+    direct: LinkProcess
     #: proxy <-> Dovecot, the proxy's upstream.
-    upstream: Link
+    upstream: LinkProcess
     size: int | None = None
 
     @property

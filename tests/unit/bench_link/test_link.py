@@ -20,7 +20,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from bench.link import SEGMENT, Link, Profile
+from bench.link import SEGMENT, Link, LinkProcess, Profile
 from tests.support.net import LOOPBACK, free_port
 
 SOURCE_BYTES = 1_000_000
@@ -185,6 +185,18 @@ def test_a_target_that_is_down_resets_the_connection() -> None:
             data = b""
         assert data == b""
         assert link.active_connections == 0
+
+
+def test_a_link_in_its_own_process_delays_and_counts_the_same() -> None:
+    rtt = 0.06
+    with _server(_Echo) as port, LinkProcess(LOOPBACK, port, Profile(rtt_s=rtt)) as link:
+        with socket.create_connection((link.host, link.port), timeout=10) as sock:
+            _ping(sock)
+            pings = [_ping(sock) for _ in range(3)]
+        assert (link.bytes_up, link.bytes_down) == (24, 24)
+        link.reset_counters()
+        assert (link.bytes_up, link.bytes_down) == (0, 0)
+    assert rtt * 0.97 <= statistics.median(pings) <= rtt + 0.04
 
 
 def test_profiles_refuse_nonsense() -> None:

@@ -82,6 +82,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     for name, value in (QUICK if args.quick else DEFAULTS).items():
         if getattr(args, name) is None:
             setattr(args, name, value)
@@ -171,7 +172,7 @@ def _report(outcome: Outcome, args: argparse.Namespace, started: float) -> dict[
     }
     return {
         "machine": machine_facts(),
-        "command": " ".join(sys.argv),
+        "command": " ".join(["python -m bench.run", *args.argv]),
         "config": config,
         "total_seconds": time.monotonic() - started,
         "correct": not outcome.problems,

@@ -32,13 +32,14 @@ class BenchUser:
     inbox_size: int
 
 
-def seed_user(dovecot: Dovecot, inbox_size: int) -> BenchUser:
-    """Create ``bench<N>`` with ``inbox_size`` INBOX messages plus ``OTHER_FOLDERS``.
+def seed_user(dovecot: Dovecot, inbox_size: int, name: str | None = None) -> BenchUser:
+    """Create ``name`` (``bench<N>``) with ``inbox_size`` INBOX messages plus ``OTHER_FOLDERS``.
 
     The INBOX seed is the size itself, so a given N always yields the same mailbox and
     figures from different runs compare like with like.
     """
-    user = BenchUser(f"bench{inbox_size}", f"bench{inbox_size}-pw", inbox_size)
+    name = name or f"bench{inbox_size}"
+    user = BenchUser(name, f"{name}-pw", inbox_size)
     dovecot.add_user(user.name, user.password)
     root = dovecot.mail_root(user.name)
     seed_messages(root, "INBOX", make_messages(inbox_size, seed=inbox_size))

@@ -9,12 +9,20 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
-
-from tests.support.relay import Relay
+from typing import Any, Protocol
 
 SETTLE_QUIET = 0.3
 SETTLE_MAX = 3.0
+
+
+class Counted(Protocol):
+    """A link that counts what crossed it (``bench.link.Link``, ``tests.support.relay.Relay``)."""
+
+    @property
+    def bytes_up(self) -> int: ...
+
+    @property
+    def bytes_down(self) -> int: ...
 
 
 @dataclass
@@ -40,6 +48,7 @@ class Row:
 
     size: int
     session: str
+    rtt_ms: float = 0.0
     direct: list[Sample] = field(default_factory=list)
     proxy: list[Sample] = field(default_factory=list)
 
@@ -79,6 +88,7 @@ class Row:
             medians[path]["phases"] = {p: self.median_phase(path, p) for p in phases}
         return {
             "size": self.size,
+            "rtt_ms": self.rtt_ms,
             "session": self.session,
             "ratio_proxy_over_direct": self.ratio("wall_s"),
             "ratio_proxy_over_direct_without_client_parse": self.ratio("server_s"),
@@ -90,7 +100,7 @@ class Row:
         }
 
 
-def settle(relay: Relay) -> None:
+def settle(relay: Counted) -> None:
     """Wait (bounded) until no bytes have crossed ``relay`` for a moment.
 
     The proxy may still talk upstream right after the client's LOGOUT (entering IDLE,

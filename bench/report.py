@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 from importlib import metadata
@@ -48,13 +49,14 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 def summary_table(rows: list[Row]) -> str:
     """One line per (size, session): time, ratio, bytes on the upstream link, resources."""
     header = [
-        "N", "session", "direct s", "proxy s", "ratio", "w/o parse", "direct down/up",
-        "proxy upstream down/up", "proxy CPU s", "peak RSS", "state dir",
+        "N", "rtt ms", "session", "direct s", "proxy s", "ratio", "w/o parse",
+        "direct down/up", "proxy upstream down/up", "proxy CPU s", "peak RSS", "state dir",
     ]  # fmt: skip
     body = []
     for row in rows:
         body.append([
             str(row.size),
+            f"{row.rtt_ms:g}",
             row.session,
             _seconds(row.median("direct", "wall_s")),
             _seconds(row.median("proxy", "wall_s")),
@@ -73,13 +75,49 @@ def summary_table(rows: list[Row]) -> str:
 
 def phase_table(rows: list[Row]) -> str:
     """Seconds per phase, direct vs proxy: where a slow ratio comes from."""
-    header = ["N", "session", "path", *PHASES]
+    header = ["N", "rtt ms", "session", "path", *PHASES]
     body = []
     for row in rows:
         for path in ("direct", "proxy"):
             phases = [f"{row.median_phase(path, p):.3f}" for p in PHASES]
-            body.append([str(row.size), row.session, path, *phases])
+            body.append([str(row.size), f"{row.rtt_ms:g}", row.session, path, *phases])
     return _table(header, body)
+
+
+def memory_table(rows: list[Row]) -> str:
+    """Peak RSS above the idle baseline of a new proxy: what the first sync costs in memory."""
+    header = ["N", "rtt ms", "idle RSS", "peak RSS", "peak above idle"]
+    body = []
+    for row in rows:
+        idle = row.median("proxy", "start_rss_kib")
+        peak = row.median("proxy", "peak_rss_kib")
+        deltas = [
+            s.peak_rss_kib - s.start_rss_kib
+            for s in row.proxy
+            if s.peak_rss_kib is not None and s.start_rss_kib is not None
+        ]
+        above = statistics.median(deltas) if deltas else None
+        body.append([
+            str(row.size),
+            f"{row.rtt_ms:g}",
+            human_bytes(None if idle is None else idle * 1024),
+            human_bytes(None if peak is None else peak * 1024),
+            human_bytes(None if above is None else above * 1024),
+        ])  # fmt: skip
+    return _table(header, body)
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    """A right-aligned text table, for scenario reports."""
+    return _table(header, rows)
+
+
+def seconds(value: float | None) -> str:
+    return _seconds(value)
+
+
+def ratio(value: float | None) -> str:
+    return _ratio(value)
 
 
 def _version(package: str) -> str:

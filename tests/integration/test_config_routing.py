@@ -18,14 +18,13 @@ import pytest
 from imapclient import IMAPClient
 from imapclient.exceptions import LoginError
 
-from imapproxy.outbox.operations import StoreFlags
-from imapproxy.store import Store, accounts, mailboxes, messages, outbox
 from tests.integration.clients import imap
 from tests.integration.conftest import ProxyFactory
 from tests.support.configured_proxy import ConfiguredProxy
 from tests.support.corpus import Account
 from tests.support.dovecot import Dovecot
 from tests.support.net import LOOPBACK, free_port
+from tests.support.outbox_entries import commit_flag_change
 from tests.support.relay import Relay
 
 USERS_A = {"alice@a.test": "alice-pw", "carol": "carol-pw"}
@@ -235,25 +234,6 @@ def test_unused_account_is_closed_and_comes_back(
     assert _wait(lambda: relay_b.active_connections == 0), "bob's account stayed open"
 
 
-def _queue_flag(state: Path, upstream: str, user: str, flag: str) -> None:
-    """Commit an outbox entry as STORE would (LMDB takes a second process's writes)."""
-    store = Store(state / "replica")
-    try:
-        account = store.read(lambda tx: accounts.find_account(tx, upstream, user))
-        assert account is not None
-        inbox = store.read(lambda tx: mailboxes.find(tx, account.id, "INBOX"))
-        assert inbox is not None
-        first = store.read(lambda tx: next(messages.iterate(tx, account.id, inbox.id)))
-        args = {
-            "mailbox": inbox.id,
-            "name": inbox.name,
-            "groups": [[[flag], [], [[first.uid, first.upstream_uid]]]],
-        }
-        store.write(lambda tx: outbox.add(tx, account.id, StoreFlags.name, args))
-    finally:
-        store.close()
-
-
 def _flagged_upstream(server: Dovecot, user: Account, flag: str) -> bool:
     with imap(server.host, server.port, user) as direct:
         direct.select_folder("INBOX", readonly=True)
@@ -277,7 +257,9 @@ def test_closing_an_account_loses_nothing_queued(
         assert _subjects(client) == _on("A")
         if not link_up:
             relay_a.cut()
-        _queue_flag(proxy.state_dir, f"imap+plain://{LOOPBACK}:{relay_a.port}", alice.user, flag)
+        commit_flag_change(
+            proxy.state_dir, f"imap+plain://{LOOPBACK}:{relay_a.port}", alice.user, flag
+        )
     assert _wait(lambda: "closing account of 'alice@a.test'" in proxy.log_text())
     if link_up:
         assert _wait(lambda: _flagged_upstream(upstream_a, alice, flag), 10)

@@ -9,12 +9,10 @@ import signal
 import time
 from pathlib import Path
 
-from imapproxy.outbox.operations import FlagChange, StoreFlags
-from imapproxy.outbox.refs import ref_of
-from imapproxy.store import Store, accounts, mailboxes, messages, outbox
 from tests.integration.clients import imap
 from tests.support.corpus import Account
 from tests.support.dovecot import Dovecot
+from tests.support.outbox_entries import commit_flag_change
 from tests.support.proxy import ProxyProcess
 from tests.support.relay import Relay
 
@@ -65,25 +63,6 @@ def test_offline_flag_change_is_seen_at_once_and_replayed(
         assert b"$Offline" in client.get_flags([3])[3]
 
 
-def _commit_flag_change(state: Path, upstream: str, user: str, flag: str) -> None:
-    """Commit an outbox entry exactly as STORE does, as if the proxy died right after."""
-    store = Store(state / "replica")
-    try:
-        account = store.read(lambda tx: accounts.find_account(tx, upstream, user))
-        assert account is not None
-        inbox = store.read(lambda tx: mailboxes.find(tx, account.id, "INBOX"))
-        assert inbox is not None
-        ref = store.read(
-            lambda tx: ref_of(tx, account.id, next(messages.iterate(tx, account.id, inbox.id)))
-        )
-        operation = StoreFlags(
-            inbox.id, inbox.name, inbox.upstream_uidvalidity, (FlagChange((flag,), (), (ref,)),)
-        )
-        store.write(lambda tx: outbox.add(tx, account.id, operation.name, operation.to_json()))
-    finally:
-        store.close()
-
-
 def test_committed_change_survives_kill_9(
     dovecot: Dovecot, fresh_user: Account, tmp_path: Path
 ) -> None:
@@ -98,7 +77,7 @@ def test_committed_change_survives_kill_9(
             os.kill(proxy.pid, signal.SIGKILL)
         finally:
             proxy.stop()
-        _commit_flag_change(state, upstream, fresh_user.user, "$Survivor")
+        commit_flag_change(state, upstream, fresh_user.user, "$Survivor")
         with (
             ProxyProcess(upstream, state) as restarted,
             imap(restarted.host, restarted.port, fresh_user),

@@ -41,20 +41,27 @@ POLL_SECONDS = 60.0
 SYNC_INTERVAL_ENV = "IMAPPROXY_SYNC_INTERVAL"
 
 
-def prefetch_policy() -> PrefetchPolicy:
+def prefetch_policy(configured: PrefetchPolicy | None = None) -> PrefetchPolicy:
+    """The configured policy; the IMAPPROXY_PREFETCH_* variables, when set, override it
+    (tests and one-off runs without a configuration file)."""
+    if not any(k.startswith("IMAPPROXY_PREFETCH_") for k in os.environ):
+        return configured or PrefetchPolicy()
     try:
         return PrefetchPolicy.from_environment()
     except PolicyError as exc:
         log.warning("prefetch settings ignored (%s): using the defaults", exc)
-        return PrefetchPolicy()
+        return configured or PrefetchPolicy()
 
 
-def sync_interval() -> float:
+def sync_interval(configured: float = DEFAULT_INTERVAL) -> float:
+    """The configured interval, or IMAPPROXY_SYNC_INTERVAL when set."""
+    if SYNC_INTERVAL_ENV not in os.environ:
+        return configured
     try:
-        return float(os.environ.get(SYNC_INTERVAL_ENV, DEFAULT_INTERVAL))
+        return float(os.environ[SYNC_INTERVAL_ENV])
     except ValueError:
-        log.warning("%s is not a number of seconds: using %s", SYNC_INTERVAL_ENV, DEFAULT_INTERVAL)
-        return DEFAULT_INTERVAL
+        log.warning("%s is not a number of seconds: using %s", SYNC_INTERVAL_ENV, configured)
+        return configured
 
 
 @dataclass(frozen=True)
@@ -91,6 +98,9 @@ class AccountRuntime:
         account: Account,
         link: UpstreamLink,
         write_wait: float = WAIT_SECONDS,
+        *,
+        prefetch: PrefetchPolicy | None = None,
+        sync_every: float = DEFAULT_INTERVAL,
     ) -> None:
         self.reactor = reactor
         self.store = store
@@ -104,7 +114,7 @@ class AccountRuntime:
         self._poll_call: Any = None
         self._tracked: UpstreamClient | None = None
         self.status = LinkStatus(reactor, store, account.id)
-        self.background = BackgroundSync(self, sync_interval(), prefetch_policy())
+        self.background = BackgroundSync(self, sync_interval(sync_every), prefetch_policy(prefetch))
         notifier.on_watch_change[account.id] = self._watch_changed
         self.attach(link)
         self.background.request_full()

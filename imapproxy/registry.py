@@ -38,6 +38,8 @@ from imapproxy.outbox.runner import WAIT_SECONDS
 from imapproxy.protocol import DEFAULT_MAX_LITERAL
 from imapproxy.store import Store, accounts, verifier
 from imapproxy.store import status as status_record
+from imapproxy.sync.background import DEFAULT_INTERVAL
+from imapproxy.sync.prefetch import PrefetchPolicy
 from imapproxy.upstream.address import UpstreamAddress
 from imapproxy.upstream.client import UpstreamClient
 from imapproxy.upstream.errors import AuthenticationFailed, UpstreamUnavailable
@@ -62,9 +64,14 @@ class AccountRegistry:
         limiter: LoginLimiter | None = None,
         write_wait: float = WAIT_SECONDS,
         max_message: int = DEFAULT_MAX_LITERAL,
+        prefetch: PrefetchPolicy | None = None,
+        sync_every: float = DEFAULT_INTERVAL,
     ) -> None:
         self.reactor = reactor
         self.write_wait = write_wait
+        #: What each account's background work does (from the upstream's configuration).
+        self.prefetch = prefetch
+        self.sync_every = sync_every
         #: The largest body accepted from the upstream (larger literals fail its link).
         self.max_message = max_message
         self.store = store
@@ -162,9 +169,7 @@ class AccountRegistry:
             defer.ensureDeferred(runtime.link.close())
             runtime.attach(link)
             return runtime
-        runtime = AccountRuntime(
-            self.reactor, self.store, self.notifier, account, link, self.write_wait
-        )
+        runtime = self._runtime(account, link)
         self._runtimes[name] = runtime
         return runtime
 
@@ -189,9 +194,7 @@ class AccountRegistry:
             await self._upgrade_verifier(name, account, password)
         runtime = self._runtimes.get(name)
         if runtime is None:
-            runtime = AccountRuntime(
-                self.reactor, self.store, self.notifier, account, link, self.write_wait
-            )
+            runtime = self._runtime(account, link)
             self._runtimes[name] = runtime
         return runtime
 
@@ -207,6 +210,18 @@ class AccountRegistry:
             log.exception("could not re-derive the verifier of %r", name)
         else:
             log.info("verifier of %r re-derived with the current scrypt cost", name)
+
+    def _runtime(self, account: accounts.Account, link: UpstreamLink) -> AccountRuntime:
+        return AccountRuntime(
+            self.reactor,
+            self.store,
+            self.notifier,
+            account,
+            link,
+            self.write_wait,
+            prefetch=self.prefetch,
+            sync_every=self.sync_every,
+        )
 
     async def close_account(self, name: str, still_idle: Callable[[], bool]) -> None:
         """Close an account no session uses (its upstream connection logs out, its

@@ -36,6 +36,7 @@ from imapproxy.sd_notify import SystemdNotifier
 from imapproxy.server.connection import ServerFactory
 from imapproxy.server.session import ServerContext
 from imapproxy.store import Store
+from imapproxy.sync.prefetch import PrefetchPolicy
 from imapproxy.upstream.tls import check_ca_file
 
 log = logging.getLogger("imapproxy")
@@ -79,6 +80,10 @@ class ProxyService(Service):
                     write_wait=config.write_wait,
                     # Bodies from the upstream may be as large as what clients may APPEND.
                     max_message=max(config.max_append, DEFAULT_MAX_LITERAL),
+                    prefetch=PrefetchPolicy(
+                        u.prefetch.folders, u.prefetch.max_age_days, u.prefetch.max_body_size
+                    ),
+                    sync_every=u.freshness.sync_interval,
                 ),
             )
             for u in config.upstreams

@@ -8,10 +8,12 @@ under the same name never reuses a UIDVALIDITY.
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from dataclasses import asdict, dataclass, field, replace
 
+from imapproxy.store import messages
 from imapproxy.store._tx import Tx, read_u32, u32, u64
-from imapproxy.types import AccountId, MailboxId
+from imapproxy.types import UID, AccountId, MailboxId
 
 UIDVALIDITY_EPOCH = 1577836800  # 2020-01-01T00:00:00Z
 
@@ -32,6 +34,9 @@ class Mailbox:
     upstream_highestmodseq: int | None = None
     upstream_last_uid: int = 0
     selectable: bool = True
+    #: Messages from this local UID on are \Recent for the next session to select the
+    #: mailbox read-write (RFC 3501 §2.3.2); that session claims them by moving it on.
+    first_recent_uid: int = 1
     extra: dict[str, object] = field(default_factory=dict, compare=False)
 
     def with_(self, **changes: object) -> Mailbox:
@@ -45,6 +50,8 @@ def _key(account: AccountId, mailbox: MailboxId) -> bytes:
 def _from_record(account: AccountId, mailbox_id: int, record: dict[str, object]) -> Mailbox:
     record = dict(record)
     record["attributes"] = tuple(record.get("attributes", ()))  # type: ignore[arg-type]
+    # Written before \\Recent was kept: what the replica holds is not new to anyone.
+    record.setdefault("first_recent_uid", record.get("uidnext", 1))
     return Mailbox(account=account, id=MailboxId(mailbox_id), **record)  # type: ignore[arg-type]
 
 
@@ -109,6 +116,23 @@ def delete(tx: Tx, mailbox: Mailbox) -> None:
     tx.delete_prefix(b"messages", prefix)
     tx.delete_prefix(b"upstream_uids", prefix)
     tx.delete_prefix(b"changes", prefix)
+
+
+def recent_count(tx: Tx, mailbox: Mailbox) -> int:
+    """Messages no session has claimed as \\Recent yet (STATUS RECENT)."""
+    start = messages.prefix(mailbox.account, mailbox.id) + u32(max(mailbox.first_recent_uid, 1))
+    return sum(1 for _ in tx.scan(b"messages", messages.prefix(mailbox.account, mailbox.id), start))
+
+
+def claim_recent(tx: Tx, mailbox: Mailbox, uids: list[UID], claim: bool) -> set[UID]:
+    """Which of uids (sorted) are \\Recent for a session that sees them now; with claim
+    (a read-write session), no other session will see them so (RFC 3501 §2.3.2)."""
+    current = get(tx, mailbox.account, mailbox.id) or mailbox
+    first = current.first_recent_uid
+    recent = set(uids[bisect_left(uids, first) :])
+    if claim and first < current.uidnext:
+        put(tx, current.with_(first_recent_uid=current.uidnext))
+    return recent
 
 
 def next_modseq(tx: Tx, mailbox: Mailbox) -> tuple[Mailbox, int]:

@@ -15,7 +15,9 @@ accounts       sha256(upstream NUL username)              {id, upstream, usernam
 mailboxes      account(4) mailbox(4)                      name, delimiter, attributes,
                                                           subscribed, local uidvalidity/uidnext/
                                                           highestmodseq, upstream uidvalidity/
-                                                          uidnext/highestmodseq/last uid
+                                                          uidnext/highestmodseq/last uid,
+                                                          first_recent_uid (\\Recent not yet
+                                                          claimed from this UID on)
 messages       account(4) mailbox(4) uid(4)               [upstream uid, flags, internaldate,
                                                           size, modseq, blob]
 upstream_uids  account(4) mailbox(4) upstream uid(4)      local uid(4)

@@ -37,6 +37,11 @@ def flags_of(value: Value) -> tuple[str, ...]:
     return tuple(f for f in (text(v) for v in value) if f.upper() != "\\RECENT")
 
 
+def _recent_upstream(item: dict[str, Value]) -> bool:
+    flags = item.get("FLAGS", ())
+    return isinstance(flags, tuple) and any(text(f).upper() == "\\RECENT" for f in flags)
+
+
 async def sync_mailbox_list(
     client: UpstreamClient, store: Store, account: AccountId
 ) -> list[MailboxId]:
@@ -185,6 +190,8 @@ def _apply(
             expunged.append(gone_message.uid)
 
     last_uid = mailbox.upstream_last_uid
+    first_sync = mailbox.upstream_uidvalidity is None
+    upstream_recent: int | None = None
     for item in sorted(fetched.new, key=lambda i: as_int(i["UID"])):
         up_uid = as_int(item["UID"])
         last_uid = max(last_uid, up_uid)
@@ -194,7 +201,7 @@ def _apply(
                 tx, mailbox, upmap[up_uid], flags_of(item.get("FLAGS", ())), changed
             )
             continue
-        mailbox, _ = add_message(
+        mailbox, added = add_message(
             tx,
             mailbox,
             UpstreamUID(up_uid),
@@ -202,6 +209,13 @@ def _apply(
             text(item.get("INTERNALDATE")),
             as_int(item.get("RFC822.SIZE")),
         )
+        if upstream_recent is None and _recent_upstream(item):
+            upstream_recent = added.uid
+    if first_sync:
+        # Everything is new to the replica the first time: only what the upstream still
+        # calls \Recent (no session there has seen it) is recent for our sessions.
+        first = mailbox.uidnext if upstream_recent is None else upstream_recent
+        mailbox = mailbox.with_(first_recent_uid=max(mailbox.first_recent_uid, first))
 
     for item in fetched.missing:
         up_uid = as_int(item["UID"])

@@ -240,17 +240,27 @@ async def fetch(session: Session, cmd: p.Fetch) -> list[bytes]:
         if seen_now:
             targets = store.read(load_targets)  # with the \Seen just set
     wants_flags = any(a.name == "FLAGS" for a in attributes)
+    if wants_flags or seen_now:
+        # A keyword this client has not been told of yet: FLAGS first (RFC 3501 §7.2.6).
+        news = view.keyword_news(m.flags for m in targets)
+        if news:
+            session.send(news)
 
     def render(tx: Tx, message: Message) -> list[bytes] | None:
         items: list[p.Value] = [p.Atom("UID"), message.uid]
         content = MessageContent(tx, mailbox.account, message)
         try:
             for attribute in attributes:
-                items += [p.Atom(attribute.response_name()), item_value(content, attribute)]
+                value = (
+                    view.flags_of(message)
+                    if attribute.name == "FLAGS"
+                    else item_value(content, attribute)
+                )
+                items += [p.Atom(attribute.response_name()), value]
         except Unavailable:
             return None
         if message.uid in seen_now and not wants_flags:
-            items += [p.Atom("FLAGS"), replies.atoms(message.flags)]
+            items += [p.Atom("FLAGS"), view.flags_of(message)]
         return replies.untagged("FETCH", tuple(items), number=seq_of[message.uid])
 
     # Render what the cache can answer; fetch what it cannot, group by group, and

@@ -14,9 +14,9 @@ from imapproxy.server.handlers.general import ok
 from imapproxy.server.replies import CommandFailed
 from imapproxy.server.session import AUTH, SELECTED, Session, handles
 from imapproxy.server.view import SelectedView
+from imapproxy.store import mailboxes as store_mailboxes
 from imapproxy.store.mailboxes import Mailbox, normalize_name
 
-SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 SPECIAL_USE = {
     "\\ALL",
     "\\ARCHIVE",
@@ -116,7 +116,7 @@ async def status(session: Session, cmd: p.Status) -> list[bytes]:
     stats = session.account.stats(mailbox)
     values: dict[str, int] = {
         "MESSAGES": stats.messages,
-        "RECENT": 0,
+        "RECENT": session.account.store.read(lambda tx: store_mailboxes.recent_count(tx, mailbox)),
         "UIDNEXT": mailbox.uidnext,
         "UIDVALIDITY": mailbox.uidvalidity,
         "UNSEEN": stats.unseen,
@@ -139,17 +139,9 @@ async def select(session: Session, cmd: p.Select) -> list[bytes]:
     mailbox = await _synced(session, cmd.mailbox)
     view = SelectedView(session.account.store, mailbox, cmd.readonly, origin=session)
     stats = session.account.stats(mailbox)
-    keywords = stats.keywords
-    flags = (*SYSTEM_FLAGS, *keywords)
-    session.send(replies.untagged("FLAGS", replies.atoms(flags)))
-    permanent = () if cmd.readonly else (*flags, "\\*")
-    session.send(
-        replies.untagged_status(
-            "OK", "permanent flags", replies.code("PERMANENTFLAGS", replies.atoms(permanent))
-        )
-    )
+    session.send(view.announce_keywords(stats.keywords))
     session.send(replies.untagged("EXISTS", number=len(view.uids)))
-    session.send(replies.untagged("RECENT", number=0))
+    session.send(replies.untagged("RECENT", number=len(view.recent)))
     first_unseen = stats.first_unseen
     if first_unseen is not None:
         session.send(

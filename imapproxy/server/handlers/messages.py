@@ -123,11 +123,11 @@ async def store(session: Session, cmd: p.Store) -> list[bytes]:
             lambda tx: messages.get_many(tx, mailbox.account, mailbox.id, [m.uid for m in targets])
         )
         view.forget_flag_news(m.uid for m in current)
+        session.send(view.keyword_news(m.flags for m in current))
         for message in current:
             seq = view.seq(message.uid)
             if seq is not None:
-                items = (p.Atom("UID"), message.uid, p.Atom("FLAGS"), replies.atoms(message.flags))
-                session.send(replies.untagged("FETCH", items, number=seq))
+                session.send(view.fetch_flags(seq, message))
     return ok(session, cmd.tag, "STORE completed", allow_expunge=False)
 
 

@@ -83,11 +83,14 @@ class _Local:
             )
         if name == "NOT":
             return not self.matches(key.args[0], message, seq)
-        if name in ("ALL", "OLD"):
+        if name == "ALL":
             return True
-        if name in ("NEW", "RECENT"):
-            return False  # \Recent is per upstream session and never replicated
+        recent = message.uid in self.view.recent
+        if name in ("OLD", "RECENT"):
+            return recent == (name == "RECENT")
         flags = {f.upper() for f in message.flags}
+        if name == "NEW":
+            return recent and "\\SEEN" not in flags
         if name in FLAG_KEYS:
             flag, present = FLAG_KEYS[name]
             return (flag in flags) == present
@@ -128,6 +131,19 @@ def _translate(key: p.SearchKey, view: SelectedView, upstream_of: dict[int, int]
         if not ups:
             return p.SearchKey("NOT", (p.SearchKey("ALL"),))
         return p.SearchKey("UID", (p.SequenceSet.from_ints(ups),))
+    if key.name in ("RECENT", "OLD", "NEW"):
+        # \Recent is this session's, not the upstream session's: name the messages.
+        ups = [upstream_of[uid] for uid in sorted(view.recent) if uid in upstream_of]
+        recent = (
+            p.SearchKey("UID", (p.SequenceSet.from_ints(ups),))
+            if ups
+            else p.SearchKey("NOT", (p.SearchKey("ALL"),))
+        )
+        if key.name == "OLD":
+            return p.SearchKey("NOT", (recent,))
+        if key.name == "NEW":
+            return p.SearchKey("AND", (recent, p.SearchKey("UNSEEN")))
+        return recent
     args = tuple(
         _translate(a, view, upstream_of) if isinstance(a, p.SearchKey) else a for a in key.args
     )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from imapproxy.notify import MailboxChange
 from imapproxy.protocol import Atom, SequenceSet, Value
@@ -28,12 +29,33 @@ from imapproxy.types import UID, SeqNum
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 
 
+@dataclass
+class Modes:
+    """What a client turned on for its whole connection (RFC 7162 §3.1, §3.2.3)."""
+
+    #: MODSEQ in every untagged FETCH, HIGHESTMODSEQ on SELECT/EXAMINE.
+    condstore: bool = False
+    #: VANISHED instead of EXPUNGE; SELECT (QRESYNC …) and UID FETCH (… VANISHED).
+    qresync: bool = False
+
+
 class SelectedView:
-    def __init__(self, store: Store, mailbox: Mailbox, readonly: bool, origin: object) -> None:
+    def __init__(
+        self,
+        store: Store,
+        mailbox: Mailbox,
+        readonly: bool,
+        origin: object,
+        modes: Modes | None = None,
+    ) -> None:
         self.store = store
         self.mailbox = mailbox
         self.readonly = readonly
         self.origin = origin
+        self.modes = modes if modes is not None else Modes()
+        #: Every change up to this modseq has been told to the client (a HIGHESTMODSEQ
+        #: it may rely on while an expunge still waits to be told, RFC 7162 §3.2).
+        self.told_modseq = 0
         self.uids: list[UID] = []
         self.recent: set[UID] = set()
         #: Keywords the client was told of (FLAGS), upper-cased -> as spelled.
@@ -51,12 +73,14 @@ class SelectedView:
         """Take the mailbox's UIDs and claim what is \\Recent, in one transaction."""
         mailbox = self.mailbox
 
-        def open_(tx: Tx) -> tuple[list[UID], set[UID]]:
+        def open_(tx: Tx) -> tuple[list[UID], set[UID], Mailbox]:
             uids = messages.uids(tx, mailbox.account, mailbox.id)
-            return uids, mailboxes.claim_recent(tx, mailbox, uids, claim=not self.readonly)
+            current = mailboxes.get(tx, mailbox.account, mailbox.id) or mailbox
+            return uids, mailboxes.claim_recent(tx, mailbox, uids, not self.readonly), current
 
         run = self.store.read if self.readonly else self.store.write
-        self.uids, self.recent = run(open_)
+        self.uids, self.recent, self.mailbox = run(open_)
+        self.told_modseq = self.mailbox.highestmodseq
 
     # news ------------------------------------------------------------------
 
@@ -77,14 +101,7 @@ class SelectedView:
         """Untagged responses for the queued news, applying them to the view."""
         out: list[bytes] = []
         if allow_expunge and self._expunged:
-            # Highest sequence number first, so each number is valid when sent.
-            for uid in sorted(self._expunged & set(self.uids), reverse=True):
-                seq = self.seq(uid)
-                if seq is not None:
-                    del self.uids[seq - 1]
-                    out += replies.untagged("EXPUNGE", number=seq)
-            self.recent -= self._expunged
-            self._expunged.clear()
+            out += self._expunge_lines()
         new: list[UID] = []
         if self._added:
             self._added = False
@@ -105,11 +122,53 @@ class SelectedView:
             out += replies.untagged("EXISTS", number=len(self.uids))
             if self.recent.intersection(new):
                 out += replies.untagged("RECENT", number=len(self.recent))
+        changed: list[bytes] = []
         for message in found:
             seq = self.seq(message.uid)
             if seq is not None and message.uid in fetched:
-                out += self.fetch_flags(seq, message)
+                changed += self.fetch_flags(seq, message)
+        if changed:
+            # Expunges may still wait (none during FETCH/STORE/SEARCH) while these
+            # FETCHes carry higher modseqs.
+            out += self.modseq_guard()
+        if self.modes.condstore and not self._expunged:
+            # All news is told: the client is in step up to the mailbox's modseq.
+            current = self.store.read(
+                lambda tx: mailboxes.get(tx, self.mailbox.account, self.mailbox.id)
+            )
+            if current is not None:
+                self.told_modseq = current.highestmodseq
+        return out + changed
+
+    def _expunge_lines(self) -> list[bytes]:
+        out: list[bytes] = []
+        gone = sorted(self._expunged & set(self.uids))
+        if self.modes.qresync and gone:
+            # RFC 7162 §3.2.10.2: UIDs, one response, the sequence numbers shift as usual.
+            for uid in reversed(gone):
+                seq = self.seq(uid)
+                if seq is not None:
+                    del self.uids[seq - 1]
+            out += replies.untagged("VANISHED", Atom(str(SequenceSet.from_ints(gone))))
+        else:
+            # Highest sequence number first, so each number is valid when sent.
+            for uid in reversed(gone):
+                seq = self.seq(uid)
+                if seq is not None:
+                    del self.uids[seq - 1]
+                    out += replies.untagged("EXPUNGE", number=seq)
+        self.recent -= self._expunged
+        self._expunged.clear()
         return out
+
+    def modseq_guard(self) -> list[bytes]:
+        """``OK [HIGHESTMODSEQ n]`` below any expunge not yet told, when one waits: a
+        client that saw higher MODSEQs in FETCHes and then lost the connection must
+        not resync from past the expunge (RFC 7162 §3.2)."""
+        if not (self._expunged and self.modes.condstore):
+            return []
+        code = replies.code("HIGHESTMODSEQ", self.told_modseq)
+        return replies.untagged_status("OK", "expunges pending", code)
 
     def _take_new(self) -> list[UID]:
         """Messages added since the client last heard: appended to the view, and
@@ -136,8 +195,13 @@ class SelectedView:
         flags = replies.atoms(message.flags)
         return (*flags, Atom("\\Recent")) if message.uid in self.recent else flags
 
-    def fetch_flags(self, seq: SeqNum, message: Message) -> list[bytes]:
-        items: tuple[Value, ...] = (Atom("UID"), message.uid, Atom("FLAGS"), self.flags_of(message))
+    def fetch_flags(self, seq: SeqNum, message: Message, flags: bool = True) -> list[bytes]:
+        """An untagged FETCH of a message's flags (and modseq, for CONDSTORE clients)."""
+        items: tuple[Value, ...] = (Atom("UID"), message.uid)
+        if flags:
+            items += (Atom("FLAGS"), self.flags_of(message))
+        if self.modes.condstore:
+            items += (Atom("MODSEQ"), (message.modseq,))
         return replies.untagged("FETCH", items, number=seq)
 
     def announce_keywords(self, keywords: Iterable[str]) -> list[bytes]:

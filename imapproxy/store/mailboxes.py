@@ -12,7 +12,7 @@ from bisect import bisect_left
 from dataclasses import asdict, dataclass, field, replace
 
 from imapproxy.store import messages
-from imapproxy.store._tx import Tx, read_u32, u32, u64
+from imapproxy.store._tx import Tx, decode, read_u32, u32, u64
 from imapproxy.types import UID, AccountId, MailboxId
 
 UIDVALIDITY_EPOCH = 1577836800  # 2020-01-01T00:00:00Z
@@ -67,8 +67,6 @@ def get(tx: Tx, account: AccountId, mailbox_id: MailboxId) -> Mailbox | None:
 
 
 def all_mailboxes(tx: Tx, account: AccountId) -> list[Mailbox]:
-    from imapproxy.store._tx import decode
-
     return [
         _from_record(account, read_u32(key, 4), decode(value))
         for key, value in tx.scan(b"mailboxes", u32(account))
@@ -143,3 +141,17 @@ def next_modseq(tx: Tx, mailbox: Mailbox) -> tuple[Mailbox, int]:
 def log_change(tx: Tx, mailbox: Mailbox, modseq: int, change: dict[str, object]) -> None:
     """The per-mailbox change log, keyed by modseq: what CONDSTORE/QRESYNC serve from."""
     tx.put_record(b"changes", _key(mailbox.account, mailbox.id) + u64(modseq), change)
+
+
+def expunged_since(tx: Tx, mailbox: Mailbox, modseq: int) -> list[UID]:
+    """Local UIDs expunged with a modseq above modseq, ascending (QRESYNC's VANISHED
+    (EARLIER), RFC 7162 §3.2.5.1). The log keeps every expunge since the mailbox was
+    created, so the answer is exact however old modseq is."""
+    prefix = _key(mailbox.account, mailbox.id)
+    start = prefix + u64(max(modseq, 0) + 1)
+    uids = set()
+    for _, value in tx.scan(b"changes", prefix, start):
+        change = decode(value)
+        if change.get("what") == "expunge":
+            uids.add(UID(int(change["uid"])))
+    return sorted(uids)

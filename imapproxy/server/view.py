@@ -210,7 +210,9 @@ class SelectedView:
         for keyword in keywords:
             self.keywords.setdefault(keyword.upper(), keyword)
         flags = (*SYSTEM_FLAGS, *self.keywords.values())
-        permanent = () if self.readonly else (*flags, "\\*")
+        # \\* only where the upstream lets keywords be created (RFC 3501 §7.1).
+        creatable = ("\\*",) if self.mailbox.new_keywords else ()
+        permanent = () if self.readonly else (*flags, *creatable)
         return replies.untagged("FLAGS", replies.atoms(flags)) + replies.untagged_status(
             "OK", "permanent flags", replies.code("PERMANENTFLAGS", replies.atoms(permanent))
         )

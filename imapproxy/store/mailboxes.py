@@ -37,6 +37,9 @@ class Mailbox:
     #: Messages from this local UID on are \Recent for the next session to select the
     #: mailbox read-write (RFC 3501 §2.3.2); that session claims them by moving it on.
     first_recent_uid: int = 1
+    #: Whether the upstream lets clients create keywords (PERMANENTFLAGS ``\\*``), as
+    #: last seen on a read-write SELECT there; assumed until one says otherwise.
+    new_keywords: bool = True
     extra: dict[str, object] = field(default_factory=dict, compare=False)
 
     def with_(self, **changes: object) -> Mailbox:
@@ -118,6 +121,7 @@ def delete(tx: Tx, mailbox: Mailbox) -> None:
 
 def recent_count(tx: Tx, mailbox: Mailbox) -> int:
     """Messages no session has claimed as \\Recent yet (STATUS RECENT)."""
+    mailbox = get(tx, mailbox.account, mailbox.id) or mailbox
     start = messages.prefix(mailbox.account, mailbox.id) + u32(max(mailbox.first_recent_uid, 1))
     return sum(1 for _ in tx.scan(b"messages", messages.prefix(mailbox.account, mailbox.id), start))
 

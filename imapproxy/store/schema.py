@@ -17,7 +17,9 @@ mailboxes      account(4) mailbox(4)                      name, delimiter, attri
                                                           highestmodseq, upstream uidvalidity/
                                                           uidnext/highestmodseq/last uid,
                                                           first_recent_uid (\\Recent not yet
-                                                          claimed from this UID on)
+                                                          claimed from this UID on),
+                                                          new_keywords (upstream PERMANENTFLAGS
+                                                          has ``\\*``)
 messages       account(4) mailbox(4) uid(4)               [upstream uid, flags, internaldate,
                                                           size, modseq, blob]
 upstream_uids  account(4) mailbox(4) upstream uid(4)      local uid(4)

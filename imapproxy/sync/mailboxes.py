@@ -95,6 +95,8 @@ class _Fetched:
     #: The replica's HIGHESTMODSEQ when the sync began: a message changed locally since
     #: (a client's STORE while we fetched) keeps its flags; the outbox replays them.
     local_modseq: int = 0
+    #: What a read-write SELECT on this connection said of new keywords (None: unknown).
+    keywords_allowed: bool | None = None
 
 
 async def sync_messages(
@@ -117,6 +119,7 @@ async def sync_messages(
         )
     )
     fetched = _Fetched(info, examined=last_uid, local_modseq=mailbox.highestmodseq)
+    fetched.keywords_allowed = client.keywords_allowed.get(mailbox.name)
 
     uidnext_moved = info.uidnext is None or info.uidnext > (mailbox.upstream_uidnext or 0)
     if info.exists and (reset or last_uid == 0 or uidnext_moved):
@@ -231,6 +234,8 @@ def _apply(
         )
 
     info = fetched.info
+    if fetched.keywords_allowed is not None:
+        mailbox = mailbox.with_(new_keywords=fetched.keywords_allowed)
     mailbox = mailbox.with_(
         upstream_uidvalidity=info.uidvalidity,
         upstream_uidnext=info.uidnext,

@@ -147,6 +147,9 @@ class UpstreamClient:
         self.selected_readonly = True
         #: UIDVALIDITY of the selected mailbox (replay checks the UIDs it names against it).
         self.selected_validity: int | None = None
+        #: Per mailbox name: whether the upstream lets clients create keywords (``\\*`` in
+        #: PERMANENTFLAGS). Only a read-write SELECT tells (EXAMINE answers ``()``).
+        self.keywords_allowed: dict[str, bool] = {}
 
     def has(self, capability: str) -> bool:
         return capability.upper() in self.capabilities
@@ -195,6 +198,9 @@ class UpstreamClient:
             return int(text(args[0])) if args else None
 
         permanent = codes.get("PERMANENTFLAGS")
+        if not readonly and permanent:
+            allowed = "\\*" in _atoms(permanent[0])  # type: ignore[arg-type]
+            self.keywords_allowed[name] = allowed
         return SelectInfo(
             uidvalidity=number("UIDVALIDITY") or 0,
             uidnext=number("UIDNEXT"),

@@ -15,6 +15,8 @@ BASE = (
     "MOVE",
     "SPECIAL-USE",
     "ESEARCH",
+    "CONDSTORE",
+    "QRESYNC",
 )
 
 

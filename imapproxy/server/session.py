@@ -22,7 +22,7 @@ from imapproxy.router import ListenerLogins
 from imapproxy.server import replies
 from imapproxy.server.capabilities import capabilities
 from imapproxy.server.replies import CommandFailed
-from imapproxy.server.view import SelectedView
+from imapproxy.server.view import Modes, SelectedView
 from imapproxy.store import mailboxes
 from imapproxy.upstream.errors import UpstreamRefused, UpstreamUnavailable
 
@@ -97,6 +97,8 @@ class Session:
         self.view: SelectedView | None = None
         self.tls_active = context.implicit_tls
         self._append: Any = None
+        #: CONDSTORE/QRESYNC as enabled for this connection (every view shares it).
+        self.modes = Modes()
 
     # plumbing ----------------------------------------------------------------
 

@@ -8,10 +8,12 @@ under the same name never reuses a UIDVALIDITY.
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from dataclasses import asdict, dataclass, field, replace
 
-from imapproxy.store._tx import Tx, read_u32, u32, u64
-from imapproxy.types import AccountId, MailboxId
+from imapproxy.store import messages
+from imapproxy.store._tx import Tx, decode, read_u32, u32, u64
+from imapproxy.types import UID, AccountId, MailboxId
 
 UIDVALIDITY_EPOCH = 1577836800  # 2020-01-01T00:00:00Z
 
@@ -32,6 +34,12 @@ class Mailbox:
     upstream_highestmodseq: int | None = None
     upstream_last_uid: int = 0
     selectable: bool = True
+    #: Messages from this local UID on are \Recent for the next session to select the
+    #: mailbox read-write (RFC 3501 §2.3.2); that session claims them by moving it on.
+    first_recent_uid: int = 1
+    #: Whether the upstream lets clients create keywords (PERMANENTFLAGS ``\\*``), as
+    #: last seen on a read-write SELECT there; assumed until one says otherwise.
+    new_keywords: bool = True
     extra: dict[str, object] = field(default_factory=dict, compare=False)
 
     def with_(self, **changes: object) -> Mailbox:
@@ -53,6 +61,8 @@ def _key(account: AccountId, mailbox: MailboxId) -> bytes:
 def _from_record(account: AccountId, mailbox_id: int, record: dict[str, object]) -> Mailbox:
     record = dict(record)
     record["attributes"] = tuple(record.get("attributes", ()))  # type: ignore[arg-type]
+    # Written before \\Recent was kept: what the replica holds is not new to anyone.
+    record.setdefault("first_recent_uid", record.get("uidnext", 1))
     return Mailbox(account=account, id=MailboxId(mailbox_id), **record)  # type: ignore[arg-type]
 
 
@@ -68,8 +78,6 @@ def get(tx: Tx, account: AccountId, mailbox_id: MailboxId) -> Mailbox | None:
 
 
 def all_mailboxes(tx: Tx, account: AccountId) -> list[Mailbox]:
-    from imapproxy.store._tx import decode
-
     return [
         _from_record(account, read_u32(key, 4), decode(value))
         for key, value in tx.scan(b"mailboxes", u32(account))
@@ -119,6 +127,24 @@ def delete(tx: Tx, mailbox: Mailbox) -> None:
     tx.delete_prefix(b"changes", prefix)
 
 
+def recent_count(tx: Tx, mailbox: Mailbox) -> int:
+    """Messages no session has claimed as \\Recent yet (STATUS RECENT)."""
+    mailbox = get(tx, mailbox.account, mailbox.id) or mailbox
+    start = messages.prefix(mailbox.account, mailbox.id) + u32(max(mailbox.first_recent_uid, 1))
+    return sum(1 for _ in tx.scan(b"messages", messages.prefix(mailbox.account, mailbox.id), start))
+
+
+def claim_recent(tx: Tx, mailbox: Mailbox, uids: list[UID], claim: bool) -> set[UID]:
+    """Which of uids (sorted) are \\Recent for a session that sees them now; with claim
+    (a read-write session), no other session will see them so (RFC 3501 §2.3.2)."""
+    current = get(tx, mailbox.account, mailbox.id) or mailbox
+    first = current.first_recent_uid
+    recent = set(uids[bisect_left(uids, first) :])
+    if claim and first < current.uidnext:
+        put(tx, current.with_(first_recent_uid=current.uidnext))
+    return recent
+
+
 def next_modseq(tx: Tx, mailbox: Mailbox) -> tuple[Mailbox, int]:
     modseq = mailbox.highestmodseq + 1
     return mailbox.with_(highestmodseq=modseq), modseq
@@ -127,3 +153,17 @@ def next_modseq(tx: Tx, mailbox: Mailbox) -> tuple[Mailbox, int]:
 def log_change(tx: Tx, mailbox: Mailbox, modseq: int, change: dict[str, object]) -> None:
     """The per-mailbox change log, keyed by modseq: what CONDSTORE/QRESYNC serve from."""
     tx.put_record(b"changes", _key(mailbox.account, mailbox.id) + u64(modseq), change)
+
+
+def expunged_since(tx: Tx, mailbox: Mailbox, modseq: int) -> list[UID]:
+    """Local UIDs expunged with a modseq above modseq, ascending (QRESYNC's VANISHED
+    (EARLIER), RFC 7162 §3.2.5.1). The log keeps every expunge since the mailbox was
+    created, so the answer is exact however old modseq is."""
+    prefix = _key(mailbox.account, mailbox.id)
+    start = prefix + u64(max(modseq, 0) + 1)
+    uids = set()
+    for _, value in tx.scan(b"changes", prefix, start):
+        change = decode(value)
+        if change.get("what") == "expunge":
+            uids.add(UID(int(change["uid"])))
+    return sorted(uids)

@@ -18,14 +18,24 @@ accounts       sha256(upstream NUL username)              {id, upstream, usernam
 mailboxes      account(4) mailbox(4)                      name, delimiter, attributes,
                                                           subscribed, local uidvalidity/uidnext/
                                                           highestmodseq, upstream uidvalidity/
-                                                          uidnext/highestmodseq/last uid
+                                                          uidnext/highestmodseq/last uid,
+                                                          first_recent_uid (\\Recent not yet
+                                                          claimed from this UID on),
+                                                          new_keywords (upstream PERMANENTFLAGS
+                                                          has ``\\*``)
 messages       account(4) mailbox(4) uid(4)               [upstream uid, flags, internaldate,
                                                           size, modseq, blob]
 upstream_uids  account(4) mailbox(4) upstream uid(4)      local uid(4)
 cache          account(4) blob(8) kind(1) [sect.hash(8)]  ENVELOPE / BODYSTRUCTURE (serialized
                                                           IMAP), header, full message, sections
 changes        account(4) mailbox(4) modseq(8)            {uid, what} — the per-mailbox change
-                                                          log for CONDSTORE/QRESYNC
+                                                          log for CONDSTORE/QRESYNC: every
+                                                          expunge (what "expunge", the local
+                                                          UID, at the modseq the expunge got)
+                                                          since the mailbox was created, which
+                                                          answers VANISHED (EARLIER); flag
+                                                          changes too ("flags"), though a
+                                                          message's own modseq answers those
 outbox         account(4) seq(8)                          {op, args, created, [attempts],
                                                           [state, reason, resolved]} — queued
                                                           changes (args: the operation's typed

@@ -34,6 +34,11 @@ def flags_of(value: Value) -> tuple[str, ...]:
     return tuple(f for f in (text(v) for v in value) if f.upper() != "\\RECENT")
 
 
+def _recent_upstream(item: dict[str, Value]) -> bool:
+    flags = item.get("FLAGS", ())
+    return isinstance(flags, tuple) and any(text(f).upper() == "\\RECENT" for f in flags)
+
+
 @dataclass
 class _Fetched:
     info: SelectInfo
@@ -50,6 +55,8 @@ class _Fetched:
     #: The replica's HIGHESTMODSEQ when the sync began: a message changed locally since
     #: (a client's STORE while we fetched) keeps its flags; the outbox replays them.
     local_modseq: int = 0
+    #: What a read-write SELECT on this connection said of new keywords (None: unknown).
+    keywords_allowed: bool | None = None
 
 
 async def sync_messages(
@@ -72,6 +79,7 @@ async def sync_messages(
         )
     )
     fetched = _Fetched(info, examined=last_uid, local_modseq=mailbox.highestmodseq)
+    fetched.keywords_allowed = client.keywords_allowed.get(mailbox.name)
 
     uidnext_moved = info.uidnext is None or info.uidnext > (mailbox.upstream_uidnext or 0)
     if info.exists and (reset or last_uid == 0 or uidnext_moved):
@@ -145,6 +153,8 @@ def _apply(
             expunged.append(gone_message.uid)
 
     last_uid = mailbox.upstream_last_uid
+    first_sync = mailbox.upstream_uidvalidity is None
+    upstream_recent: int | None = None
     for item in sorted(fetched.new, key=lambda i: as_int(i["UID"])):
         up_uid = as_int(item["UID"])
         last_uid = max(last_uid, up_uid)
@@ -154,7 +164,7 @@ def _apply(
                 tx, mailbox, upmap[up_uid], flags_of(item.get("FLAGS", ())), changed
             )
             continue
-        mailbox, _ = add_message(
+        mailbox, added = add_message(
             tx,
             mailbox,
             UpstreamUID(up_uid),
@@ -162,6 +172,13 @@ def _apply(
             text(item.get("INTERNALDATE")),
             as_int(item.get("RFC822.SIZE")),
         )
+        if upstream_recent is None and _recent_upstream(item):
+            upstream_recent = added.uid
+    if first_sync:
+        # Everything is new to the replica the first time: only what the upstream still
+        # calls \Recent (no session there has seen it) is recent for our sessions.
+        first = mailbox.uidnext if upstream_recent is None else upstream_recent
+        mailbox = mailbox.with_(first_recent_uid=max(mailbox.first_recent_uid, first))
 
     for item in fetched.missing:
         up_uid = as_int(item["UID"])
@@ -177,6 +194,8 @@ def _apply(
         )
 
     info = fetched.info
+    if fetched.keywords_allowed is not None:
+        mailbox = mailbox.with_(new_keywords=fetched.keywords_allowed)
     mailbox = mailbox.with_(
         upstream_uidvalidity=info.uidvalidity,
         upstream_uidnext=info.uidnext,

@@ -46,6 +46,7 @@ from imapproxy.protocol import (
     Status,
     Store,
     Subscribe,
+    Unselect,
     Unsubscribe,
     Value,
     fetch_items,
@@ -150,6 +151,9 @@ class UpstreamClient:
         self.selected_readonly = True
         #: UIDVALIDITY of the selected mailbox (replay checks the UIDs it names against it).
         self.selected_validity: int | None = None
+        #: Per mailbox name: whether the upstream lets clients create keywords (``\\*`` in
+        #: PERMANENTFLAGS). Only a read-write SELECT tells (EXAMINE answers ``()``).
+        self.keywords_allowed: dict[str, bool] = {}
 
     def has(self, capability: str) -> bool:
         return capability.upper() in self.capabilities
@@ -209,6 +213,9 @@ class UpstreamClient:
             self.selected = None
             raise ValueError(f"SELECT {name!r} answered without UIDVALIDITY or EXISTS")
         permanent = codes.get("PERMANENTFLAGS")
+        if not readonly and permanent:
+            allowed = "\\*" in _atoms(permanent[0])  # type: ignore[arg-type]
+            self.keywords_allowed[name] = allowed
         return SelectInfo(
             uidvalidity=uidvalidity,
             uidnext=number("UIDNEXT"),
@@ -236,14 +243,31 @@ class UpstreamClient:
         await self._run(lambda tag: Create(tag, name))
 
     async def delete(self, name: str) -> None:
-        if self.selected == name:
-            self.selected = None
+        await self.leave(name)
         await self._run(lambda tag: Delete(tag, name))
 
     async def rename(self, old: str, new: str) -> None:
-        if self.selected == old:
-            self.selected = None
+        await self.leave(old)
         await self._run(lambda tag: Rename(tag, old, new))
+
+    async def leave(self, name: str) -> None:
+        """Unselect name (or a mailbox under it) before it is deleted or renamed: Dovecot
+        drops a session whose selected mailbox is deleted under it ("selected mailbox
+        was deleted"), and the link would reconnect instead of answering. UNSELECT
+        where offered, else a SELECT that fails, which also leaves the selected state
+        (RFC 3501 §6.3.1) without CLOSE's expunge."""
+        selected = self.selected
+        if selected is None or not _under(selected, name):
+            return
+        self.selected = None
+        self.selected_validity = None
+        if self.has("UNSELECT"):
+            await self._run(lambda tag: Unselect(tag))
+            return
+        try:
+            await self._run(lambda tag: Select(tag, "\0imapproxy-none", readonly=True))
+        except UpstreamRefused:
+            pass
 
     async def subscribe(self, name: str, subscribed: bool) -> None:
         command = Subscribe if subscribed else Unsubscribe
@@ -455,6 +479,20 @@ def _ensure_verified(protocol: UpstreamProtocol, tls: VerifiedClientTLS, host: s
         check_certificate_names(protocol.transport.getPeerCertificate(), host)
     except CertificateRefused as exc:
         raise UpstreamUnreachable(str(exc)) from None
+
+
+#: A name no one uses: selecting it fails, which leaves the selected state.
+NO_MAILBOX = "imapproxy-no-such-mailbox-to-unselect"
+
+
+def _under(selected: str, name: str) -> bool:
+    """Whether selected is name or inside it (the delimiter is not known here: a
+    needless UNSELECT costs a round trip, a missing one the connection)."""
+    return selected == name or (
+        selected.startswith(name)
+        and len(selected) > len(name)
+        and not selected[len(name)].isalnum()
+    )
 
 
 def _groups(command: Any, literal_plus: bool) -> list[list[bytes]]:

@@ -13,7 +13,7 @@ from functools import partial
 
 from imapproxy import message as mime
 from imapproxy import protocol as p
-from imapproxy.server import replies
+from imapproxy.server import condstore, replies
 from imapproxy.server.handlers.general import ok
 from imapproxy.server.handlers.messages import flag_change
 from imapproxy.server.replies import CommandFailed
@@ -26,7 +26,7 @@ from imapproxy.store.messages import Message
 from imapproxy.sync.content import Need
 from imapproxy.upstream.errors import UpstreamRefused, UpstreamUnavailable
 
-SIMPLE = {"UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE"}
+SIMPLE = {"UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE", "MODSEQ"}
 HEADER_TEXTS = {"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"}
 #: Messages rendered per step; between steps the client drains and others get a turn.
 RENDER_BATCH = 200
@@ -151,6 +151,8 @@ def item_value(content: MessageContent, attribute: p.FetchAttribute) -> p.Value:
         return message.internaldate.encode()
     if name == "RFC822.SIZE":
         return message.size
+    if name == "MODSEQ":
+        return (message.modseq,)
     if name in ("ENVELOPE", "BODYSTRUCTURE") or (name == "BODY" and attribute.section is None):
         kind = {"ENVELOPE": Kind.ENVELOPE, "BODYSTRUCTURE": Kind.BODYSTRUCTURE}.get(name, Kind.BODY)
         data = content.get(kind)
@@ -224,9 +226,12 @@ async def _mark_seen(session: Session, view: SelectedView, targets: list[Message
 
 @handles(p.Fetch, SELECTED)
 async def fetch(session: Session, cmd: p.Fetch) -> list[bytes]:
-    if cmd.changedsince is not None or cmd.vanished:
-        raise CommandFailed("CONDSTORE is not enabled", status="BAD")
     view = session.selected
+    if cmd.vanished and not session.modes.qresync:
+        raise CommandFailed("VANISHED needs ENABLE QRESYNC first", status="BAD")
+    asks_modseq = any(a.name == "MODSEQ" for a in cmd.attributes)
+    if cmd.changedsince is not None or asks_modseq:
+        session.send(condstore.enable_condstore(session.modes, view))
     store = session.account.store
     mailbox = view.mailbox
     attributes = [a for a in cmd.attributes if a.name != "UID"]
@@ -241,12 +246,32 @@ async def fetch(session: Session, cmd: p.Fetch) -> list[bytes]:
         return store_messages.get_many(tx, mailbox.account, mailbox.id, uids)
 
     targets = store.read(load_targets)
+    if cmd.changedsince is not None:
+        # RFC 7162 §3.1.4.1: only what changed since, with MODSEQ; VANISHED (EARLIER)
+        # first for what was expunged since (§3.2.6).
+        since = cmd.changedsince
+        if cmd.vanished:
+            session.send(condstore.vanished_earlier(view, since, cmd.sequence_set))
+        targets = [m for m in targets if m.modseq > since]
+        uids = [m.uid for m in targets]
+        if not asks_modseq:
+            attributes.append(p.FetchAttribute("MODSEQ"))
+            asks_modseq = True
     seen_now: set[int] = set()
     if any(sets_seen(a) for a in attributes):
         seen_now = await _mark_seen(session, view, targets)
         if seen_now:
             targets = store.read(load_targets)  # with the \Seen just set
     wants_flags = any(a.name == "FLAGS" for a in attributes)
+    if wants_flags or seen_now:
+        # A keyword this client has not been told of yet: FLAGS first (RFC 3501 §7.2.6).
+        news = view.keyword_news(m.flags for m in targets)
+        if news:
+            session.send(news)
+    if asks_modseq or (seen_now and session.modes.condstore):
+        guard = view.modseq_guard()
+        if guard:
+            session.send(guard)
 
     served = 0
 
@@ -257,7 +282,11 @@ async def fetch(session: Session, cmd: p.Fetch) -> list[bytes]:
         size = 0
         try:
             for attribute in attributes:
-                value = item_value(content, attribute)
+                value = (
+                    view.flags_of(message)
+                    if attribute.name == "FLAGS"
+                    else item_value(content, attribute)
+                )
                 items += [p.Atom(attribute.response_name()), value]
                 if attribute.name not in SIMPLE:
                     size += _content_size(value)
@@ -265,7 +294,9 @@ async def fetch(session: Session, cmd: p.Fetch) -> list[bytes]:
             return None
         served += size
         if message.uid in seen_now and not wants_flags:
-            items += [p.Atom("FLAGS"), replies.atoms(message.flags)]
+            items += [p.Atom("FLAGS"), view.flags_of(message)]
+        if message.uid in seen_now and session.modes.condstore and not asks_modseq:
+            items += [p.Atom("MODSEQ"), (message.modseq,)]  # RFC 7162 §3.2.4
         return replies.untagged("FETCH", tuple(items), number=seq_of[message.uid])
 
     # Render what the cache can answer; fetch what it cannot, group by group, and

@@ -10,7 +10,7 @@ from imapproxy import __version__
 from imapproxy import protocol as p
 from imapproxy.login_limits import LoginAbandoned, source_key
 from imapproxy.registry import LoginFailed
-from imapproxy.server import replies
+from imapproxy.server import condstore, replies
 from imapproxy.server.replies import CommandFailed
 from imapproxy.server.session import ANY, AUTH, NOT_AUTH, Session, State, handles
 from imapproxy.upstream.errors import UpstreamUnavailable
@@ -151,9 +151,21 @@ async def id_(session: Session, cmd: p.Id) -> list[bytes]:
 
 @handles(p.Enable, AUTH)
 async def enable(session: Session, cmd: p.Enable) -> list[bytes]:
-    # Nothing we serve needs enabling yet (CONDSTORE/QRESYNC/UTF8 come later);
-    # RFC 5161: reply with the (empty) list of what was enabled.
-    session.send(replies.untagged("ENABLED"))
+    """RFC 5161: ENABLED lists what this command turned on; unknown names are ignored.
+    QRESYNC implies CONDSTORE (RFC 7162 §3.2.3)."""
+    wanted = {c.upper() for c in cmd.capabilities}
+    modes = session.modes
+    enabled: list[str] = []
+    news: list[bytes] = []
+    if ("CONDSTORE" in wanted or "QRESYNC" in wanted) and not modes.condstore:
+        news = condstore.enable_condstore(modes, session.view)
+        if "CONDSTORE" in wanted:
+            enabled.append("CONDSTORE")
+    if "QRESYNC" in wanted and not modes.qresync:
+        modes.qresync = True
+        enabled.append("QRESYNC")
+    session.send(replies.untagged("ENABLED", *replies.atoms(enabled)))
+    session.send(news)
     return ok(session, cmd.tag, "ENABLE completed")
 
 

@@ -9,14 +9,14 @@ from functools import lru_cache
 from imapproxy import protocol as p
 from imapproxy.outbox.folders import CreateMailbox, DeleteMailbox, RenameMailbox, SetSubscription
 from imapproxy.outbox.replica import is_local
-from imapproxy.server import replies
+from imapproxy.server import condstore, replies
 from imapproxy.server.handlers.general import ok
 from imapproxy.server.replies import CommandFailed
 from imapproxy.server.session import AUTH, SELECTED, Session, handles
 from imapproxy.server.view import SelectedView
+from imapproxy.store import mailboxes as store_mailboxes
 from imapproxy.store.mailboxes import Mailbox, normalize_name
 
-SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 SPECIAL_USE = {
     "\\ALL",
     "\\ARCHIVE",
@@ -135,12 +135,15 @@ async def status(session: Session, cmd: p.Status) -> list[bytes]:
     stats = session.account.stats(mailbox)
     values: dict[str, int] = {
         "MESSAGES": stats.messages,
-        "RECENT": 0,
+        "RECENT": session.account.store.read(lambda tx: store_mailboxes.recent_count(tx, mailbox)),
         "UIDNEXT": mailbox.uidnext,
         "UIDVALIDITY": mailbox.uidvalidity,
         "UNSEEN": stats.unseen,
         "SIZE": stats.size,
+        "HIGHESTMODSEQ": mailbox.highestmodseq,
     }
+    if any(item.upper() == "HIGHESTMODSEQ" for item in cmd.items):
+        session.send(condstore.enable_condstore(session.modes, session.view))
     pairs: list[p.Value] = []
     for item in cmd.items:
         if item.upper() not in values:
@@ -152,23 +155,25 @@ async def status(session: Session, cmd: p.Status) -> list[bytes]:
 
 @handles(p.Select, AUTH)
 async def select(session: Session, cmd: p.Select) -> list[bytes]:
-    if cmd.condstore or cmd.qresync is not None:
-        raise CommandFailed("CONDSTORE/QRESYNC are not enabled", status="BAD")
-    session.leave_selected()
-    mailbox = await _synced(session, cmd.mailbox)
-    view = SelectedView(session.account.store, mailbox, cmd.readonly, origin=session)
-    stats = session.account.stats(mailbox)
-    keywords = stats.keywords
-    flags = (*SYSTEM_FLAGS, *keywords)
-    session.send(replies.untagged("FLAGS", replies.atoms(flags)))
-    permanent = () if cmd.readonly else (*flags, "\\*")
-    session.send(
-        replies.untagged_status(
-            "OK", "permanent flags", replies.code("PERMANENTFLAGS", replies.atoms(permanent))
+    if cmd.qresync is not None and not session.modes.qresync:
+        raise CommandFailed("QRESYNC needs ENABLE QRESYNC first", status="BAD")
+    if session.view is not None:
+        # RFC 7162 §3.2.11: the boundary between the old mailbox's responses and the new.
+        session.leave_selected()
+        session.send(
+            replies.untagged_status("OK", "previous mailbox closed", replies.code("CLOSED"))
         )
+    if cmd.condstore or cmd.qresync is not None:
+        session.modes.condstore = True
+    mailbox = await _synced(session, cmd.mailbox)
+    view = SelectedView(
+        session.account.store, mailbox, cmd.readonly, origin=session, modes=session.modes
     )
+    mailbox = view.mailbox
+    stats = session.account.stats(mailbox)
+    session.send(view.announce_keywords(stats.keywords))
     session.send(replies.untagged("EXISTS", number=len(view.uids)))
-    session.send(replies.untagged("RECENT", number=0))
+    session.send(replies.untagged("RECENT", number=len(view.recent)))
     first_unseen = stats.first_unseen
     if first_unseen is not None:
         session.send(
@@ -184,6 +189,11 @@ async def select(session: Session, cmd: p.Select) -> list[bytes]:
             "OK", "predicted next UID", replies.code("UIDNEXT", mailbox.uidnext)
         )
     )
+    if session.modes.condstore:
+        code = replies.code("HIGHESTMODSEQ", view.told_modseq)
+        session.send(replies.untagged_status("OK", "highest modseq", code))
+    if cmd.qresync is not None:
+        session.send(condstore.qresync_select(view, cmd.qresync))
     session.enter_selected(view)
     mode = "READ-ONLY" if cmd.readonly else "READ-WRITE"
     return replies.tagged(

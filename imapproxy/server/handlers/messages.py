@@ -22,7 +22,7 @@ from imapproxy.outbox.operations import (
 )
 from imapproxy.outbox.refs import Ref, ref_of
 from imapproxy.outbox.replica import is_local, now_internaldate
-from imapproxy.server import replies
+from imapproxy.server import condstore, replies
 from imapproxy.server.handlers.general import ok
 from imapproxy.server.replies import CommandFailed
 from imapproxy.server.session import SELECTED, Session, handles
@@ -108,27 +108,47 @@ def flag_change(
 
 @handles(p.Store, SELECTED)
 async def store(session: Session, cmd: p.Store) -> list[bytes]:
-    if cmd.unchangedsince is not None:
-        raise CommandFailed("CONDSTORE is not enabled", status="BAD")
     view = session.selected
     _writable(view)
+    if cmd.unchangedsince is not None:
+        session.send(condstore.enable_condstore(session.modes, view))
     flags = canonical_flags(cmd.flags)
     targets = _targets(session, view, cmd.sequence_set, cmd.uid)
+    failed: list[Message] = []
+    if cmd.unchangedsince is not None:
+        # RFC 7162 §3.1.3: a message changed after the client's modseq is left alone
+        # and named in MODIFIED. Checked and applied with no wait in between.
+        limit = cmd.unchangedsince
+        failed = [m for m in targets if m.modseq > limit]
+        targets = [m for m in targets if m.modseq <= limit]
     operation = flag_change(session, view.mailbox, targets, cmd.mode, flags)
     if operation is not None:
         await session.account.outbox.perform(operation, origin=session)
-    if not cmd.silent:
+    tell = not cmd.silent or cmd.unchangedsince is not None
+    if tell or failed:
         mailbox = view.mailbox
+        wanted = sorted(m.uid for m in targets + failed)
         current = session.account.store.read(
-            lambda tx: messages.get_many(tx, mailbox.account, mailbox.id, [m.uid for m in targets])
+            lambda tx: messages.get_many(tx, mailbox.account, mailbox.id, wanted)
         )
         view.forget_flag_news(m.uid for m in current)
+        failed_uids = {m.uid for m in failed}
+        session.send(view.keyword_news(m.flags for m in current))
+        if session.modes.condstore:
+            session.send(view.modseq_guard())
         for message in current:
             seq = view.seq(message.uid)
-            if seq is not None:
-                items = (p.Atom("UID"), message.uid, p.Atom("FLAGS"), replies.atoms(message.flags))
-                session.send(replies.untagged("FETCH", items, number=seq))
-    return ok(session, cmd.tag, "STORE completed", allow_expunge=False)
+            if seq is not None and (tell or message.uid in failed_uids):
+                # Silent and conditional: MODSEQ only; a failed one shows its flags
+                # (RFC 7162 §3.1.3, example 10), so the client need not ask.
+                with_flags = not cmd.silent or message.uid in failed_uids
+                session.send(view.fetch_flags(seq, message, flags=with_flags))
+    code = None
+    if failed:
+        numbers = (m.uid if cmd.uid else view.seq(m.uid) for m in failed)
+        modified = p.SequenceSet.from_ints(n for n in numbers if n is not None)
+        code = replies.code("MODIFIED", p.Atom(str(modified)))
+    return ok(session, cmd.tag, "STORE completed", code, allow_expunge=False)
 
 
 async def _target_mailbox(session: Session, name: str) -> Mailbox:
@@ -178,7 +198,8 @@ async def _copy(session: Session, cmd: p.Copy | p.Move, move: bool) -> list[byte
         if code is not None:
             session.send(replies.untagged_status("OK", "moved", code))
         session.send(session.updates(allow_expunge=True))
-        return replies.tagged(cmd.tag, "OK", "MOVE completed")
+        moved = _modseq_code(session, view)
+        return replies.tagged(cmd.tag, "OK", "MOVE completed", moved)
     return ok(session, cmd.tag, "COPY completed", code)
 
 
@@ -222,7 +243,7 @@ async def move(session: Session, cmd: p.Move) -> list[bytes]:
 
 async def expunge_deleted(
     session: Session, view: SelectedView, only: p.SequenceSet | None, announce: bool
-) -> None:
+) -> bool:
     """Expunge this view's \\Deleted messages (within only, for UID EXPUNGE) — and no others."""
     mailbox = view.mailbox
     if only is not None:
@@ -233,21 +254,31 @@ async def expunge_deleted(
         )
     doomed = [m for m in candidates if "\\DELETED" in {f.upper() for f in m.flags}]
     if not doomed:
-        return
+        return False
     operation = ExpungeMessages(
         mailbox.id, mailbox.name, mailbox.upstream_uidvalidity, _refs(session, doomed)
     )
     await session.account.outbox.perform(operation, origin=session)
     if announce:
         session.send(session.updates(allow_expunge=True))
+    return True
+
+
+def _modseq_code(session: Session, view: SelectedView) -> p.ResponseCode | None:
+    """HIGHESTMODSEQ for the tagged OK of an EXPUNGE or MOVE that removed messages
+    (RFC 7162 §3.2.7, §3.2.9; RFC 6851 §4.4); never for CLOSE (§3.2.8)."""
+    if not session.modes.qresync:
+        return None
+    return replies.code("HIGHESTMODSEQ", condstore.highestmodseq(view))
 
 
 @handles(p.Expunge, SELECTED)
 async def expunge(session: Session, cmd: p.Expunge) -> list[bytes]:
     view = session.selected
     _writable(view)
-    await expunge_deleted(session, view, cmd.uids, announce=True)
-    return ok(session, cmd.tag, "EXPUNGE completed")
+    removed = await expunge_deleted(session, view, cmd.uids, announce=True)
+    code = _modseq_code(session, view) if removed else None
+    return ok(session, cmd.tag, "EXPUNGE completed", code)
 
 
 class AppendInProgress:

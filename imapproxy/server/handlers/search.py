@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from imapproxy import protocol as p
-from imapproxy.server import replies
+from imapproxy.server import condstore, replies
 from imapproxy.server.handlers import search_text
 from imapproxy.server.handlers.general import ok
 from imapproxy.server.replies import CommandFailed
@@ -50,9 +50,13 @@ FLAG_KEYS = {
 
 
 def _uses_text(key: p.SearchKey) -> bool:
-    if key.name in TEXT_KEYS:
+    return _uses(key, TEXT_KEYS)
+
+
+def _uses(key: p.SearchKey, names: set[str]) -> bool:
+    if key.name in names:
         return True
-    return any(_uses_text(arg) for arg in key.args if isinstance(arg, p.SearchKey))
+    return any(_uses(arg, names) for arg in key.args if isinstance(arg, p.SearchKey))
 
 
 def _internal_date(message: Message) -> date:
@@ -89,11 +93,14 @@ class _Local:
             )
         if name == "NOT":
             return not self.matches(key.args[0], message, seq)
-        if name in ("ALL", "OLD"):
+        if name == "ALL":
             return True
-        if name in ("NEW", "RECENT"):
-            return False  # \Recent is per upstream session and never replicated
+        recent = message.uid in self.view.recent
+        if name in ("OLD", "RECENT"):
+            return recent == (name == "RECENT")
         flags = {f.upper() for f in message.flags}
+        if name == "NEW":
+            return recent and "\\SEEN" not in flags
         if name in FLAG_KEYS:
             flag, present = FLAG_KEYS[name]
             return (flag in flags) == present
@@ -101,6 +108,9 @@ class _Local:
             return key.args[0].upper() in flags
         if name == "UNKEYWORD":
             return key.args[0].upper() not in flags
+        if name == "MODSEQ":
+            # One modseq per message: entry name and type are ignored (RFC 7162 §3.1.5).
+            return bool(message.modseq >= key.args[-1])
         if name == "LARGER":
             return message.size > key.args[0]
         if name == "SMALLER":
@@ -125,19 +135,48 @@ class _Local:
         raise CommandFailed(f"SEARCH {name} is not supported", status="BAD")
 
 
-def _translate(key: p.SearchKey, view: SelectedView, upstream_of: dict[int, int]) -> p.SearchKey:
-    """The same criteria in the upstream's UID space (sequence numbers become UID sets)."""
+def _translate(
+    key: p.SearchKey,
+    view: SelectedView,
+    upstream_of: dict[int, int],
+    by_uid: dict[UID, Message],
+) -> p.SearchKey:
+    """The same criteria in the upstream's UID space (sequence numbers become UID sets,
+    keys on our own state — \\Recent, MODSEQ — the UIDs they match here)."""
+    if key.name == "MODSEQ":
+        wanted = key.args[-1]
+        ups = [
+            upstream_of[u]
+            for u, m in sorted(by_uid.items())
+            if m.modseq >= wanted and u in upstream_of
+        ]
+        if not ups:
+            return p.SearchKey("NOT", (p.SearchKey("ALL"),))
+        return p.SearchKey("UID", (p.SequenceSet.from_ints(ups),))
     if key.name in ("SEQ", "UID"):
-        by_uid = key.name == "UID"
-        pairs = view.resolve(key.args[0], by_uid)
+        pairs = view.resolve(key.args[0], key.name == "UID")
         ups = [upstream_of[uid] for _, uid in pairs if uid in upstream_of]
         # An empty set must match nothing: UID 0 never exists... but 0 is not valid IMAP,
         # so use NOT ALL.
         if not ups:
             return p.SearchKey("NOT", (p.SearchKey("ALL"),))
         return p.SearchKey("UID", (p.SequenceSet.from_ints(ups),))
+    if key.name in ("RECENT", "OLD", "NEW"):
+        # \Recent is this session's, not the upstream session's: name the messages.
+        ups = [upstream_of[uid] for uid in sorted(view.recent) if uid in upstream_of]
+        recent = (
+            p.SearchKey("UID", (p.SequenceSet.from_ints(ups),))
+            if ups
+            else p.SearchKey("NOT", (p.SearchKey("ALL"),))
+        )
+        if key.name == "OLD":
+            return p.SearchKey("NOT", (recent,))
+        if key.name == "NEW":
+            return p.SearchKey("AND", (recent, p.SearchKey("UNSEEN")))
+        return recent
     args = tuple(
-        _translate(a, view, upstream_of) if isinstance(a, p.SearchKey) else a for a in key.args
+        _translate(a, view, upstream_of, by_uid) if isinstance(a, p.SearchKey) else a
+        for a in key.args
     )
     return p.SearchKey(key.name, args)
 
@@ -150,7 +189,7 @@ async def _upstream_search(
         uid: m.upstream_uid for uid, m in messages_by_uid.items() if m.upstream_uid is not None
     }
     local_of: dict[int, int] = {up: uid for uid, up in upstream_of.items()}
-    criteria = _translate(cmd.criteria, view, upstream_of)
+    criteria = _translate(cmd.criteria, view, upstream_of, messages_by_uid)
 
     async def run(client: UpstreamClient) -> set[int]:
         await client.ensure_selected(view.mailbox.name)
@@ -160,7 +199,7 @@ async def _upstream_search(
     return {local_of[up] for up in found if up in local_of}
 
 
-def _esearch(cmd: p.Search, numbers: list[int]) -> list[bytes]:
+def _esearch(cmd: p.Search, numbers: list[int], modseq: int | None) -> list[bytes]:
     options = {o.upper() for o in (cmd.return_options or ())} or {"ALL"}
     values: list[Any] = [(p.Atom("TAG"), cmd.tag.encode())]
     if cmd.uid:
@@ -174,6 +213,8 @@ def _esearch(cmd: p.Search, numbers: list[int]) -> list[bytes]:
             values += [p.Atom("ALL"), p.Atom(str(p.SequenceSet.from_ints(numbers)))]
     if "COUNT" in options:
         values += [p.Atom("COUNT"), len(numbers)]
+    if modseq is not None and numbers:
+        values += [p.Atom("MODSEQ"), modseq]  # RFC 7162 §3.1.10
     return replies.untagged("ESEARCH", *values)
 
 
@@ -186,12 +227,16 @@ async def search(session: Session, cmd: p.Search) -> list[bytes]:
         )
     view = session.selected
     mailbox = view.mailbox
+    uses_modseq = _uses(cmd.criteria, {"MODSEQ"})
+    if uses_modseq:
+        session.send(condstore.enable_condstore(session.modes, view))
     found = session.account.store.read(
         lambda tx: messages.get_many(tx, mailbox.account, mailbox.id, list(view.uids))
     )
     by_uid = {m.uid: m for m in found}
     seq_of: dict[int, int] = {uid: i for i, uid in enumerate(view.uids, 1)}
     completed = "SEARCH completed"
+    found_by_seq = {seq_of[m.uid]: m for m in found}
     if _uses_text(cmd.criteria):
         try:
             matched = await _upstream_search(session, cmd, by_uid)
@@ -209,8 +254,15 @@ async def search(session: Session, cmd: p.Search) -> list[bytes]:
             if local.matches(cmd.criteria, m, seq_of[m.uid])
         ]
         hits.sort()
+    modseq = None
+    if uses_modseq:
+        # The highest modseq of the messages found (RFC 7162 §3.1.6).
+        hit_messages = [by_uid[UID(n)] if cmd.uid else found_by_seq[n] for n in hits]
+        modseq = max((m.modseq for m in hit_messages), default=None)
     if cmd.return_options is not None:
-        session.send(_esearch(cmd, hits))
+        session.send(_esearch(cmd, hits, modseq))
+    elif modseq is not None:
+        session.send(replies.untagged("SEARCH", *hits, (p.Atom("MODSEQ"), modseq)))
     else:
         session.send(replies.untagged("SEARCH", *hits))
     return ok(session, cmd.tag, completed, allow_expunge=False)

@@ -174,7 +174,9 @@ class AccountRuntime:
 
         async def run(client: UpstreamClient) -> list[Any]:
             self._track(client)
-            return await sync_mailbox_list(client, self.store, self.account.id)
+            return await sync_mailbox_list(
+                client, self.store, self.account.id, self.outbox.mailboxes_pending()
+            )
 
         try:
             removed = await self.link.use(run)

@@ -163,8 +163,13 @@ async def _refresh(
 ) -> None:
     """No proxy keeps this replica current now: bring the policy's folders up to date."""
 
+    from imapproxy.outbox.runner import pending_mailboxes
+    from imapproxy.store import outbox
+
+    queued = pending_mailboxes(store.read(lambda tx: outbox.pending(tx, account.id)))
+
     async def folders(client: UpstreamClient) -> object:
-        return await sync_mailbox_list(client, store, account.id)
+        return await sync_mailbox_list(client, store, account.id, queued)
 
     await link.use(folders)
     from imapproxy.store import mailboxes, messages

@@ -135,6 +135,10 @@ class Outbox:
         """Whether a queued entry changes this mailbox (its sync must wait: RFC 4549 §3)."""
         return any(mailbox in decode_safely(e).mailboxes() for e in self.pending())
 
+    def mailboxes_pending(self) -> frozenset[MailboxId]:
+        """Replica mailboxes that queued entries name (the list sync must keep them)."""
+        return pending_mailboxes(self.pending())
+
     def folders_pending(self) -> bool:
         return any(decode_safely(e).folder_change() for e in self.pending())
 
@@ -281,6 +285,10 @@ class Outbox:
     def _publish(self, changes: list[MailboxChange]) -> None:
         for change in changes:
             self.notifier.publish(self.account.id, change)
+
+
+def pending_mailboxes(entries: list[Entry]) -> frozenset[MailboxId]:
+    return frozenset(m for e in entries for m in decode_safely(e).mailboxes())
 
 
 def decode_safely(entry: Entry) -> Operation:

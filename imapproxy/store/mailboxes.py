@@ -51,7 +51,11 @@ class Mailbox:
         is a true answer: it was synced with the upstream at least once, or it was
         created here (``extra["created_here"]``, empty until someone adds to it).
         A mailbox only seen in LIST is not known: offline it must not look empty."""
-        return self.upstream_uidvalidity is not None or bool(self.extra.get("created_here"))
+        return (
+            self.upstream_uidvalidity is not None
+            or bool(self.extra.get("created_here"))
+            or bool(self.extra.get("local"))  # Recovered: the replica is all there is
+        )
 
 
 def _key(account: AccountId, mailbox: MailboxId) -> bytes:

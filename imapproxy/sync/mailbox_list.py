@@ -23,16 +23,22 @@ log = logging.getLogger(__name__)
 
 
 async def sync_mailbox_list(
-    client: UpstreamClient, store: Store, account: AccountId
+    client: UpstreamClient,
+    store: Store,
+    account: AccountId,
+    protected: frozenset[MailboxId] = frozenset(),
 ) -> list[MailboxId]:
-    """Returns the ids of replica mailboxes that were removed because upstream lost them."""
+    """Returns the ids of replica mailboxes that were removed because upstream lost them.
+
+    ``protected``: mailboxes queued changes still name (a folder created offline whose
+    CREATE is not replayed yet): the upstream not listing them proves nothing."""
     entries = await client.list_mailboxes()
     subscribed = await client.subscribed()
     listed = {mailboxes.normalize_name(e.name) for e in entries}
     missing = [
         m
         for m in store.read(lambda tx: mailboxes.all_mailboxes(tx, account))
-        if m.name not in listed and not _ours(m)
+        if m.name not in listed and not m.extra.get("local") and m.id not in protected
     ]
     gone = await _confirm_gone(client, missing) if missing else set()
 
@@ -56,14 +62,6 @@ async def sync_mailbox_list(
         return removed
 
     return store.write(apply)
-
-
-def _ours(mailbox: mailboxes.Mailbox) -> bool:
-    """Mailboxes the upstream cannot be asked about: local ones (Recovered), and ones
-    created here that the upstream has not shown us yet (their CREATE may be queued)."""
-    return bool(mailbox.extra.get("local")) or (
-        bool(mailbox.extra.get("created_here")) and mailbox.upstream_uidvalidity is None
-    )
 
 
 def _refresh(

@@ -90,6 +90,8 @@ def test_a_write_made_offline_is_applied_at_once_and_replayed_once(
     proxy = make_proxy()
     before = _upstream_count(dovecot, fresh_user, "Empty")
     with imap(proxy.host, proxy.port, fresh_user) as client:
+        # Seen once online: offline, a folder never synced is refused, not shown empty.
+        client.select_folder("Empty")
         client.select_folder("INBOX")
         proxy.relay.cut()
         answer = client.append("Empty", _message("while-cut"))

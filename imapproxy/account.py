@@ -125,9 +125,14 @@ class AccountRuntime:
         self.outbox.link = link
         self.outbox.resume()
         link.on_connected = self._connected
+        link.keep_trying = self._replay_waits
         if self.outbox.pending():
             # Left over from before a restart or a lost connection: replay them now.
             self.reactor.callLater(0, self._connected)
+
+    def _replay_waits(self) -> bool:
+        """Queued changes the upstream could take now (not paused for new credentials)."""
+        return bool(self.outbox.pending()) and self.outbox.paused() is None
 
     def _connected(self) -> None:
         """After every (re)connection: replay what is queued, then catch up on the

@@ -42,7 +42,11 @@ from imapproxy.sync.background import DEFAULT_INTERVAL
 from imapproxy.sync.prefetch import PrefetchPolicy
 from imapproxy.upstream.address import UpstreamAddress
 from imapproxy.upstream.client import UpstreamClient
-from imapproxy.upstream.errors import AuthenticationFailed, UpstreamUnavailable
+from imapproxy.upstream.errors import (
+    AuthenticationFailed,
+    UpstreamUnavailable,
+    UpstreamUnreachable,
+)
 from imapproxy.upstream.link import UpstreamLink
 
 log = logging.getLogger(__name__)
@@ -134,6 +138,11 @@ class AccountRegistry:
             and hmac.compare_digest(runtime.link.password, password)
         ):
             return runtime
+        if runtime is not None and runtime.link.known_down:
+            # The account's own link is backing off: a new attempt would most likely
+            # wait out its timeout. Offline, the verifier decides at once.
+            reason = UpstreamUnreachable("the upstream is unreachable (the link is backing off)")
+            return await self._offline_login(name, password, None, reason)
         link = UpstreamLink(
             self.reactor,
             self.address,
@@ -149,7 +158,14 @@ class AccountRegistry:
             raise LoginFailed() from None
         except UpstreamUnavailable as exc:
             log.warning("upstream unavailable at login of %r: %s", name, exc)
-            return await self._offline_login(name, password, link, exc)
+            try:
+                runtime = await self._offline_login(name, password, link, exc)
+            except BaseException:
+                defer.ensureDeferred(link.close())  # its attempt may still be running
+                raise
+            if runtime.link is not link:
+                defer.ensureDeferred(link.close())
+            return runtime
         try:
             return await self._accepted_upstream(name, password, link, runtime)
         except BaseException:
@@ -174,8 +190,14 @@ class AccountRegistry:
         return runtime
 
     async def _offline_login(
-        self, name: str, password: bytes, link: UpstreamLink, reason: UpstreamUnavailable
+        self,
+        name: str,
+        password: bytes,
+        link: UpstreamLink | None,
+        reason: UpstreamUnavailable,
     ) -> AccountRuntime:
+        """The verifier decides. ``link`` becomes the new runtime's link when the account
+        has none yet (None only when a runtime exists)."""
         url = self.address.url()
         account = self.store.read(lambda tx: accounts.find_account(tx, url, name))
         if account is None:
@@ -194,6 +216,8 @@ class AccountRegistry:
             await self._upgrade_verifier(name, account, password)
         runtime = self._runtimes.get(name)
         if runtime is None:
+            if link is None:
+                raise UpstreamUnavailable(f"{reason}; no connection to use")
             runtime = self._runtime(account, link)
             self._runtimes[name] = runtime
         return runtime

@@ -140,6 +140,10 @@ class UpstreamLink:
         self._attempt_waiters: list[defer.Deferred[UpstreamClient]] = []
         #: Called after every (re)connection: time to drain the outbox and resync.
         self.on_connected: Callable[[], object] | None = None
+        #: True while something besides a watching client needs the upstream (the
+        #: account's queued changes): the link then reconnects on its own, so a replay
+        #: does not wait for the next client.
+        self.keep_trying: Callable[[], bool] = lambda: False
 
     @property
     def state(self) -> LinkState:
@@ -275,20 +279,35 @@ class UpstreamLink:
         log.info("upstream unavailable (%s); next attempt in %.1f s", reason, delay)
         self._schedule_reconnect(delay)
 
+    def _wanted(self) -> bool:
+        """Whether to keep trying to get back: a client watches a mailbox, or work is
+        waiting for the upstream (queued changes to replay)."""
+        if self._watched is not None:
+            return True
+        try:
+            return bool(self.keep_trying())
+        except Exception:
+            log.exception("deciding whether to reconnect failed; trying anyway")
+            return True
+
     def _schedule_reconnect(self, delay: float) -> None:
-        """While a client watches a mailbox, keep trying to get back."""
-        if self._watched is None or self._state is LinkState.CLOSED:
+        """While the link is wanted, keep trying to get back."""
+        if self._state is LinkState.CLOSED or not self._wanted():
             return
         self._cancel(self._reconnect_call)
         self._reconnect_call = self.reactor.callLater(delay, self._reconnect)
 
     def _reconnect(self) -> None:
         self._reconnect_call = None
-        if self._watched is None or self._state in (
-            LinkState.CLOSED,
-            LinkState.CONNECTING,
-            LinkState.READY,
-            LinkState.IDLING,
+        if (
+            self._state
+            in (
+                LinkState.CLOSED,
+                LinkState.CONNECTING,
+                LinkState.READY,
+                LinkState.IDLING,
+            )
+            or not self._wanted()
         ):
             return
         self._start_attempt()
@@ -328,6 +347,12 @@ class UpstreamLink:
         self._set_state(LinkState.DISCONNECTED)
         ceiling = min(RECONNECT_MAX_SECONDS, RECONNECT_MIN_SECONDS * 2**self._failures)
         self._schedule_reconnect(ceiling / 2 + self._random.uniform(0, ceiling / 2))
+
+    @property
+    def known_down(self) -> bool:
+        """The last attempt failed and the link is backing off (or retrying): a new
+        attempt now would most likely wait out its timeout."""
+        return self._suspect and self._state in (LinkState.BACKING_OFF, LinkState.CONNECTING)
 
     @property
     def logged_in(self) -> bool:

@@ -232,3 +232,28 @@ def test_expunge_the_upstream_did_not_carry_out_comes_back(
         client.select_folder("INBOX")
         _until(lambda: mid in _by_message_id(client, "INBOX"), client, "the message to come back")
     assert mid in _upstream(dovecot, fresh_user, "INBOX")
+
+
+def test_replay_needs_no_client_once_the_link_returns(
+    dovecot: Dovecot, make_proxy, fresh_user: Account
+) -> None:
+    """The change is made offline and the client goes away; when the link comes back
+    the proxy reconnects on its own and replays, without waiting for the next client."""
+    proxy = make_proxy()
+    with imap(proxy.host, proxy.port, fresh_user) as client:
+        view = _by_message_id(client, "INBOX")
+        uid, _ = next(iter(view.values()))
+        client.select_folder("INBOX")
+        proxy.relay.cut()
+        client.add_flags([uid], [b"$AloneReplay"])
+        client.unselect_folder()
+    time.sleep(1)  # the link notices the cut and backs off, with nobody watching
+    proxy.relay.resume()
+
+    def replayed() -> bool:
+        return any(
+            b"$AloneReplay" in flags
+            for _, flags in _upstream(dovecot, fresh_user, "INBOX").values()
+        )
+
+    _until(replayed, what="the replay with no client connected")

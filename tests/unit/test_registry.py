@@ -54,6 +54,7 @@ class FakeLink:
         self.username = username
         self.password = password
         self.logged_in = False
+        self.known_down = False
         self.closed = False
         self.watched = None
         self.on_connected: Any = None
@@ -246,3 +247,26 @@ def test_a_verifier_check_answering_anything_but_true_refuses(
         link.logged_in = False
     monkeypatch.setattr(accounts, "verifier_matches", lambda *args: 1)
     assert isinstance(env.login(b"right"), LoginFailed)
+
+
+def test_a_link_known_down_lets_the_verifier_decide_without_a_new_attempt(env: Env) -> None:
+    """The account's link is backing off: a login does not start an attempt of its own
+    (which would wait out a connect timeout on a stalled network)."""
+    runtime = env.login(b"right")
+    env.upstream.down = True
+    runtime.link.logged_in = False
+    runtime.link.known_down = True
+    links = len(env.upstream.links)
+    assert isinstance(env.login(b"wrong"), LoginFailed)
+    assert env.login(b"right") is runtime
+    assert len(env.upstream.links) == links
+
+
+def test_an_attempt_left_behind_by_an_offline_login_is_closed(env: Env) -> None:
+    runtime = env.login(b"right")
+    env.upstream.down = True
+    runtime.link.logged_in = False
+    assert env.login(b"right") is runtime
+    assert isinstance(env.login(b"wrong"), LoginFailed)
+    extra = [link for link in env.upstream.links if link is not runtime.link]
+    assert len(extra) == 2 and all(link.closed for link in extra)

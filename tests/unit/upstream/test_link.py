@@ -430,3 +430,47 @@ def test_a_select_answer_without_uidvalidity_is_refused_not_taken_as_empty() -> 
     server.run(0.2)
     assert isinstance(error_of(d), UpstreamUnavailable)
     assert link.state in (LinkState.BACKING_OFF, LinkState.CONNECTING)
+
+
+# -- queued work keeps the link trying ----------------------------------------------
+
+
+@pytest.mark.parametrize("queued", [True, False])
+def test_queued_work_keeps_the_link_trying_without_a_watching_client(queued: bool) -> None:
+    """With nobody watching a mailbox, the link reconnects on its own only while
+    something waits for the upstream (the outbox's queued changes), and then
+    reports the connection so the replay can start."""
+    server = FakeServer()
+    link = make_link(server)
+    link.keep_trying = lambda: queued
+    connected: list[float] = []
+    link.on_connected = lambda: connected.append(server.clock.seconds())
+    start(link, server)
+    stall(link, server)
+    attempts = len(server.attempts)
+    server.stalled = False
+    server.run(30)
+    if queued:
+        assert len(server.attempts) > attempts
+        assert link.state is LinkState.READY
+        assert connected and connected[-1] > 0
+    else:
+        assert len(server.attempts) == attempts
+        assert link.state is LinkState.BACKING_OFF
+
+
+def test_a_failing_keep_trying_hook_means_try() -> None:
+    server = FakeServer()
+    link = make_link(server)
+
+    def broken() -> bool:
+        raise RuntimeError("store closed")
+
+    link.keep_trying = broken
+    start(link, server)
+    stall(link, server)
+    attempts = len(server.attempts)
+    server.stalled = False
+    server.run(30)
+    assert len(server.attempts) > attempts
+    assert link.known_down is False

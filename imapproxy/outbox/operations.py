@@ -24,6 +24,7 @@ from imapproxy.outbox.refs import Ref, find, resolve
 from imapproxy.protocol import SequenceSet, parse_datetime
 from imapproxy.store import Tx, cache, mailboxes, messages, outbox
 from imapproxy.store.mailboxes import Mailbox
+from imapproxy.sync.content import keep_local_structure
 from imapproxy.types import UID, AccountId, MailboxId
 from imapproxy.upstream.client import UpstreamClient
 from imapproxy.upstream.errors import UpstreamRefused
@@ -469,6 +470,8 @@ class AppendMessage(Operation):
         assert mailbox is not None
         blob = cache.new_blob(tx, account)
         cache.put(tx, account, blob, cache.Kind.FULL, self.data)
+        # Built now, so the draft FETCHes like any other message before replay.
+        keep_local_structure(tx, account, blob, self.data)
         mailbox, message = replica.add(tx, mailbox, None, self.flags, self.date, self.size, blob)
         mailboxes.put(tx, mailbox)
         found = header_value(bytes(self.data[:65536]), b"Message-ID")

@@ -3,7 +3,10 @@
 What a client reads is kept: ENVELOPE, BODYSTRUCTURE and BODY as the upstream
 serialized them, the header block, the full message, and other body sections by
 their section text. Anything derivable from what is cached (a header from the full
-message, a MIME part from the full message) is not fetched at all.
+message, a MIME part from the full message) is not fetched at all. A message the
+replica holds before the upstream does (APPENDed offline) gets its ENVELOPE,
+BODYSTRUCTURE and BODY built here from its bytes, as the upstream would answer them
+(imapproxy.message.fetch_structure), so it FETCHes like any other.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from imapproxy.message import fetch_structure
 from imapproxy.protocol import (
     FetchAttribute,
     Section,
@@ -179,3 +183,25 @@ def _keep(
             cache.put(tx, mailbox.account, message.blob, need.kind, data, need.section)
             kept += len(data)
     return kept
+
+
+def keep_local_structure(tx: Tx, account: int, blob: int, raw: bytes | bytearray) -> bool:
+    """Cache ENVELOPE, BODYSTRUCTURE and BODY built from raw, serialized as the
+    upstream's answers are; returns whether they were kept.
+
+    Any failure to build them keeps none: the message's FETCH of them then answers
+    ``NO [UNAVAILABLE]`` until the upstream has it, as before (never a wrong answer
+    half-built)."""
+    data = bytes(raw)
+    try:
+        built = {
+            Kind.ENVELOPE: serialize_value(fetch_structure.envelope(data)),
+            Kind.BODYSTRUCTURE: serialize_value(fetch_structure.bodystructure(data)),
+            Kind.BODY: serialize_value(fetch_structure.body(data)),
+        }
+    except Exception:  # a message we cannot describe stays undescribed
+        log.exception("could not build ENVELOPE/BODYSTRUCTURE of a local message")
+        return False
+    for kind, value in built.items():
+        cache.put(tx, account, blob, kind, value)  # type: ignore[arg-type]
+    return True

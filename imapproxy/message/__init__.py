@@ -32,10 +32,11 @@ Nothing here does I/O; all functions take and return ``bytes``.
 """
 
 from imapproxy.message._header import header_fields, header_value, split_header
-from imapproxy.message._sections import ParsedMessage, extract_section, partial
+from imapproxy.message._sections import ParsedMessage, UnknownEncoding, extract_section, partial
 
 __all__ = [
     "ParsedMessage",
+    "UnknownEncoding",
     "extract_section",
     "header_fields",
     "header_value",

@@ -17,6 +17,7 @@ from imapproxy.message._header import (
 )
 from imapproxy.message._lines import CRLF
 from imapproxy.message._structure import _Part
+from imapproxy.message._transfer import decode, transfer_encoding
 
 _TEXT_SECTIONS = frozenset({"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT", "TEXT", "MIME"})
 
@@ -123,6 +124,30 @@ class ParsedMessage:
         if not found.rfc822:
             return None
         return _message_text(raw, found.children[0], upper, fields, top_level=False)
+
+    def binary(self, part: tuple[int, ...]) -> bytes | None:
+        """``BINARY[<part>]`` (RFC 3516): the part's body with its transfer encoding
+        undone.  ``()`` is the whole message as it is.  A part that does not exist is
+        ``b""`` (as BODY[] answers it); an unknown encoding raises UnknownEncoding."""
+        if any(num < 1 for num in part):
+            raise ValueError(f"part numbers start at 1: {part!r}")
+        if not part:
+            return self.raw
+        found = _find(self._structure(), part)
+        if found is None:
+            return b""
+        body = _slice_body(self.raw, found)
+        if found.multipart or found.rfc822:
+            return body
+        encoding = transfer_encoding(_slice_header(self.raw, found))
+        decoded = decode(body, encoding)
+        if decoded is None:
+            raise UnknownEncoding(encoding.decode("ascii", "replace"))
+        return decoded
+
+
+class UnknownEncoding(ValueError):
+    """A part's Content-Transfer-Encoding is not one BINARY can undo (RFC 3516 UNKNOWN-CTE)."""
 
 
 def extract_section(

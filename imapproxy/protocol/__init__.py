@@ -68,7 +68,7 @@ from ._responses import (
 )
 from ._search import SearchKey
 from ._seqset import SequenceSet, parse_sequence_set
-from ._values import Atom, Raw, Value, format_value_chunks, serialize_value
+from ._values import Atom, Literal8, Raw, Value, format_value_chunks, serialize_value
 
 __all__ = [
     "DEFAULT_MAX_LITERAL",
@@ -98,6 +98,7 @@ __all__ = [
     "Id",
     "Idle",
     "List",
+    "Literal8",
     "LiteralChunk",
     "Login",
     "Logout",

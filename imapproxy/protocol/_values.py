@@ -40,7 +40,15 @@ class Raw:
     data: bytes
 
 
-Value: TypeAlias = None | int | bytes | Atom | Raw | tuple["Value", ...]
+@dataclass(frozen=True, slots=True)
+class Literal8:
+    """Binary data sent as a literal8 (``~{n}``, RFC 3516): it may hold NUL bytes,
+    which an ordinary literal must not."""
+
+    data: bytes
+
+
+Value: TypeAlias = None | int | bytes | Atom | Raw | Literal8 | tuple["Value", ...]
 
 #: Longest string we send quoted; longer ones go as literals, because some
 #: clients and servers cap quoted strings and a literal is always safe.
@@ -82,6 +90,9 @@ def _emit(value: Value, out: list[bytes]) -> None:
     elif isinstance(value, Atom):
         out.append(value.value.encode("utf-8"))
     elif isinstance(value, Raw):
+        out.append(value.data)
+    elif isinstance(value, Literal8):
+        out.append(b"~{%d}\r\n" % len(value.data))
         out.append(value.data)
     elif isinstance(value, tuple):
         out.append(b"(")

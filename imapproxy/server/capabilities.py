@@ -17,6 +17,7 @@ BASE = (
     "ESEARCH",
     "CONDSTORE",
     "QRESYNC",
+    "BINARY",
 )
 
 

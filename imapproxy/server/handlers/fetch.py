@@ -28,6 +28,7 @@ from imapproxy.upstream.errors import UpstreamRefused, UpstreamUnavailable
 
 SIMPLE = {"UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE", "MODSEQ"}
 HEADER_TEXTS = {"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"}
+BINARY_ITEMS = {"BINARY", "BINARY.SIZE"}
 #: Messages rendered per step; between steps the client drains and others get a turn.
 RENDER_BATCH = 200
 #: The step when each answer carries message content (up to max_append each): a few
@@ -58,6 +59,12 @@ def needs_of(attribute: p.FetchAttribute) -> set[Need]:
         return {Need(Kind.HEADER)}
     if name in ("RFC822", "RFC822.TEXT"):
         return {Need(Kind.FULL)}
+    if name in BINARY_ITEMS:
+        if attribute.section is None or not attribute.section.part:
+            # Dovecot re-encodes a whole message's parts as binary for BINARY[]; until
+            # that is reproduced, no answer beats a wrong one.
+            raise CommandFailed(f"{name}[] of a whole message is not supported")
+        return {Need(Kind.FULL)}  # decoded here from the whole cached message
     if name == "BODY" and attribute.section is not None:
         section = attribute.section
         if not section.part:
@@ -68,7 +75,9 @@ def needs_of(attribute: p.FetchAttribute) -> set[Need]:
 
 def sets_seen(attribute: p.FetchAttribute) -> bool:
     return (
-        attribute.name == "BODY" and attribute.section is not None and not attribute.peek
+        attribute.name in ("BODY", "BINARY")
+        and attribute.section is not None
+        and not attribute.peek
     ) or attribute.name in (
         "RFC822",
         "RFC822.TEXT",
@@ -106,6 +115,21 @@ class MessageContent:
                 header = mime.split_header(self.full)[0]
             self._header = header
         return self._header  # type: ignore[return-value]
+
+    def binary(self, section: p.Section) -> bytes | None:
+        """BINARY[section] decoded from the cached full message (None if not cached)."""
+        full = self.full
+        if full is None:
+            return None
+        if self._parsed is None:
+            self._parsed = mime.ParsedMessage(full)
+        try:
+            return self._parsed.binary(section.part)
+        except mime.UnknownEncoding as exc:
+            raise CommandFailed(
+                f"unknown Content-Transfer-Encoding {exc}",
+                response_code=replies.code("UNKNOWN-CTE"),
+            ) from exc
 
     def section(self, section: p.Section) -> bytes | None:
         if section.part:
@@ -160,6 +184,15 @@ def item_value(content: MessageContent, attribute: p.FetchAttribute) -> p.Value:
             raise Unavailable()
         return p.Raw(data)
     section = attribute.section
+    if name in BINARY_ITEMS:
+        assert section is not None
+        data = content.binary(section)
+        if data is None:
+            raise Unavailable()
+        if name == "BINARY.SIZE":
+            return len(data)
+        data = _partial(data, attribute)
+        return p.Literal8(data) if b"\0" in data else data
     if name == "RFC822":
         section = p.Section()
     elif name == "RFC822.HEADER":
@@ -175,7 +208,7 @@ def item_value(content: MessageContent, attribute: p.FetchAttribute) -> p.Value:
 
 def _content_size(value: p.Value) -> int:
     """Bytes of message content in one item (for the served-from-cache counter)."""
-    if isinstance(value, p.Raw):
+    if isinstance(value, (p.Raw, p.Literal8)):
         return len(value.data)
     return len(value) if isinstance(value, bytes) else 0
 

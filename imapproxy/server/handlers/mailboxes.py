@@ -3,13 +3,10 @@ RENAME, SUBSCRIBE/UNSUBSCRIBE — answered from the replica, changes through the
 
 from __future__ import annotations
 
-import re
-from functools import lru_cache
-
 from imapproxy import protocol as p
 from imapproxy.outbox.folders import CreateMailbox, DeleteMailbox, RenameMailbox, SetSubscription
 from imapproxy.outbox.replica import is_local
-from imapproxy.server import condstore, replies
+from imapproxy.server import condstore, listing, replies
 from imapproxy.server.handlers.general import ok
 from imapproxy.server.replies import CommandFailed
 from imapproxy.server.session import AUTH, SELECTED, Session, handles
@@ -29,34 +26,13 @@ SPECIAL_USE = {
 }
 
 
-@lru_cache(maxsize=256)
-def _pattern(pattern: str, delimiter: str) -> re.Pattern[str]:
-    """LIST wildcards: * matches anything, % anything but the hierarchy delimiter."""
-    out = []
-    for ch in pattern:
-        if ch == "*":
-            out.append(".*")
-        elif ch == "%":
-            out.append(f"[^{re.escape(delimiter)}]*" if delimiter else ".*")
-        else:
-            out.append(re.escape(ch))
-    return re.compile("".join(out), re.DOTALL)
-
-
-def _matches(name: str, reference: str, pattern: str, delimiter: str) -> bool:
-    full = reference + pattern
-    if name == "INBOX" and full.upper().startswith("INBOX"):
-        full = "INBOX" + full[5:]
-    return _pattern(full, delimiter).fullmatch(name) is not None
-
-
 def _mailbox_name(name: str) -> bytes | p.Atom:
     return p.Atom("INBOX") if name == "INBOX" else name.encode()
 
 
-def _list_line(kind: str, mailbox: Mailbox, attributes: tuple[str, ...]) -> list[bytes]:
-    delimiter = None if mailbox.delimiter is None else mailbox.delimiter.encode()
-    return replies.untagged(kind, replies.atoms(attributes), delimiter, _mailbox_name(mailbox.name))
+def _list_line(kind: str, row: listing.Row) -> list[bytes]:
+    delimiter = None if row.delimiter is None else row.delimiter.encode()
+    return replies.untagged(kind, replies.atoms(row.attributes), delimiter, _mailbox_name(row.name))
 
 
 @handles(p.List, AUTH)
@@ -68,34 +44,31 @@ async def list_(session: Session, cmd: p.List) -> list[bytes]:
         # Never an empty list for "unknown": clients delete the folders they no longer see.
         raise _unavailable("the folder list is not in the replica yet; upstream unreachable")
     inbox = next((m for m in boxes if m.name == "INBOX"), None)
-    default_delimiter = (inbox.delimiter if inbox else None) or "/"
+    delimiter = (inbox.delimiter if inbox else None) or "/"
     kind = "LSUB" if cmd.lsub else "LIST"
     if cmd.patterns == ("",) and not cmd.lsub:
-        # RFC 3501 §6.3.8: an empty pattern asks for the delimiter and root.
-        session.send(
-            replies.untagged("LIST", (p.Atom("\\Noselect"),), default_delimiter.encode(), b"")
-        )
+        # RFC 3501 §6.3.8: an empty pattern asks for the delimiter and the reference's root.
+        root = listing.root(cmd.reference, delimiter).encode()
+        session.send(replies.untagged("LIST", (p.Atom("\\Noselect"),), delimiter.encode(), root))
         return ok(session, cmd.tag, "LIST completed")
     select = {o.upper() for o in cmd.select_options}
     returns = {o.upper() for o in cmd.return_options if isinstance(o, str)}
-    subscribed_only = cmd.lsub or "SUBSCRIBED" in select
-    special_only = "SPECIAL-USE" in select
-    for mailbox in boxes:
-        delimiter = mailbox.delimiter or ""
-        if not any(_matches(mailbox.name, cmd.reference, pat, delimiter) for pat in cmd.patterns):
+    patterns = [listing.join(cmd.reference, pat) for pat in cmd.patterns]
+    folders = [listing.Folder(m.name, m.delimiter, m.attributes, m.subscribed) for m in boxes]
+    if cmd.lsub:
+        for row in listing.lsub_rows(folders, patterns):
+            session.send(_list_line(kind, row))
+        return ok(session, cmd.tag, f"{kind} completed")
+    subscribed = {m.name for m in boxes if m.subscribed}
+    for row in listing.list_rows(folders, patterns, delimiter):
+        if "SUBSCRIBED" in select and row.name not in subscribed:
             continue
-        if subscribed_only and not mailbox.subscribed:
+        attributes = row.attributes
+        if "SPECIAL-USE" in select and not any(a.upper() in SPECIAL_USE for a in attributes):
             continue
-        attributes = mailbox.attributes
-        if special_only and not any(a.upper() in SPECIAL_USE for a in attributes):
-            continue
-        if cmd.lsub:
-            attributes = tuple(
-                a for a in attributes if a.upper() in ("\\NOSELECT", "\\NOINFERIORS")
-            )
-        elif ("SUBSCRIBED" in select or "SUBSCRIBED" in returns) and mailbox.subscribed:
+        if ("SUBSCRIBED" in select or "SUBSCRIBED" in returns) and row.name in subscribed:
             attributes = (*attributes, "\\Subscribed")
-        session.send(_list_line(kind, mailbox, attributes))
+        session.send(_list_line(kind, listing.Row(attributes, row.delimiter, row.name)))
     return ok(session, cmd.tag, f"{kind} completed")
 
 

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-import imapproxy.message as message
 from imapproxy.message import ParsedMessage, extract_section
+from imapproxy.message import _structure as structure
 from tests.unit.message.corpus import CORPUS, EDGE, SECTIONS, parse_section
 
 MESSAGES = {**CORPUS, **EDGE}
@@ -23,13 +23,13 @@ def test_section_gives_exactly_what_extract_section_gives(name: str) -> None:
 
 def test_structure_is_parsed_once_and_only_when_needed(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    real = message._structure
+    real = structure._structure
 
-    def counting(raw: bytes) -> message._Part:
+    def counting(raw: bytes) -> structure._Part:
         calls.append(raw)
         return real(raw)
 
-    monkeypatch.setattr(message, "_structure", counting)
+    monkeypatch.setattr(structure, "_structure", counting)
     parsed = ParsedMessage(CORPUS["nested"])
     assert parsed.section((), None) == CORPUS["nested"]
     assert parsed.section((), "HEADER.FIELDS", ("SUBJECT",)) == b"Subject: nested\r\n\r\n"

@@ -1,0 +1,155 @@
+"""LIST/LSUB answers computed from the replica's folder tree (RFC 3501 §6.3.8-9, RFC 9051).
+
+The replica keeps every mailbox the upstream listed (and those created here, also
+offline), so the proxy answers LIST itself: from the same tree online and offline.
+The rules follow RFC 3501 and what Dovecot answers:
+
+* The reference and the pattern are concatenated;
+  ``*`` matches anything, ``%`` anything but the delimiter.  Names compare exactly,
+  except that INBOX (and the INBOX part of ``INBOX/child``) matches in any case.
+* A level of hierarchy that holds mailboxes but is not one itself is listed as
+  ``\\Noselect`` (Dovecot's maildir++ answers the same); ``\\HasChildren`` and
+  ``\\HasNoChildren`` are computed from the tree, so they stay right after a CREATE
+  or DELETE made offline.
+* LSUB lists the subscribed names; when ``%`` stops at a level above a subscribed name
+  that is not subscribed itself, that level is listed with ``\\Noselect`` (§6.3.9).
+
+Nothing here does I/O; the handler turns the rows into responses.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+
+_CHILD_INFO = frozenset({"\\HASCHILDREN", "\\HASNOCHILDREN"})
+_NOSELECT = "\\Noselect"
+
+
+@dataclass(frozen=True)
+class Folder:
+    """What LIST needs to know about one mailbox of the replica."""
+
+    name: str
+    delimiter: str | None
+    attributes: tuple[str, ...]
+    subscribed: bool
+
+
+@dataclass(frozen=True)
+class Row:
+    """One LIST/LSUB response: attributes, delimiter, name."""
+
+    attributes: tuple[str, ...]
+    delimiter: str | None
+    name: str
+
+
+def join(reference: str, pattern: str) -> str:
+    """The reference and the pattern as one pattern: Dovecot simply concatenates them
+    (``parent/`` + ``/%`` is ``parent//%``, which matches nothing)."""
+    return reference + pattern
+
+
+def root(reference: str, delimiter: str) -> str:
+    """The hierarchy root ``LIST ref ""`` names: the reference's first level with its
+    delimiter (``parent/child/`` gives ``parent/``), empty when it has no delimiter."""
+    cut = reference.find(delimiter) if delimiter else -1
+    return reference[: cut + len(delimiter)] if cut >= 0 else ""
+
+
+@lru_cache(maxsize=256)
+def _regex(pattern: str, delimiter: str) -> re.Pattern[str]:
+    out = []
+    for ch in pattern:
+        if ch == "*":
+            out.append(".*")
+        elif ch == "%":
+            out.append(f"[^{re.escape(delimiter)}]*" if delimiter else ".*")
+        else:
+            out.append(re.escape(ch))
+    return re.compile("".join(out), re.DOTALL)
+
+
+def matches(name: str, pattern: str, delimiter: str) -> bool:
+    """Whether a mailbox name (INBOX spelled upper case) matches a joined LIST pattern.
+
+    INBOX is case-insensitive (RFC 3501 §5.1): ``inbox``, ``InBoX*`` and ``inbox/%``
+    reach INBOX and its children; every other name compares exactly.
+    """
+    if _regex(pattern, delimiter).fullmatch(name) is not None:
+        return True
+    under_inbox = name == "INBOX" or (bool(delimiter) and name.startswith("INBOX" + delimiter))
+    if not under_inbox or pattern[:5].upper() != "INBOX" or pattern[:5] == "INBOX":
+        return False
+    return _regex("INBOX" + pattern[5:], delimiter).fullmatch(name) is not None
+
+
+def _ancestors(name: str, delimiter: str) -> list[str]:
+    if not delimiter:
+        return []
+    parts = name.split(delimiter)
+    return [delimiter.join(parts[:i]) for i in range(1, len(parts)) if parts[i - 1]]
+
+
+def _with_child_info(attributes: tuple[str, ...], has_children: bool) -> tuple[str, ...]:
+    kept = [a for a in attributes if a.upper() not in _CHILD_INFO]
+    if any(a.upper() == "\\NOINFERIORS" for a in kept):
+        return tuple(kept)
+    flags = [a for a in kept if a.upper() in ("\\NOSELECT", "\\NONEXISTENT", "\\MARKED")]
+    rest = [a for a in kept if a not in flags]
+    child = "\\HasChildren" if has_children else "\\HasNoChildren"
+    return (*flags, child, *rest)
+
+
+def list_rows(
+    folders: Iterable[Folder], patterns: Iterable[str], default_delimiter: str
+) -> list[Row]:
+    """LIST: the mailboxes and hierarchy levels matching any of the joined patterns."""
+    pats = list(patterns)
+    by_name = {f.name: f for f in folders}
+    parents: set[str] = set()
+    virtual: dict[str, str] = {}
+    for folder in by_name.values():
+        delimiter = folder.delimiter or ""
+        for ancestor in _ancestors(folder.name, delimiter):
+            parents.add(ancestor)
+            if ancestor not in by_name:
+                virtual.setdefault(ancestor, delimiter)
+    rows: list[Row] = []
+    for folder in by_name.values():
+        delimiter = folder.delimiter or ""
+        if any(matches(folder.name, pat, delimiter) for pat in pats):
+            attributes = _with_child_info(folder.attributes, folder.name in parents)
+            rows.append(Row(attributes, folder.delimiter, folder.name))
+    for name, delimiter in sorted(virtual.items()):
+        if any(matches(name, pat, delimiter) for pat in pats):
+            rows.append(Row((_NOSELECT, "\\HasChildren"), delimiter or default_delimiter, name))
+    return rows
+
+
+def lsub_rows(folders: Iterable[Folder], patterns: Iterable[str]) -> list[Row]:
+    """LSUB: subscribed names matching, and unsubscribed levels that ``%`` stops at."""
+    pats = list(patterns)
+    subscribed = {f.name: f for f in folders if f.subscribed}
+    rows: list[Row] = []
+    seen: set[str] = set()
+    for folder in subscribed.values():
+        delimiter = folder.delimiter or ""
+        hit = [pat for pat in pats if matches(folder.name, pat, delimiter)]
+        if hit:
+            attributes = tuple(a for a in folder.attributes if a.upper() not in _CHILD_INFO)
+            rows.append(Row(attributes, folder.delimiter, folder.name))
+            seen.add(folder.name)
+    for folder in subscribed.values():
+        delimiter = folder.delimiter or ""
+        missed = [pat for pat in pats if not matches(folder.name, pat, delimiter)]
+        for ancestor in _ancestors(folder.name, delimiter):
+            if ancestor in subscribed or ancestor in seen:
+                continue
+            if any(matches(ancestor, pat, delimiter) for pat in missed):
+                rows.append(Row((_NOSELECT,), folder.delimiter, ancestor))
+                seen.add(ancestor)
+    return rows

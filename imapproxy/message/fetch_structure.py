@@ -30,7 +30,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from imapproxy.message import _Cursor, _Part, _structure
+from imapproxy.message._content_type import _Cursor
+from imapproxy.message._structure import _Part, _structure
 
 Value = None | int | bytes | tuple["Value", ...]
 

@@ -126,6 +126,7 @@ class AccountRuntime:
         self.outbox.resume()
         link.on_connected = self._connected
         link.keep_trying = self._replay_waits
+        link.on_credentials_refused = self.outbox.pause
         if self.outbox.pending():
             # Left over from before a restart or a lost connection: replay them now.
             self.reactor.callLater(0, self._connected)

@@ -86,6 +86,8 @@ def _account(tx: Tx, account: dict[str, Any], serving: int | None, now: float) -
         "reason": record["reason"],
         "queued_changes": queued,
         "refused_changes": refused,
+        # {reason, since} while replay waits for a login the upstream accepts.
+        "replay_paused": outbox_store.paused(tx, account_id) if b"meta" in tx.dbs else None,
         "last_sync": record["last_sync"],
         "cache_bytes": _cache_bytes(tx, account_id),
         "served_from_cache_bytes": record["served_bytes"],
@@ -212,6 +214,16 @@ def _link(account: dict[str, Any]) -> str:
     return f"offline since {_when(account['since'], now)}{reason}"
 
 
+def _paused(account: dict[str, Any]) -> list[str]:
+    paused = account.get("replay_paused")
+    if not paused:
+        return []
+    return [
+        f"  replay paused:    since {_when(paused.get('since'), account['now'])}: "
+        f"{paused.get('reason')}; log in with the current password to resume"
+    ]
+
+
 def as_text(accounts: list[dict[str, Any]]) -> str:
     if not accounts:
         return "no accounts yet: nobody has logged in through this proxy\n"
@@ -225,6 +237,7 @@ def as_text(accounts: list[dict[str, Any]]) -> str:
             f"  upstream link:    {_link(account)}",
             f"  queued changes:   {account['queued_changes']}",
             f"  refused changes:  {account['refused_changes']}",
+            *_paused(account),
             f"  last sync:        {_when(account['last_sync'], now)}",
             f"  cache size:       {size(account['cache_bytes'])}",
             f"  served from cache: {size(account['served_from_cache_bytes'])}; "

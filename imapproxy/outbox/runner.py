@@ -145,6 +145,15 @@ class Outbox:
     def paused(self) -> dict[str, Any] | None:
         return self.store.read(lambda tx: outbox.paused(tx, self.account.id))
 
+    def pause(self, upstream_text: str) -> None:
+        """The upstream refused the stored credentials: replay waits for a new login
+        (``resume``). Nothing is dropped; the mark is what ``imapproxy status`` shows."""
+        if self.paused() is not None:
+            return
+        reason = f"the upstream refused the stored credentials: {upstream_text}"
+        log.warning("outbox of account %d paused: %s", self.account.id, reason)
+        self.store.write(lambda tx: outbox.set_paused(tx, self.account.id, reason))
+
     def resume(self) -> None:
         """A login succeeded with credentials the upstream accepts: replay may go on."""
         if self.paused() is not None:
@@ -194,9 +203,7 @@ class Outbox:
         try:
             plan, answer = await self.link.use(send)
         except AuthenticationFailed as exc:
-            reason = f"the upstream refused the stored credentials: {exc.text}"
-            log.warning("outbox of account %d paused: %s", self.account.id, reason)
-            self.store.write(lambda tx: outbox.set_paused(tx, self.account.id, reason))
+            self.pause(exc.text)
             return False
         except UpstreamUnavailable as exc:
             log.info("outbox of account %d waits (%s): %s", self.account.id, entry.op, exc)

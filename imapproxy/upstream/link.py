@@ -48,7 +48,12 @@ from imapproxy.protocol import (
 from imapproxy.upstream.address import UpstreamAddress
 from imapproxy.upstream.client import UpstreamClient, connect
 from imapproxy.upstream.connection import Result, Untagged
-from imapproxy.upstream.errors import UpstreamError, UpstreamUnavailable, UpstreamUnreachable
+from imapproxy.upstream.errors import (
+    AuthenticationFailed,
+    UpstreamError,
+    UpstreamUnavailable,
+    UpstreamUnreachable,
+)
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -144,6 +149,12 @@ class UpstreamLink:
         #: account's queued changes): the link then reconnects on its own, so a replay
         #: does not wait for the next client.
         self.keep_trying: Callable[[], bool] = lambda: False
+        #: Called with the upstream's text when it refuses our credentials on a
+        #: connection attempt (the password changed elsewhere): the account marks its
+        #: replay paused. The link then stops reconnecting on its own, since retrying a
+        #: refused password only earns a lockout; a client's next operation may try.
+        self.on_credentials_refused: Callable[[str], object] | None = None
+        self._credentials_refused = False
 
     @property
     def state(self) -> LinkState:
@@ -235,10 +246,13 @@ class UpstreamLink:
             if not isinstance(exc, UpstreamError):
                 log.exception("unexpected error connecting to the upstream")
                 exc = UpstreamUnreachable(f"cannot connect to {self.address.url()}: {exc}")
+            if isinstance(exc, AuthenticationFailed):
+                self._refused_credentials(exc)
             if self._state is not LinkState.CLOSED:
                 self._back_off(str(exc))
             self._settle_waiters(Failure(exc))
             return
+        self._credentials_refused = False
         if self._state is LinkState.CLOSED:
             self._settle_waiters(Failure(UpstreamUnreachable("the upstream link is closed")))
             await client.logout()
@@ -279,9 +293,21 @@ class UpstreamLink:
         log.info("upstream unavailable (%s); next attempt in %.1f s", reason, delay)
         self._schedule_reconnect(delay)
 
+    def _refused_credentials(self, exc: AuthenticationFailed) -> None:
+        self._credentials_refused = True
+        if self.on_credentials_refused is None:
+            return
+        try:
+            self.on_credentials_refused(exc.text)
+        except Exception:
+            log.exception("reporting refused upstream credentials failed")
+
     def _wanted(self) -> bool:
         """Whether to keep trying to get back: a client watches a mailbox, or work is
-        waiting for the upstream (queued changes to replay)."""
+        waiting for the upstream (queued changes to replay) -- but not with credentials
+        the upstream has refused."""
+        if self._credentials_refused:
+            return False
         if self._watched is not None:
             return True
         try:
@@ -351,8 +377,14 @@ class UpstreamLink:
     @property
     def known_down(self) -> bool:
         """The last attempt failed and the link is backing off (or retrying): a new
-        attempt now would most likely wait out its timeout."""
-        return self._suspect and self._state in (LinkState.BACKING_OFF, LinkState.CONNECTING)
+        attempt now would most likely wait out its timeout. Not so when the upstream
+        answered and refused our credentials: it is reachable, and a login with other
+        credentials must be checked there, not against the stored verifier."""
+        return (
+            self._suspect
+            and not self._credentials_refused
+            and self._state in (LinkState.BACKING_OFF, LinkState.CONNECTING)
+        )
 
     @property
     def logged_in(self) -> bool:

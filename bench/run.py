@@ -31,9 +31,14 @@ from bench.scenario import REGISTRY, Bench, Context, Outcome, Scenario, log
 from tests.support.dovecot import Dovecot
 
 #: Modules that register scenarios, in the order they run and report.
-SCENARIO_MODULES = ("bench.sessions", "bench.resync", "bench.push")
-QUICK = {"sizes": [200], "rtt": [0.0, 20.0], "bodies": 5, "push_timeout": 5.0}
-DEFAULTS = {"sizes": [1000, 10000], "rtt": [0.0, 50.0], "bodies": 50, "push_timeout": 90.0}
+SCENARIO_MODULES = ("bench.sessions", "bench.resync", "bench.push", "bench.replay")
+QUICK = {
+    "sizes": [200], "rtt": [0.0, 20.0], "bodies": 5, "push_timeout": 5.0, "replay_changes": 100,
+}  # fmt: skip
+DEFAULTS = {
+    "sizes": [1000, 10000], "rtt": [0.0, 50.0], "bodies": 50, "push_timeout": 90.0,
+    "replay_changes": 1000,
+}  # fmt: skip
 
 
 def _load_scenarios() -> dict[str, Scenario]:
@@ -73,6 +78,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--push-timeout", type=float, help="seconds to wait for pushed news (default 90)"
     )
     parser.add_argument(
+        "--replay-changes", type=int, help="changes queued offline for replay (default 1000)"
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help="smoke test: N=200, rtt 0,20, 5 bodies, push timeout 5 s (explicit options win)",
@@ -91,6 +99,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = [s for s in args.scenarios if s not in scenarios]
     if unknown:
         parser.error(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(scenarios)}")
+    if args.replay_changes < 20:
+        parser.error("--replay-changes must be at least 20 (the mix needs one of each kind)")
     if args.repeat < 1 or args.bodies < 0 or min(args.sizes) < 1 or args.push_timeout <= 0:
         parser.error("--repeat and --sizes must be positive, --bodies not negative")
     if args.bandwidth is not None and args.bandwidth <= 0:
@@ -169,7 +179,16 @@ def _report(outcome: Outcome, args: argparse.Namespace, started: float) -> dict[
         print(f"  note: {note}")
     config = {
         k: getattr(args, k)
-        for k in ("sizes", "rtt", "bandwidth", "bodies", "repeat", "scenarios", "push_timeout")
+        for k in (
+            "sizes",
+            "rtt",
+            "bandwidth",
+            "bodies",
+            "repeat",
+            "scenarios",
+            "push_timeout",
+            "replay_changes",
+        )
     }
     return {
         "machine": machine_facts(),

@@ -127,12 +127,14 @@ class Context:
         size = "" if self.size is None else f"N={self.size} "
         return f"{size}rtt={self.rtt_ms:g}ms"
 
-    def start_proxy(self, name: str) -> RunningProxy:
-        """A proxy on ``state_dir`` ``name`` (kept between calls: restart = same name)."""
+    def start_proxy(self, name: str, via: tuple[str, int] | None = None) -> RunningProxy:
+        """A proxy on ``state_dir`` ``name`` (kept between calls: restart = same name).
+
+        ``via``: the (host, port) the proxy takes for its upstream instead of the
+        upstream link, e.g. a relay in front of it that a scenario can cut."""
         state_dir = self.bench.workdir / f"state-{name}"
-        process = ProxyProcess(
-            f"imap+plain://{self.upstream.host}:{self.upstream.port}", state_dir
-        ).start()
+        host, port = via or (self.upstream.host, self.upstream.port)
+        process = ProxyProcess(f"imap+plain://{host}:{port}", state_dir).start()
         assert process.pid is not None
         return RunningProxy(process, procstats.rss_kib(process.pid))
 

@@ -26,7 +26,7 @@ def test_the_smallest_benchmark_runs_and_the_proxy_answers_like_dovecot(tmp_path
     out = tmp_path / "bench.json"
     command = [
         sys.executable, "-m", "bench.run", "--sizes", "200", "--rtt", "0,20", "--bodies", "2",
-        "--no-restart", "--push-timeout", "2", "--out", str(out),
+        "--no-restart", "--push-timeout", "2", "--replay-changes", "20", "--out", str(out),
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run(
@@ -44,9 +44,13 @@ def test_the_smallest_benchmark_runs_and_the_proxy_answers_like_dovecot(tmp_path
     assert 19 <= links[20] <= 60  # the 20 ms link really costs 20 ms a round trip
     sessions = {(row["size"], row["rtt_ms"], row["session"]) for row in document["rows"]}
     assert sessions == {(200, rtt, s) for rtt in (0.0, 20.0) for s in ("1 cold", "2 warm")}
-    for scenario in ("resync", "push"):
+    for scenario in ("resync", "push", "replay"):
         assert {r["rtt_ms"] for r in document["records"][scenario]} == {0.0, 20.0}
     for record in document["records"]["resync"]:
         assert record["upstream_down"] < record["first_upstream_down"]  # only what changed
+    for record in document["records"]["replay"]:
+        assert record["queued"] == record["changes"] == 20  # each offline change queued once
+        assert record["commands"] >= record["changes"]  # counted from the relayed bytes
+        assert record["by_command"].get("APPEND") == 1  # the one draft sent once
     for record in document["records"]["push"]:
         assert record["direct_s"] is not None  # Dovecot itself pushes within the 2 s cap

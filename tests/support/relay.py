@@ -84,8 +84,17 @@ class Relay:
     reconnects later finds the relay where it was.
     """
 
-    def __init__(self, target_host: str, target_port: int, host: str = LOOPBACK) -> None:
+    def __init__(
+        self,
+        target_host: str,
+        target_port: int,
+        host: str = LOOPBACK,
+        tap: Callable[[object, bytes], None] | None = None,
+    ) -> None:
         self.target = (target_host, target_port)
+        #: Called on the I/O thread with (connection key, bytes) for every chunk forwarded
+        #: client->target, so a benchmark can count the commands a proxy sends upstream.
+        self.tap = tap
         self.host = host
         self.port = 0
         self._counter_lock = threading.Lock()
@@ -322,6 +331,8 @@ class Relay:
                 sent = direction.dst.send(direction.buffer)
             except BlockingIOError:
                 sent = 0
+            if sent and direction.upstream and self.tap is not None:
+                self.tap(direction, bytes(direction.buffer[:sent]))
             del direction.buffer[:sent]
             with self._counter_lock:
                 if direction.upstream:

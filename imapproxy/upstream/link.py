@@ -142,6 +142,11 @@ class UpstreamLink:
         self.on_connected: Callable[[], object] | None = None
 
     @property
+    def connector(self) -> Connector:
+        """How connections are opened (the account's watcher opens its own the same way)."""
+        return self._connector
+
+    @property
     def state(self) -> LinkState:
         return self._state
 

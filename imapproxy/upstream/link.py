@@ -75,7 +75,7 @@ CONNECT_WAIT_SECONDS = 10.0
 #: ...and when the link just failed: the attempt goes on in the background.
 SUSPECT_WAIT_SECONDS = 2.0
 #: Upstream changes arriving close together are applied as one resync.
-CHANGE_COALESCE_SECONDS = 0.5
+CHANGE_COALESCE_SECONDS = 0.1
 #: IDLE starts only after the link was free this long: a client reading bodies one
 #: command after another then pays one round trip per command, not three (leave IDLE,
 #: the command, enter IDLE again before the next one may leave it). News is not lost

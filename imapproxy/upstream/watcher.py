@@ -124,6 +124,8 @@ class MailboxWatcher:
                 try:
                     client = await self._connect()
                 except UpstreamError as exc:
+                    if self._closed:
+                        return
                     failures += 1
                     delay = min(RETRY_MAX_SECONDS, RETRY_MIN_SECONDS * 2 ** (failures - 1))
                     log.info("upstream watcher cannot connect (%s); next try in %.0f s", exc, delay)
@@ -172,7 +174,11 @@ class MailboxWatcher:
         notify = client.has("NOTIFY")
         self.mode = "notify" if notify else "poll"
         client.protocol.on_untagged = self._untagged if notify else None
-        client.protocol.closed.addBoth(lambda _: self._wakeup())
+        def lost(_: object) -> None:
+            if self._client is client:  # not an old connection closing late
+                self._wakeup()
+
+        client.protocol.closed.addBoth(lost)
         if notify:
             log.info("upstream watcher: NOTIFY for the mailboxes clients have selected")
         else:

@@ -174,6 +174,7 @@ class MailboxWatcher:
         notify = client.has("NOTIFY")
         self.mode = "notify" if notify else "poll"
         client.protocol.on_untagged = self._untagged if notify else None
+
         def lost(_: object) -> None:
             if self._client is client:  # not an old connection closing late
                 self._wakeup()

@@ -32,11 +32,10 @@ from imapproxy.sync.prefetch import PolicyError, PrefetchPolicy
 from imapproxy.upstream.client import UpstreamClient
 from imapproxy.upstream.errors import UpstreamUnavailable
 from imapproxy.upstream.link import UpstreamLink
+from imapproxy.upstream.watcher import MailboxWatcher
 
 log = logging.getLogger(__name__)
 
-#: How often selected mailboxes other than the one the link IDLEs on are resynced.
-POLL_SECONDS = 60.0
 #: Seconds between full background syncs of every folder; 0 turns them off.
 SYNC_INTERVAL_ENV = "IMAPPROXY_SYNC_INTERVAL"
 
@@ -111,9 +110,10 @@ class AccountRuntime:
         self.outbox.on_folder_refused = self._folder_refused
         self._listed = False
         self._stats: dict[int, tuple[tuple[int, int], MailboxStats]] = {}
-        self._poll_call: Any = None
         self._tracked: UpstreamClient | None = None
         self.status = LinkStatus(reactor, store, account.id)
+        #: News of every mailbox a client has selected, on a connection of its own.
+        self.watcher = MailboxWatcher(reactor, link, self.request_sync)
         self.background = BackgroundSync(self, sync_interval(sync_every), prefetch_policy(prefetch))
         notifier.on_watch_change[account.id] = self._watch_changed
         self.attach(link)
@@ -123,6 +123,7 @@ class AccountRuntime:
         """Use link from now on (a new login may bring new credentials)."""
         self.link = link
         self.outbox.link = link
+        self.watcher.link = link
         self.outbox.resume()
         link.on_connected = self._connected
         link.keep_trying = self._replay_waits
@@ -286,9 +287,9 @@ class AccountRuntime:
         builds a new runtime)."""
         self.background.close()
         self.status.close()
-        if self._poll_call is not None and self._poll_call.active():
-            self._poll_call.cancel()
-        self._poll_call = None
+        defer.ensureDeferred(self.watcher.close()).addErrback(
+            lambda f: log.info("closing the upstream watcher: %s", f.value)
+        )
         if self.notifier.on_watch_change.get(self.account.id) == self._watch_changed:
             del self.notifier.on_watch_change[self.account.id]
 
@@ -301,21 +302,16 @@ class AccountRuntime:
         return {m.name for m in self.mailboxes() if m.id in ids}
 
     def _watch_changed(self) -> None:
-        """Sessions came or went: IDLE where a client still is, poll the other selected
-        mailboxes (one upstream connection can IDLE on one mailbox only)."""
+        """Sessions came or went: the link IDLEs where a client still is, and the watcher
+        hears news of every selected mailbox (NOTIFY, else a STATUS poll)."""
         names = self._watched_names()
         if self.link.watched not in names:
             self.watch(self.mailbox(sorted(names)[0]) if names else None)
-        if len(names) > 1 and self._poll_call is None:
-            self._poll_call = self.reactor.callLater(POLL_SECONDS, self._poll)
+        self.watcher.watch({n for n in names if not self._local(n)})
 
-    def _poll(self) -> None:
-        self._poll_call = None
-        others = self._watched_names() - {self.link.watched}
-        for name in sorted(others):
-            self.request_sync(name)
-        if others:
-            self._poll_call = self.reactor.callLater(POLL_SECONDS, self._poll)
+    def _local(self, name: str) -> bool:
+        mailbox = self.mailbox(name)
+        return mailbox is None or is_local(mailbox)
 
     def request_sync(self, name: str) -> None:
         """Resync a mailbox in the background (upstream news, a client starting IDLE)."""

@@ -100,14 +100,7 @@ class Outbox:
         undone by then); otherwise the change stands, queued or done.
         """
 
-        def queue(tx: Tx) -> tuple[Entry | None, Any, list[MailboxChange]]:
-            done, result, changes = operation.apply_local(tx, self.account.id, origin)
-            if done.upstream_free(tx, self.account.id):
-                return None, result, changes
-            return outbox.add(tx, self.account.id, done.name, done.to_json()), result, changes
-
-        entry, result, changes = self.store.write(queue)
-        self._publish(changes)
+        entry, result = self._queue(operation, origin)
         if entry is None or self.paused() is not None:
             return result
         outcome: defer.Deferred[Exception | None] = defer.Deferred()
@@ -127,6 +120,32 @@ class Outbox:
         if refusal is not None:
             raise refusal
         return result
+
+    def perform_later(self, operation: Operation, origin: object | None = None) -> Any:
+        """Apply operation to the replica and queue it, without waiting for the upstream
+        nor starting a replay: for changes implied by something else (the ``\\Seen`` of a
+        FETCH BODY[]), whose caller starts the replay with ``drain_soon`` once its own
+        answer, which must not wait behind the change, is out. Durable like ``perform``;
+        a later refusal is handled like any queued change that no client waits for."""
+        return self._queue(operation, origin)[1]
+
+    def drain_soon(self) -> None:
+        """Start replaying in the background (failures are logged, never raised)."""
+        if self.pending() and self.paused() is None:
+            defer.ensureDeferred(self.drain()).addErrback(
+                lambda f: log.error("outbox drain failed: %s", f.getTraceback())
+            )
+
+    def _queue(self, operation: Operation, origin: object | None) -> tuple[Entry | None, Any]:
+        def queue(tx: Tx) -> tuple[Entry | None, Any, list[MailboxChange]]:
+            done, result, changes = operation.apply_local(tx, self.account.id, origin)
+            if done.upstream_free(tx, self.account.id):
+                return None, result, changes
+            return outbox.add(tx, self.account.id, done.name, done.to_json()), result, changes
+
+        entry, result, changes = self.store.write(queue)
+        self._publish(changes)
+        return entry, result
 
     def pending(self) -> list[Entry]:
         return self.store.read(lambda tx: outbox.pending(tx, self.account.id))

@@ -239,6 +239,34 @@ class UpstreamClient:
             }
         return {}
 
+    def watch_items(self) -> tuple[str, ...]:
+        """STATUS items that move whenever a mailbox changes in a way clients must hear."""
+        items = ("MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN")
+        return items + ("HIGHESTMODSEQ",) if self.has("CONDSTORE") else items
+
+    async def notify(self, names: Iterable[str]) -> None:
+        """RFC 5465 NOTIFY SET: unsolicited ``* STATUS`` for these mailboxes whenever
+        messages arrive, go, or change flags (none selected on this connection).
+        No names: NOTIFY NONE."""
+        quoted = [_astring(name, self.literal_plus) for name in names]
+        if not quoted:
+            await self.protocol.run(lambda tag: [[f"{tag} NOTIFY NONE\r\n".encode()]])
+            return
+
+        def groups(tag: str) -> list[list[Chunk]]:
+            out: list[list[Chunk]] = [[f"{tag} NOTIFY SET (mailboxes (".encode()]]
+            for i, (head, literal) in enumerate(quoted):
+                out[-1].append((b" " if i else b"") + head)
+                if literal is not None:
+                    if self.literal_plus:
+                        out[-1].append(literal)
+                    else:
+                        out.append([literal])
+            out[-1].append(b") (MessageNew MessageExpunge FlagChange))\r\n")
+            return out
+
+        await self.protocol.run(groups)
+
     async def create(self, name: str) -> None:
         await self._run(lambda tag: Create(tag, name))
 
@@ -493,6 +521,15 @@ def _under(selected: str, name: str) -> bool:
         and len(selected) > len(name)
         and not selected[len(name)].isalnum()
     )
+
+
+def _astring(name: str, literal_plus: bool) -> tuple[bytes, bytes | None]:
+    """A mailbox name as a quoted string, or as a literal: its ``{n}`` (``{n+}`` with
+    LITERAL+) head and its data."""
+    data = name.encode("utf-8", "surrogateescape")
+    if all(0x20 <= b < 0x7F for b in data) and len(data) < 1000:
+        return b'"' + data.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"', None
+    return (b"{%d+}\r\n" if literal_plus else b"{%d}\r\n") % len(data), data
 
 
 def _groups(command: Any, literal_plus: bool) -> list[list[bytes]]:

@@ -80,7 +80,12 @@ CONNECT_WAIT_SECONDS = 10.0
 #: ...and when the link just failed: the attempt goes on in the background.
 SUSPECT_WAIT_SECONDS = 2.0
 #: Upstream changes arriving close together are applied as one resync.
-CHANGE_COALESCE_SECONDS = 0.5
+CHANGE_COALESCE_SECONDS = 0.1
+#: IDLE starts only after the link was free this long: a client reading bodies one
+#: command after another then pays one round trip per command, not three (leave IDLE,
+#: the command, enter IDLE again before the next one may leave it). News is not lost
+#: meanwhile: the upstream reports it when IDLE starts, and the watcher hears it anyway.
+IDLE_DELAY_SECONDS = 0.3
 
 Connector = Callable[..., Awaitable[UpstreamClient]]
 #: What reading values out of an ill-formed answer raises (see UpstreamLink.use).
@@ -132,6 +137,7 @@ class UpstreamLink:
         self._on_change: Callable[[str], None] | None = None
         self._idle: _Idle | None = None
         self._change_call: Any = None
+        self._idle_call: Any = None
         self._keepalive_call: Any = None
         self._reconnect_call: Any = None
         #: Consecutive failures: the backoff ceiling doubles with each.
@@ -155,6 +161,11 @@ class UpstreamLink:
         #: refused password only earns a lockout; a client's next operation may try.
         self.on_credentials_refused: Callable[[str], object] | None = None
         self._credentials_refused = False
+
+    @property
+    def connector(self) -> Connector:
+        """How connections are opened (the account's watcher opens its own the same way)."""
+        return self._connector
 
     @property
     def state(self) -> LinkState:
@@ -434,7 +445,12 @@ class UpstreamLink:
             and not self._lock.locked
             and self._idle is None
         ):
-            self.reactor.callLater(0, lambda: self._background(self._enter_idle(), "IDLE"))
+            self._cancel(self._idle_call)
+            self._idle_call = self.reactor.callLater(IDLE_DELAY_SECONDS, self._idle_due)
+
+    def _idle_due(self) -> None:
+        self._idle_call = None
+        self._background(self._enter_idle(), "IDLE")
 
     async def _enter_idle(self) -> None:
         if self._lock.locked or self._idle is not None or self._watched is None:
@@ -524,7 +540,12 @@ class UpstreamLink:
     async def close(self) -> None:
         self._set_state(LinkState.CLOSED)
         self._watched = None
-        for call in (self._reconnect_call, self._keepalive_call, self._change_call):
+        for call in (
+            self._reconnect_call,
+            self._keepalive_call,
+            self._change_call,
+            self._idle_call,
+        ):
             self._cancel(call)
         await self._lock.acquire()
         try:

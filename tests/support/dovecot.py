@@ -95,6 +95,7 @@ class Dovecot:
         cert: CertPair | None = None,
         *,
         default_auth_penalty: bool = False,
+        without_capabilities: tuple[str, ...] = (),
     ) -> None:
         """cert: the server certificate to present (TLS tests make it wrong on purpose);
         by default a fresh self-signed one that is also the CA file."""
@@ -114,6 +115,8 @@ class Dovecot:
         self._master_pid: int | None = None
         #: Keep Dovecot's own failed-login delays (see ``render_config``); off by default.
         self.default_auth_penalty = default_auth_penalty
+        #: Extensions hidden from the post-login CAPABILITY (e.g. ``("NOTIFY",)``).
+        self.without_capabilities = without_capabilities
         for user, password in (users or {}).items():
             self.add_user(user, password)
 
@@ -252,6 +255,7 @@ class Dovecot:
                 user=self.mail_user,
                 host=self.host,
                 default_auth_penalty=self.default_auth_penalty,
+                without_capabilities=self.without_capabilities,
             ),
             encoding="utf-8",
         )

@@ -22,6 +22,60 @@ SPECIAL_USE = {
 }
 
 
+#: What Dovecot 2.3.19 offers after login; ``without_capabilities`` removes from it.
+AUTHENTICATED_CAPABILITIES = (
+    "IMAP4rev1",
+    "SASL-IR",
+    "LOGIN-REFERRALS",
+    "ID",
+    "ENABLE",
+    "IDLE",
+    "SORT",
+    "SORT=DISPLAY",
+    "THREAD=REFERENCES",
+    "THREAD=REFS",
+    "THREAD=ORDEREDSUBJECT",
+    "MULTIAPPEND",
+    "URL-PARTIAL",
+    "CATENATE",
+    "UNSELECT",
+    "CHILDREN",
+    "NAMESPACE",
+    "UIDPLUS",
+    "LIST-EXTENDED",
+    "I18NLEVEL=1",
+    "CONDSTORE",
+    "QRESYNC",
+    "ESEARCH",
+    "ESORT",
+    "SEARCHRES",
+    "WITHIN",
+    "CONTEXT=SEARCH",
+    "LIST-STATUS",
+    "BINARY",
+    "MOVE",
+    "SNIPPET=FUZZY",
+    "PREVIEW=FUZZY",
+    "PREVIEW",
+    "STATUS=SIZE",
+    "SAVEDATE",
+    "LITERAL+",
+    "NOTIFY",
+    "SPECIAL-USE",
+)
+
+
+def capability_setting(without: tuple[str, ...]) -> str:
+    """An ``imap_capability`` line announcing Dovecot's usual list minus ``without``
+    (for tests of the proxy's fallbacks when an upstream lacks an extension); the
+    commands themselves still work, only the announcement changes."""
+    if not without:
+        return ""
+    drop = {c.upper() for c in without}
+    kept = " ".join(c for c in AUTHENTICATED_CAPABILITIES if c.upper() not in drop)
+    return f"imap_capability = {kept}\n"
+
+
 @dataclass(frozen=True)
 class MailUser:
     """The system account Dovecot runs mail processes as and that owns the maildirs."""
@@ -144,12 +198,14 @@ def render_config(
     user: MailUser,
     host: str = "127.0.0.1",
     default_auth_penalty: bool = False,
+    without_capabilities: tuple[str, ...] = (),
 ) -> str:
     """Return the text of ``dovecot.conf`` for one isolated instance.
 
     ``default_auth_penalty`` keeps Dovecot's own failed-login delays (``auth_failure_delay``
     and anvil's auth penalty) instead of switching them off: for measuring what a brute
     force costs against a stock Dovecot, which the proxy's own limiter must match.
+    ``without_capabilities`` hides those extensions from the post-login CAPABILITY.
     """
     root = paths.root
     unprivileged = _unprivileged_block(user) if os.geteuid() != 0 else ""
@@ -178,7 +234,7 @@ first_valid_gid = {user.gid}
 last_valid_gid = {user.gid}
 mail_location = maildir:{root}/mail/%u/Maildir
 mail_max_userip_connections = 100
-{"" if default_auth_penalty else _NO_AUTH_PENALTY}{unprivileged}
+{capability_setting(without_capabilities)}{"" if default_auth_penalty else _NO_AUTH_PENALTY}{unprivileged}
 # One file per user: Dovecot re-checks a passwd-file at most once per second, so a user
 # added to a shared file right after a login would be unknown for up to a second; a file
 # it has never opened is read on first use.

@@ -24,7 +24,7 @@ from imapproxy.store import messages as store_messages
 from imapproxy.store.cache import Kind
 from imapproxy.store.messages import Message
 from imapproxy.sync.content import Need
-from imapproxy.upstream.errors import UpstreamRefused, UpstreamUnavailable
+from imapproxy.upstream.errors import UpstreamUnavailable
 
 SIMPLE = {"UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE", "MODSEQ"}
 HEADER_TEXTS = {"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"}
@@ -240,19 +240,18 @@ def _render_all(
     return [render(tx, m) for m in chunk]
 
 
-async def _mark_seen(session: Session, view: SelectedView, targets: list[Message]) -> set[int]:
+def _mark_seen(session: Session, view: SelectedView, targets: list[Message]) -> set[int]:
+    """Set \\Seen in the replica and queue it for the upstream, without waiting: the
+    body must not wait behind its own side effect (issue 6). The handler starts the
+    replay once its answer is out (``outbox.drain_soon``). A later refusal is undone in
+    the replica and other sessions are told, like any queued change; RFC 3501 lets
+    \\Seen stay unset (the client may still STORE it)."""
     unseen = [m for m in targets if "\\SEEN" not in {f.upper() for f in m.flags}]
     if not unseen or view.readonly:
         return set()
     operation = flag_change(session, view.mailbox, unseen, "+", ("\\Seen",))
     if operation is not None:
-        # Replica first: \\Seen is set at once, online or offline, and replayed later.
-        try:
-            await session.account.outbox.perform(operation, origin=session)
-        except UpstreamRefused:
-            # The content is here; only its side effect was refused (and undone).
-            # RFC 3501 lets \\Seen stay unset: the client may still STORE it.
-            return set()
+        session.account.outbox.perform_later(operation, origin=session)
     view.forget_flag_news(m.uid for m in unseen)
     return {m.uid for m in unseen}
 
@@ -292,7 +291,7 @@ async def fetch(session: Session, cmd: p.Fetch) -> list[bytes]:
             asks_modseq = True
     seen_now: set[int] = set()
     if any(sets_seen(a) for a in attributes):
-        seen_now = await _mark_seen(session, view, targets)
+        seen_now = _mark_seen(session, view, targets)
         if seen_now:
             targets = store.read(load_targets)  # with the \Seen just set
     wants_flags = any(a.name == "FLAGS" for a in attributes)
@@ -349,6 +348,8 @@ async def fetch(session: Session, cmd: p.Fetch) -> list[bytes]:
             misses = await _send_rendered(session, render, misses, batch)
         missing += len(misses)
     session.account.status.served(served)
+    if seen_now:
+        session.account.outbox.drain_soon()  # the \Seen goes upstream after the bodies
     if missing:
         reason = "upstream unreachable" if unavailable else "upstream did not return them"
         raise CommandFailed(

@@ -383,3 +383,29 @@ def test_entry_json_is_stable(world: World) -> None:
     again = CopyMessages.from_json(operation.to_json())
     assert again == operation
     assert UID(again.refs[0].uid) == 1
+
+
+# -- implied changes (the \Seen of a FETCH BODY[]) ---------------------------------------
+
+
+def test_perform_later_applies_and_queues_without_touching_the_link(world: World) -> None:
+    gate: defer.Deferred[None] = defer.Deferred()  # a link that would hang
+    link = ScriptedLink(world.up, gate)
+    box = world.outbox(link)
+    box.perform_later(world.flags("INBOX", 2))
+    assert world.messages("INBOX")[1].flags == ("\\Flagged",)
+    assert len(box.pending()) == 1 and world.up.commands == []
+    box.drain_soon()
+    gate.callback(None)
+    assert box.pending() == [] and world.up.boxes["INBOX"].messages[2].flags == {"\\Flagged"}
+
+
+def test_an_implied_change_refused_later_is_undone_and_kept(world: World) -> None:
+    world.up.refuse["STORE +"] = UpstreamRefused("NO", None, "read-only")
+    box = world.outbox(ScriptedLink(world.up))
+    box.perform_later(world.flags("INBOX", 1))
+    box.drain_soon()
+    assert box.pending() == [], world.up.commands
+    assert world.messages("INBOX")[0].flags == (), world.up.commands
+    [refused] = world.store.read(lambda tx: outbox.refused(tx, world.account.id))
+    assert refused.state == REFUSED

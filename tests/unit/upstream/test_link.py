@@ -474,3 +474,23 @@ def test_a_failing_keep_trying_hook_means_try() -> None:
     server.run(30)
     assert len(server.attempts) > attempts
     assert link.known_down is False
+
+
+# -- IDLE between commands -------------------------------------------------------------
+
+
+def test_commands_in_quick_succession_do_not_leave_and_reenter_idle_between_them() -> None:
+    """A client reading bodies one command after another: one round trip each, no
+    DONE/IDLE pair between them; IDLE once the link has been free for a moment."""
+    server = FakeServer()
+    link, connection = idling(server)
+    before = len(connection.commands)
+    for _ in range(3):
+        d = start(link, server)
+        server.run(0.1)
+        assert d.called and d.result is None
+    names = [c.split(b" ")[-1] for c in connection.commands[before:]]
+    assert names == [b"DONE", b"NOOP", b"NOOP", b"NOOP"]
+    server.run(link_module.IDLE_DELAY_SECONDS + 0.2)
+    assert link.state is LinkState.IDLING
+    assert connection.commands[-1].endswith(b"IDLE")

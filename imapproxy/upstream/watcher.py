@@ -1,0 +1,273 @@
+"""An account's second upstream connection: it only listens for news of the mailboxes
+clients have selected, so watching never waits behind (or delays) a client's command.
+
+The link (``link.py``) can IDLE on one mailbox only, and only while no operation runs.
+Clients may have several mailboxes selected at once (phone on INBOX, laptop on a
+list folder); news of each must reach them within about a second. This connection
+gives that, staying within RFC 4549 §5.3's "about two connections per account" and
+never selecting a mailbox (so no mailbox is ever selected on two connections):
+
+- **NOTIFY** (RFC 5465), when the upstream offers it: ``NOTIFY SET (mailboxes (A B …)
+  (MessageNew MessageExpunge FlagChange))``. The upstream then sends ``* STATUS name
+  (…)`` whenever one of them changes, at any time (Dovecot also outside IDLE); each
+  becomes ``on_change(name)``, which resyncs that mailbox over the link. A NOOP every
+  ``KEEPALIVE_SECONDS`` proves the connection alive. Detection bound: the upstream's
+  own notification delay (Dovecot: about 0.5 s) plus ``COALESCE_SECONDS``.
+- **STATUS polling** otherwise: every ``POLL_SECONDS``, STATUS (MESSAGES UIDNEXT
+  UIDVALIDITY UNSEEN, HIGHESTMODSEQ with CONDSTORE) of each watched mailbox on this
+  connection; a mailbox whose answer moved gets ``on_change``. The link still IDLEs
+  on the most recently selected mailbox, so that one hears at IDLE speed; the others
+  within ``POLL_SECONDS`` plus a round trip per mailbox.
+
+Failures never reach clients: a connection that fails or is refused is retried after
+a backoff (``RETRY_MIN_SECONDS`` doubling to ``RETRY_MAX_SECONDS``) while any mailbox
+is watched; nothing is connected while none is. Every Deferred here has an errback.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet import defer
+from twisted.python.failure import Failure
+
+from imapproxy.protocol import UntaggedData
+from imapproxy.upstream.client import UpstreamClient, text
+from imapproxy.upstream.connection import Untagged
+from imapproxy.upstream.errors import UpstreamError, UpstreamRefused
+
+if TYPE_CHECKING:
+    from imapproxy.upstream.link import UpstreamLink
+
+log = logging.getLogger(__name__)
+
+#: Without NOTIFY, how often the watched mailboxes are polled with STATUS.
+POLL_SECONDS = 2.0
+#: With NOTIFY, a NOOP this often proves the quiet connection alive (and keeps the
+#: server's autologout, at least 30 minutes by RFC 3501, far away).
+KEEPALIVE_SECONDS = 4 * 60.0
+#: News of one mailbox arriving this close together becomes one resync.
+COALESCE_SECONDS = 0.1
+RETRY_MIN_SECONDS = 1.0
+RETRY_MAX_SECONDS = 60.0
+#: A connection that lived this long was healthy: its end starts the backoff afresh.
+HEALTHY_SECONDS = 60.0
+#: How long connecting (TCP, TLS, login) may take.
+CONNECT_TIMEOUT_SECONDS = 20.0
+
+
+class MailboxWatcher:
+    """Tells ``on_change(name)`` when a watched mailbox changed upstream."""
+
+    def __init__(
+        self,
+        reactor: Any,
+        link: UpstreamLink,
+        on_change: Callable[[str], None],
+        *,
+        poll_seconds: float = POLL_SECONDS,
+    ) -> None:
+        self.reactor = reactor
+        #: Where the address and credentials come from (a new login may replace it).
+        self.link = link
+        self.on_change = on_change
+        self.poll_seconds = poll_seconds
+        self._names: frozenset[str] = frozenset()
+        self._closed = False
+        self._running = False
+        self._wake: defer.Deferred[None] | None = None
+        self._pending: dict[str, Any] = {}
+        self._client: UpstreamClient | None = None
+        #: Which way news is learned on the current connection ("notify" or "poll").
+        self.mode: str | None = None
+
+    @property
+    def names(self) -> frozenset[str]:
+        return self._names
+
+    def watch(self, names: set[str] | frozenset[str]) -> None:
+        """Watch exactly these mailboxes from now on (none: let the connection go)."""
+        names = frozenset(names)
+        if names == self._names or self._closed:
+            return
+        self._names = names
+        if self._running:
+            self._wakeup()  # the loop re-reads the names now
+        elif names:
+            self._running = True
+            defer.ensureDeferred(self._run()).addErrback(self._crashed)
+
+    async def close(self) -> None:
+        self._closed = True
+        self._names = frozenset()
+        for call in self._pending.values():
+            if call.active():
+                call.cancel()
+        self._pending.clear()
+        self._wakeup()
+        client, self._client = self._client, None
+        if client is not None:
+            await client.logout()
+
+    # the loop ----------------------------------------------------------------
+
+    def _crashed(self, failure: Failure) -> None:
+        self._running = False
+        log.error("upstream watcher failed: %s", failure.getTraceback())
+
+    async def _run(self) -> None:
+        failures = 0
+        try:
+            while self._names and not self._closed:
+                try:
+                    client = await self._connect()
+                except UpstreamError as exc:
+                    if self._closed:
+                        return
+                    failures += 1
+                    delay = min(RETRY_MAX_SECONDS, RETRY_MIN_SECONDS * 2 ** (failures - 1))
+                    log.info("upstream watcher cannot connect (%s); next try in %.0f s", exc, delay)
+                    await self._sleep(delay)
+                    continue
+                started = self.reactor.seconds()
+                try:
+                    await self._serve(client)
+                    failures = 0
+                except UpstreamError as exc:
+                    healthy = self.reactor.seconds() - started > HEALTHY_SECONDS
+                    failures = 1 if healthy else failures + 1
+                    log.info("upstream watcher connection ended: %s", exc)
+                finally:
+                    if self._client is client:
+                        self._client = None
+                    self.mode = None
+                    await client.logout()
+                if self._names and not self._closed and failures:
+                    delay = min(RETRY_MAX_SECONDS, RETRY_MIN_SECONDS * 2 ** (failures - 1))
+                    await self._sleep(delay)
+        finally:
+            self._running = False
+        if self._names and not self._closed:  # watched again just as the loop ended
+            self._running = True
+            defer.ensureDeferred(self._run()).addErrback(self._crashed)
+
+    async def _connect(self) -> UpstreamClient:
+        link = self.link
+        client = await link.connector(
+            self.reactor,
+            link.address,
+            link.username,
+            link.password,
+            link.ca_file,
+            timeout=CONNECT_TIMEOUT_SECONDS,
+        )
+        if self._closed:
+            await client.logout()
+            raise _Closed("watcher closed")
+        self._client = client
+        return client
+
+    async def _serve(self, client: UpstreamClient) -> None:
+        """Watch over this connection until it fails or nothing is left to watch."""
+        notify = client.has("NOTIFY")
+        self.mode = "notify" if notify else "poll"
+        client.protocol.on_untagged = self._untagged if notify else None
+
+        def lost(_: object) -> None:
+            if self._client is client:  # not an old connection closing late
+                self._wakeup()
+
+        client.protocol.closed.addBoth(lost)
+        if notify:
+            log.info("upstream watcher: NOTIFY for the mailboxes clients have selected")
+        else:
+            log.info("upstream watcher: STATUS poll every %g s (no NOTIFY)", self.poll_seconds)
+        told: frozenset[str] | None = None
+        last: dict[str, dict[str, int]] = {}
+        while self._names and not self._closed:
+            names = self._names
+            if notify:
+                if names != told:
+                    try:
+                        if told is not None:
+                            # Dovecot 2.3 falls back to its 30 s check for a SET that
+                            # replaces another; after NONE it watches at once again.
+                            await client.notify(())
+                        await client.notify(sorted(names))
+                    except UpstreamRefused as exc:
+                        log.info(
+                            "upstream watcher: STATUS poll every %g s (NOTIFY refused: %s)",
+                            self.poll_seconds,
+                            exc,
+                        )
+                        notify, self.mode = False, "poll"
+                        client.protocol.on_untagged = None
+                        continue
+                    told = names
+                    log.debug("upstream NOTIFY set for %d mailboxes", len(names))
+                else:
+                    await client.noop()
+                await self._sleep(KEEPALIVE_SECONDS)
+            else:
+                last = {n: s for n, s in last.items() if n in names}
+                for name in sorted(names):
+                    try:
+                        status = await client.status(name, client.watch_items())
+                    except UpstreamRefused as exc:  # gone upstream: the next sync shows it
+                        log.debug("STATUS of a watched mailbox refused: %s", exc)
+                        continue
+                    if name in last and last[name] != status:
+                        self._news(name)
+                    last[name] = status
+                await self._sleep(self.poll_seconds)
+            if not client.protocol.usable:
+                raise _Lost("connection to the upstream was lost")
+
+    # news --------------------------------------------------------------------
+
+    def _untagged(self, event: Untagged) -> None:
+        if isinstance(event, UntaggedData) and event.name == "STATUS" and event.values:
+            self._news(text(event.values[0]))
+
+    def _news(self, name: str) -> None:
+        if name not in self._names:
+            return
+        call = self._pending.get(name)
+        if call is not None and call.active():
+            return
+        self._pending[name] = self.reactor.callLater(COALESCE_SECONDS, self._tell, name)
+
+    def _tell(self, name: str) -> None:
+        self._pending.pop(name, None)
+        if name in self._names and not self._closed:
+            self.on_change(name)
+
+    # waiting -----------------------------------------------------------------
+
+    async def _sleep(self, seconds: float) -> None:
+        """Until seconds pass, the watched set changes, or the connection closes."""
+        wake: defer.Deferred[None] = defer.Deferred()
+        self._wake = wake
+        timer = self.reactor.callLater(seconds, self._wakeup)
+        try:
+            await wake
+        finally:
+            if timer.active():
+                timer.cancel()
+
+    def _wakeup(self) -> None:
+        wake = self._wake
+        if wake is None or wake.called:
+            return
+        self._wake = None
+        wake.callback(None)
+
+
+class _Closed(UpstreamError):
+    pass
+
+
+class _Lost(UpstreamError):
+    pass

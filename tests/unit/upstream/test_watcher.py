@@ -1,0 +1,141 @@
+"""The account's watcher connection, against a scripted client and a fake clock: which
+commands it sends (NOTIFY, or STATUS polls), what it reports, and how it recovers."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+from twisted.internet import defer, task
+
+from imapproxy.protocol import Atom, UntaggedData
+from imapproxy.upstream.errors import UpstreamUnavailable, UpstreamUnreachable
+from imapproxy.upstream.watcher import KEEPALIVE_SECONDS, MailboxWatcher
+
+
+class FakeProtocol:
+    def __init__(self) -> None:
+        self.closed: defer.Deferred[None] = defer.Deferred()
+        self.on_untagged: Any = None
+        self.usable = True
+
+    def drop(self) -> None:
+        self.usable = False
+        self.closed.callback(None)
+
+
+class FakeClient:
+    def __init__(self, capabilities: set[str]) -> None:
+        self.capabilities = capabilities
+        self.protocol = FakeProtocol()
+        self.sent: list[tuple[str, ...]] = []
+        self.statuses: dict[str, dict[str, int]] = {}
+        self.logged_out = False
+
+    def has(self, name: str) -> bool:
+        return name in self.capabilities
+
+    def watch_items(self) -> tuple[str, ...]:
+        return ("MESSAGES",)
+
+    async def notify(self, names: Any) -> None:
+        if not self.protocol.usable:
+            raise UpstreamUnavailable("gone")
+        self.sent.append(("NOTIFY", *names))
+
+    async def noop(self) -> None:
+        self.sent.append(("NOOP",))
+
+    async def status(self, name: str, items: Any) -> dict[str, int]:
+        if not self.protocol.usable:
+            raise UpstreamUnavailable("gone")
+        self.sent.append(("STATUS", name))
+        return dict(self.statuses.get(name, {"MESSAGES": 1}))
+
+    async def logout(self) -> None:
+        self.logged_out = True
+
+    def announce(self, name: str) -> None:
+        event = UntaggedData(None, "STATUS", (Atom(name), (Atom("MESSAGES"), 2)))
+        self.protocol.on_untagged(event)
+
+
+def make(
+    clients: list[Any], poll: float = 2.0
+) -> tuple[MailboxWatcher, task.Clock, list[str], list[int]]:
+    clock = task.Clock()
+    heard: list[str] = []
+    attempts: list[int] = []
+
+    async def connector(*args: Any, **kwargs: Any) -> Any:
+        attempts.append(len(attempts))
+        outcome = clients.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    link = SimpleNamespace(
+        connector=connector, address=None, username=b"u", password=b"p", ca_file=None
+    )
+    watcher = MailboxWatcher(clock, link, heard.append, poll_seconds=poll)  # type: ignore[arg-type]
+    return watcher, clock, heard, attempts
+
+
+def test_notify_names_the_watched_mailboxes_and_news_becomes_a_resync() -> None:
+    client = FakeClient({"NOTIFY"})
+    watcher, clock, heard, _ = make([client])
+    watcher.watch({"A"})
+    watcher.watch({"A", "B"})
+    clock.advance(0)
+    # Re-targeting goes through NOTIFY NONE: Dovecot 2.3 watches a replacing SET only
+    # with its 30 s fallback check.
+    assert client.sent == [("NOTIFY", "A"), ("NOTIFY",), ("NOTIFY", "A", "B")]
+    assert watcher.mode == "notify"
+    client.announce("B")
+    client.announce("B")  # coalesced
+    client.announce("Other")  # not watched: ignored
+    clock.advance(1)
+    assert heard == ["B"]
+    clock.advance(KEEPALIVE_SECONDS)
+    assert client.sent[-1] == ("NOOP",)
+
+
+def test_without_notify_a_status_poll_reports_mailboxes_that_moved() -> None:
+    client = FakeClient(set())
+    watcher, clock, heard, _ = make([client], poll=2.0)
+    watcher.watch({"A", "B"})
+    assert watcher.mode == "poll"
+    assert client.sent == [("STATUS", "A"), ("STATUS", "B")]
+    client.statuses["B"] = {"MESSAGES": 5}
+    clock.advance(2.0)
+    clock.advance(1.0)
+    assert heard == ["B"]
+    assert client.sent[-2:] == [("STATUS", "A"), ("STATUS", "B")]
+
+
+def test_a_lost_or_refused_connection_is_retried_with_backoff_and_none_watched_closes() -> None:
+    first, second = FakeClient({"NOTIFY"}), FakeClient({"NOTIFY"})
+    watcher, clock, _, attempts = make([UpstreamUnreachable("down"), first, second])
+    watcher.watch({"A"})
+    assert len(attempts) == 1
+    clock.advance(1.0)  # first retry after RETRY_MIN_SECONDS
+    assert len(attempts) == 2 and first.sent == [("NOTIFY", "A")]
+    first.protocol.drop()
+    assert first.logged_out
+    clock.advance(60.0)
+    assert len(attempts) == 3 and second.sent == [("NOTIFY", "A")]
+    watcher.watch(set())
+    clock.advance(0)
+    assert second.logged_out
+    assert len(attempts) == 3
+
+
+def test_close_logs_out_and_stops_watching() -> None:
+    client = FakeClient({"NOTIFY"})
+    watcher, clock, heard, attempts = make([client])
+    watcher.watch({"A"})
+    defer.ensureDeferred(watcher.close())
+    assert client.logged_out
+    watcher.watch({"B"})
+    clock.advance(100)
+    assert attempts == [0] and heard == []

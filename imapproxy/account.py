@@ -17,6 +17,7 @@ from typing import Any
 from twisted.internet import defer
 
 from imapproxy.link_status import LinkStatus
+from imapproxy.metrics import METRICS
 from imapproxy.notify import MailboxChange, Notifier
 from imapproxy.outbox.replica import is_local
 from imapproxy.outbox.runner import WAIT_SECONDS, Outbox
@@ -249,7 +250,8 @@ class AccountRuntime:
             return await sync_messages(client, self.store, current)
 
         try:
-            synced, change = await self.link.use(run)
+            with METRICS.sync_seconds.time():
+                synced, change = await self.link.use(run)
         except UpstreamUnavailable as exc:
             self.status.went_offline(str(exc))
             if required:

@@ -117,6 +117,18 @@ def _parser() -> argparse.ArgumentParser:
         help="close an account no session has used for this long, e.g. 30m (the default), "
         "90s; 0 keeps accounts open",
     )
+    serve.add_argument(
+        "--metrics",
+        default=None,
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (default: off; loopback "
+        "only unless --metrics-allow-remote)",
+    )
+    serve.add_argument(
+        "--metrics-allow-remote",
+        action="store_true",
+        help="let --metrics listen on an address beyond loopback",
+    )
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     check = commands.add_parser(
         "check-config", help="check a configuration file: every error with its line"
@@ -147,6 +159,8 @@ _CONFIG_FLAGS = (
     "login_delay",
     "login_delay_max",
     "write_wait",
+    "metrics",
+    "metrics_allow_remote",
 )
 
 
@@ -200,6 +214,8 @@ def _config(args: argparse.Namespace) -> Config:
         login_delay=2.0 if args.login_delay is None else args.login_delay,
         login_delay_max=15.0 if args.login_delay_max is None else args.login_delay_max,
         write_wait=3.0 if args.write_wait is None else args.write_wait,
+        metrics=args.metrics,
+        metrics_allow_remote=args.metrics_allow_remote,
     )
 
 

@@ -127,6 +127,10 @@ class Config:
     #: Seconds a client's change waits for the upstream's answer before it hears OK
     #: (the change is applied and queued either way; DESIGN.md "Writes go through the outbox").
     write_wait: float = 3.0
+    #: Where Prometheus scrapes ``/metrics`` (plain HTTP); None: no exporter.
+    metrics: Listener | None = None
+    #: The exporter may listen beyond loopback (it names no user, but shows activity).
+    metrics_allow_remote: bool = False
     #: The loaded certificate and key (None without --tls-cert).
     server_tls: ServerTLS | None = field(default=None, compare=False, repr=False)
 
@@ -183,6 +187,8 @@ class Config:
         login_delay_max: float = 15.0,
         write_wait: float = 3.0,
         account_idle_seconds: float = DEFAULT_ACCOUNT_IDLE_SECONDS,
+        metrics: str | None = None,
+        metrics_allow_remote: bool = False,
     ) -> Config:
         """The command line's one-upstream configuration. ``listen`` None and
         ``listen_tls`` None: the default plain listener on 127.0.0.1:1143. Give
@@ -231,6 +237,13 @@ class Config:
             )
         if not 0 <= write_wait <= 600:
             raise ConfigError(f"--write-wait {write_wait}: expected 0 to 600 seconds")
+        metrics_listener = (
+            None
+            if metrics is None
+            else make_metrics_listener(
+                metrics, "--metrics", metrics_allow_remote, "--metrics-allow-remote"
+            )
+        )
         state_dir = prepare_state_dir(state_dir)
         return cls(
             tuple(listeners),
@@ -244,7 +257,20 @@ class Config:
             login_delay=login_delay,
             login_delay_max=login_delay_max,
             write_wait=write_wait,
+            metrics=metrics_listener,
+            metrics_allow_remote=metrics_allow_remote,
         )
+
+
+def make_metrics_listener(text: str, flag: str, allow_remote: bool, allow_flag: str) -> Listener:
+    """HOST:PORT of the metrics exporter: loopback unless ``allow_remote``."""
+    listener = Listener(*parse_listen(text, flag))
+    if not listener.loopback and not allow_remote:
+        raise ConfigError(
+            f"{flag} {text!r}: refusing to serve metrics beyond loopback (they show who is "
+            f"busy and when the link is down); give {allow_flag} to do it anyway"
+        )
+    return listener
 
 
 _SYSTEMD_ENDPOINT = re.compile(r"systemd:domain=(INET|INET6|UNIX):(index=\d+|name=[\w.-]+)")

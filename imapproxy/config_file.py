@@ -33,6 +33,7 @@ from imapproxy.config import (
     check_plaintext_listener,
     default_state_dir,
     make_listener,
+    make_metrics_listener,
     parse_listen,
     prepare_state_dir,
 )
@@ -54,6 +55,8 @@ SERVER_KEYS = {
     "login_delay",
     "login_delay_max",
     "write_wait",
+    "metrics",
+    "metrics_allow_remote",
 }
 UPSTREAM_KEYS = {
     "name",
@@ -188,6 +191,7 @@ class _Reader:
         write_wait = self.value(server, ("server", "write_wait"), parse_duration, 3.0)
         if not 0 <= write_wait <= 600:
             self.problem(("server", "write_wait"), "write_wait: expected 0 to 10m")
+        metrics = self.metrics(server)
         server_tls = self.server_tls(server, listeners, tls_cert, tls_key, allow)
         state_dir = self.state_dir(server, prepare)
         upstreams = self.upstreams(document, listeners)
@@ -204,8 +208,23 @@ class _Reader:
             login_delay=login_delay,
             login_delay_max=login_delay_max,
             write_wait=write_wait,
+            metrics=metrics[0],
+            metrics_allow_remote=metrics[1],
             server_tls=server_tls,
         )
+
+    def metrics(self, server: dict[str, Any]) -> tuple[Listener | None, bool]:
+        allow = self.value(server, ("server", "metrics_allow_remote"), _boolean, False)
+        if "metrics" not in server:
+            return None, allow
+        try:
+            address = _nonempty_string(server["metrics"])
+            return make_metrics_listener(address, "metrics", allow, "metrics_allow_remote"), allow
+        except ValueError as exc:
+            self.problem(("server", "metrics"), f"metrics: {exc}")
+        except ConfigError as exc:
+            self.problem(("server", "metrics"), str(exc))
+        return None, allow
 
     def listeners(self, server: dict[str, Any]) -> list[tuple[Listener, KeyPath]]:
         """Every listener with the key path it was written at (for later errors)."""

@@ -13,6 +13,7 @@ import logging
 import os
 from typing import Any
 
+from imapproxy.metrics import METRICS
 from imapproxy.store import Store
 from imapproxy.store import status as status_record
 from imapproxy.types import AccountId
@@ -57,10 +58,12 @@ class LinkStatus:
 
     def served(self, count: int) -> None:
         self._served += count
+        METRICS.client_bytes.inc(count)
         self._schedule_flush()
 
     def fetched(self, count: int) -> None:
         self._fetched += count
+        METRICS.upstream_bytes.inc(count)
         self._schedule_flush()
 
     def close(self) -> None:

@@ -94,6 +94,10 @@ class AccountRegistry:
         # For `imapproxy status`: a proxy serves this state dir (accounts appear at login).
         store.write(lambda tx: status_record.put_service(tx, os.getpid(), time.time()))
 
+    def runtimes(self) -> list[AccountRuntime]:
+        """The accounts open now (for metrics)."""
+        return list(self._runtimes.values())
+
     async def login(
         self,
         username: bytes,

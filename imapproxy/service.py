@@ -21,6 +21,7 @@ from twisted.internet import defer
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint, serverFromString
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
+from imapproxy import metrics_http
 from imapproxy.config import (
     Config,
     ConfigError,
@@ -29,6 +30,8 @@ from imapproxy.config import (
     check_plaintext_listener,
 )
 from imapproxy.login_limits import LoginLimiter, LoginPenalty
+from imapproxy.metrics import METRICS
+from imapproxy.metrics_http import ProxyCollector
 from imapproxy.protocol import DEFAULT_MAX_LITERAL
 from imapproxy.registry import AccountRegistry
 from imapproxy.router import LoginRouter, Route
@@ -51,6 +54,9 @@ class ProxyService(Service):
         self.notifier: SystemdNotifier | None = None
         #: The listening ports, in the order of ``config.listeners``.
         self.ports: list[Any] = []
+        #: The metrics exporter's port and the collector it scrapes (``config.metrics``).
+        self.metrics_port: Any = None
+        self._collector: ProxyCollector | None = None
 
     async def start(self) -> None:
         """Open the store and listen; raises on a port in use (any listener)."""
@@ -96,12 +102,20 @@ class ProxyService(Service):
                 port, actual = await self._listen(listener, tls_options)
                 self.ports.append(port)
                 described.append(f"{actual.describe()} ({_kind(actual, config)})")
+            if config.metrics is not None:
+                self.metrics_port = await metrics_http.listen(
+                    self.reactor, config.metrics.host, config.metrics.port
+                )
+                described.append(f"http://{config.metrics.describe()}/metrics (metrics)")
         except BaseException:
             # All or nothing: a port in use on the second listener closes the first.
             ports, self.ports = self.ports, []
             for port in ports:
                 await port.stopListening()
             raise
+        if self.metrics_port is not None:
+            self._collector = ProxyCollector(self.router, store)
+            METRICS.add_collector(self._collector)
         self.running = True
         log.info(
             "imapproxy ready: listening on %s, upstream %s, state in %s",
@@ -187,6 +201,12 @@ class ProxyService(Service):
             self.notifier = None
         was_listening = bool(self.ports)
         ports, self.ports = self.ports, []
+        if self.metrics_port is not None:
+            ports.append(self.metrics_port)
+            self.metrics_port = None
+        if self._collector is not None:
+            METRICS.remove_collector(self._collector)
+            self._collector = None
         for port in ports:
             await port.stopListening()
         if self.router is not None:

@@ -33,6 +33,7 @@ from typing import Any
 
 from twisted.internet import defer
 
+from imapproxy.metrics import METRICS
 from imapproxy.notify import MailboxChange, Notifier
 from imapproxy.outbox import replica
 from imapproxy.outbox.base import Operation
@@ -220,7 +221,8 @@ class Outbox:
             return plan, await operation.send(client, plan, entry.in_doubt)
 
         try:
-            plan, answer = await self.link.use(send)
+            with METRICS.replay_seconds.time():
+                plan, answer = await self.link.use(send)
         except AuthenticationFailed as exc:
             self.pause(exc.text)
             return False

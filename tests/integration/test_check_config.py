@@ -56,8 +56,8 @@ def test_check_config_names_the_line_of_each_error(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
     assert result.stderr.splitlines() == [
         f"{path}:3: unknown key 'account_idle_timout' in [server] (known: account_idle_timeout, "
-        "allow_plaintext_listen, listen, listen_tls, login_delay, login_delay_max, state_dir, "
-        "tls_cert, tls_key, write_wait)",
+        "allow_plaintext_listen, listen, listen_tls, login_delay, login_delay_max, metrics, "
+        "metrics_allow_remote, state_dir, tls_cert, tls_key, write_wait)",
         f"{path}:8: max_age_days: expected a whole number of days, 0 or more",
     ]
 

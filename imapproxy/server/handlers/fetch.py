@@ -13,6 +13,7 @@ from functools import partial
 
 from imapproxy import message as mime
 from imapproxy import protocol as p
+from imapproxy.metrics import METRICS
 from imapproxy.server import condstore, replies
 from imapproxy.server.handlers.general import ok
 from imapproxy.server.handlers.messages import flag_change
@@ -340,6 +341,9 @@ async def fetch(session: Session, cmd: p.Fetch) -> list[bytes]:
     for start in range(0, len(targets), group_size):
         group = targets[start : start + group_size]
         misses = await _send_rendered(session, render, group, batch)
+        if needs:  # content was asked for: the cache answered it, or not
+            METRICS.cache_hits.inc(len(group) - len(misses))
+            METRICS.cache_misses.inc(len(misses))
         if misses and needs and not unavailable:
             try:
                 await session.account.ensure_content(mailbox, misses, needs)

@@ -152,15 +152,18 @@ class Outbox:
         return self.store.read(lambda tx: outbox.pending(tx, self.account.id))
 
     def touches(self, mailbox: MailboxId) -> bool:
-        """Whether a queued entry changes this mailbox (its sync must wait: RFC 4549 §3)."""
-        return any(mailbox in decode_safely(e).mailboxes() for e in self.pending())
+        """Whether a queued entry changes this mailbox (its sync must wait: RFC 4549 §3).
+        An entry that cannot be read might: it counts (the drain that runs first marks
+        it failed)."""
+        return any(op is None or mailbox in op.mailboxes() for op in map(_readable, self.pending()))
 
-    def mailboxes_pending(self) -> frozenset[MailboxId]:
-        """Replica mailboxes that queued entries name (the list sync must keep them)."""
+    def mailboxes_pending(self) -> frozenset[MailboxId] | None:
+        """Replica mailboxes that queued entries name (the list sync must keep them);
+        None when an entry cannot be read, so no mailbox may be dropped."""
         return pending_mailboxes(self.pending())
 
     def folders_pending(self) -> bool:
-        return any(decode_safely(e).folder_change() for e in self.pending())
+        return any(op is None or op.folder_change() for op in map(_readable, self.pending()))
 
     def paused(self) -> dict[str, Any] | None:
         return self.store.read(lambda tx: outbox.paused(tx, self.account.id))
@@ -315,15 +318,21 @@ class Outbox:
             self.notifier.publish(self.account.id, change)
 
 
-def pending_mailboxes(entries: list[Entry]) -> frozenset[MailboxId]:
-    return frozenset(m for e in entries for m in decode_safely(e).mailboxes())
+def pending_mailboxes(entries: list[Entry]) -> frozenset[MailboxId] | None:
+    """The mailboxes entries name; None when one cannot be read (it might name any)."""
+    operations = [_readable(e) for e in entries]
+    if any(op is None for op in operations):
+        return None
+    return frozenset(m for op in operations if op is not None for m in op.mailboxes())
 
 
-def decode_safely(entry: Entry) -> Operation:
+def _readable(entry: Entry) -> Operation | None:
+    """The entry's operation, or None when it cannot be decoded: callers then assume
+    the worst of it (it touches everything), never that it touches nothing."""
     try:
         return decode(entry)
     except Exception:
-        return Operation()
+        return None
 
 
 def _fire(outcome: defer.Deferred[Exception | None], value: Exception | None) -> None:

@@ -26,19 +26,23 @@ async def sync_mailbox_list(
     client: UpstreamClient,
     store: Store,
     account: AccountId,
-    protected: frozenset[MailboxId] = frozenset(),
+    protected: frozenset[MailboxId] | None = frozenset(),
 ) -> list[MailboxId]:
     """Returns the ids of replica mailboxes that were removed because upstream lost them.
 
     ``protected``: mailboxes queued changes still name (a folder created offline whose
-    CREATE is not replayed yet): the upstream not listing them proves nothing."""
+    CREATE is not replayed yet): the upstream not listing them proves nothing. None: the
+    queue could not be read, so no mailbox is dropped this time."""
     entries = await client.list_mailboxes()
     subscribed = await client.subscribed()
     listed = {mailboxes.normalize_name(e.name) for e in entries}
     missing = [
         m
         for m in store.read(lambda tx: mailboxes.all_mailboxes(tx, account))
-        if m.name not in listed and not m.extra.get("local") and m.id not in protected
+        if m.name not in listed
+        and not m.extra.get("local")
+        and protected is not None
+        and m.id not in protected
     ]
     gone = await _confirm_gone(client, missing) if missing else set()
 

@@ -26,22 +26,24 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer, threads
 
+from imapproxy import sasl
 from imapproxy.account import AccountRuntime
 from imapproxy.login_limits import LoginLimiter, LoginPenalty
 from imapproxy.notify import Notifier
 from imapproxy.outbox.runner import WAIT_SECONDS
 from imapproxy.protocol import DEFAULT_MAX_LITERAL
-from imapproxy.store import Store, accounts, verifier
+from imapproxy.store import Store, Tx, accounts, offline_logins, verifier
 from imapproxy.store import status as status_record
 from imapproxy.sync.background import DEFAULT_INTERVAL
 from imapproxy.sync.prefetch import PrefetchPolicy
 from imapproxy.upstream.address import UpstreamAddress
-from imapproxy.upstream.client import UpstreamClient
+from imapproxy.upstream.client import PASSWORD, UpstreamClient, probe
 from imapproxy.upstream.errors import (
     AuthenticationFailed,
     UpstreamUnavailable,
@@ -53,7 +55,12 @@ log = logging.getLogger(__name__)
 
 
 class LoginFailed(Exception):
-    """Wrong credentials: answer NO [AUTHENTICATIONFAILED]."""
+    """Wrong credentials: answer NO [AUTHENTICATIONFAILED]. ``error_json``: the
+    upstream's RFC 7628 error for a refused token, passed on to the client."""
+
+    def __init__(self, error_json: bytes | None = None) -> None:
+        super().__init__()
+        self.error_json = error_json
 
 
 class AccountRegistry:
@@ -70,8 +77,13 @@ class AccountRegistry:
         max_message: int = DEFAULT_MAX_LITERAL,
         prefetch: PrefetchPolicy | None = None,
         sync_every: float = DEFAULT_INTERVAL,
+        token_lifetime: float = offline_logins.DEFAULT_TOKEN_LIFETIME,
     ) -> None:
         self.reactor = reactor
+        #: Seconds a token the upstream accepted may log its user in offline.
+        self.token_lifetime = token_lifetime
+        #: Wall-clock time (token expiries are Unix times, as a JWT's ``exp``).
+        self.now: Callable[[], float] = time.time
         self.write_wait = write_wait
         #: What each account's background work does (from the upstream's configuration).
         self.prefetch = prefetch
@@ -91,6 +103,10 @@ class AccountRegistry:
         self.in_thread: Callable[..., defer.Deferred[Any]] = threads.deferToThread
         self._runtimes: dict[str, AccountRuntime] = {}
         self._login_locks: dict[str, defer.DeferredLock] = {}
+        #: The OAuth mechanisms the upstream offers, as last seen (None: not known yet).
+        self.offered_mechanisms: frozenset[str] | None = store.read(
+            lambda tx: offline_logins.get_mechanisms(tx, address.url())
+        )
         # For `imapproxy status`: a proxy serves this state dir (accounts appear at login).
         store.write(lambda tx: status_record.put_service(tx, os.getpid(), time.time()))
 
@@ -105,8 +121,10 @@ class AccountRegistry:
         *,
         source: str,
         abandoned: Callable[[], bool] = lambda: False,
+        mechanism: str = PASSWORD,
     ) -> AccountRuntime:
         """Check the credentials of a client at ``source`` (a login_limits.source_key).
+        ``password`` is a bearer token when ``mechanism`` is XOAUTH2 or OAUTHBEARER.
 
         Raises LoginFailed (wrong credentials), UpstreamUnavailable (no verdict: the
         account cannot be checked now), LoginAbandoned (``abandoned()`` came true while
@@ -116,12 +134,12 @@ class AccountRegistry:
         return await self.limiter.run(
             source,
             username,
-            lambda: self._one_at_a_time(username, password),
+            lambda: self._one_at_a_time(username, Secret(mechanism, password)),
             abandoned=abandoned,
             no_verdict=(UpstreamUnavailable,),
         )
 
-    async def _one_at_a_time(self, username: bytes, password: bytes) -> AccountRuntime:
+    async def _one_at_a_time(self, username: bytes, password: Secret) -> AccountRuntime:
         """One login of a user at a time: clients open several connections at once, and
         two first logins must not build two runtimes (two outboxes) for one account."""
         name = username.decode("utf-8", "surrogateescape")
@@ -134,36 +152,38 @@ class AccountRegistry:
             if not lock.locked and not lock.waiting:
                 self._login_locks.pop(name, None)
 
-    async def _login(self, name: str, username: bytes, password: bytes) -> AccountRuntime:
+    async def _login(self, name: str, username: bytes, password: Secret) -> AccountRuntime:
         runtime = self._runtimes.get(name)
         if (
             runtime is not None
             and runtime.link.logged_in
-            and hmac.compare_digest(runtime.link.password, password)
+            and runtime.link.mechanism == password.mechanism
+            and hmac.compare_digest(runtime.link.password, password.value)
         ):
             return runtime
         if runtime is not None and runtime.link.known_down:
             # The account's own link is backing off: a new attempt would most likely
             # wait out its timeout. Offline, the verifier decides at once.
             reason = UpstreamUnreachable("the upstream is unreachable (the link is backing off)")
-            return await self._offline_login(name, password, None, reason)
+            return await self._offline_login(name, username, password, None, reason)
         link = UpstreamLink(
             self.reactor,
             self.address,
             username,
-            password,
+            password.value,
             self.ca_file,
             max_message=self.max_message,
+            mechanism=password.mechanism,
         )
         try:
-            await link.use(_check)
+            await link.use(self._learn_mechanisms)
         except AuthenticationFailed as exc:
             log.info("login refused by upstream for %r: %s", name, exc.text)
-            raise LoginFailed() from None
+            raise LoginFailed(getattr(exc, "error_json", None)) from None
         except UpstreamUnavailable as exc:
             log.warning("upstream unavailable at login of %r: %s", name, exc)
             try:
-                runtime = await self._offline_login(name, password, link, exc)
+                runtime = await self._offline_login(name, username, password, link, exc)
             except BaseException:
                 defer.ensureDeferred(link.close())  # its attempt may still be running
                 raise
@@ -171,19 +191,29 @@ class AccountRegistry:
                 defer.ensureDeferred(link.close())
             return runtime
         try:
-            return await self._accepted_upstream(name, password, link, runtime)
+            return await self._accepted_upstream(name, username, password, link, runtime)
         except BaseException:
             # Accepted upstream, but not here: don't leave that session open behind us.
             defer.ensureDeferred(link.close())
             raise
 
     async def _accepted_upstream(
-        self, name: str, password: bytes, link: UpstreamLink, runtime: AccountRuntime | None
+        self,
+        name: str,
+        username: bytes,
+        password: Secret,
+        link: UpstreamLink,
+        runtime: AccountRuntime | None,
     ) -> AccountRuntime:
         url = self.address.url()
-        record = await self.in_thread(accounts.make_verifier, password, self.verifier_params)
         account = self.store.write(lambda tx: accounts.ensure_account(tx, url, name))
-        self.store.write(lambda tx: accounts.set_verifier(tx, account, record))
+        if password.mechanism == PASSWORD:
+            record = await self.in_thread(
+                accounts.make_verifier, password.value, self.verifier_params
+            )
+            self.store.write(lambda tx: accounts.set_verifier(tx, account, record))
+        else:
+            await self._remember_token(name, account, username, password.value)
         if runtime is not None:
             # The old link is down or had other credentials: this one replaces it.
             defer.ensureDeferred(runtime.link.close())
@@ -196,28 +226,23 @@ class AccountRegistry:
     async def _offline_login(
         self,
         name: str,
-        password: bytes,
+        username: bytes,
+        password: Secret,
         link: UpstreamLink | None,
         reason: UpstreamUnavailable,
     ) -> AccountRuntime:
-        """The verifier decides. ``link`` becomes the new runtime's link when the account
-        has none yet (None only when a runtime exists)."""
+        """The stored verifiers decide. ``link`` becomes the new runtime's link when the
+        account has none yet (None only when a runtime exists)."""
         url = self.address.url()
         account = self.store.read(lambda tx: accounts.find_account(tx, url, name))
         if account is None:
             raise UpstreamUnavailable(
                 f"{reason}; this account has never logged in here, so it cannot work offline"
             )
-        record = self.store.read(lambda tx: accounts.get_verifier(tx, account))
-        problem = verifier.problem(record)
-        if problem is not None:
-            log.warning("offline login of %r refused: stored verifier unusable: %s", name, problem)
-            raise LoginFailed()
-        matches = await self.in_thread(accounts.verifier_matches, record, password)
-        if matches is not True:
-            raise LoginFailed()
-        if verifier.outdated(record, self.verifier_params):
-            await self._upgrade_verifier(name, account, password)
+        if password.mechanism == PASSWORD:
+            await self._offline_password(name, username, account, password.value)
+        else:
+            await self._offline_token(name, username, account, password.value)
         runtime = self._runtimes.get(name)
         if runtime is None:
             if link is None:
@@ -225,6 +250,88 @@ class AccountRegistry:
             runtime = self._runtime(account, link)
             self._runtimes[name] = runtime
         return runtime
+
+    async def _offline_password(
+        self, name: str, username: bytes, account: accounts.Account, password: bytes
+    ) -> None:
+        """The upstream password's verifier, else the local password (``imapproxy
+        passwd``); LoginFailed unless one matches. A stored verifier that is present but
+        unusable refuses outright (an OAuth-only account simply has none)."""
+        record, local = self.store.read(
+            lambda tx: (
+                accounts.get_verifier(tx, account),
+                offline_logins.get_local_password(tx, account),
+            )
+        )
+        for kind, found in (("verifier", record), ("local password", local)):
+            problem = None if found is None else verifier.problem(found)
+            if problem is not None:
+                log.warning(
+                    "offline login of %r refused: stored %s unusable: %s", name, kind, problem
+                )
+                raise LoginFailed()
+        if record is None and local is None:
+            log.warning(
+                "offline login of %r refused: stored verifier unusable: none stored (a "
+                "token account without a local password)",
+                name,
+            )
+            raise LoginFailed()
+        matched = record is not None and await self.in_thread(
+            accounts.verifier_matches, record, password
+        )
+        if matched is True:
+            if verifier.outdated(record, self.verifier_params):
+                await self._upgrade_verifier(name, account, password)
+            return
+        if local is not None:
+            matched = await self.in_thread(
+                offline_logins.local_password_matches, local, username, password
+            )
+            if matched is True:
+                log.info("offline login of %r with its local password", name)
+                return
+        raise LoginFailed()
+
+    async def _offline_token(
+        self, name: str, username: bytes, account: accounts.Account, token: bytes
+    ) -> None:
+        """A token the upstream accepted for this user before, not yet expired."""
+        records = self.store.read(lambda tx: offline_logins.get_tokens(tx, account))
+        now = self.now()
+        problem = offline_logins.token_records_problem(records, now)
+        if problem is not None:
+            log.warning(
+                "offline token login of %r refused: stored verifiers unusable: %s", name, problem
+            )
+            raise LoginFailed()
+        matched = await self.in_thread(offline_logins.token_matches, records, username, token, now)
+        if matched is not True:
+            raise LoginFailed()
+        log.info("offline login of %r with a token the upstream accepted before", name)
+
+    async def _remember_token(
+        self, name: str, account: accounts.Account, username: bytes, token: bytes
+    ) -> None:
+        """Keep a verifier of a token the upstream just accepted, until the configured
+        lifetime or the token's own expiry, whichever comes first."""
+        now = self.now()
+        expires = now + self.token_lifetime
+        claimed = sasl.token_expiry(token)
+        if claimed is not None:
+            expires = min(expires, claimed)
+        if expires <= now + 1:
+            log.info("token of %r expires now: not kept for offline logins", name)
+            return
+        record = await self.in_thread(
+            offline_logins.make_token_record, username, token, int(expires), self.verifier_params
+        )
+
+        def store(tx: Tx) -> None:
+            old = offline_logins.get_tokens(tx, account)
+            offline_logins.set_tokens(tx, account, offline_logins.with_token(old, record, now))
+
+        self.store.write(store)
 
     async def _upgrade_verifier(
         self, name: str, account: accounts.Account, password: bytes
@@ -238,6 +345,33 @@ class AccountRegistry:
             log.exception("could not re-derive the verifier of %r", name)
         else:
             log.info("verifier of %r re-derived with the current scrypt cost", name)
+
+    def advertised_mechanisms(self) -> frozenset[str]:
+        """The OAuth mechanisms a client may be offered: what the upstream offered when
+        last asked (remembered across restarts, so offline logins are offered them too)."""
+        return self.offered_mechanisms or frozenset()
+
+    async def _learn_mechanisms(self, client: UpstreamClient) -> None:
+        """Note what the upstream offers (for what sessions advertise before login)."""
+        self.note_mechanisms(client.offered_mechanisms)
+
+    def note_mechanisms(self, mechanisms: frozenset[str]) -> None:
+        if mechanisms == self.offered_mechanisms:
+            return
+        self.offered_mechanisms = mechanisms
+        url = self.address.url()
+        self.store.write(lambda tx: offline_logins.set_mechanisms(tx, url, mechanisms))
+        log.info("%s offers OAuth mechanisms: %s", url, " ".join(sorted(mechanisms)) or "none")
+
+    async def probe_mechanisms(self, timeout: float = 20.0) -> None:
+        """Ask the upstream (before any login) which OAuth mechanisms it offers; an
+        unreachable upstream leaves what was known. Never raises."""
+        try:
+            found = await probe(self.reactor, self.address, self.ca_file, timeout=timeout)
+        except Exception as exc:
+            log.info("could not ask %s for its mechanisms: %s", self.address.url(), exc)
+            return
+        self.note_mechanisms(found)
 
     def _runtime(self, account: accounts.Account, link: UpstreamLink) -> AccountRuntime:
         return AccountRuntime(
@@ -286,5 +420,12 @@ class AccountRegistry:
             await runtime.link.close()
 
 
-async def _check(client: UpstreamClient) -> None:
-    return None
+@dataclass(frozen=True)
+class Secret:
+    """What a client logged in with: a password, or a bearer token and its mechanism."""
+
+    mechanism: str
+    value: bytes
+
+    def __repr__(self) -> str:
+        return f"Secret({self.mechanism}, <redacted>)"

@@ -104,3 +104,15 @@ class ListenerLogins:
 
     def release(self, runtime: AccountRuntime) -> None:
         self.router.release(runtime)
+
+    def advertised_mechanisms(self) -> frozenset[str]:
+        """What to advertise before the login name is known: a mechanism only if every
+        upstream a login on this listener may go to offers it. Whichever upstream the
+        name then picks can take it, so no advertised mechanism fails for lack of
+        support (a client that uses one we did not advertise is still passed on)."""
+        offers = [
+            route.registry.advertised_mechanisms()
+            for route in self.router.routes
+            if not route.upstream.listeners or self.listener in route.upstream.listeners
+        ]
+        return frozenset.intersection(*offers) if offers else frozenset()

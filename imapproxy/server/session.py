@@ -19,6 +19,7 @@ from imapproxy import protocol as p
 from imapproxy.account import AccountRuntime
 from imapproxy.registry import AccountRegistry
 from imapproxy.router import ListenerLogins
+from imapproxy.sasl import MECHANISMS
 from imapproxy.server import replies
 from imapproxy.server.capabilities import capabilities
 from imapproxy.server.replies import CommandFailed
@@ -110,12 +111,21 @@ class Session:
         )
 
     def capabilities(self) -> list[str]:
-        return capabilities(
+        caps = capabilities(
             self.state is not State.NOT_AUTHENTICATED,
             self.tls_active,
             self.context.tls_options is not None,
             login_disabled=self.login_disabled,
         )
+        if self.state is State.NOT_AUTHENTICATED and not self.login_disabled:
+            # OAuth only where the upstream takes it (see advertised_mechanisms); any
+            # doubt advertises none, the greeting never fails over it.
+            try:
+                offered = self.context.registry.advertised_mechanisms()
+            except Exception:
+                offered = frozenset()
+            caps += [f"AUTH={m}" for m in MECHANISMS if m in offered]
+        return caps
 
     @property
     def login_disabled(self) -> bool:

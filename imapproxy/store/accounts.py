@@ -66,7 +66,18 @@ def get_verifier(tx: Tx, account: Account) -> object:
 
 
 def set_verifier(tx: Tx, account: Account, new: dict[str, object]) -> None:
+    set_field(tx, account, "verifier", new)
+
+
+def get_field(tx: Tx, account: Account, name: str) -> object:
+    """Another field of the account's record as found (None if absent): the offline
+    credentials of ``offline_logins`` live there, next to the verifier."""
+    record = tx.get_record(b"accounts", _account_key(account.upstream, account.username))
+    return record.get(name) if isinstance(record, dict) else None
+
+
+def set_field(tx: Tx, account: Account, name: str, value: object) -> None:
     key = _account_key(account.upstream, account.username)
     record = tx.get_record(b"accounts", key)
-    record["verifier"] = new
+    record[name] = value
     tx.put_record(b"accounts", key, record)

@@ -13,8 +13,11 @@ meta           ``schema_version``                         ``b"1"``
                ``status:`` account(4)                     what `imapproxy status` shows (link
                                                           state, last sync, byte counters, pid)
                ``status:service``                         {pid, started} of the serving proxy
+               ``mechanisms:`` sha256(upstream)           OAuth mechanisms it last offered
 accounts       sha256(upstream NUL username)              {id, upstream, username, verifier}
-                                                          (verifier: scrypt params, salt, hash)
+                                                          (verifier: scrypt params, salt, hash;
+                                                          tokens, local_password: see
+                                                          offline_logins)
 mailboxes      account(4) mailbox(4)                      name, delimiter, attributes,
                                                           subscribed, local uidvalidity/uidnext/
                                                           highestmodseq, upstream uidvalidity/

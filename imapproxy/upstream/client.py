@@ -54,6 +54,8 @@ from imapproxy.protocol import (
     format_command,
     parse_sequence_set,
 )
+from imapproxy.sasl import MECHANISMS, BearerLogin
+from imapproxy.upstream import sasl_login
 from imapproxy.upstream.address import Security, UpstreamAddress
 from imapproxy.upstream.connection import Chunk, Result, UpstreamProtocol
 from imapproxy.upstream.errors import (
@@ -68,6 +70,9 @@ from imapproxy.upstream.tls import (
     check_certificate_names,
     client_tls_options,
 )
+
+#: ``connect``'s mechanism for a password: LOGIN, or AUTHENTICATE PLAIN where LOGIN is off.
+PASSWORD = "PASSWORD"
 
 
 @dataclass(frozen=True)
@@ -154,6 +159,8 @@ class UpstreamClient:
         #: Per mailbox name: whether the upstream lets clients create keywords (``\\*`` in
         #: PERMANENTFLAGS). Only a read-write SELECT tells (EXAMINE answers ``()``).
         self.keywords_allowed: dict[str, bool] = {}
+        #: The OAuth mechanisms offered before login (AUTH=XOAUTH2, AUTH=OAUTHBEARER).
+        self.offered_mechanisms: frozenset[str] = frozenset()
 
     def has(self, capability: str) -> bool:
         return capability.upper() in self.capabilities
@@ -418,8 +425,13 @@ async def connect(
     ca_file: Path | None = None,
     clock: IReactorTime | None = None,
     timeout: float = 30.0,
+    mechanism: str | None = PASSWORD,
 ) -> UpstreamClient:
     """Open, secure and log in one upstream connection.
+
+    ``mechanism`` says what ``password`` is: a password (LOGIN, else AUTHENTICATE
+    PLAIN), or a bearer token for XOAUTH2 or OAUTHBEARER. None opens and secures the
+    connection without logging in (``probe``).
 
     Raises AuthenticationFailed for rejected credentials and UpstreamUnreachable for
     everything else that keeps us from a logged-in connection (refused, timed out,
@@ -438,7 +450,7 @@ async def connect(
     except Exception as exc:
         raise UpstreamUnreachable(f"cannot connect to {address.url()}: {exc}") from exc
     try:
-        return await _open(protocol, address, username, password, tls, clock, timeout)
+        return await _open(protocol, address, username, password, tls, clock, timeout, mechanism)
     except AuthenticationFailed:
         protocol.abort()
         raise
@@ -462,6 +474,7 @@ async def _open(
     tls: VerifiedClientTLS,
     clock: IReactorTime,
     timeout: float,
+    mechanism: str | None,
 ) -> UpstreamClient:
     greeting = await protocol.greeting.addTimeout(timeout, clock)
     if greeting.status == "BYE":
@@ -486,7 +499,18 @@ async def _open(
     if address.security is not Security.PLAIN:
         _ensure_verified(protocol, tls, address.host)
     client = UpstreamClient(protocol, capabilities)
-    result = await _login(client, username, password)
+    client.offered_mechanisms = offered_mechanisms(capabilities)
+    if mechanism is None:
+        return client
+    if mechanism == PASSWORD:
+        result = await _login(client, username, password)
+    else:
+        result = await sasl_login.bearer_login(
+            client.protocol,
+            client.capabilities,
+            address,
+            BearerLogin(mechanism, username, password),
+        )
     client.capabilities = await _capabilities(
         protocol, client.literal_plus, _capability_code(result)
     )
@@ -538,6 +562,20 @@ def _groups(command: Any, literal_plus: bool) -> list[list[bytes]]:
 
 def _capability_code(result: Result) -> ResponseCode | None:
     return result.code if result.code is not None and result.code.name == "CAPABILITY" else None
+
+
+async def probe(
+    reactor: Any, address: UpstreamAddress, ca_file: Path | None = None, timeout: float = 30.0
+) -> frozenset[str]:
+    """The OAuth mechanisms the upstream offers before login (nothing of ours is sent)."""
+    client = await connect(reactor, address, b"", b"", ca_file, timeout=timeout, mechanism=None)
+    await client.logout()
+    return client.offered_mechanisms
+
+
+def offered_mechanisms(capabilities: set[str]) -> frozenset[str]:
+    """The ``AUTH=`` OAuth mechanisms among pre-login capabilities."""
+    return frozenset(m for m in MECHANISMS if f"AUTH={m}" in capabilities)
 
 
 async def _login(client: UpstreamClient, username: bytes, password: bytes) -> Result:

@@ -46,7 +46,7 @@ from imapproxy.protocol import (
     UntaggedData,
 )
 from imapproxy.upstream.address import UpstreamAddress
-from imapproxy.upstream.client import UpstreamClient, connect
+from imapproxy.upstream.client import PASSWORD, UpstreamClient, connect
 from imapproxy.upstream.connection import Result, Untagged
 from imapproxy.upstream.errors import (
     AuthenticationFailed,
@@ -121,11 +121,14 @@ class UpstreamLink:
         max_message: int = DEFAULT_MAX_LITERAL,
         connector: Connector = connect,
         rng: random.Random | None = None,
+        mechanism: str = PASSWORD,
     ) -> None:
         self.reactor = reactor
         self.address = address
         self.username = username
+        #: A password, or a bearer token when ``mechanism`` is XOAUTH2 or OAUTHBEARER.
         self.password = password
+        self.mechanism = mechanism
         self.ca_file = ca_file
         self.max_message = max_message
         self._connector = connector
@@ -252,6 +255,7 @@ class UpstreamLink:
                 self.password,
                 self.ca_file,
                 timeout=CONNECT_TIMEOUT_SECONDS,
+                mechanism=self.mechanism,
             )
         except Exception as exc:
             if not isinstance(exc, UpstreamError):

@@ -162,6 +162,7 @@ class MailboxWatcher:
             link.password,
             link.ca_file,
             timeout=CONNECT_TIMEOUT_SECONDS,
+            mechanism=link.mechanism,
         )
         if self._closed:
             await client.logout()

@@ -24,6 +24,7 @@ from imapproxy.upstream.errors import (
     UpstreamUnavailable,
     UpstreamUnreachable,
 )
+from imapproxy.upstream.sasl_login import BearerRefused
 
 URL = "imap+plain://127.0.0.1:1"
 CHEAP = ScryptParams(2**10, 8, 1)
@@ -34,6 +35,10 @@ class Upstream:
 
     def __init__(self) -> None:
         self.password = b"right"
+        #: Bearer tokens the upstream accepts, per login name.
+        self.tokens: dict[bytes, set[bytes]] = {}
+        #: The JSON error it sends with a refused token.
+        self.error_json: bytes | None = None
         self.down = False
         self.error: BaseException | None = None
         self.links: list[FakeLink] = []
@@ -53,6 +58,7 @@ class FakeLink:
     ) -> None:
         self.username = username
         self.password = password
+        self.mechanism = options.get("mechanism", "PASSWORD")
         self.logged_in = False
         self.known_down = False
         self.closed = False
@@ -65,7 +71,10 @@ class FakeLink:
             raise self.upstream.error
         if self.upstream.down:
             raise UpstreamUnreachable("upstream down (test)")
-        if self.password != self.upstream.password:
+        if self.mechanism != "PASSWORD":
+            if self.password not in self.upstream.tokens.get(self.username, set()):
+                raise BearerRefused("NO", None, "bad token (test)", self.upstream.error_json)
+        elif self.password != self.upstream.password:
             raise AuthenticationFailed("NO", None, "wrong password (test)")
         self.logged_in = True
         return None
@@ -92,9 +101,11 @@ class Env:
         )
         self.registry.in_thread = lambda f, *args: defer.maybeDeferred(f, *args)
 
-    def login(self, password: bytes, user: bytes = b"alice") -> Any:
+    def login(self, password: bytes, user: bytes = b"alice", mechanism: str = "PASSWORD") -> Any:
         """The runtime, or the exception the login ended with."""
-        d = defer.ensureDeferred(self.registry.login(user, password, source="192.0.2.1"))
+        d = defer.ensureDeferred(
+            self.registry.login(user, password, source="192.0.2.1", mechanism=mechanism)
+        )
         for _ in range(10):
             self.clock.advance(0)
         assert d.called, "the login did not finish"

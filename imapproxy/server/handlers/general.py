@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Awaitable, Callable
 
-from imapproxy import __version__
+from imapproxy import __version__, sasl
 from imapproxy import protocol as p
 from imapproxy.login_limits import LoginAbandoned, source_key
 from imapproxy.registry import LoginFailed
 from imapproxy.server import condstore, replies
 from imapproxy.server.replies import CommandFailed
 from imapproxy.server.session import ANY, AUTH, NOT_AUTH, Session, State, handles
+from imapproxy.upstream.client import PASSWORD
 from imapproxy.upstream.errors import UpstreamUnavailable
 
 
@@ -70,9 +72,17 @@ async def logout(session: Session, cmd: p.Logout) -> list[bytes]:
     return []
 
 
-async def _login(session: Session, tag: str, username: bytes, password: bytes) -> list[bytes]:
-    """LOGIN and AUTHENTICATE PLAIN alike: the registry (and its limiter) decides. Any
-    exception other than these propagates to run_handler, which answers NO."""
+async def _login(
+    session: Session,
+    tag: str,
+    username: bytes,
+    password: bytes,
+    mechanism: str = PASSWORD,
+    refused: Callable[[LoginFailed], Awaitable[None]] | None = None,
+) -> list[bytes]:
+    """LOGIN and AUTHENTICATE alike: the registry (and its limiter) decides. Any
+    exception other than these propagates to run_handler, which answers NO.
+    ``refused`` runs before the NO of a failed login (the OAuth error challenge)."""
     connection = session.connection
     try:
         runtime = await session.context.registry.login(
@@ -80,10 +90,13 @@ async def _login(session: Session, tag: str, username: bytes, password: bytes) -
             password,
             source=source_key(connection.transport.getPeer()),
             abandoned=lambda: connection.gone,
+            mechanism=mechanism,
         )
     except LoginAbandoned:
         raise CommandFailed("client went away") from None
-    except LoginFailed:
+    except LoginFailed as exc:
+        if refused is not None:
+            await refused(exc)
         raise CommandFailed(
             "invalid credentials", response_code=replies.code("AUTHENTICATIONFAILED")
         ) from None
@@ -104,8 +117,10 @@ async def login(session: Session, cmd: p.Login) -> list[bytes]:
 @handles(p.Authenticate, NOT_AUTH)
 async def authenticate(session: Session, cmd: p.Authenticate) -> list[bytes]:
     _refuse_cleartext_password(session)
+    if sasl.is_mechanism(cmd.mechanism):
+        return await _authenticate_bearer(session, cmd)
     if cmd.mechanism.upper() != "PLAIN":
-        raise CommandFailed("unsupported authentication mechanism; use PLAIN", status="NO")
+        raise CommandFailed("unsupported authentication mechanism", status="NO")
     response = cmd.initial_response
     if response is None:
         session.send(replies.continuation(""))
@@ -126,6 +141,32 @@ async def authenticate(session: Session, cmd: p.Authenticate) -> list[bytes]:
             response_code=replies.code("AUTHORIZATIONFAILED"),
         )
     return await _login(session, cmd.tag, username, password)
+
+
+async def _authenticate_bearer(session: Session, cmd: p.Authenticate) -> list[bytes]:
+    """XOAUTH2 / OAUTHBEARER (RFC 7628): the token goes to the upstream, or offline to
+    the verifiers of tokens it accepted. A refusal is an error challenge (JSON), the
+    client's dummy response, then NO (RFC 7628 §3.2.3)."""
+    mechanism = cmd.mechanism.upper()
+    response = cmd.initial_response
+    if response is None:
+        session.send(replies.continuation(""))
+        response = await session.connection.read_raw_line()
+    if response.strip() == b"*":
+        raise CommandFailed("authentication cancelled", status="BAD")
+    try:
+        login = sasl.parse_client_response(mechanism, sasl.decode_base64(response))
+    except sasl.SaslError as exc:
+        raise CommandFailed(f"malformed {mechanism} response: {exc}", status="BAD") from None
+
+    async def challenge(failure: LoginFailed) -> None:
+        error = sasl.error_challenge(failure.error_json)
+        session.send(replies.continuation(base64.b64encode(error).decode()))
+        answer = await session.connection.read_raw_line()
+        if answer.strip() == b"*":
+            raise CommandFailed("authentication cancelled", status="BAD")
+
+    return await _login(session, cmd.tag, login.username, login.token, mechanism, challenge)
 
 
 @handles(p.StartTLS, NOT_AUTH)

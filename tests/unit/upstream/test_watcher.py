@@ -75,7 +75,12 @@ def make(
         return outcome
 
     link = SimpleNamespace(
-        connector=connector, address=None, username=b"u", password=b"p", ca_file=None
+        connector=connector,
+        address=None,
+        username=b"u",
+        password=b"p",
+        ca_file=None,
+        mechanism="PASSWORD",
     )
     watcher = MailboxWatcher(clock, link, heard.append, poll_seconds=poll)  # type: ignore[arg-type]
     return watcher, clock, heard, attempts

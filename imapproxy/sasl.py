@@ -66,6 +66,8 @@ def decode_base64(line: bytes) -> bytes:
     line = line.strip(b"\r\n")
     if line == b"=":
         return b""
+    if len(line) % 4:
+        raise SaslError("invalid base64")  # b64decode lets stray padding through
     try:
         return base64.b64decode(line, validate=True)
     except (binascii.Error, ValueError):

@@ -129,6 +129,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="let --metrics listen on an address beyond loopback",
     )
+    serve.add_argument(
+        "--oauth",
+        action="store_true",
+        help="the upstream's users log in with OAuth2 (XOAUTH2, OAUTHBEARER): ask it at "
+        "startup which mechanisms it offers, to advertise them before anyone logged in",
+    )
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     check = commands.add_parser(
         "check-config", help="check a configuration file: every error with its line"
@@ -137,6 +143,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("file", type=Path, metavar="FILE")
     _add_status_command(commands)
     _add_prefetch_command(commands)
+    _add_passwd_command(commands)
     return parser
 
 
@@ -161,6 +168,7 @@ _CONFIG_FLAGS = (
     "write_wait",
     "metrics",
     "metrics_allow_remote",
+    "oauth",
 )
 
 
@@ -216,6 +224,7 @@ def _config(args: argparse.Namespace) -> Config:
         write_wait=3.0 if args.write_wait is None else args.write_wait,
         metrics=args.metrics,
         metrics_allow_remote=args.metrics_allow_remote,
+        oauth=args.oauth,
     )
 
 
@@ -334,6 +343,52 @@ def _prefetch(args: argparse.Namespace) -> int:
             reactor, state_dir, address, args.user, password, policy, args.upstream_ca
         )
     )
+
+
+def _add_passwd_command(commands: Any) -> None:
+    passwd = commands.add_parser(
+        "passwd",
+        help="set a local password for logging in offline (for OAuth2 accounts above all)",
+    )
+    passwd.add_argument("user", help="the login name, as the mail client sends it")
+    where = passwd.add_mutually_exclusive_group()
+    where.add_argument("--upstream", default=None, help="the upstream URL the proxy uses")
+    where.add_argument(
+        "--config", type=Path, default=None, metavar="FILE", help="the proxy's configuration"
+    )
+    passwd.add_argument("--state-dir", type=Path, default=None, help="the proxy's state dir")
+    passwd.add_argument(
+        "--stdin", action="store_true", help="read the password from the first line of stdin"
+    )
+    passwd.add_argument("--remove", action="store_true", help="remove the local password")
+    passwd.set_defaults(run=_passwd)
+
+
+def _passwd(args: argparse.Namespace) -> int:
+    from imapproxy import passwd_command
+    from imapproxy.upstream.address import AddressError, UpstreamAddress
+
+    try:
+        state_dir = args.state_dir
+        if args.config is not None:
+            from imapproxy.config_file import load
+
+            config = load(args.config, prepare=False)
+            url = passwd_command.upstream_for(config, args.user)
+            state_dir = state_dir or config.state_dir
+        elif args.upstream is not None:
+            url = UpstreamAddress.parse(args.upstream).url()
+        else:
+            raise passwd_command.PasswdError("give --upstream URL or --config FILE")
+        state_dir = state_dir or default_state_dir()
+        password = None if args.remove else passwd_command.read_new_password(args.user, args.stdin)
+        passwd_command.set_password(state_dir, url, args.user, password)
+    except (passwd_command.PasswdError, AddressError, ConfigError) as exc:
+        print(f"imapproxy: error: {exc}", file=sys.stderr)
+        return 2
+    done = "removed" if args.remove else "set"
+    print(f"local password of {args.user} at {url} {done} (it counts only while offline)")
+    return 0
 
 
 def _run_once(work: Any) -> int:

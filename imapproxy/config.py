@@ -88,6 +88,14 @@ class Freshness:
     poll_interval: float = 60.0
 
 
+#: A day: long enough for a trip without a network, short enough that a token revoked
+#: upstream stops opening the replica here within one (access tokens last about an hour
+#: upstream; offline, the proxy cannot ask whether they were revoked).
+DEFAULT_OFFLINE_TOKEN_LIFETIME = 86400.0
+#: The most a configuration may ask for (offline_logins refuses longer-lived records).
+MAX_OFFLINE_TOKEN_LIFETIME = 365 * 86400.0
+
+
 @dataclass(frozen=True)
 class UpstreamConfig:
     """One upstream server and the logins it serves.
@@ -108,6 +116,13 @@ class UpstreamConfig:
     #: Bytes of cached message content per account; None: no limit.
     cache_limit: int | None = None
     freshness: Freshness = Freshness()
+    #: Seconds a token this upstream accepted may log its user in again offline
+    #: (shortened to the token's own expiry when it is a JWT); 0: never offline.
+    offline_token_lifetime: float = DEFAULT_OFFLINE_TOKEN_LIFETIME
+    #: Its users log in with OAuth2: ask it at startup which mechanisms it offers, so
+    #: they are advertised before anyone has logged in (without it they are learned
+    #: from the first login connection, and remembered).
+    oauth: bool = False
 
 
 @dataclass(frozen=True)
@@ -189,6 +204,7 @@ class Config:
         account_idle_seconds: float = DEFAULT_ACCOUNT_IDLE_SECONDS,
         metrics: str | None = None,
         metrics_allow_remote: bool = False,
+        oauth: bool = False,
     ) -> Config:
         """The command line's one-upstream configuration. ``listen`` None and
         ``listen_tls`` None: the default plain listener on 127.0.0.1:1143. Give
@@ -248,7 +264,7 @@ class Config:
         return cls(
             tuple(listeners),
             state_dir,
-            (UpstreamConfig("default", address, upstream_ca),),
+            (UpstreamConfig("default", address, upstream_ca, oauth=oauth),),
             tls_cert,
             tls_key,
             allow_plaintext_listen=allow_plaintext_listen,

@@ -24,6 +24,8 @@ from typing import Any, TypeVar
 from imapproxy.config import (
     DEFAULT_ACCOUNT_IDLE_SECONDS,
     DEFAULT_LISTEN,
+    DEFAULT_OFFLINE_TOKEN_LIFETIME,
+    MAX_OFFLINE_TOKEN_LIFETIME,
     Config,
     ConfigError,
     Freshness,
@@ -67,6 +69,8 @@ UPSTREAM_KEYS = {
     "cache_limit",
     "prefetch",
     "freshness",
+    "offline_token_lifetime",
+    "oauth",
 }
 PREFETCH_KEYS = {"folders", "max_age_days", "max_body_size"}
 FRESHNESS_KEYS = {"sync_interval", "poll_interval"}
@@ -376,6 +380,13 @@ class _Reader:
             self.prefetch(entry, (*where, "prefetch")),
             cache_limit,
             self.freshness(entry, (*where, "freshness")),
+            self.value(
+                entry,
+                (*where, "offline_token_lifetime"),
+                _token_lifetime,
+                DEFAULT_OFFLINE_TOKEN_LIFETIME,
+            ),
+            self.value(entry, (*where, "oauth"), _boolean, False),
         )
 
     def prefetch(self, entry: dict[str, Any], where: KeyPath) -> PrefetchSettings:
@@ -497,6 +508,13 @@ def _positive_size(value: object) -> int:
     if size == 0:
         raise ValueError("must be more than 0 (leave it out for no limit)")
     return size
+
+
+def _token_lifetime(value: object) -> float:
+    seconds = parse_duration(value)
+    if seconds > MAX_OFFLINE_TOKEN_LIFETIME:
+        raise ValueError("at most 365 days (a token accepted once must not open the cache forever)")
+    return seconds
 
 
 def _positive_duration(value: object) -> float:

@@ -90,11 +90,16 @@ class ProxyService(Service):
                         u.prefetch.folders, u.prefetch.max_age_days, u.prefetch.max_body_size
                     ),
                     sync_every=u.freshness.sync_interval,
+                    token_lifetime=u.offline_token_lifetime,
                 ),
             )
             for u in config.upstreams
         ]
         self.router = LoginRouter(self.reactor, routes, config.account_idle_seconds)
+        for route in routes:
+            if route.upstream.oauth:
+                # Which OAuth mechanisms to advertise: asked now, in the background.
+                defer.ensureDeferred(route.registry.probe_mechanisms())
         tls_options = config.server_tls.options if config.server_tls is not None else None
         described = []
         try:

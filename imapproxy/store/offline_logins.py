@@ -32,7 +32,7 @@ TOKENS_FIELD = "tokens"
 LOCAL_PASSWORD_FIELD = "local_password"
 #: Token verifiers kept per account (each costs one scrypt per offline token login).
 MAX_TOKENS = 4
-#: Default seconds a token verifier stays usable when the configuration says nothing.
+#: Default seconds a token verifier stays usable (config.DEFAULT_OFFLINE_TOKEN_LIFETIME).
 DEFAULT_TOKEN_LIFETIME = 24 * 3600.0
 #: Longest lifetime a record may claim (a year): beyond is a tampered or broken record.
 MAX_LIFETIME = 366 * 24 * 3600.0
@@ -135,6 +135,10 @@ def get_local_password(tx: Tx, account: accounts.Account) -> object:
 
 def set_local_password(tx: Tx, account: accounts.Account, record: dict[str, object]) -> None:
     accounts.set_field(tx, account, LOCAL_PASSWORD_FIELD, record)
+
+
+def clear_local_password(tx: Tx, account: accounts.Account) -> None:
+    accounts.set_field(tx, account, LOCAL_PASSWORD_FIELD, None)
 
 
 def _mechanisms_key(upstream: str) -> bytes:

@@ -24,7 +24,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from tests.support.dovecot_config import ConfigPaths, MailUser, render_config, resolve_mail_user
+from tests.support.dovecot_config import (
+    ConfigPaths,
+    MailUser,
+    oauth2_settings,
+    render_config,
+    resolve_mail_user,
+)
 from tests.support.net import LOOPBACK, free_port, wait_for_greeting
 from tests.support.tlscert import CertPair, make_self_signed
 
@@ -96,6 +102,7 @@ class Dovecot:
         *,
         default_auth_penalty: bool = False,
         without_capabilities: tuple[str, ...] = (),
+        oauth2_introspection: str | None = None,
     ) -> None:
         """cert: the server certificate to present (TLS tests make it wrong on purpose);
         by default a fresh self-signed one that is also the CA file."""
@@ -117,6 +124,8 @@ class Dovecot:
         self.default_auth_penalty = default_auth_penalty
         #: Extensions hidden from the post-login CAPABILITY (e.g. ``("NOTIFY",)``).
         self.without_capabilities = without_capabilities
+        #: A token introspection URL: XOAUTH2/OAUTHBEARER logins are checked there.
+        self.oauth2_introspection = oauth2_introspection
         for user, password in (users or {}).items():
             self.add_user(user, password)
 
@@ -256,9 +265,13 @@ class Dovecot:
                 host=self.host,
                 default_auth_penalty=self.default_auth_penalty,
                 without_capabilities=self.without_capabilities,
+                oauth2_introspection=self.oauth2_introspection,
             ),
             encoding="utf-8",
         )
+        if self.oauth2_introspection is not None:
+            paths.oauth2.write_text(oauth2_settings(self.oauth2_introspection), encoding="utf-8")
+            paths.oauth2.chmod(0o644)
 
     def _read_master_pid(self, deadline: float) -> int:
         while time.monotonic() < deadline:

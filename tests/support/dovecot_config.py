@@ -143,6 +143,10 @@ class ConfigPaths:
         return self.root / "users"
 
     @property
+    def oauth2(self) -> Path:
+        return self.root / "oauth2.conf.ext"
+
+    @property
     def mail(self) -> Path:
         return self.root / "mail"
 
@@ -199,6 +203,7 @@ def render_config(
     host: str = "127.0.0.1",
     default_auth_penalty: bool = False,
     without_capabilities: tuple[str, ...] = (),
+    oauth2_introspection: str | None = None,
 ) -> str:
     """Return the text of ``dovecot.conf`` for one isolated instance.
 
@@ -206,6 +211,8 @@ def render_config(
     and anvil's auth penalty) instead of switching them off: for measuring what a brute
     force costs against a stock Dovecot, which the proxy's own limiter must match.
     ``without_capabilities`` hides those extensions from the post-login CAPABILITY.
+    ``oauth2_introspection``: the URL of a token introspection endpoint; XOAUTH2 and
+    OAUTHBEARER are then offered, their tokens checked there (``oauth2_block``).
     """
     root = paths.root
     unprivileged = _unprivileged_block(user) if os.geteuid() != 0 else ""
@@ -226,7 +233,7 @@ ssl = yes
 ssl_cert = <{cert}
 ssl_key = <{key}
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = plain login{" xoauth2 oauthbearer" if oauth2_introspection else ""}
 
 first_valid_uid = {user.uid}
 last_valid_uid = {user.uid}
@@ -238,7 +245,7 @@ mail_max_userip_connections = 100
 # One file per user: Dovecot re-checks a passwd-file at most once per second, so a user
 # added to a shared file right after a login would be unknown for up to a second; a file
 # it has never opened is read on first use.
-passdb {{
+{oauth2_block(paths) if oauth2_introspection else ""}passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {paths.passwd}/%u
 }}
@@ -264,4 +271,26 @@ service imap-login {{
     ssl = yes
   }}
 }}
+"""
+
+
+def oauth2_block(paths: ConfigPaths) -> str:
+    """The OAuth2 passdb first (tokens, checked by the introspection endpoint that
+    ``oauth2_settings`` names); passwords still go to the passwd-file passdb after it,
+    which Dovecot skips for the OAuth mechanisms (and the oauth2 one for passwords)."""
+    return f"""passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = {paths.oauth2}
+}}
+"""
+
+
+def oauth2_settings(introspection_url: str) -> str:
+    """``oauth2.conf.ext``: POST the token, the answer's ``username`` must be the user."""
+    return f"""introspection_mode = post
+introspection_url = {introspection_url}
+username_attribute = username
+active_attribute = active
+active_value = true
 """

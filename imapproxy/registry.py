@@ -239,24 +239,29 @@ class AccountRegistry:
             raise UpstreamUnavailable(
                 f"{reason}; this account has never logged in here, so it cannot work offline"
             )
+        local = False
         if password.mechanism == PASSWORD:
-            await self._offline_password(name, username, account, password.value)
+            local = await self._offline_password(name, username, account, password.value)
         else:
             await self._offline_token(name, username, account, password.value)
         runtime = self._runtimes.get(name)
         if runtime is None:
             if link is None:
                 raise UpstreamUnavailable(f"{reason}; no connection to use")
+            if local:
+                # The local password is not the upstream's: it must never be sent there.
+                link = _OfflineOnlyLink(self.reactor, self.address, username, b"", self.ca_file)
             runtime = self._runtime(account, link)
             self._runtimes[name] = runtime
         return runtime
 
     async def _offline_password(
         self, name: str, username: bytes, account: accounts.Account, password: bytes
-    ) -> None:
+    ) -> bool:
         """The upstream password's verifier, else the local password (``imapproxy
-        passwd``); LoginFailed unless one matches. A stored verifier that is present but
-        unusable refuses outright (an OAuth-only account simply has none)."""
+        passwd``); LoginFailed unless one matches, True if it was the local one. A
+        stored verifier that is present but unusable refuses outright (an OAuth-only
+        account simply has none)."""
         record, local = self.store.read(
             lambda tx: (
                 accounts.get_verifier(tx, account),
@@ -283,14 +288,14 @@ class AccountRegistry:
         if matched is True:
             if verifier.outdated(record, self.verifier_params):
                 await self._upgrade_verifier(name, account, password)
-            return
+            return False
         if local is not None:
             matched = await self.in_thread(
                 offline_logins.local_password_matches, local, username, password
             )
             if matched is True:
                 log.info("offline login of %r with its local password", name)
-                return
+                return True
         raise LoginFailed()
 
     async def _offline_token(
@@ -429,3 +434,24 @@ class Secret:
 
     def __repr__(self) -> str:
         return f"Secret({self.mechanism}, <redacted>)"
+
+
+async def _no_credentials(*args: Any, **kwargs: Any) -> UpstreamClient:
+    raise UpstreamUnreachable(
+        "logged in offline with the local password: the upstream needs a login with the "
+        "account's own credentials"
+    )
+
+
+class _OfflineOnlyLink(UpstreamLink):
+    """The link of an account opened offline with its local password: it has nothing to
+    log in upstream with, so every operation answers from the replica and queued changes
+    wait. It never counts as known down, so the user's next login goes to the upstream
+    and, accepted there, brings a real link (``_accepted_upstream``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, connector=_no_credentials, **kwargs)
+
+    @property
+    def known_down(self) -> bool:
+        return False

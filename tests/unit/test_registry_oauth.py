@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from imapproxy import registry as registry_module
 from imapproxy.account import AccountRuntime
 from imapproxy.config import UpstreamConfig
 from imapproxy.registry import LoginFailed
@@ -240,3 +241,20 @@ def test_what_the_upstream_offered_is_remembered_across_restarts(env: Env) -> No
     env.registry.note_mechanisms(frozenset({OB}))
     again = AccountRegistry(env.clock, env.store, UpstreamAddress.parse(URL))
     assert again.advertised_mechanisms() == {OB}
+
+
+def test_a_local_password_login_never_sends_it_upstream_and_a_later_login_does(
+    env: Env,  # noqa: F811
+) -> None:
+    """Opened offline by its local password (after a restart: no runtime yet), the
+    account's link has no credentials to send; the next login goes to the upstream and
+    brings a real link."""
+    set_local_password(env, b"local-pw")
+    down(env)
+    runtime = env.login(b"local-pw")
+    assert isinstance(runtime, AccountRuntime)
+    assert isinstance(runtime.link, registry_module._OfflineOnlyLink)
+    assert runtime.link.password == b"" and not runtime.link.known_down
+    env.upstream.down = False
+    assert env.login(b"tok-a1", mechanism=XO) is runtime
+    assert runtime.link.password == b"tok-a1" and runtime.link.mechanism == XO

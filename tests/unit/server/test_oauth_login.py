@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -15,6 +17,9 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from imapproxy.registry import LoginFailed
 from imapproxy.server.connection import ClientConnection
 from imapproxy.server.session import ServerContext, State
+from imapproxy.store.verifier import ScryptParams
+from tests.unit.server import test_connection
+from tests.unit.server.test_connection import ProxyWithUpstream, ScriptedUpstream
 
 XO = b"user=alice@example.org\x01auth=Bearer good\x01\x01"
 OB = b"n,a=alice@example.org,\x01host=127.0.0.1\x01port=1143\x01auth=Bearer good\x01\x01"
@@ -176,3 +181,75 @@ def test_not_advertised_after_login() -> None:
     parts = client(TokenRegistry(frozenset({"XOAUTH2"})))
     send(parts, b"a1 AUTHENTICATE XOAUTH2 %s\r\n" % base64.b64encode(XO))
     assert b"AUTH=XOAUTH2" not in capabilities(parts)
+
+
+class TokenUpstream(ScriptedUpstream):
+    """The scripted upstream with XOAUTH2 (SASL-IR only) and its error challenge."""
+
+    def connectionMade(self) -> None:
+        self.transport.write(
+            b"* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=PLAIN AUTH=XOAUTH2 AUTH=OAUTHBEARER] hi\r\n"
+        )
+        self.failing: bytes | None = None
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+        self.buffer += data
+        while b"\r\n" in self.buffer:
+            line, self.buffer = self.buffer.split(b"\r\n", 1)
+            if self.failing is not None:  # the dummy response
+                self.transport.write(self.failing + b" NO [AUTHENTICATIONFAILED] nope\r\n")
+                self.failing = None
+                continue
+            tag, _, rest = line.partition(b" ")
+            words = rest.split(b" ")
+            if words[0].upper() == b"AUTHENTICATE":
+                if b"auth=Bearer " + self.password + b"\x01" in base64.b64decode(words[2]):
+                    self.transport.write(tag + b" OK [CAPABILITY IMAP4rev1] logged in\r\n")
+                else:
+                    self.failing = tag
+                    self.transport.write(b"+ " + base64.b64encode(ERROR) + b"\r\n")
+            else:
+                super().dataReceived(line + b"\r\n")
+
+
+def test_tokens_are_not_in_the_log_or_the_state_directory(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setattr(test_connection, "ScriptedUpstream", TokenUpstream)
+    right, wrong = b"ya29.right-token-s3cret", b"ya29.wrong-token-s3cret"
+    proxy = ProxyWithUpstream(tmp_path, right)
+    proxy.registry.verifier_params = ScryptParams(2**10, 8, 1)
+    bad = base64.b64encode(b"user=alice\x01auth=Bearer " + wrong + b"\x01\x01")
+    proxy.transport.clear()
+    proxy.connection.dataReceived(b"a1 AUTHENTICATE XOAUTH2 " + bad + b"\r\n")
+    for _ in range(200):
+        proxy._connect_pending()
+        for pump in proxy.pumps:
+            pump.pump()
+        proxy.clock.advance(0.01)
+    assert proxy.transport.value().startswith(b"+ "), proxy.transport.value()
+    assert proxy.send(b"\r\n", b"a1").startswith(b"a1 NO [AUTHENTICATIONFAILED]")
+    good = base64.b64encode(b"n,a=alice,\x01auth=Bearer " + right + b"\x01\x01")
+    assert proxy.send(b"a2 AUTHENTICATE OAUTHBEARER " + good + b"\r\n", b"a2").startswith(b"a2 OK")
+    # The tokens did travel (so the search below is not vacuous): to the upstream.
+    sent = [
+        base64.b64decode(line.split(b" ")[3])
+        for u in proxy.upstreams
+        for line in u.received.split(b"\r\n")
+        if b" AUTHENTICATE " in line
+    ]
+    assert any(wrong in m for m in sent) and any(right in m for m in sent), sent
+    proxy.send(b"a3 LOGOUT\r\n", b"a3")
+    proxy.store.close()
+
+    log = "\n".join([record.getMessage() for record in caplog.records] + [caplog.text]).encode()
+    assert b"alice" in log, "the log was not captured: the search below would prove nothing"
+    files = [path for path in proxy.state_dir.rglob("*") if path.is_file()]
+    assert files
+    for secret in (right, wrong):
+        for form in (secret, base64.b64encode(secret), secret.hex().encode()):
+            assert form not in log, f"the log contains a token ({form!r})"
+            for path in files:
+                assert form not in path.read_bytes(), f"{path} contains a token ({form!r})"

@@ -14,6 +14,12 @@ Which check decides a login:
   A verifier with outdated cost parameters is re-derived with the current ones after
   it matched; a verifier that is missing or unusable refuses.
 
+OAuth2 (XOAUTH2, OAUTHBEARER) logins follow the same rules with a bearer token in place
+of the password (``Secret`` says which it is): the upstream decides online, and each
+token it accepts is kept as a verifier for a limited time; offline, only such a token
+of this user, not yet expired, logs in (``store.offline_logins``). A local password
+(``imapproxy passwd``) is the other offline way in; it is never sent upstream by us.
+
 Every attempt first goes through the LoginLimiter (failed logins cost time, per source
 and per user). It fails closed: wrong credentials are LoginFailed; an exception of any
 other type while checking propagates, so the client gets NO, never a session.

@@ -17,7 +17,7 @@ from imapproxy.protocol import FetchAttribute, SequenceSet, Value
 from imapproxy.store import Store, Tx, cache, mailboxes, messages
 from imapproxy.store.mailboxes import Mailbox
 from imapproxy.store.messages import Message
-from imapproxy.types import UID, AccountId, UpstreamUID
+from imapproxy.types import UID, UpstreamUID
 from imapproxy.upstream.client import SelectInfo, UpstreamClient, as_int, text
 
 NEW_MESSAGE_ITEMS = (
@@ -100,7 +100,7 @@ async def sync_messages(
             if info.exists != known_count + len(fetched.new):
                 fetched.present = await client.search_uids(old)
         await _fetch_missing(client, store, mailbox, fetched)
-    return store.write(lambda tx: _apply(tx, mailbox.account, mailbox.id, fetched, reset))
+    return store.write(lambda tx: _apply(tx, mailbox, fetched, reset))
 
 
 async def _fetch_missing(
@@ -121,10 +121,14 @@ async def _fetch_missing(
 
 
 def _apply(
-    tx: Tx, account: AccountId, mailbox_id: int, fetched: _Fetched, reset: bool
+    tx: Tx, synced: Mailbox, fetched: _Fetched, reset: bool
 ) -> tuple[Mailbox, MailboxChange]:
-    mailbox = mailboxes.get(tx, account, mailbox_id)  # type: ignore[arg-type]
-    assert mailbox is not None
+    mailbox = mailboxes.get(tx, synced.account, synced.id)
+    if mailbox is None:
+        # Deleted here while its sync was in flight (a client's DELETE): nothing to
+        # apply, and nothing wrong with the upstream's answer.
+        return synced, MailboxChange(synced.id)
+    account = mailbox.account
     expunged: list[UID] = []
     changed: list[UID] = []
     if reset:
@@ -295,7 +299,8 @@ def add_message(
 
     The caller stores the returned mailbox (once, after adding a batch).
     """
-    mailbox, modseq = mailboxes.next_modseq(tx, mailbox)
+    # One record copy per message, not two (a first sync adds every message here).
+    modseq = mailbox.highestmodseq + 1
     uid = UID(mailbox.uidnext)
     message = Message(
         uid,
@@ -307,4 +312,4 @@ def add_message(
         cache.new_blob(tx, mailbox.account) if blob is None else blob,  # type: ignore[arg-type]
     )
     messages.put(tx, mailbox.account, mailbox.id, message)
-    return mailbox.with_(uidnext=uid + 1), message
+    return mailbox.with_(uidnext=uid + 1, highestmodseq=modseq), message

@@ -326,12 +326,15 @@ class UpstreamClient:
         uids: SequenceSet,
         attributes: tuple[FetchAttribute, ...],
         changedsince: int | None = None,
+        by_sequence: bool = False,
     ) -> list[dict[str, Value]]:
-        """UID FETCH; one dict per message, always with "UID" (FETCH responses without one are
-        unsolicited flag updates and are left to on_untagged)."""
+        """UID FETCH (FETCH by message numbers with by_sequence); one dict per message,
+        always with "UID" (FETCH responses without one are unsolicited flag updates and
+        are left to on_untagged)."""
         attributes = (FetchAttribute("UID"), *attributes)
         result = await self._run(
-            lambda tag: Fetch(tag, True, uids, attributes, changedsince=changedsince), timeout=600.0
+            lambda tag: Fetch(tag, not by_sequence, uids, attributes, changedsince=changedsince),
+            timeout=600.0,
         )
         out = []
         for data in result.data("FETCH"):

@@ -112,9 +112,11 @@ class AccountRuntime:
         self._listed = False
         self._stats: dict[int, tuple[tuple[int, int], MailboxStats]] = {}
         self._tracked: UpstreamClient | None = None
+        #: Mailbox id -> reactor time its last successful sync began.
+        self._synced_at: dict[int, float] = {}
         self.status = LinkStatus(reactor, store, account.id)
         #: News of every mailbox a client has selected, on a connection of its own.
-        self.watcher = MailboxWatcher(reactor, link, self.request_sync)
+        self.watcher = MailboxWatcher(reactor, link, self.request_sync, on_covered=self._covered)
         self.background = BackgroundSync(self, sync_interval(sync_every), prefetch_policy(prefetch))
         notifier.on_watch_change[account.id] = self._watch_changed
         self.attach(link)
@@ -142,6 +144,8 @@ class AccountRuntime:
         watched mailbox (changes made while the link was down)."""
 
         self.status.went_online()
+        # News may have been missed while the link was down: every mailbox asks again.
+        self._synced_at.clear()
 
         async def catch_up() -> None:
             if self.outbox.pending():
@@ -195,6 +199,7 @@ class AccountRuntime:
             log.info("mailbox list from the replica (upstream unavailable: %s)", exc)
             return False
         self._listed = True
+        self._watch_changed()
         for mailbox_id in removed:
             self.notifier.publish(self.account.id, MailboxChange(mailbox_id, deleted=True))
         return True
@@ -231,21 +236,41 @@ class AccountRuntime:
 
     # one mailbox ---------------------------------------------------------------
 
+    def fresh(self, mailbox: Mailbox) -> bool:
+        """Whether the replica of mailbox is as current as the upstream's own
+        notification delay: NOTIFY has covered it since before its last sync began,
+        and no news of it arrived since. Anything less, and a client's STATUS or SELECT
+        asks the upstream."""
+        covered = self.watcher.covered_since(mailbox.name)
+        synced = self._synced_at.get(mailbox.id)
+        if covered is None or synced is None or synced < covered:
+            return False
+        heard = self.watcher.heard_at(mailbox.name)
+        return heard is None or heard < synced
+
     async def sync(
-        self, mailbox: Mailbox, required: bool = False, background: bool = False
+        self,
+        mailbox: Mailbox,
+        required: bool = False,
+        background: bool = False,
+        fresh_enough: bool = False,
     ) -> Mailbox:
         """Bring mailbox up to date; offline, the replica's state stands (unless required).
+        ``fresh_enough``: a replica kept current by NOTIFY (``fresh``) is served as it is,
+        without a round trip.
 
         New messages get their metadata fetched in the background at once (unless this
         is the background's own sync, which fetches it itself)."""
 
-        if is_local(mailbox) or not await self._replayed_first(
-            lambda: self.outbox.touches(mailbox.id)
-        ):
+        if is_local(mailbox) or (fresh_enough and self.fresh(mailbox)):
             return self.mailbox(mailbox.name) or mailbox
+        if not await self._replayed_first(lambda: self.outbox.touches(mailbox.id)):
+            return self.mailbox(mailbox.name) or mailbox
+        started: list[float] = []
 
         async def run(client: UpstreamClient) -> tuple[Mailbox, MailboxChange]:
             self._track(client)
+            started.append(self.reactor.seconds())
             current = self.mailbox(mailbox.name) or mailbox
             return await sync_messages(client, self.store, current)
 
@@ -257,6 +282,7 @@ class AccountRuntime:
             if required:
                 raise
             return self.mailbox(mailbox.name) or mailbox
+        self._synced_at[synced.id] = started[-1]
         self.notifier.publish(self.account.id, change)
         if change.added and not background:
             self.background.request_metadata(synced.id)
@@ -309,11 +335,19 @@ class AccountRuntime:
         names = self._watched_names()
         if self.link.watched not in names:
             self.watch(self.mailbox(sorted(names)[0]) if names else None)
-        self.watcher.watch({n for n in names if not self._local(n)})
+        upstream = {m.name for m in self.mailboxes() if m.selectable and not is_local(m)}
+        self.watcher.watch(names & upstream, upstream if self._listed else set())
 
     def _local(self, name: str) -> bool:
         mailbox = self.mailbox(name)
         return mailbox is None or is_local(mailbox)
+
+    def _covered(self, names: frozenset[str]) -> None:
+        """NOTIFY now covers names: one more sync of each mailbox already replicated
+        makes it fresh, so later STATUS and SELECT need no round trip."""
+        for mailbox in self.mailboxes():
+            if mailbox.name in names and mailbox.contents_known and not self.fresh(mailbox):
+                self.request_sync(mailbox.name)
 
     def request_sync(self, name: str) -> None:
         """Resync a mailbox in the background (upstream news, a client starting IDLE)."""

@@ -428,8 +428,10 @@ def _disposition(content: _Content) -> Value:
 # --------------------------------------------------------------------------- structure
 
 
-def _virtual_size(data: bytes) -> int:
-    return len(data) + data.count(b"\n") - data.count(b"\r\n")
+def _virtual_size(raw: bytes, start: int, end: int) -> int:
+    """Size with bare LFs counted as CRLF, counted in place: a 30 MB body is not
+    copied to be measured."""
+    return end - start + raw.count(b"\n", start, end) - raw.count(b"\r\n", start, end)
 
 
 def _is_mime(raw: bytes, part: _Part, in_multipart: bool) -> bool:
@@ -456,7 +458,7 @@ def _write(raw: bytes, part: _Part, extended: bool, in_multipart: bool) -> tuple
                 content.location,
             ]
         return tuple(out)
-    body_bytes = raw[part.body_start : part.end]
+    start, end = part.body_start, part.end
     text = not part.rfc822 and content.is_text
     if part.rfc822:
         kind: list[Value] = [b"message", b"rfc822"]
@@ -470,16 +472,16 @@ def _write(raw: bytes, part: _Part, extended: bool, in_multipart: bool) -> tuple
         content.id,
         content.description,
         content.encoding or b"7bit",
-        _virtual_size(body_bytes),
+        _virtual_size(raw, start, end),
     ]
     if text:
-        out.append(body_bytes.count(b"\n"))
+        out.append(raw.count(b"\n", start, end))
     elif part.rfc822:
         child = part.children[0]
         out += [
             _envelope_of(raw[child.start : child.body_start]),
             _write(raw, child, extended, False),
-            body_bytes.count(b"\n"),
+            raw.count(b"\n", start, end),
         ]
     if extended:
         out += [content.md5, _disposition(content), content.language, content.location]

@@ -54,6 +54,7 @@ from ._events import (
     Sentinel,
 )
 from ._fetch import FetchAttribute, Section, fetch_items, parse_fetch_attribute
+from ._fetch_raw import RAW_FETCH_ITEMS
 from ._mutf7 import decode_mutf7, encode_mutf7
 from ._response_reader import DEFAULT_MAX_LITERAL, ResponseReader
 from ._responses import (
@@ -73,6 +74,7 @@ from ._values import Atom, Literal8, Raw, Value, format_value_chunks, serialize_
 __all__ = [
     "DEFAULT_MAX_LITERAL",
     "NEED_DATA",
+    "RAW_FETCH_ITEMS",
     "AppendEnd",
     "AppendStart",
     # values

@@ -49,6 +49,7 @@ class ResponseReader:
     by default the larger of those plus ``RESPONSE_SLACK``), and a
     BODYSTRUCTURE of deeply nested MIME parts nests deeply (``max_depth``, 256:
     servers cap MIME nesting near 100, plus the envelope levels).
+    ``raw_fetch_items``: see ``parse_response``.
     """
 
     def __init__(
@@ -57,7 +58,9 @@ class ResponseReader:
         max_literal: int = DEFAULT_MAX_LITERAL,
         max_depth: int = 256,
         max_response: int | None = None,
+        raw_fetch_items: frozenset[str] = frozenset(),
     ) -> None:
+        self.raw_fetch_items = raw_fetch_items
         self.max_line = max_line
         self.max_literal = max_literal
         self.max_depth = max_depth
@@ -134,4 +137,4 @@ class ResponseReader:
                 if len(parts) == 1:
                     continue  # tolerate blank lines between responses
                 raise ParseError("malformed response")
-            return parse_response(parts, self.max_depth)
+            return parse_response(parts, self.max_depth, self.raw_fetch_items)

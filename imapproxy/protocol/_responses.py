@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TypeAlias
 
 from ._errors import ParseError
+from ._fetch_raw import read_fetch_attributes
 from ._lexer import END, Scanner
 from ._values import Raw, Value, _emit, coalesce
 
@@ -132,8 +133,13 @@ def _status_tail(text: bytes, pos: int) -> tuple[ResponseCode | None, str]:
     return code, text[pos:].decode("utf-8", "replace")
 
 
-def parse_response(parts: list[bytes], max_depth: int = 256) -> Response:
-    """Parse one response given as line segments and literals (see ``_lexer``)."""
+def parse_response(
+    parts: list[bytes], max_depth: int = 256, raw_fetch_items: frozenset[str] = frozenset()
+) -> Response:
+    """Parse one response given as line segments and literals (see ``_lexer``).
+
+    ``raw_fetch_items``: FETCH items (such as ENVELOPE) whose values are kept as the
+    server's bytes (``Raw``) where they can be passed on unchanged (``_fetch_raw``)."""
     first = parts[0]
     if first[:1] == b"+":
         if len(parts) > 1:
@@ -162,6 +168,12 @@ def parse_response(parts: list[bytes], max_depth: int = 256) -> Response:
             raise ParseError("literal in status response")
         code, text = _status_tail(first, pos)
         return UntaggedStatus(name, code, text)
+    if name == "FETCH" and raw_fetch_items and number is not None:
+        scanner = Scanner(parts, numbers=True, max_depth=max_depth, pos=pos)
+        attributes = read_fetch_attributes(scanner, raw_fetch_items)
+        if not scanner.at_end():
+            raise ParseError("malformed FETCH response")
+        return UntaggedData(number, name, (attributes,))
     try:
         values = Scanner(parts, numbers=True, max_depth=max_depth, pos=pos).read_all()
     except ParseError:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from imapproxy.message import fetch_structure
 from imapproxy.protocol import (
     FetchAttribute,
+    Raw,
     Section,
     SequenceSet,
     Value,
@@ -177,7 +178,8 @@ def _keep(
             if need.response_name() not in item:
                 continue
             if need.kind in (Kind.ENVELOPE, Kind.BODYSTRUCTURE, Kind.BODY):
-                data = serialize_value(value)
+                # Mostly the upstream's own bytes already (protocol._fetch_raw).
+                data = value.data if isinstance(value, Raw) else serialize_value(value)
             else:
                 data = value if isinstance(value, bytes) else b""
             cache.put(tx, mailbox.account, message.blob, need.kind, data, need.section)

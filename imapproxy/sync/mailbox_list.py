@@ -1,6 +1,6 @@
 """Reconcile the upstream's mailbox list into the replica.
 
-LIST and LSUB upstream; a new name gets a replica mailbox with a fresh local
+LIST with its subscriptions upstream (one round trip with LIST-EXTENDED); a new name gets a replica mailbox with a fresh local
 UIDVALIDITY, attributes and subscriptions are refreshed. A name missing from the
 answer is not trusted at once: servers omit a folder transiently (a rename or an
 index rebuild in progress, a proxy in front failing over), and dropping a replica
@@ -33,8 +33,7 @@ async def sync_mailbox_list(
     ``protected``: mailboxes queued changes still name (a folder created offline whose
     CREATE is not replayed yet): the upstream not listing them proves nothing. None: the
     queue could not be read, so no mailbox is dropped this time."""
-    entries = await client.list_mailboxes()
-    subscribed = await client.subscribed()
+    entries, subscribed = await client.list_and_subscriptions()
     listed = {mailboxes.normalize_name(e.name) for e in entries}
     missing = [
         m

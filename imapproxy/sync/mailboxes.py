@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from imapproxy.notify import MailboxChange
 from imapproxy.protocol import FetchAttribute, SequenceSet, Value
 from imapproxy.store import Store, Tx, cache, mailboxes, messages
 from imapproxy.store.mailboxes import Mailbox
 from imapproxy.store.messages import Message
-from imapproxy.types import UID, AccountId, UpstreamUID
+from imapproxy.types import UID, UpstreamUID
 from imapproxy.upstream.client import SelectInfo, UpstreamClient, as_int, text
 
 NEW_MESSAGE_ITEMS = (
@@ -26,6 +26,9 @@ NEW_MESSAGE_ITEMS = (
     FetchAttribute("RFC822.SIZE"),
 )
 FLAG_ITEMS = (FetchAttribute("FLAGS"),)
+#: A first sync of a larger mailbox fetches and stores its message list this many
+#: messages at a time, so memory stays flat in the mailbox's size.
+FIRST_SYNC_BATCH = 5000
 
 
 def flags_of(value: Value) -> tuple[str, ...]:
@@ -57,6 +60,10 @@ class _Fetched:
     local_modseq: int = 0
     #: What a read-write SELECT on this connection said of new keywords (None: unknown).
     keywords_allowed: bool | None = None
+    #: Part of the replica's first sync of this mailbox (see _apply's \Recent rule).
+    first_sync: bool = False
+    #: A message the upstream calls \Recent was met in an earlier batch of this sync.
+    recent_found: bool = False
 
 
 async def sync_messages(
@@ -69,6 +76,10 @@ async def sync_messages(
         and mailbox.upstream_uidvalidity != info.uidvalidity
     )
     last_uid = 0 if reset else mailbox.upstream_last_uid
+    batched = not reset and last_uid == 0 and info.exists > FIRST_SYNC_BATCH
+    if batched:
+        mailbox = await _first_sync_in_batches(client, store, mailbox, info)
+        last_uid = mailbox.upstream_last_uid
     known_count = (
         0
         if reset
@@ -80,6 +91,7 @@ async def sync_messages(
     )
     fetched = _Fetched(info, examined=last_uid, local_modseq=mailbox.highestmodseq)
     fetched.keywords_allowed = client.keywords_allowed.get(mailbox.name)
+    fetched.first_sync = mailbox.upstream_uidvalidity is None
 
     uidnext_moved = info.uidnext is None or info.uidnext > (mailbox.upstream_uidnext or 0)
     if info.exists and (reset or last_uid == 0 or uidnext_moved):
@@ -100,7 +112,37 @@ async def sync_messages(
             if info.exists != known_count + len(fetched.new):
                 fetched.present = await client.search_uids(old)
         await _fetch_missing(client, store, mailbox, fetched)
-    return store.write(lambda tx: _apply(tx, mailbox.account, mailbox.id, fetched, reset))
+    synced, change = store.write(lambda tx: _apply(tx, mailbox, fetched, reset))
+    return synced, replace(change, added=True) if batched else change
+
+
+async def _first_sync_in_batches(
+    client: UpstreamClient, store: Store, mailbox: Mailbox, info: SelectInfo
+) -> Mailbox:
+    """The message list of a mailbox the replica never had, FIRST_SYNC_BATCH messages
+    (by message number) at a time, each batch stored in its own transaction: what is
+    held in memory stays one batch, however large the mailbox. Afterwards the replica
+    reads as synced up to the last UID seen; the caller's usual resync covers what
+    arrived or went meanwhile."""
+    recent_found = False
+    # No UIDNEXT recorded until the caller's own pass: were we stopped between batches,
+    # the next sync must still fetch everything above the last UID stored.
+    partial = replace(info, uidnext=None)
+    for first in range(1, info.exists + 1, FIRST_SYNC_BATCH):
+        last = min(first + FIRST_SYNC_BATCH - 1, info.exists)
+        batch = _Fetched(partial, local_modseq=mailbox.highestmodseq)
+        batch.new = await client.fetch(
+            SequenceSet(((first, last),)), NEW_MESSAGE_ITEMS, by_sequence=True
+        )
+        batch.first_sync, batch.recent_found = True, recent_found
+        recent_found = recent_found or any(_recent_upstream(item) for item in batch.new)
+        mailbox = _store_batch(store, mailbox, batch)
+    return mailbox
+
+
+def _store_batch(store: Store, mailbox: Mailbox, batch: _Fetched) -> Mailbox:
+    synced, _ = store.write(lambda tx: _apply(tx, mailbox, batch, False))
+    return synced
 
 
 async def _fetch_missing(
@@ -121,10 +163,14 @@ async def _fetch_missing(
 
 
 def _apply(
-    tx: Tx, account: AccountId, mailbox_id: int, fetched: _Fetched, reset: bool
+    tx: Tx, synced: Mailbox, fetched: _Fetched, reset: bool
 ) -> tuple[Mailbox, MailboxChange]:
-    mailbox = mailboxes.get(tx, account, mailbox_id)  # type: ignore[arg-type]
-    assert mailbox is not None
+    mailbox = mailboxes.get(tx, synced.account, synced.id)
+    if mailbox is None:
+        # Deleted here while its sync was in flight (a client's DELETE): nothing to
+        # apply, and nothing wrong with the upstream's answer.
+        return synced, MailboxChange(synced.id)
+    account = mailbox.account
     expunged: list[UID] = []
     changed: list[UID] = []
     if reset:
@@ -153,7 +199,6 @@ def _apply(
             expunged.append(gone_message.uid)
 
     last_uid = mailbox.upstream_last_uid
-    first_sync = mailbox.upstream_uidvalidity is None
     upstream_recent: int | None = None
     for item in sorted(fetched.new, key=lambda i: as_int(i["UID"])):
         up_uid = as_int(item["UID"])
@@ -174,9 +219,10 @@ def _apply(
         )
         if upstream_recent is None and _recent_upstream(item):
             upstream_recent = added.uid
-    if first_sync:
+    if fetched.first_sync and not fetched.recent_found:
         # Everything is new to the replica the first time: only what the upstream still
-        # calls \Recent (no session there has seen it) is recent for our sessions.
+        # calls \Recent (no session there has seen it) is recent for our sessions. (In
+        # batches: the first batch that meets such a message sets it; later ones keep it.)
         first = mailbox.uidnext if upstream_recent is None else upstream_recent
         mailbox = mailbox.with_(first_recent_uid=max(mailbox.first_recent_uid, first))
 
@@ -295,7 +341,8 @@ def add_message(
 
     The caller stores the returned mailbox (once, after adding a batch).
     """
-    mailbox, modseq = mailboxes.next_modseq(tx, mailbox)
+    # One record copy per message, not two (a first sync adds every message here).
+    modseq = mailbox.highestmodseq + 1
     uid = UID(mailbox.uidnext)
     message = Message(
         uid,
@@ -307,4 +354,4 @@ def add_message(
         cache.new_blob(tx, mailbox.account) if blob is None else blob,  # type: ignore[arg-type]
     )
     messages.put(tx, mailbox.account, mailbox.id, message)
-    return mailbox.with_(uidnext=uid + 1), message
+    return mailbox.with_(uidnext=uid + 1, highestmodseq=modseq), message

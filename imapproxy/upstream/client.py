@@ -21,13 +21,13 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Factory
 
 from imapproxy.protocol import (
+    RAW_FETCH_ITEMS,
     Atom,
     Capability,
     ContinuationRequest,
     Copy,
     Create,
     Delete,
-    Enable,
     Expunge,
     Fetch,
     FetchAttribute,
@@ -182,15 +182,33 @@ class UpstreamClient:
     # mailboxes ---------------------------------------------------------------
 
     async def list_mailboxes(self) -> list[ListEntry]:
-        result = await self._run(lambda tag: List(tag, "", ("*",)))
-        entries = []
-        for data in result.data("LIST"):
-            attrs, delimiter, name = data.values[0], data.values[1], data.values[2]
-            assert isinstance(attrs, tuple)
-            entries.append(
-                ListEntry(text(name), None if delimiter is None else text(delimiter), _atoms(attrs))
+        return _list_entries(await self._run(lambda tag: List(tag, "", ("*",))))
+
+    async def list_and_subscriptions(self) -> tuple[list[ListEntry], set[str]]:
+        """The mailbox list and which of them are subscribed: with LIST-EXTENDED in one
+        round trip (``RETURN (SUBSCRIBED)``, RFC 5258 §3.2), else LIST and LSUB."""
+        if not self.has("LIST-EXTENDED"):
+            return await self.list_mailboxes(), await self.subscribed()
+        # Plain LIST answers special-use and children attributes unasked; an extended
+        # LIST only when asked (RFC 6154 §2, RFC 5258 §4).
+        options = "SUBSCRIBED CHILDREN" + (" SPECIAL-USE" if self.has("SPECIAL-USE") else "")
+        result = await self.protocol.run(
+            lambda tag: [[f'{tag} LIST "" "*" RETURN ({options})\r\n'.encode()]]
+        )
+        entries, subscribed = [], set()
+        for entry in _list_entries(result):
+            upper = {a.upper() for a in entry.attributes}
+            if "\\SUBSCRIBED" in upper:
+                subscribed.add(entry.name)
+            # What plain LIST says, so the replica is the same either way: \NonExistent
+            # (a hierarchy level that is no mailbox) is \Noselect there (RFC 5258 §3.4).
+            attributes = tuple(
+                a for a in entry.attributes if a.upper() not in ("\\SUBSCRIBED", "\\NONEXISTENT")
             )
-        return entries
+            if "\\NONEXISTENT" in upper and "\\NOSELECT" not in upper:
+                attributes += ("\\Noselect",)
+            entries.append(ListEntry(entry.name, entry.delimiter, attributes))
+        return entries, subscribed
 
     async def subscribed(self) -> set[str]:
         result = await self._run(lambda tag: List(tag, "", ("*",), lsub=True))
@@ -315,12 +333,15 @@ class UpstreamClient:
         uids: SequenceSet,
         attributes: tuple[FetchAttribute, ...],
         changedsince: int | None = None,
+        by_sequence: bool = False,
     ) -> list[dict[str, Value]]:
-        """UID FETCH; one dict per message, always with "UID" (FETCH responses without one are
-        unsolicited flag updates and are left to on_untagged)."""
+        """UID FETCH (FETCH by message numbers with by_sequence); one dict per message,
+        always with "UID" (FETCH responses without one are unsolicited flag updates and
+        are left to on_untagged)."""
         attributes = (FetchAttribute("UID"), *attributes)
         result = await self._run(
-            lambda tag: Fetch(tag, True, uids, attributes, changedsince=changedsince), timeout=600.0
+            lambda tag: Fetch(tag, not by_sequence, uids, attributes, changedsince=changedsince),
+            timeout=600.0,
         )
         out = []
         for data in result.data("FETCH"):
@@ -493,7 +514,7 @@ async def _open(
                 "upstream sent data after its STARTTLS answer, before TLS began "
                 "(a STARTTLS injection); refused"
             )
-        protocol.reader = ResponseReader()
+        protocol.reader = ResponseReader(raw_fetch_items=RAW_FETCH_ITEMS)
         protocol.transport.startTLS(tls)
         capabilities = await _capabilities(protocol, False, None)
     if address.security is not Security.PLAIN:
@@ -514,10 +535,21 @@ async def _open(
     client.capabilities = await _capabilities(
         protocol, client.literal_plus, _capability_code(result)
     )
-    if client.has("ENABLE") and client.has("CONDSTORE"):
-        await client._run(lambda tag: Enable(tag, ("CONDSTORE",)))
+    # No ENABLE CONDSTORE: every SELECT/EXAMINE names CONDSTORE (RFC 7162 §3.1), which
+    # enables it where it matters, and the ENABLE would cost a round trip per connection.
     protocol.command_timeout = COMMAND_TIMEOUT
     return client
+
+
+def _list_entries(result: Result) -> list[ListEntry]:
+    entries = []
+    for data in result.data("LIST"):
+        attrs, delimiter, name = data.values[0], data.values[1], data.values[2]
+        assert isinstance(attrs, tuple)
+        entries.append(
+            ListEntry(text(name), None if delimiter is None else text(delimiter), _atoms(attrs))
+        )
+    return entries
 
 
 def _ensure_verified(protocol: UpstreamProtocol, tls: VerifiedClientTLS, host: str) -> None:

@@ -37,6 +37,7 @@ from zope.interface import implementer
 from imapproxy.protocol import (
     DEFAULT_MAX_LITERAL,
     NEED_DATA,
+    RAW_FETCH_ITEMS,
     ContinuationRequest,
     ParseError,
     ResponseCode,
@@ -130,7 +131,7 @@ class UpstreamProtocol(Protocol):
         self.clock: Any = clock  # IReactorTime; zope interfaces confuse mypy here
         #: The hard cap on one command, however it progresses.
         self.command_timeout = command_timeout
-        self.reader = ResponseReader()
+        self.reader = ResponseReader(raw_fetch_items=RAW_FETCH_ITEMS)
         self.max_retained = 2 * DEFAULT_MAX_LITERAL + RETAINED_SLACK
         #: Whether the connection failed: nothing more is read from it.
         self.broken = False
@@ -175,7 +176,7 @@ class UpstreamProtocol(Protocol):
     def connectionLost(self, reason: Failure | None = None) -> None:
         self.connected_ok = False
         self.pause_watchdog()
-        self.reader = ResponseReader()
+        self.reader = ResponseReader(raw_fetch_items=RAW_FETCH_ITEMS)
         why = ""
         if reason is not None and not reason.check(ConnectionDone):
             why = f": {reason.getErrorMessage()}"  # e.g. a certificate that failed verification
@@ -262,7 +263,7 @@ class UpstreamProtocol(Protocol):
         self.pause_watchdog()
         # Free what the upstream made us buffer (up to a line or literal cap) now, not
         # when the last reference to this protocol (a Failure's frames) goes away.
-        self.reader = ResponseReader()
+        self.reader = ResponseReader(raw_fetch_items=RAW_FETCH_ITEMS)
         if self._running is not None:
             running, self._running = self._running, None
             running.done.errback(error)

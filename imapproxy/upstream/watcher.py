@@ -19,6 +19,14 @@ never selecting a mailbox (so no mailbox is ever selected on two connections):
   on the most recently selected mailbox, so that one hears at IDLE speed; the others
   within ``POLL_SECONDS`` plus a round trip per mailbox.
 
+**Freshness.** With NOTIFY, the watcher can watch every mailbox of the account, not
+only the selected ones (``watch(selected, everything)``): ``covered_since(name)`` then
+says from when news of a mailbox is certain to be told, so a replica synced after that
+moment is as fresh as the upstream's notification delay and STATUS or SELECT can be
+answered from it without a round trip. STATUS polling covers only the selected
+mailboxes (polling every folder every few seconds would cost more than it saves), and
+covers nothing for freshness: without NOTIFY every STATUS and SELECT still asks.
+
 Failures never reach clients: a connection that fails or is refused is retried after
 a backoff (``RETRY_MIN_SECONDS`` doubling to ``RETRY_MAX_SECONDS``) while any mailbox
 is watched; nothing is connected while none is. Every Deferred here has an errback.
@@ -68,13 +76,23 @@ class MailboxWatcher:
         on_change: Callable[[str], None],
         *,
         poll_seconds: float = POLL_SECONDS,
+        on_covered: Callable[[frozenset[str]], None] | None = None,
     ) -> None:
         self.reactor = reactor
         #: Where the address and credentials come from (a new login may replace it).
         self.link = link
         self.on_change = on_change
+        #: Told the names NOTIFY now covers, so replicas synced before can catch up.
+        self.on_covered = on_covered
         self.poll_seconds = poll_seconds
         self._names: frozenset[str] = frozenset()
+        self._everything: frozenset[str] = frozenset()
+        #: Name -> reactor time from which NOTIFY is certain to tell us of its changes.
+        self._covered: dict[str, float] = {}
+        #: Name -> reactor time news of it last arrived (before coalescing).
+        self._heard: dict[str, float] = {}
+        #: Whether the upstream offers NOTIFY (None until the first connection says).
+        self._notify_offered: bool | None = None
         self._closed = False
         self._running = False
         self._wake: defer.Deferred[None] | None = None
@@ -85,14 +103,33 @@ class MailboxWatcher:
 
     @property
     def names(self) -> frozenset[str]:
-        return self._names
+        """The mailboxes watched on the current kind of connection."""
+        if self._notify_offered is False:
+            return self._names
+        return self._names | self._everything
 
-    def watch(self, names: set[str] | frozenset[str]) -> None:
-        """Watch exactly these mailboxes from now on (none: let the connection go)."""
-        names = frozenset(names)
-        if names == self._names or self._closed:
+    def covered_since(self, name: str) -> float | None:
+        """From when every change of name upstream is certain to be told (None: it is
+        not watched that way now, so the replica may lag without our knowing)."""
+        return self._covered.get(name)
+
+    def heard_at(self, name: str) -> float | None:
+        """When news of name last arrived (its resync may still be coming)."""
+        return self._heard.get(name)
+
+    def watch(
+        self,
+        names: set[str] | frozenset[str],
+        everything: set[str] | frozenset[str] = frozenset(),
+    ) -> None:
+        """Watch exactly these mailboxes from now on (none: let the connection go):
+        names are what clients have selected; everything, all the account's upstream
+        mailboxes, watched too where NOTIFY makes that cheap."""
+        names, everything = frozenset(names), frozenset(everything)
+        if (names, everything) == (self._names, self._everything) or self._closed:
             return
-        self._names = names
+        self._names, self._everything = names, everything
+        names = self.names
         if self._running:
             self._wakeup()  # the loop re-reads the names now
         elif names:
@@ -101,7 +138,8 @@ class MailboxWatcher:
 
     async def close(self) -> None:
         self._closed = True
-        self._names = frozenset()
+        self._names = self._everything = frozenset()
+        self._covered.clear()
         for call in self._pending.values():
             if call.active():
                 call.cancel()
@@ -120,7 +158,7 @@ class MailboxWatcher:
     async def _run(self) -> None:
         failures = 0
         try:
-            while self._names and not self._closed:
+            while self.names and not self._closed:
                 try:
                     client = await self._connect()
                 except UpstreamError as exc:
@@ -143,13 +181,14 @@ class MailboxWatcher:
                     if self._client is client:
                         self._client = None
                     self.mode = None
+                    self._covered.clear()
                     await client.logout()
-                if self._names and not self._closed and failures:
+                if self.names and not self._closed and failures:
                     delay = min(RETRY_MAX_SECONDS, RETRY_MIN_SECONDS * 2 ** (failures - 1))
                     await self._sleep(delay)
         finally:
             self._running = False
-        if self._names and not self._closed:  # watched again just as the loop ended
+        if self.names and not self._closed:  # watched again just as the loop ended
             self._running = True
             defer.ensureDeferred(self._run()).addErrback(self._crashed)
 
@@ -173,6 +212,7 @@ class MailboxWatcher:
     async def _serve(self, client: UpstreamClient) -> None:
         """Watch over this connection until it fails or nothing is left to watch."""
         notify = client.has("NOTIFY")
+        self._notify_offered = notify
         self.mode = "notify" if notify else "poll"
         client.protocol.on_untagged = self._untagged if notify else None
 
@@ -187,14 +227,15 @@ class MailboxWatcher:
             log.info("upstream watcher: STATUS poll every %g s (no NOTIFY)", self.poll_seconds)
         told: frozenset[str] | None = None
         last: dict[str, dict[str, int]] = {}
-        while self._names and not self._closed:
-            names = self._names
+        while self.names and not self._closed:
+            names = self.names
             if notify:
                 if names != told:
                     try:
                         if told is not None:
                             # Dovecot 2.3 falls back to its 30 s check for a SET that
                             # replaces another; after NONE it watches at once again.
+                            self._covered.clear()
                             await client.notify(())
                         await client.notify(sorted(names))
                     except UpstreamRefused as exc:
@@ -204,9 +245,14 @@ class MailboxWatcher:
                             exc,
                         )
                         notify, self.mode = False, "poll"
+                        self._notify_offered = False
                         client.protocol.on_untagged = None
                         continue
                     told = names
+                    now = self.reactor.seconds()
+                    self._covered = dict.fromkeys(names, now)
+                    if self.on_covered is not None:
+                        self.on_covered(names)
                     log.debug("upstream NOTIFY set for %d mailboxes", len(names))
                 else:
                     await client.noop()
@@ -233,8 +279,9 @@ class MailboxWatcher:
             self._news(text(event.values[0]))
 
     def _news(self, name: str) -> None:
-        if name not in self._names:
+        if name not in self.names:
             return
+        self._heard[name] = self.reactor.seconds()
         call = self._pending.get(name)
         if call is not None and call.active():
             return
@@ -242,7 +289,7 @@ class MailboxWatcher:
 
     def _tell(self, name: str) -> None:
         self._pending.pop(name, None)
-        if name in self._names and not self._closed:
+        if name in self.names and not self._closed:
             self.on_change(name)
 
     # waiting -----------------------------------------------------------------

@@ -145,9 +145,9 @@ def test_logins_land_on_the_upstream_their_pattern_names(
     ):
         assert _subjects(client_a) == _on("A")
         assert _subjects(client_b) == _on("B")
-    # Each account keeps its link; the watcher connection (news of selected mailboxes)
-    # goes once no client has a mailbox selected.
-    assert _wait(lambda: (relay_a.active_connections, relay_b.active_connections) == (1, 1))
+    # Each account keeps its link and its watcher connection (NOTIFY over every folder
+    # keeps the replica current) while the account is open.
+    assert _wait(lambda: (relay_a.active_connections, relay_b.active_connections) == (2, 2))
     # bob's password is checked by B only: A never sees a b.test login.
     a_before = _settled(lambda: relay_a.bytes_up)  # alice's link leaves IDLE: "DONE"
     with imap(proxy.host, proxy.port) as client, pytest.raises(LoginError):
@@ -221,13 +221,13 @@ def test_unused_account_is_closed_and_comes_back(
         client_b.select_folder("INBOX")
         with imap(proxy.host, proxy.port, alice) as client_a:
             assert _subjects(client_a) == _on("A")
-        # alice just left: her link is not closed at once (her watcher goes: nothing selected)
-        assert _wait(lambda: relay_a.active_connections == 1)
+        # alice just left: her link and watcher stay until her account closes.
+        assert _wait(lambda: relay_a.active_connections == 2, 1.0)
         assert _wait(lambda: relay_a.active_connections == 0), "alice's account stayed open"
         assert "closing account of 'alice@a.test'" in proxy.log_text()
         # bob still has a session: his account (and its connection) stays.
         time.sleep(2)
-        assert relay_b.active_connections == 2  # link and watcher (INBOX is selected)
+        assert relay_b.active_connections == 2  # link and watcher
         assert "closing account of 'bob@b.test'" not in proxy.log_text()
         client_b.noop()
     # alice comes back: a new upstream connection, her mail as before.
@@ -284,7 +284,7 @@ def test_idle_timeout_flag_closes_accounts_too(make_proxy: ProxyFactory, alice: 
     with imap(proxy.host, proxy.port, alice) as client:
         client.select_folder("INBOX")
         time.sleep(1.5)  # a session is open: its account stays
-        assert relay.active_connections == 2  # link and watcher (INBOX is selected)
+        assert relay.active_connections == 2  # link and watcher
     assert _wait(lambda: relay.active_connections == 0)
     with imap(proxy.host, proxy.port, alice) as client:
         assert client.select_folder("INBOX")[b"EXISTS"] == len(alice.mailboxes["INBOX"])

@@ -86,14 +86,18 @@ async def _find(session: Session, name: str) -> Mailbox:
     return mailbox
 
 
-async def _synced(session: Session, name: str) -> Mailbox:
+async def _synced(session: Session, name: str, fresh_enough: bool = False) -> Mailbox:
     """The mailbox brought up to date; offline, as the replica has it. A mailbox whose
     message list the replica never had is refused rather than shown empty: a client
-    would take zero messages for the truth and may delete its own copies."""
+    would take zero messages for the truth and may delete its own copies.
+
+    ``fresh_enough``: a replica that NOTIFY keeps current is taken as it is (STATUS,
+    which clients send for every folder). SELECT still asks: a client opening a folder
+    is about to act on it, and one round trip buys it the upstream's exact state."""
     mailbox = await _find(session, name)
     if not mailbox.selectable:
         raise CommandFailed("mailbox cannot be selected", response_code=replies.code("NONEXISTENT"))
-    synced = await session.account.sync(mailbox)
+    synced = await session.account.sync(mailbox, fresh_enough=fresh_enough)
     if not synced.contents_known:
         raise _unavailable(
             f"the messages of {synced.name} are not in the replica yet (never synced); "
@@ -104,7 +108,7 @@ async def _synced(session: Session, name: str) -> Mailbox:
 
 @handles(p.Status, AUTH)
 async def status(session: Session, cmd: p.Status) -> list[bytes]:
-    mailbox = await _synced(session, cmd.mailbox)
+    mailbox = await _synced(session, cmd.mailbox, fresh_enough=True)
     stats = session.account.stats(mailbox)
     values: dict[str, int] = {
         "MESSAGES": stats.messages,

@@ -308,9 +308,11 @@ async def append(session: Session, pending: AppendInProgress) -> list[bytes]:
         if start.internal_date is not None
         else now_internaldate()
     )
-    message = pending.buffer
-    operation = AppendMessage(target.id, target.name, flags, date, len(message), data=message)
+    # Immutable from here on (the replica, the structure builder and the upstream all
+    # take bytes); the receive buffer goes at once, so one copy stays in memory.
+    message = bytes(pending.buffer)
     pending.buffer = bytearray()
+    operation = AppendMessage(target.id, target.name, flags, date, len(message), data=message)
     validity, uid = await session.account.outbox.perform(operation, origin=session)
     code = replies.code("APPENDUID", validity, UID(uid))
     return ok(session, start.tag, "APPEND completed", code, allow_expunge=session.view is not None)

@@ -144,3 +144,56 @@ def test_close_logs_out_and_stops_watching() -> None:
     watcher.watch({"B"})
     clock.advance(100)
     assert attempts == [0] and heard == []
+
+
+def test_with_notify_every_mailbox_is_covered_from_the_set_until_the_connection_goes() -> None:
+    first, second = FakeClient({"NOTIFY"}), FakeClient({"NOTIFY"})
+    watcher, clock, heard, _ = make([first, second])
+    covered: list[frozenset[str]] = []
+    watcher.on_covered = covered.append
+    clock.advance(5.0)
+    watcher.watch({"A"}, {"A", "B", "C"})
+    assert first.sent == [("NOTIFY", "A", "B", "C")]
+    assert covered == [frozenset({"A", "B", "C"})]
+    assert watcher.covered_since("B") == 5.0 and watcher.covered_since("Z") is None
+    clock.advance(1.0)
+    first.announce("C")
+    assert watcher.heard_at("C") == 6.0  # at once, before the coalesced resync
+    clock.advance(1.0)
+    assert heard == ["C"]
+    first.protocol.drop()
+    # News may be lost until the next SET: nothing counts as covered meanwhile.
+    assert watcher.covered_since("B") is None
+    clock.advance(1.0)
+    assert second.sent == [("NOTIFY", "A", "B", "C")]
+    assert watcher.covered_since("B") == 8.0
+
+
+def test_replacing_the_set_covers_nothing_until_the_new_set_is_answered() -> None:
+    client = FakeClient({"NOTIFY"})
+    watcher, clock, _, _ = make([client])
+    seen: list[float | None] = []
+
+    async def notify(names: Any) -> None:
+        seen.append(watcher.covered_since("A"))
+        client.sent.append(("NOTIFY", *names))
+
+    client.notify = notify  # type: ignore[method-assign]
+    watcher.watch(set(), {"A"})
+    clock.advance(2.0)
+    watcher.watch(set(), {"A", "B"})
+    clock.advance(0)
+    # While NOTIFY NONE and the new SET run, A was not covered.
+    assert seen == [None, None, None]
+    assert watcher.covered_since("A") == 2.0
+
+
+def test_without_notify_only_selected_mailboxes_are_polled_and_nothing_is_covered() -> None:
+    client = FakeClient(set())
+    watcher, clock, _, _ = make([client], poll=2.0)
+    watcher.watch({"A"}, {"A", "B", "C"})
+    clock.advance(0)
+    assert client.sent == [("STATUS", "A")]
+    clock.advance(2.0)
+    assert client.sent == [("STATUS", "A"), ("STATUS", "A")]
+    assert watcher.covered_since("A") is None

@@ -1,0 +1,123 @@
+"""A cached STATUS costs no upstream round trip while NOTIFY keeps the replica current,
+and a change made elsewhere still shows within the notification bound (issue 6).
+SELECT asks the upstream every time (one round trip, as directly).
+
+Without NOTIFY nothing says the replica is current, so every STATUS asks the upstream
+and a change made elsewhere shows at once.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from imapclient import IMAPClient
+
+from tests.integration.clients import imap
+from tests.integration.conftest import ProxyFactory
+from tests.support.corpus import Account, seed_standard_account
+from tests.support.dovecot import Dovecot
+from tests.support.proxy import ProxyProcess
+from tests.support.relay import Relay
+
+#: Dovecot's notify delay (~0.5 s) + coalescing + one resync; margin for a shared machine.
+NOTIFY_BOUND = 3.0
+
+
+def _message(tag: str) -> bytes:
+    return (
+        f"From: a@example.org\r\nTo: b@example.org\r\nSubject: fresh {tag}\r\n"
+        f"Message-ID: <{tag}@fresh.example>\r\n\r\nhello\r\n"
+    ).encode()
+
+
+def _folders(client: IMAPClient) -> list[str]:
+    return [name for flags, _, name in client.list_folders() if b"\\Noselect" not in flags]
+
+
+def _status_all(client: IMAPClient, folders: list[str]) -> dict[str, dict[bytes, int]]:
+    return {f: client.folder_status(f, ["MESSAGES", "UIDNEXT", "UNSEEN"]) for f in folders}
+
+
+def _until(check: Callable[[], bool], seconds: float, step: float = 0.1) -> float | None:
+    """Seconds until check() held, or None if it did not within seconds."""
+    start = time.monotonic()
+    while time.monotonic() - start < seconds:
+        if check():
+            return time.monotonic() - start
+        time.sleep(step)
+    return None
+
+
+def test_cached_status_needs_no_round_trip_and_news_still_shows(
+    dovecot: Dovecot, make_proxy: ProxyFactory, fresh_user: Account
+) -> None:
+    proxy = make_proxy()
+    relay = proxy.relay
+    assert relay is not None
+    with imap(proxy.host, proxy.port, fresh_user) as client:
+        folders = _folders(client)
+        before = _status_all(client, folders)
+        proxy.wait_for_log("upstream watcher: NOTIFY")
+
+        def quiet() -> bool:
+            relay.reset_counters()
+            _status_all(client, folders)
+            return relay.bytes_up == 0
+
+        # Once NOTIFY covers every folder and each was synced after, nothing goes up.
+        assert _until(quiet, 10.0, step=0.3) is not None, proxy.log_tail()
+        assert _status_all(client, folders) == before
+
+        with imap(dovecot.host, dovecot.port, fresh_user) as direct:
+            direct.append("Sent", _message(uuid.uuid4().hex))
+            direct.select_folder("INBOX")
+            first_uid = direct.search(["ALL"])[0]
+            direct.add_flags([first_uid], [b"$Fresh"])
+
+        def sent_grew() -> bool:
+            status = client.folder_status("Sent", ["MESSAGES"])
+            return status[b"MESSAGES"] == before["Sent"][b"MESSAGES"] + 1
+
+        assert _until(sent_grew, NOTIFY_BOUND) is not None
+
+        def flag_shows() -> bool:
+            client.select_folder("INBOX", readonly=True)
+            found = client.search(["KEYWORD", "$Fresh"])
+            client.unselect_folder()
+            return len(found) == 1
+
+        assert flag_shows()  # SELECT asked the upstream
+
+
+@pytest.fixture(scope="module")
+def dovecot_without_notify() -> Iterator[Dovecot]:
+    with Dovecot(without_capabilities=("NOTIFY",)) as server:
+        yield server
+
+
+def test_without_notify_every_status_asks_the_upstream(
+    dovecot_without_notify: Dovecot, tmp_path: Path
+) -> None:
+    dovecot = dovecot_without_notify
+    user = f"user-{uuid.uuid4().hex[:10]}"
+    dovecot.add_user(user, f"{user}-pw")
+    account = Account(user, f"{user}-pw", seed_standard_account(dovecot, user))
+    with (
+        Relay(dovecot.host, dovecot.port) as relay,
+        ProxyProcess(f"imap+plain://{dovecot.host}:{relay.port}", tmp_path / "state") as proxy,
+        imap(proxy.host, proxy.port, account) as client,
+    ):
+        before = _status_all(client, ["Sent"])
+        for _ in range(3):
+            relay.reset_counters()
+            assert _status_all(client, ["Sent"]) == before
+            assert relay.bytes_up > 0
+        with imap(dovecot.host, dovecot.port, account) as direct:
+            direct.append("Sent", _message(uuid.uuid4().hex))
+        # Asked at once, so seen at once.
+        status = client.folder_status("Sent", ["MESSAGES"])
+        assert status[b"MESSAGES"] == before["Sent"][b"MESSAGES"] + 1

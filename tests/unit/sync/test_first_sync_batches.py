@@ -1,0 +1,121 @@
+"""A first sync of a large mailbox fetches and stores its message list in batches by
+message number, ends with every message in upstream order, and a sync stopped between
+batches leaves a replica the next sync completes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from twisted.internet import defer
+from twisted.python.failure import Failure
+
+from imapproxy.protocol import Atom, SequenceSet
+from imapproxy.store import Store, accounts, mailboxes, messages
+from imapproxy.sync import mailboxes as sync
+from imapproxy.upstream.client import SelectInfo
+
+
+class Upstream:
+    """Enough of UpstreamClient for sync_messages, over one CONDSTORE mailbox."""
+
+    def __init__(self, uids: list[int], recent: frozenset[int] = frozenset()) -> None:
+        self.uids = uids
+        self.recent = recent
+        self.fetches: list[tuple[str, bool]] = []
+        self.keywords_allowed: dict[str, bool] = {}
+        self.fail_at: int | None = None
+
+    async def select(self, name: str, readonly: bool = True) -> SelectInfo:
+        return SelectInfo(777, max(self.uids) + 1, len(self.uids), 50, (), None)
+
+    def _item(self, uid: int) -> dict[str, Any]:
+        flags = (Atom("\\Recent"),) if uid in self.recent else (Atom("\\Seen"),)
+        return {
+            "UID": uid,
+            "FLAGS": flags,
+            "INTERNALDATE": b"01-Jan-2026 00:00:00 +0000",
+            "RFC822.SIZE": uid,
+        }
+
+    async def fetch(
+        self, numbers: SequenceSet, attributes: Any, by_sequence: bool = False, **_: Any
+    ) -> list[dict[str, Any]]:
+        self.fetches.append((str(numbers), by_sequence))
+        if self.fail_at is not None and len(self.fetches) == self.fail_at:
+            raise ConnectionError("link lost")
+        ((low, high),) = numbers.ranges  # type: ignore[attr-defined]
+        if by_sequence:
+            return [self._item(uid) for uid in self.uids[low - 1 : high]]
+        top = max(self.uids)
+        chosen = [u for u in self.uids if u >= low and (high is None or u <= high)]
+        return [self._item(uid) for uid in (chosen or [top])]
+
+    async def search_uids(self, uids: SequenceSet) -> set[int]:
+        return set(self.uids)
+
+
+def _run(coro: Any) -> Any:
+    result = defer.ensureDeferred(coro)
+    out: list[Any] = []
+    result.addBoth(out.append)
+    assert out, "the sync did not finish synchronously"
+    if isinstance(out[0], Failure):
+        out[0].raiseException()
+    return out[0]
+
+
+@pytest.fixture
+def replica(tmp_path: Path) -> Any:
+    store = Store(tmp_path / "replica")
+    account = store.write(lambda tx: accounts.ensure_account(tx, "imaps://x", "ann")).id
+    box = store.write(lambda tx: mailboxes.create(tx, account, "INBOX"))
+    yield store, box
+    store.close()
+
+
+def _upstream_uids(store: Store, box: Any) -> list[int]:
+    listed = store.read(lambda tx: list(messages.iterate(tx, box.account, box.id)))
+    return [int(m.upstream_uid) for m in sorted(listed, key=lambda m: m.uid)]
+
+
+def test_a_large_first_sync_goes_in_batches_and_keeps_upstream_order(
+    replica: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, box = replica
+    monkeypatch.setattr(sync, "FIRST_SYNC_BATCH", 4)
+    uids = [3, 5, 6, 9, 10, 20, 21, 22, 40, 41]
+    upstream = Upstream(uids, recent=frozenset({40, 41}))
+    synced, change = _run(sync.sync_messages(upstream, store, box))  # type: ignore[arg-type]
+    assert upstream.fetches[:3] == [("1:4", True), ("5:8", True), ("9:10", True)]
+    assert all(not by_seq for _, by_seq in upstream.fetches[3:])
+    assert _upstream_uids(store, box) == uids
+    assert change.added
+    assert synced.upstream_last_uid == 41 and synced.upstream_uidnext == 42
+    # \Recent: exactly the messages the upstream still calls recent (local UIDs 9, 10).
+    assert synced.first_recent_uid == 9
+
+
+def test_a_sync_stopped_between_batches_is_completed_by_the_next(
+    replica: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, box = replica
+    monkeypatch.setattr(sync, "FIRST_SYNC_BATCH", 4)
+    uids = list(range(1, 11))
+    upstream = Upstream(uids)
+    upstream.fail_at = 2
+    with pytest.raises(ConnectionError):
+        _run(sync.sync_messages(upstream, store, box))  # type: ignore[arg-type]
+    assert _upstream_uids(store, box) == [1, 2, 3, 4]
+    upstream.fail_at = None
+    current = store.read(lambda tx: mailboxes.get(tx, box.account, box.id))
+    _run(sync.sync_messages(upstream, store, current))  # type: ignore[arg-type]
+    assert _upstream_uids(store, box) == uids
+
+
+def test_a_small_first_sync_is_one_fetch(replica: Any) -> None:
+    store, box = replica
+    upstream = Upstream([1, 2, 3])
+    _run(sync.sync_messages(upstream, store, box))  # type: ignore[arg-type]
+    assert upstream.fetches == [("1:*", False)]

@@ -129,6 +129,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="let --metrics listen on an address beyond loopback",
     )
+    serve.add_argument(
+        "--cache-limit",
+        default=None,
+        metavar="SIZE",
+        help="most bytes of message bodies kept per account, e.g. 2G (default: no limit); "
+        "the least recently read go first, metadata and unsent changes always stay",
+    )
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     check = commands.add_parser(
         "check-config", help="check a configuration file: every error with its line"
@@ -137,6 +144,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("file", type=Path, metavar="FILE")
     _add_status_command(commands)
     _add_prefetch_command(commands)
+    _add_compact_command(commands)
     return parser
 
 
@@ -161,6 +169,7 @@ _CONFIG_FLAGS = (
     "write_wait",
     "metrics",
     "metrics_allow_remote",
+    "cache_limit",
 )
 
 
@@ -201,6 +210,16 @@ def _config(args: argparse.Namespace) -> Config:
             idle = parse_duration(args.account_idle_timeout)
         except ValueError as exc:
             raise ConfigError(f"--account-idle-timeout: {exc}") from None
+    cache_limit = None
+    if args.cache_limit is not None:
+        from imapproxy.config_file import parse_size
+
+        try:
+            cache_limit = parse_size(args.cache_limit)
+        except ValueError as exc:
+            raise ConfigError(f"--cache-limit: {exc}") from None
+        if cache_limit == 0:
+            raise ConfigError("--cache-limit: must be more than 0 (leave it out for no limit)")
     return Config.build(
         upstream=args.upstream,
         listen=args.listen,
@@ -216,6 +235,7 @@ def _config(args: argparse.Namespace) -> Config:
         write_wait=3.0 if args.write_wait is None else args.write_wait,
         metrics=args.metrics,
         metrics_allow_remote=args.metrics_allow_remote,
+        cache_limit=cache_limit,
     )
 
 
@@ -334,6 +354,36 @@ def _prefetch(args: argparse.Namespace) -> int:
             reactor, state_dir, address, args.user, password, policy, args.upstream_ca
         )
     )
+
+
+def _add_compact_command(commands: Any) -> None:
+    compact = commands.add_parser(
+        "compact",
+        help="give back the disk space the replica keeps after freeing content "
+        "(stop the proxy first)",
+    )
+    compact.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="the proxy's state directory (default $XDG_STATE_HOME/imapproxy)",
+    )
+    compact.set_defaults(run=_compact)
+
+
+def _compact(args: argparse.Namespace) -> int:
+    """Compact the replica; refuses (exit 1, one line) while a proxy has it open."""
+    from imapproxy.status_report import size
+    from imapproxy.store.compact import StoreBusy, compact
+
+    path = (args.state_dir or default_state_dir()) / "replica"
+    try:
+        done = compact(path)
+    except (StoreBusy, FileNotFoundError, RuntimeError, OSError) as exc:
+        print(f"imapproxy: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"compacted {path}: {size(done.before)} -> {size(done.after)}")
+    return 0
 
 
 def _run_once(work: Any) -> int:

@@ -189,6 +189,7 @@ class Config:
         account_idle_seconds: float = DEFAULT_ACCOUNT_IDLE_SECONDS,
         metrics: str | None = None,
         metrics_allow_remote: bool = False,
+        cache_limit: int | None = None,
     ) -> Config:
         """The command line's one-upstream configuration. ``listen`` None and
         ``listen_tls`` None: the default plain listener on 127.0.0.1:1143. Give
@@ -248,7 +249,7 @@ class Config:
         return cls(
             tuple(listeners),
             state_dir,
-            (UpstreamConfig("default", address, upstream_ca),),
+            (UpstreamConfig("default", address, upstream_ca, cache_limit=cache_limit),),
             tls_cert,
             tls_key,
             allow_plaintext_listen=allow_plaintext_listen,

@@ -70,12 +70,15 @@ class AccountRegistry:
         max_message: int = DEFAULT_MAX_LITERAL,
         prefetch: PrefetchPolicy | None = None,
         sync_every: float = DEFAULT_INTERVAL,
+        cache_limit: int | None = None,
     ) -> None:
         self.reactor = reactor
         self.write_wait = write_wait
         #: What each account's background work does (from the upstream's configuration).
         self.prefetch = prefetch
         self.sync_every = sync_every
+        #: Bytes of cached bodies per account (None: no limit).
+        self.cache_limit = cache_limit
         #: The largest body accepted from the upstream (larger literals fail its link).
         self.max_message = max_message
         self.store = store
@@ -249,6 +252,7 @@ class AccountRegistry:
             self.write_wait,
             prefetch=self.prefetch,
             sync_every=self.sync_every,
+            cache_limit=self.cache_limit,
         )
 
     async def close_account(self, name: str, still_idle: Callable[[], bool]) -> None:

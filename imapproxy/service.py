@@ -90,6 +90,7 @@ class ProxyService(Service):
                         u.prefetch.folders, u.prefetch.max_age_days, u.prefetch.max_body_size
                     ),
                     sync_every=u.freshness.sync_interval,
+                    cache_limit=u.cache_limit,
                 ),
             )
             for u in config.upstreams

@@ -123,6 +123,8 @@ class AccountRuntime:
         notifier.on_watch_change[account.id] = self._watch_changed
         self.attach(link)
         self.background.request_full()
+        # The limit may have been lowered since the last run.
+        reactor.callLater(0, self.trim_cache)
 
     def attach(self, link: UpstreamLink) -> None:
         """Use link from now on (a new login may bring new credentials)."""

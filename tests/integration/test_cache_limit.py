@@ -4,6 +4,7 @@ metadata stays, expunged content goes, and `imapproxy compact` keeps what is lef
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -77,6 +78,17 @@ def test_reading_more_than_the_limit_keeps_the_cache_under_it(
         assert most <= LIMIT, most
         after_reads = body_bytes(state)
         assert after_reads > LIMIT // 2, after_reads  # it is a cache, not an empty one
+        # The proxy's own accounting (what `imapproxy status` shows) agrees.
+        report = subprocess.run(
+            [sys.executable, "-m", "imapproxy", "status", "--json", "--state-dir", str(state)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+        (account,) = json.loads(report.stdout)["accounts"]
+        assert account["cache_body_bytes"] == after_reads
+        assert account["cache_limit"] == LIMIT
         print(
             f"\ncache limit {LIMIT} B; read {sum(len(r) for r in raws)} B of bodies; "
             f"cached after prefetch {prefetched} B, at most {most} B after any read, "

@@ -203,6 +203,8 @@ def _keep(
             stamp = _prefetch_stamp(message) if prefetched and need.is_body else None
             cache.put(tx, mailbox.account, message.blob, need.kind, data, need.section, stamp=stamp)
             kept += len(data)
+        # Expunged while the FETCH was on its way: what just came is freed (store/reclaim.py).
+        tx.maybe_unused.add((mailbox.account, message.blob))
     return kept
 
 

@@ -99,3 +99,28 @@ async def test_prefetch_fills_the_room_and_leaves_what_was_read(tmp_path: Path) 
         assert kept == {1, 2, 3}
     finally:
         store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_body_arriving_after_its_expunge_is_not_kept(tmp_path: Path) -> None:
+    from imapproxy.sync.content import Need, fetch_batch
+
+    store = Store(tmp_path / "replica")
+    try:
+        account = store.write(lambda tx: accounts.ensure_account(tx, "imaps://x", "ann")).id
+        box = store.write(lambda tx: mailboxes.create(tx, account, "INBOX"))
+        store.write(lambda tx: messages.put(tx, account, box.id, _message(1)))
+        # Message 2 was expunged while its FETCH was on the link.
+        got = await fetch_batch(
+            FakeLink(),  # type: ignore[arg-type]
+            store,
+            box,
+            [_message(1), _message(2)],
+            frozenset({Need(Kind.FULL)}),
+        )
+        assert got == 2 * SIZE
+        assert store.read(lambda tx: cache.has(tx, account, BlobId(1), Kind.FULL))
+        assert not store.read(lambda tx: cache.has(tx, account, BlobId(2), Kind.FULL))
+        assert store.read(lambda tx: usage.total(tx, account)) == SIZE
+    finally:
+        store.close()

@@ -30,6 +30,7 @@ from imapproxy.sync.content import Need, fetch_missing
 from imapproxy.sync.mailbox_list import sync_mailbox_list
 from imapproxy.sync.mailboxes import sync_messages
 from imapproxy.sync.prefetch import PolicyError, PrefetchPolicy
+from imapproxy.types import BlobId
 from imapproxy.upstream.client import UpstreamClient
 from imapproxy.upstream.errors import UpstreamUnavailable
 from imapproxy.upstream.link import UpstreamLink
@@ -101,9 +102,12 @@ class AccountRuntime:
         *,
         prefetch: PrefetchPolicy | None = None,
         sync_every: float = DEFAULT_INTERVAL,
+        cache_limit: int | None = None,
     ) -> None:
         self.reactor = reactor
         self.store = store
+        # Kept in the store, so `imapproxy prefetch` beside this proxy respects it too.
+        store.set_cache_limit(account.id, cache_limit)
         self.notifier = notifier
         self.account = account
         self.link = link
@@ -121,6 +125,8 @@ class AccountRuntime:
         notifier.on_watch_change[account.id] = self._watch_changed
         self.attach(link)
         self.background.request_full()
+        # The limit may have been lowered since the last run.
+        reactor.callLater(0, self.trim_cache)
 
     def attach(self, link: UpstreamLink) -> None:
         """Use link from now on (a new login may bring new credentials)."""
@@ -308,6 +314,25 @@ class AccountRuntime:
             self.status.went_offline(str(exc))
             raise
         self.status.fetched(fetched)
+
+    def content_read(self, blobs: Iterable[BlobId], fetched: bool) -> None:
+        """A client read these bodies (noted in memory for the least-recently-read order,
+        written in batches); when some came from the upstream just now, the cache is
+        brought back under its limit, after they were sent (store/eviction.py)."""
+        self.store.note_reads(self.account.id, blobs)
+        if fetched or self.store.reads.due():
+            self.trim_cache()
+
+    def trim_cache(self) -> None:
+        """Evict least recently read bodies while over the limit. A failure here must
+        not fail the client's command: it is logged, and the next trim tries again."""
+        try:
+            evicted = self.store.enforce_limit(self.account.id)
+        except Exception:
+            log.exception("could not trim the cache of account %d", self.account.id)
+            return
+        if evicted:
+            log.info("cache limit: %d bytes of bodies evicted", evicted)
 
     def close(self) -> None:
         """The account is closing (idle, or the proxy stops): no more background work,

@@ -135,6 +135,13 @@ def _parser() -> argparse.ArgumentParser:
         help="the upstream's users log in with OAuth2 (XOAUTH2, OAUTHBEARER): ask it at "
         "startup which mechanisms it offers, to advertise them before anyone logged in",
     )
+    serve.add_argument(
+        "--cache-limit",
+        default=None,
+        metavar="SIZE",
+        help="most bytes of message bodies kept per account, e.g. 2G (default: no limit); "
+        "the least recently read go first, metadata and unsent changes always stay",
+    )
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     check = commands.add_parser(
         "check-config", help="check a configuration file: every error with its line"
@@ -144,6 +151,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_status_command(commands)
     _add_prefetch_command(commands)
     _add_passwd_command(commands)
+    _add_compact_command(commands)
     return parser
 
 
@@ -169,6 +177,7 @@ _CONFIG_FLAGS = (
     "metrics",
     "metrics_allow_remote",
     "oauth",
+    "cache_limit",
 )
 
 
@@ -209,6 +218,16 @@ def _config(args: argparse.Namespace) -> Config:
             idle = parse_duration(args.account_idle_timeout)
         except ValueError as exc:
             raise ConfigError(f"--account-idle-timeout: {exc}") from None
+    cache_limit = None
+    if args.cache_limit is not None:
+        from imapproxy.config_file import parse_size
+
+        try:
+            cache_limit = parse_size(args.cache_limit)
+        except ValueError as exc:
+            raise ConfigError(f"--cache-limit: {exc}") from None
+        if cache_limit == 0:
+            raise ConfigError("--cache-limit: must be more than 0 (leave it out for no limit)")
     return Config.build(
         upstream=args.upstream,
         listen=args.listen,
@@ -225,6 +244,7 @@ def _config(args: argparse.Namespace) -> Config:
         metrics=args.metrics,
         metrics_allow_remote=args.metrics_allow_remote,
         oauth=args.oauth,
+        cache_limit=cache_limit,
     )
 
 
@@ -388,6 +408,36 @@ def _passwd(args: argparse.Namespace) -> int:
         return 2
     done = "removed" if args.remove else "set"
     print(f"local password of {args.user} at {url} {done} (it counts only while offline)")
+    return 0
+
+
+def _add_compact_command(commands: Any) -> None:
+    compact = commands.add_parser(
+        "compact",
+        help="give back the disk space the replica keeps after freeing content "
+        "(stop the proxy first)",
+    )
+    compact.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="the proxy's state directory (default $XDG_STATE_HOME/imapproxy)",
+    )
+    compact.set_defaults(run=_compact)
+
+
+def _compact(args: argparse.Namespace) -> int:
+    """Compact the replica; refuses (exit 1, one line) while a proxy has it open."""
+    from imapproxy.status_report import size
+    from imapproxy.store.compact import StoreBusy, compact
+
+    path = (args.state_dir or default_state_dir()) / "replica"
+    try:
+        done = compact(path)
+    except (StoreBusy, FileNotFoundError, RuntimeError, OSError) as exc:
+        print(f"imapproxy: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"compacted {path}: {size(done.before)} -> {size(done.after)}")
     return 0
 
 

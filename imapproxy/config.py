@@ -205,6 +205,7 @@ class Config:
         metrics: str | None = None,
         metrics_allow_remote: bool = False,
         oauth: bool = False,
+        cache_limit: int | None = None,
     ) -> Config:
         """The command line's one-upstream configuration. ``listen`` None and
         ``listen_tls`` None: the default plain listener on 127.0.0.1:1143. Give
@@ -264,7 +265,11 @@ class Config:
         return cls(
             tuple(listeners),
             state_dir,
-            (UpstreamConfig("default", address, upstream_ca, oauth=oauth),),
+            (
+                UpstreamConfig(
+                    "default", address, upstream_ca, oauth=oauth, cache_limit=cache_limit
+                ),
+            ),
             tls_cert,
             tls_key,
             allow_plaintext_listen=allow_plaintext_listen,

@@ -140,11 +140,16 @@ async def run(
             await _refresh(link, store, account, policy)
         work = plan(store, account.id, policy)
         progress = Progress(work.messages, work.bytes, err)
+        full = False
         for mailbox, wanted in work.work:
-            await fetch_bodies(
+            full = not await fetch_bodies(
                 link, store, mailbox, wanted, lambda: BATCH_BYTES, progress.advance, time.monotonic
             )
+            if full:
+                break
         progress.finish()
+        if full:
+            out.write("stopped at the account's cache limit (prefetch never evicts)\n")
         out.write(
             f"prefetched {progress.done_messages} message(s), {size(progress.done_bytes)} "
             f"in {time.monotonic() - began:.1f} s; {work.already} already readable offline "

@@ -84,6 +84,7 @@ class AccountRegistry:
         prefetch: PrefetchPolicy | None = None,
         sync_every: float = DEFAULT_INTERVAL,
         token_lifetime: float = offline_logins.DEFAULT_TOKEN_LIFETIME,
+        cache_limit: int | None = None,
     ) -> None:
         self.reactor = reactor
         #: Seconds a token the upstream accepted may log its user in offline.
@@ -94,6 +95,8 @@ class AccountRegistry:
         #: What each account's background work does (from the upstream's configuration).
         self.prefetch = prefetch
         self.sync_every = sync_every
+        #: Bytes of cached bodies per account (None: no limit).
+        self.cache_limit = cache_limit
         #: The largest body accepted from the upstream (larger literals fail its link).
         self.max_message = max_message
         self.store = store
@@ -394,6 +397,7 @@ class AccountRegistry:
             self.write_wait,
             prefetch=self.prefetch,
             sync_every=self.sync_every,
+            cache_limit=self.cache_limit,
         )
 
     async def close_account(self, name: str, still_idle: Callable[[], bool]) -> None:

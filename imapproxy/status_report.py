@@ -21,6 +21,7 @@ import lmdb
 
 from imapproxy.store import outbox as outbox_store
 from imapproxy.store import status as status_record
+from imapproxy.store import usage
 from imapproxy.store._tx import Tx, decode, u32
 
 #: Databases the report reads; any of them may be missing from an older state dir.
@@ -90,6 +91,9 @@ def _account(tx: Tx, account: dict[str, Any], serving: int | None, now: float) -
         "replay_paused": outbox_store.paused(tx, account_id) if b"meta" in tx.dbs else None,
         "last_sync": record["last_sync"],
         "cache_bytes": _cache_bytes(tx, account_id),
+        # Bodies (what the limit bounds) and the limit (None: none), store/usage.py.
+        "cache_body_bytes": usage.total(tx, account_id) if b"meta" in tx.dbs else 0,
+        "cache_limit": usage.get_limit(tx, account_id) if b"meta" in tx.dbs else None,
         "served_from_cache_bytes": record["served_bytes"],
         "fetched_bytes": record["fetched_bytes"],
         "record_updated": record["updated"],
@@ -224,6 +228,12 @@ def _paused(account: dict[str, Any]) -> list[str]:
     ]
 
 
+def _bodies(account: dict[str, Any]) -> str:
+    limit = account.get("cache_limit")
+    of = f" of the {size(limit)} limit" if limit else ", no limit"
+    return f" (bodies {size(account.get('cache_body_bytes') or 0)}{of})"
+
+
 def as_text(accounts: list[dict[str, Any]]) -> str:
     if not accounts:
         return "no accounts yet: nobody has logged in through this proxy\n"
@@ -239,7 +249,7 @@ def as_text(accounts: list[dict[str, Any]]) -> str:
             f"  refused changes:  {account['refused_changes']}",
             *_paused(account),
             f"  last sync:        {_when(account['last_sync'], now)}",
-            f"  cache size:       {size(account['cache_bytes'])}",
+            f"  cache size:       {size(account['cache_bytes'])}{_bodies(account)}",
             f"  served from cache: {size(account['served_from_cache_bytes'])}; "
             f"fetched from upstream: {size(account['fetched_bytes'])}",
             "",

@@ -28,6 +28,9 @@ DATABASES = (
     b"changes",
     b"outbox",
     b"links",
+    b"blob_refs",
+    b"usage",
+    b"lru",
 )
 
 INITIAL_MAP_SIZE = 256 * 2**20

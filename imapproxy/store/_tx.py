@@ -44,11 +44,17 @@ def decode(data: bytes) -> Any:
 
 
 class Tx:
-    """One LMDB transaction plus the named databases it may touch."""
+    """One LMDB transaction plus the named databases it may touch.
+
+    ``maybe_unused`` collects (account, blob) pairs whose last message may have gone
+    in this transaction; the store frees those no one uses any more before it commits
+    (reclaim.free_pending), so expunged content never outlives its expunge.
+    """
 
     def __init__(self, txn: lmdb.Transaction, dbs: dict[bytes, Any]) -> None:
         self.txn = txn
         self.dbs = dbs
+        self.maybe_unused: set[tuple[int, int]] = set()
 
     def get(self, db: bytes, key: bytes) -> bytes | None:
         value = self.txn.get(key, db=self.dbs[db])
@@ -80,8 +86,24 @@ class Tx:
                 return
             yield key, bytes(value)
 
+    def has(self, db: bytes, key: bytes) -> bool:
+        """Whether key is there, without copying its value (bodies can be megabytes)."""
+        cursor = self.txn.cursor(db=self.dbs[db])
+        return bool(cursor.set_key(key))
+
+    def keys(self, db: bytes, prefix: bytes) -> Iterator[bytes]:
+        """Keys that start with prefix, in order, without copying values."""
+        cursor = self.txn.cursor(db=self.dbs[db])
+        if not cursor.set_range(prefix):
+            return
+        for raw_key in cursor.iternext(keys=True, values=False):
+            key = bytes(raw_key)
+            if not key.startswith(prefix):
+                return
+            yield key
+
     def delete_prefix(self, db: bytes, prefix: bytes) -> int:
-        keys = [key for key, _ in self.scan(db, prefix)]
+        keys = list(self.keys(db, prefix))
         for key in keys:
             self.delete(db, key)
         return len(keys)

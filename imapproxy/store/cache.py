@@ -1,9 +1,11 @@
-"""Cached message content, keyed by blob: what was once downloaded is never fetched again.
+"""Cached message content, keyed by blob: what was once downloaded is not fetched again
+(unless the account's cache limit evicted it: see usage.py and eviction.py).
 
 Key: account(4) blob(8) kind(1) [section hash(8)]. Kinds: ENVELOPE and
 BODYSTRUCTURE as the upstream serialized them (served verbatim), the header block,
 the full message, and any other body section the upstream was asked for, by the
-hash of its section text.
+hash of its section text. Bodies (the full message and sections) are counted in
+usage.py as they come and go, so the account's limit can be checked without a scan.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import hashlib
 from enum import Enum
 
+from imapproxy.store import usage
 from imapproxy.store._tx import Tx, u32, u64
 from imapproxy.types import AccountId, BlobId
 
@@ -22,6 +25,12 @@ class Kind(bytes, Enum):
     HEADER = b"H"
     FULL = b"F"
     SECTION = b"X"
+
+
+#: Content that counts against the cache limit and may be evicted; the other kinds are
+#: metadata, always kept.
+BODY_KINDS = frozenset({Kind.FULL, Kind.SECTION})
+_BODY_BYTES = frozenset(k.value for k in BODY_KINDS)
 
 
 def _key(account: AccountId, blob: BlobId, kind: Kind, section: str = "") -> bytes:
@@ -36,13 +45,28 @@ def get(tx: Tx, account: AccountId, blob: BlobId, kind: Kind, section: str = "")
 
 
 def has(tx: Tx, account: AccountId, blob: BlobId, kind: Kind, section: str = "") -> bool:
-    return tx.get(b"cache", _key(account, blob, kind, section)) is not None
+    return tx.has(b"cache", _key(account, blob, kind, section))
 
 
 def put(
-    tx: Tx, account: AccountId, blob: BlobId, kind: Kind, data: bytes | bytearray, section: str = ""
+    tx: Tx,
+    account: AccountId,
+    blob: BlobId,
+    kind: Kind,
+    data: bytes | bytearray,
+    section: str = "",
+    *,
+    stamp: int | None = None,
 ) -> None:
-    tx.put(b"cache", _key(account, blob, kind, section), data)
+    """Keep data; a body is counted against the account's limit with ``stamp`` (see
+    usage.py; default: read now)."""
+    key = _key(account, blob, kind, section)
+    if kind in BODY_KINDS:
+        old = tx.get(b"cache", key) if tx.has(b"cache", key) else None
+        if old is not None:
+            usage.shrunk(tx, account, blob, len(old))
+        usage.added(tx, account, blob, len(data), stamp)
+    tx.put(b"cache", key, data)
 
 
 def new_blob(tx: Tx, account: AccountId) -> BlobId:
@@ -50,4 +74,26 @@ def new_blob(tx: Tx, account: AccountId) -> BlobId:
 
 
 def delete(tx: Tx, account: AccountId, blob: BlobId, kind: Kind, section: str = "") -> None:
-    tx.delete(b"cache", _key(account, blob, kind, section))
+    key = _key(account, blob, kind, section)
+    if kind in BODY_KINDS:
+        old = tx.get(b"cache", key)
+        if old is not None:
+            usage.shrunk(tx, account, blob, len(old))
+    tx.delete(b"cache", key)
+
+
+def drop_bodies(tx: Tx, account: AccountId, blob: BlobId) -> int:
+    """Remove blob's body content (full message, sections), keeping its metadata;
+    returns the bytes it had."""
+    head = u32(account) + u64(blob)
+    keys = [key for key in tx.keys(b"cache", head) if key[12:13] in _BODY_BYTES]
+    for key in keys:
+        tx.delete(b"cache", key)
+    return usage.forget(tx, account, blob)
+
+
+def drop_all(tx: Tx, account: AccountId, blob: BlobId) -> bool:
+    """Remove everything cached of blob (no message uses it any more); True if there was
+    anything."""
+    usage.forget(tx, account, blob)
+    return tx.delete_prefix(b"cache", u32(account) + u64(blob)) > 0

@@ -123,8 +123,11 @@ def create(tx: Tx, account: AccountId, name: str, **attrs: object) -> Mailbox:
 
 
 def delete(tx: Tx, mailbox: Mailbox) -> None:
-    """Remove a mailbox and everything keyed under it (messages, UID map, change log)."""
+    """Remove a mailbox and everything keyed under it (messages, UID map, change log);
+    content its messages alone used is freed when the transaction commits."""
     prefix = _key(mailbox.account, mailbox.id)
+    for message in list(messages.iterate(tx, mailbox.account, mailbox.id)):
+        messages.remove(tx, mailbox.account, mailbox.id, message)
     tx.delete(b"mailboxes", prefix)
     tx.delete_prefix(b"messages", prefix)
     tx.delete_prefix(b"upstream_uids", prefix)

@@ -5,6 +5,13 @@ The reverse map upstream_uids (account, mailbox, upstream uid → local uid) let
 sync apply upstream FETCH/VANISHED answers without scanning. A message's content
 (body, header, ENVELOPE, …) lives in the cache under its blob id, shared by every
 copy of the message, so a COPY or MOVE with COPYUID costs no download.
+
+The index blob_refs (account, blob, mailbox, uid → 1 if the message has an upstream
+UID, else 0) says at once which messages use a blob: whether content can be freed
+(no message names it any more) or evicted (every message naming it can be fetched
+again from the upstream), without scanning the account. ``put`` and ``remove`` keep
+it; a removal also tells the transaction which blobs may have lost their last user
+(``Tx.maybe_unused``), and the store frees those before it commits (reclaim.py).
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 
-from imapproxy.store._tx import Tx, decode, encode, read_u32, u32
+from imapproxy.store._tx import Tx, decode, encode, read_u32, u32, u64
 from imapproxy.types import UID, AccountId, BlobId, MailboxId, UpstreamUID
 
 
@@ -52,11 +59,17 @@ def _decode(uid: int, value: bytes) -> Message:
     return Message(UID(uid), up, tuple(flags), date, size, modseq, BlobId(blob))
 
 
+def _ref_key(account: AccountId, blob: BlobId, mailbox: MailboxId, uid: UID) -> bytes:
+    return u32(account) + u64(blob) + u32(mailbox) + u32(uid)
+
+
 def put(tx: Tx, account: AccountId, mailbox: MailboxId, message: Message) -> None:
     key_prefix = prefix(account, mailbox)
     tx.put(b"messages", key_prefix + u32(message.uid), _encode(message))
     if message.upstream_uid is not None:
         tx.put(b"upstream_uids", key_prefix + u32(message.upstream_uid), u32(message.uid))
+    known = b"\x01" if message.upstream_uid is not None else b"\x00"
+    tx.put(b"blob_refs", _ref_key(account, message.blob, mailbox, message.uid), known)
 
 
 def get(tx: Tx, account: AccountId, mailbox: MailboxId, uid: UID) -> Message | None:
@@ -100,3 +113,28 @@ def remove(tx: Tx, account: AccountId, mailbox: MailboxId, message: Message) -> 
     tx.delete(b"messages", key_prefix + u32(message.uid))
     if message.upstream_uid is not None:
         tx.delete(b"upstream_uids", key_prefix + u32(message.upstream_uid))
+    tx.delete(b"blob_refs", _ref_key(account, message.blob, mailbox, message.uid))
+    tx.maybe_unused.add((account, message.blob))
+
+
+def blob_users(tx: Tx, account: AccountId, blob: BlobId) -> list[tuple[MailboxId, UID, bool]]:
+    """(mailbox, uid, has an upstream UID) of every message whose content is blob."""
+    head = u32(account) + u64(blob)
+    return [
+        (MailboxId(read_u32(key, 12)), UID(read_u32(key, 16)), value == b"\x01")
+        for key, value in tx.scan(b"blob_refs", head)
+    ]
+
+
+def index_blob_refs(tx: Tx) -> int:
+    """Build blob_refs from the messages of every account (a store written before the
+    index existed); returns how many messages were indexed."""
+    count = 0
+    for key, value in tx.scan(b"messages", b""):
+        account, mailbox, uid = read_u32(key), read_u32(key, 4), read_u32(key, 8)
+        message = _decode(uid, value)
+        known = b"\x01" if message.upstream_uid is not None else b"\x00"
+        ref = _ref_key(AccountId(account), message.blob, MailboxId(mailbox), UID(uid))
+        tx.put(b"blob_refs", ref, known)
+        count += 1
+    return count

@@ -29,7 +29,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from imapproxy.store._tx import Tx, decode, read_u32, read_u64, u32, u64
-from imapproxy.types import AccountId, MailboxId
+from imapproxy.store.reclaim import collect_blobs
+from imapproxy.types import AccountId, BlobId, MailboxId
 
 QUEUED = "queued"
 REFUSED = "refused"  # the upstream said NO for good
@@ -97,8 +98,17 @@ def get(tx: Tx, account: AccountId, seq: int) -> Entry | None:
     return None if record is None else _entry(account, _key(account, seq), record)
 
 
+def _let_go(tx: Tx, entry: Entry) -> None:
+    """The entry no longer pins the content it names: free what no one else uses when
+    the transaction commits (reclaim.py)."""
+    found: set[BlobId] = set()
+    collect_blobs(entry.args, found)
+    tx.maybe_unused.update((entry.account, blob) for blob in found)
+
+
 def remove(tx: Tx, entry: Entry) -> None:
     tx.delete(b"outbox", _key(entry.account, entry.seq))
+    _let_go(tx, entry)
 
 
 def _all(tx: Tx, account: AccountId) -> list[Entry]:
@@ -150,6 +160,8 @@ def set_refused(tx: Tx, entry: Entry, state: str, reason: str) -> Entry:
     """Take entry out of the queue for good, keeping it (and its data) listed."""
     done = entry.with_(state=state, reason=reason, resolved=time.time())
     _put(tx, done)
+    if state == REFUSED:
+        _let_go(tx, done)
     return done
 
 

@@ -48,14 +48,29 @@ links          account(4) mailbox(4) local uid(4)         [upstream uidvalidity,
                                                           a message created locally, once known
 meta           ``outbox_paused:`` account(4)              {reason, since}: replay waits for a
                                                           new login (credentials refused)
+blob_refs      account(4) blob(8) mailbox(4) uid(4)       1 if the message has an upstream
+                                                          UID, else 0 (messages.py)
+usage          account(4) blob(8)                         [body bytes, stamp] (usage.py)
+lru            account(4) stamp(8) blob(8)                empty: eviction order (usage.py)
+meta           ``cache_bytes:`` / ``cache_limit:``        body bytes cached / the limit
+               account(4)                                 (usage.py)
 =============  =========================================  ===================================
+
+Version 2 added blob_refs, usage and lru; a version 1 store is brought up to date when
+it is opened (``migrate_1_to_2``, one transaction: all or nothing).
 """
 
 from __future__ import annotations
 
-from imapproxy.store._tx import Tx
+import logging
 
-SCHEMA_VERSION = b"1"
+from imapproxy.store import messages, usage
+from imapproxy.store._tx import Tx
+from imapproxy.store.cache import BODY_KINDS
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = b"2"
 
 
 class SchemaError(Exception):
@@ -66,8 +81,23 @@ def check_or_initialize(tx: Tx) -> None:
     found = tx.get(b"meta", b"schema_version")
     if found is None:
         tx.put(b"meta", b"schema_version", SCHEMA_VERSION)
+    elif found == b"1":
+        migrate_1_to_2(tx)
     elif found != SCHEMA_VERSION:
         raise SchemaError(
             f"state directory has schema version {found.decode(errors='replace')}, "
             f"this imapproxy reads version {SCHEMA_VERSION.decode()}"
         )
+
+
+def migrate_1_to_2(tx: Tx) -> None:
+    """Index which messages use each blob and count the cached bodies (their last reads
+    are unknown: they go first when a limit asks for room)."""
+    indexed = messages.index_blob_refs(tx)
+    counted = usage.rebuild(tx, frozenset(k.value for k in BODY_KINDS))
+    tx.put(b"meta", b"schema_version", b"2")
+    log.info(
+        "replica brought to schema 2: %d messages indexed, %d bytes of bodies counted",
+        indexed,
+        counted,
+    )

@@ -187,7 +187,9 @@ class BackgroundSync:
         await self._prefetch()
 
     async def _prefetch(self) -> None:
-        """Bodies the prefetch policy wants readable offline, a small turn at a time."""
+        """Bodies the prefetch policy wants readable offline, a small turn at a time,
+        in the room the cache limit leaves (after trimming the cache to it)."""
+        self.runtime.trim_cache()
         work = plan(self.runtime.store, self.runtime.account.id, self.policy)
         if not work.work:
             return
@@ -205,8 +207,9 @@ class BackgroundSync:
                 )
 
         for mailbox, wanted in work.work:
+            room = True
             try:
-                await fetch_bodies(
+                room = await fetch_bodies(
                     self.runtime.link,
                     self.runtime.store,
                     mailbox,
@@ -218,6 +221,9 @@ class BackgroundSync:
                 )
             except UpstreamRefused as exc:
                 log.info("prefetch in %r refused: %s", mailbox.name, exc.text)
+            if not room:
+                log.info("prefetch stopped: the cache limit leaves no room")
+                break
             if self._closed or self._pending:
                 # A client's new mail comes first; the next pass goes on from here.
                 self._full = not self._closed

@@ -19,14 +19,16 @@ from dataclasses import dataclass
 from imapproxy.message import fetch_structure
 from imapproxy.protocol import (
     FetchAttribute,
+    ParseError,
     Raw,
     Section,
     SequenceSet,
     Value,
+    parse_datetime,
     parse_fetch_attribute,
     serialize_value,
 )
-from imapproxy.store import Store, Tx, cache
+from imapproxy.store import Store, Tx, cache, usage
 from imapproxy.store.cache import Kind
 from imapproxy.store.mailboxes import Mailbox
 from imapproxy.store.messages import Message
@@ -145,9 +147,18 @@ def _by_size(messages: list[Message], count: int, size: int) -> list[list[Messag
 
 
 async def fetch_batch(
-    link: UpstreamLink, store: Store, mailbox: Mailbox, batch: list[Message], needs: frozenset[Need]
+    link: UpstreamLink,
+    store: Store,
+    mailbox: Mailbox,
+    batch: list[Message],
+    needs: frozenset[Need],
+    *,
+    prefetched: bool = False,
 ) -> int:
-    """One upstream UID FETCH of needs for batch (one turn on the link); returns bytes kept."""
+    """One upstream UID FETCH of needs for batch (one turn on the link); returns bytes kept.
+
+    Bodies fetched for a client count as read now; ``prefetched`` ones as not read yet
+    (store/usage.py: they are evicted before anything a client read)."""
     by_upstream = {int(m.upstream_uid): m for m in batch if m.upstream_uid is not None}
     attributes = tuple(
         need.attribute() for need in sorted(needs, key=lambda n: (n.kind.value, n.section))
@@ -158,7 +169,15 @@ async def fetch_batch(
         return await client.fetch(SequenceSet.from_ints(by_upstream), attributes)
 
     items = await link.use(fetch)
-    return store.write(lambda tx: _keep(tx, mailbox, by_upstream, needs, items))
+    return store.write(lambda tx: _keep(tx, mailbox, by_upstream, needs, items, prefetched))
+
+
+def _prefetch_stamp(message: Message) -> int:
+    try:
+        received = parse_datetime(message.internaldate).timestamp()
+    except (ParseError, ValueError):
+        received = 0.0
+    return usage.prefetch_stamp(received)
 
 
 def _keep(
@@ -167,6 +186,7 @@ def _keep(
     by_upstream: dict[int, Message],
     needs: frozenset[Need],
     items: list[dict[str, Value]],
+    prefetched: bool = False,
 ) -> int:
     kept = 0
     for item in items:
@@ -182,8 +202,11 @@ def _keep(
                 data = value.data if isinstance(value, Raw) else serialize_value(value)
             else:
                 data = value if isinstance(value, bytes) else b""
-            cache.put(tx, mailbox.account, message.blob, need.kind, data, need.section)
+            stamp = _prefetch_stamp(message) if prefetched and need.is_body else None
+            cache.put(tx, mailbox.account, message.blob, need.kind, data, need.section, stamp=stamp)
             kept += len(data)
+        # Expunged while the FETCH was on its way: what just came is freed (store/reclaim.py).
+        tx.maybe_unused.add((mailbox.account, message.blob))
     return kept
 
 

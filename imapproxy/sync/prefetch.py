@@ -135,11 +135,14 @@ def plan(
     return store.read(scan)
 
 
-def first_batch(wanted: list[Message], budget: int) -> list[Message]:
-    """The leading messages of wanted that fit in budget bytes (at least one)."""
+def first_batch(wanted: list[Message], budget: int, room: int | None = None) -> list[Message]:
+    """The leading messages of wanted that fit in budget bytes (at least one), and in
+    room bytes when the cache is limited (possibly none: prefetch never evicts)."""
     size = 0
     for count, message in enumerate(wanted):
         size += message.size
+        if room is not None and size > room:
+            return wanted[:count]
         if count and size > budget:
             return wanted[:count]
     return list(wanted)
@@ -154,13 +157,21 @@ async def fetch_bodies(
     done: Callable[[int, int, float], None],
     clock: Callable[[], float],
     stop: Callable[[], bool] = lambda: False,
-) -> None:
+) -> bool:
     """Fetch the full bodies of wanted, one batch of about budget() bytes per turn on the
-    link; done(messages, bytes, seconds) after each batch."""
+    link; done(messages, bytes, seconds) after each batch.
+
+    With a cache limit, prefetch only fills the room below the account's low water mark
+    (store/usage.py) and stops when the next message does not fit: it never evicts, so
+    what a client read is never pushed out for mail fetched ahead of time. Returns False
+    when it stopped for lack of room."""
     remaining = list(wanted)
     while remaining and not stop():
-        batch = first_batch(remaining, budget())
+        batch = first_batch(remaining, budget(), store.cache_room(mailbox.account))
+        if not batch:
+            return False
         remaining = remaining[len(batch) :]
         began = clock()
-        got = await fetch_batch(link, store, mailbox, batch, FULL)
+        got = await fetch_batch(link, store, mailbox, batch, FULL, prefetched=True)
         done(len(batch), got, clock() - began)
+    return True

@@ -28,6 +28,8 @@ def test_queued_and_refused_changes_and_cache_size(tmp_path: Path) -> None:
         )
         store.write(lambda tx: tx.put(b"outbox", u32(account.id) + u64(100), b"not json"))
         store.write(lambda tx: cache.put(tx, account.id, 7, cache.Kind.FULL, b"x" * 1234))
+        store.write(lambda tx: cache.put(tx, account.id, 7, cache.Kind.ENVELOPE, b"(NIL)"))
+        store.set_cache_limit(account.id, 2**20)
         record = dict(status_record.DEFAULTS, online=True, since=1000.0, served_bytes=5)
         store.write(lambda tx: status_record.put(tx, account.id, record))
     finally:
@@ -37,7 +39,10 @@ def test_queued_and_refused_changes_and_cache_size(tmp_path: Path) -> None:
     assert report["user"] == "ann"
     assert report["queued_changes"] == 3
     assert report["refused_changes"] == 1
-    assert report["cache_bytes"] == 1234
+    assert report["cache_bytes"] == 1234 + 5
+    assert report["cache_body_bytes"] == 1234
+    assert report["cache_limit"] == 2**20
+    assert "cache size:       1.2 KiB (bodies 1.2 KiB of the 1.0 MiB limit)" in as_text([report])
     assert report["served_from_cache_bytes"] == 5
     # No live process keeps the record: its link state is not presented as current.
     assert report["proxy_running"] is False and report["online"] is None

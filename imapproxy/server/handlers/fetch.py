@@ -25,6 +25,7 @@ from imapproxy.store import messages as store_messages
 from imapproxy.store.cache import Kind
 from imapproxy.store.messages import Message
 from imapproxy.sync.content import Need
+from imapproxy.types import BlobId
 from imapproxy.upstream.errors import UpstreamUnavailable
 
 SIMPLE = {"UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE", "MODSEQ"}
@@ -307,6 +308,8 @@ async def fetch(session: Session, cmd: p.Fetch) -> list[bytes]:
             session.send(guard)
 
     served = 0
+    reads_bodies = any(n.kind in BODY_KINDS for n in needs)
+    read: list[BlobId] = []  # bodies served, for the cache's least-recently-read order
 
     def render(tx: Tx, message: Message) -> list[bytes] | None:
         nonlocal served
@@ -326,6 +329,8 @@ async def fetch(session: Session, cmd: p.Fetch) -> list[bytes]:
         except Unavailable:
             return None
         served += size
+        if reads_bodies:
+            read.append(message.blob)
         if message.uid in seen_now and not wants_flags:
             items += [p.Atom("FLAGS"), view.flags_of(message)]
         if message.uid in seen_now and session.modes.condstore and not asks_modseq:
@@ -350,8 +355,15 @@ async def fetch(session: Session, cmd: p.Fetch) -> list[bytes]:
             except UpstreamUnavailable:
                 unavailable = True
             misses = await _send_rendered(session, render, misses, batch)
+            if reads_bodies:
+                # Bodies came from the upstream: back under the cache limit now that
+                # they were sent, so a long FETCH overshoots it by one group at most.
+                session.account.content_read(read, fetched=True)
+                read.clear()
         missing += len(misses)
     session.account.status.served(served)
+    if read:
+        session.account.content_read(read, fetched=False)
     if seen_now:
         session.account.outbox.drain_soon()  # the \Seen goes upstream after the bodies
     if missing:

@@ -271,6 +271,7 @@ class FetchSession:
             store=view.store,
             ensure_content=ensure_content,
             status=SimpleNamespace(served=lambda count: None),
+            content_read=lambda blobs, fetched: None,
         )
         self.connection = self
         self.pending = 0

@@ -177,16 +177,22 @@ def _atoms_upper(value: Value, what: str) -> tuple[str, ...]:
 
 def _list(tag: str, args: Args) -> c.List:
     select: tuple[str, ...] = ()
+    extended = False
     if isinstance(args.peek(), tuple):
         select = _atoms_upper(args.next(), "selection options")
+        extended = True
     reference = args.mailbox()
     pat = args.next("mailbox pattern")
     if isinstance(pat, tuple):
+        if not pat:
+            raise ParseError("empty list of mailbox patterns")
         patterns = tuple(astring_str(p, "mailbox pattern") for p in pat)
+        extended = True
     else:
         patterns = (astring_str(pat, "mailbox pattern"),)
     ret: list[Any] = []
     if not args.at_end():
+        extended = True
         if args.atom("RETURN").upper() != "RETURN":
             raise ParseError("expected RETURN")
         opts = Args(list(args.list("return options")))
@@ -197,7 +203,7 @@ def _list(tag: str, args: Args) -> c.List:
             else:
                 ret.append(name)
     args.end()
-    return c.List(tag, reference, patterns, select, tuple(ret))
+    return c.List(tag, reference, patterns, select, tuple(ret), extended=extended)
 
 
 def _lsub(tag: str, args: Args) -> c.List:

@@ -18,6 +18,10 @@ BASE = (
     "CONDSTORE",
     "QRESYNC",
     "BINARY",
+    "CHILDREN",
+    "LIST-EXTENDED",
+    "LIST-STATUS",
+    "STATUS=SIZE",
 )
 
 

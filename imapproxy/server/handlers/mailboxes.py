@@ -1,4 +1,4 @@
-"""Mailbox commands: LIST/LSUB, STATUS, SELECT/EXAMINE, CLOSE/UNSELECT, CREATE, DELETE,
+"""Mailbox commands: STATUS, SELECT/EXAMINE, CLOSE/UNSELECT, CREATE, DELETE,
 RENAME, SUBSCRIBE/UNSUBSCRIBE — answered from the replica, changes through the outbox."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 from imapproxy import protocol as p
 from imapproxy.outbox.folders import CreateMailbox, DeleteMailbox, RenameMailbox, SetSubscription
 from imapproxy.outbox.replica import is_local
-from imapproxy.server import condstore, listing, replies
+from imapproxy.server import condstore, replies
 from imapproxy.server.handlers.general import ok
 from imapproxy.server.replies import CommandFailed
 from imapproxy.server.session import AUTH, SELECTED, Session, handles
@@ -14,65 +14,17 @@ from imapproxy.server.view import SelectedView
 from imapproxy.store import mailboxes as store_mailboxes
 from imapproxy.store.mailboxes import Mailbox, normalize_name
 
-SPECIAL_USE = {
-    "\\ALL",
-    "\\ARCHIVE",
-    "\\DRAFTS",
-    "\\FLAGGED",
-    "\\JUNK",
-    "\\SENT",
-    "\\TRASH",
-    "\\IMPORTANT",
-}
+STATUS_ITEMS = frozenset(
+    {"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "SIZE", "HIGHESTMODSEQ"}
+)
 
 
-def _mailbox_name(name: str) -> bytes | p.Atom:
+def mailbox_name(name: str) -> bytes | p.Atom:
+    """A mailbox name as sent to clients: INBOX as an atom, others quoted."""
     return p.Atom("INBOX") if name == "INBOX" else name.encode()
 
 
-def _list_line(kind: str, row: listing.Row) -> list[bytes]:
-    delimiter = None if row.delimiter is None else row.delimiter.encode()
-    return replies.untagged(kind, replies.atoms(row.attributes), delimiter, _mailbox_name(row.name))
-
-
-@handles(p.List, AUTH)
-async def list_(session: Session, cmd: p.List) -> list[bytes]:
-    # The client asks for the list: fetch it fresh (offline, the replica's stands).
-    await session.account.refresh_mailboxes(force=True)
-    boxes = session.account.mailboxes()
-    if not boxes:
-        # Never an empty list for "unknown": clients delete the folders they no longer see.
-        raise _unavailable("the folder list is not in the replica yet; upstream unreachable")
-    inbox = next((m for m in boxes if m.name == "INBOX"), None)
-    delimiter = (inbox.delimiter if inbox else None) or "/"
-    kind = "LSUB" if cmd.lsub else "LIST"
-    if cmd.patterns == ("",) and not cmd.lsub:
-        # RFC 3501 §6.3.8: an empty pattern asks for the delimiter and the reference's root.
-        root = listing.root(cmd.reference, delimiter).encode()
-        session.send(replies.untagged("LIST", (p.Atom("\\Noselect"),), delimiter.encode(), root))
-        return ok(session, cmd.tag, "LIST completed")
-    select = {o.upper() for o in cmd.select_options}
-    returns = {o.upper() for o in cmd.return_options if isinstance(o, str)}
-    patterns = [listing.join(cmd.reference, pat) for pat in cmd.patterns]
-    folders = [listing.Folder(m.name, m.delimiter, m.attributes, m.subscribed) for m in boxes]
-    if cmd.lsub:
-        for row in listing.lsub_rows(folders, patterns):
-            session.send(_list_line(kind, row))
-        return ok(session, cmd.tag, f"{kind} completed")
-    subscribed = {m.name for m in boxes if m.subscribed}
-    for row in listing.list_rows(folders, patterns, delimiter):
-        if "SUBSCRIBED" in select and row.name not in subscribed:
-            continue
-        attributes = row.attributes
-        if "SPECIAL-USE" in select and not any(a.upper() in SPECIAL_USE for a in attributes):
-            continue
-        if ("SUBSCRIBED" in select or "SUBSCRIBED" in returns) and row.name in subscribed:
-            attributes = (*attributes, "\\Subscribed")
-        session.send(_list_line(kind, listing.Row(attributes, row.delimiter, row.name)))
-    return ok(session, cmd.tag, f"{kind} completed")
-
-
-def _unavailable(reason: str) -> CommandFailed:
+def unavailable(reason: str) -> CommandFailed:
     return CommandFailed(reason, response_code=replies.code("UNAVAILABLE"))
 
 
@@ -81,12 +33,12 @@ async def _find(session: Session, name: str) -> Mailbox:
     if mailbox is None:
         if not session.account.mailboxes():
             # Not even the folder list was ever fetched: "no such mailbox" would be a guess.
-            raise _unavailable("the folder list is not in the replica yet; upstream unreachable")
+            raise unavailable("the folder list is not in the replica yet; upstream unreachable")
         raise CommandFailed("no such mailbox", response_code=replies.code("NONEXISTENT"))
     return mailbox
 
 
-async def _synced(session: Session, name: str) -> Mailbox:
+async def synced(session: Session, name: str) -> Mailbox:
     """The mailbox brought up to date; offline, as the replica has it. A mailbox whose
     message list the replica never had is refused rather than shown empty: a client
     would take zero messages for the truth and may delete its own copies."""
@@ -95,18 +47,17 @@ async def _synced(session: Session, name: str) -> Mailbox:
         raise CommandFailed("mailbox cannot be selected", response_code=replies.code("NONEXISTENT"))
     synced = await session.account.sync(mailbox)
     if not synced.contents_known:
-        raise _unavailable(
+        raise unavailable(
             f"the messages of {synced.name} are not in the replica yet (never synced); "
             "upstream unreachable"
         )
     return synced
 
 
-@handles(p.Status, AUTH)
-async def status(session: Session, cmd: p.Status) -> list[bytes]:
-    mailbox = await _synced(session, cmd.mailbox)
+def status_values(session: Session, mailbox: Mailbox) -> dict[str, int]:
+    """Every STATUS item (RFC 3501, RFC 7162 HIGHESTMODSEQ, RFC 8438 SIZE), from the replica."""
     stats = session.account.stats(mailbox)
-    values: dict[str, int] = {
+    return {
         "MESSAGES": stats.messages,
         "RECENT": session.account.store.read(lambda tx: store_mailboxes.recent_count(tx, mailbox)),
         "UIDNEXT": mailbox.uidnext,
@@ -115,14 +66,30 @@ async def status(session: Session, cmd: p.Status) -> list[bytes]:
         "SIZE": stats.size,
         "HIGHESTMODSEQ": mailbox.highestmodseq,
     }
-    if any(item.upper() == "HIGHESTMODSEQ" for item in cmd.items):
+
+
+def check_status_items(items: tuple[str, ...]) -> None:
+    for item in items:
+        if item.upper() not in STATUS_ITEMS:
+            raise CommandFailed(f"unsupported STATUS item {item}", status="BAD")
+
+
+def status_response(session: Session, mailbox: Mailbox, items: tuple[str, ...]) -> list[bytes]:
+    """``* STATUS name (...)`` with the items in the order asked."""
+    values = status_values(session, mailbox)
+    if any(item.upper() == "HIGHESTMODSEQ" for item in items):
         session.send(condstore.enable_condstore(session.modes, session.view))
     pairs: list[p.Value] = []
-    for item in cmd.items:
-        if item.upper() not in values:
-            raise CommandFailed(f"unsupported STATUS item {item}", status="BAD")
+    for item in items:
         pairs += [p.Atom(item.upper()), values[item.upper()]]
-    session.send(replies.untagged("STATUS", _mailbox_name(mailbox.name), tuple(pairs)))
+    return replies.untagged("STATUS", mailbox_name(mailbox.name), tuple(pairs))
+
+
+@handles(p.Status, AUTH)
+async def status(session: Session, cmd: p.Status) -> list[bytes]:
+    check_status_items(cmd.items)
+    mailbox = await synced(session, cmd.mailbox)
+    session.send(status_response(session, mailbox, cmd.items))
     return ok(session, cmd.tag, "STATUS completed")
 
 
@@ -138,7 +105,7 @@ async def select(session: Session, cmd: p.Select) -> list[bytes]:
         )
     if cmd.condstore or cmd.qresync is not None:
         session.modes.condstore = True
-    mailbox = await _synced(session, cmd.mailbox)
+    mailbox = await synced(session, cmd.mailbox)
     view = SelectedView(
         session.account.store, mailbox, cmd.readonly, origin=session, modes=session.modes
     )

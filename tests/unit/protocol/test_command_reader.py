@@ -128,9 +128,16 @@ CASES: list[tuple[bytes, object]] = [
             ("INBOX", "foo/%"),
             ("SUBSCRIBED", "RECURSIVEMATCH"),
             ("CHILDREN", ("STATUS", ("MESSAGES", "UNSEEN"))),
+            extended=True,
         ),
     ),
-    (b'a1 LIST "" "*" RETURN (SPECIAL-USE)', List("a1", "", ("*",), (), ("SPECIAL-USE",))),
+    (
+        b'a1 LIST "" "*" RETURN (SPECIAL-USE)',
+        List("a1", "", ("*",), (), ("SPECIAL-USE",), extended=True),
+    ),
+    # RFC 5258: an empty selection list or a list of one pattern is the extended syntax.
+    (b'a1 LIST () "" "%"', List("a1", "", ("%",), extended=True)),
+    (b'a1 LIST "" ("%")', List("a1", "", ("%",), extended=True)),
     (
         b"a1 STATUS blurdybloop (UIDNEXT messages)",
         Status("a1", "blurdybloop", ("UIDNEXT", "MESSAGES")),

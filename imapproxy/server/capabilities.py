@@ -25,17 +25,26 @@ BASE = (
 )
 
 
+#: Offered once logged in, when the account's upstream offers them too: they are
+#: carried out there (the replica alone cannot give them).
+FROM_UPSTREAM = ("CREATE-SPECIAL-USE",)
+
+
 def capabilities(
     authenticated: bool,
     tls_active: bool,
     starttls_available: bool,
     login_disabled: bool = False,
+    upstream: frozenset[str] = frozenset(),
 ) -> list[str]:
     """``login_disabled``: no mechanism is offered until STARTTLS (RFC 9051 §6.2.3), so
-    clients do not send a password in clear only to be refused."""
+    clients do not send a password in clear only to be refused. ``upstream``: what the
+    account's upstream offered last (empty before login, or when never seen)."""
     caps = list(BASE)
     if not authenticated:
         caps.append("LOGINDISABLED" if login_disabled else "AUTH=PLAIN")
         if starttls_available and not tls_active:
             caps.append("STARTTLS")
+    else:
+        caps += [c for c in FROM_UPSTREAM if c in upstream]
     return caps

@@ -115,7 +115,15 @@ class Session:
             self.tls_active,
             self.context.tls_options is not None,
             login_disabled=self.login_disabled,
+            upstream=self.upstream_capabilities,
         )
+
+    @property
+    def upstream_capabilities(self) -> frozenset[str]:
+        """What the account's upstream offered last (empty before login)."""
+        if self._runtime is None:
+            return frozenset()
+        return self._runtime.link.upstream_capabilities
 
     @property
     def login_disabled(self) -> bool:

@@ -96,6 +96,7 @@ class Dovecot:
         *,
         default_auth_penalty: bool = False,
         without_capabilities: tuple[str, ...] = (),
+        extra_capabilities: tuple[str, ...] = (),
     ) -> None:
         """cert: the server certificate to present (TLS tests make it wrong on purpose);
         by default a fresh self-signed one that is also the CA file."""
@@ -117,6 +118,8 @@ class Dovecot:
         self.default_auth_penalty = default_auth_penalty
         #: Extensions hidden from the post-login CAPABILITY (e.g. ``("NOTIFY",)``).
         self.without_capabilities = without_capabilities
+        #: Extensions added to it (announced only: e.g. ``("CREATE-SPECIAL-USE",)``).
+        self.extra_capabilities = extra_capabilities
         for user, password in (users or {}).items():
             self.add_user(user, password)
 
@@ -256,6 +259,7 @@ class Dovecot:
                 host=self.host,
                 default_auth_penalty=self.default_auth_penalty,
                 without_capabilities=self.without_capabilities,
+                extra_capabilities=self.extra_capabilities,
             ),
             encoding="utf-8",
         )

@@ -14,6 +14,17 @@ from imapproxy.server.view import SelectedView
 from imapproxy.store import mailboxes as store_mailboxes
 from imapproxy.store.mailboxes import Mailbox, normalize_name
 
+#: RFC 6154 §2 and RFC 8457 (\\Important), as LIST spells them.
+SPECIAL_USE_ATTRIBUTES = (
+    "\\All",
+    "\\Archive",
+    "\\Drafts",
+    "\\Flagged",
+    "\\Junk",
+    "\\Sent",
+    "\\Trash",
+    "\\Important",
+)
 STATUS_ITEMS = frozenset(
     {"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "SIZE", "HIGHESTMODSEQ"}
 )
@@ -167,12 +178,33 @@ def _valid_new_name(session: Session, name: str) -> str:
     return normalize_name(name)
 
 
+def _special_use(session: Session, wanted: tuple[str, ...]) -> tuple[str, ...]:
+    """RFC 6154 §3: the uses asked for, spelled as LIST shows them; NO [USEATTR] for one
+    that is unknown, or when the upstream cannot record any (the mailbox must then not
+    be created at all)."""
+    spelled = {a.upper(): a for a in SPECIAL_USE_ATTRIBUTES}
+    uses = []
+    for attribute in wanted:
+        if attribute.upper() not in spelled:
+            raise CommandFailed(
+                f"{attribute} is not a special use", response_code=replies.code("USEATTR")
+            )
+        uses.append(spelled[attribute.upper()])
+    if uses and "CREATE-SPECIAL-USE" not in session.upstream_capabilities:
+        raise CommandFailed(
+            "the upstream server cannot create special-use mailboxes",
+            response_code=replies.code("USEATTR"),
+        )
+    return tuple(dict.fromkeys(uses))
+
+
 @handles(p.Create, AUTH)
 async def create(session: Session, cmd: p.Create) -> list[bytes]:
     name = _valid_new_name(session, cmd.mailbox)
+    uses = _special_use(session, cmd.special_use)
     if await session.account.find_mailbox(name) is not None:
         raise CommandFailed("mailbox already exists", response_code=replies.code("ALREADYEXISTS"))
-    await session.account.outbox.perform(CreateMailbox(name), origin=session)
+    await session.account.outbox.perform(CreateMailbox(name, special_use=uses), origin=session)
     return ok(session, cmd.tag, "CREATE completed")
 
 

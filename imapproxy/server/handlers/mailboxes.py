@@ -222,6 +222,13 @@ async def delete(session: Session, cmd: p.Delete) -> list[bytes]:
 @handles(p.Rename, AUTH)
 async def rename(session: Session, cmd: p.Rename) -> list[bytes]:
     mailbox = await _find(session, cmd.old)
+    if mailbox.name == "INBOX":
+        from imapproxy.server.handlers.rename_inbox import rename_inbox
+
+        inbox = session.account.mailbox("INBOX")
+        delimiter = (inbox.delimiter if inbox else None) or "/"
+        await rename_inbox(session, _valid_new_name(session, cmd.new), delimiter)
+        return ok(session, cmd.tag, "RENAME completed")
     if is_local(mailbox):
         raise CommandFailed(
             f"{mailbox.name} is a local folder of imapproxy", response_code=replies.code("CANNOT")

@@ -21,7 +21,14 @@ from ._search import parse_search_keys
 from ._seqset import SequenceSet
 from ._values import Atom, Value
 
-__all__ = ["KNOWN_COMMANDS", "AppendPrefix", "parse_append_prefix", "parse_command", "parse_tag"]
+__all__ = [
+    "KNOWN_COMMANDS",
+    "AppendPrefix",
+    "parse_append_more",
+    "parse_append_prefix",
+    "parse_command",
+    "parse_tag",
+]
 
 _TAG = re.compile(r"[!#$&\',-\[\]-z|}~]+\Z")
 
@@ -379,6 +386,18 @@ def parse_append_prefix(values: list[Value]) -> AppendPrefix:
     """Parse ``mailbox [flags] [date-time]`` of APPEND (the values before the message)."""
     args = Args(values)
     mailbox = args.mailbox()
+    return (mailbox, *_append_options(args))
+
+
+def parse_append_more(
+    values: list[Value],
+) -> tuple[tuple[str, ...] | None, datetime.datetime | None]:
+    """Parse ``[flags] [date-time]`` before a further message of a MULTIAPPEND
+    (RFC 3502: ``1*append-message``)."""
+    return _append_options(Args(values))
+
+
+def _append_options(args: Args) -> tuple[tuple[str, ...] | None, datetime.datetime | None]:
     flags = None
     when = None
     if isinstance(args.peek(), tuple):
@@ -389,4 +408,4 @@ def parse_append_prefix(values: list[Value]) -> AppendPrefix:
             raise ParseError("invalid date-time")
         when = parse_datetime(text.decode("ascii", "replace"))
     args.end()
-    return mailbox, flags, when
+    return flags, when

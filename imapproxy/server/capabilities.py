@@ -22,6 +22,7 @@ BASE = (
     "LIST-EXTENDED",
     "LIST-STATUS",
     "STATUS=SIZE",
+    "MULTIAPPEND",
 )
 
 
@@ -47,4 +48,18 @@ def capabilities(
             caps.append("STARTTLS")
     else:
         caps += [c for c in FROM_UPSTREAM if c in upstream]
+        limit = upstream_append_limit(upstream)
+        if limit is not None:
+            caps.append(f"APPENDLIMIT={limit}")
     return caps
+
+
+def upstream_append_limit(upstream: frozenset[str]) -> int | None:
+    """The upstream's RFC 7889 ``APPENDLIMIT=n`` (None when it has none, or only
+    per-mailbox limits): a bigger message would be refused on replay, long after the
+    client heard OK, so the proxy announces and enforces it itself."""
+    for capability in upstream:
+        name, _, value = capability.partition("=")
+        if name == "APPENDLIMIT" and value.isdigit():
+            return int(value)
+    return None

@@ -91,6 +91,8 @@ async def _login(session: Session, tag: str, username: bytes, password: bytes) -
         raise CommandFailed(str(exc), response_code=replies.code("UNAVAILABLE")) from None
     session.runtime = runtime
     session.state = State.AUTHENTICATED
+    # Bigger messages are refused as they are announced (NO [TOOBIG]), never taken in.
+    connection.reader.max_append = session.append_limit
     caps = replies.code("CAPABILITY", *replies.atoms(_caps(session)))
     return replies.tagged(tag, "OK", "logged in", caps)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from imapproxy.server import rev2
+
 BASE = (
     "IMAP4rev1",
     "LITERAL+",
@@ -42,6 +44,8 @@ def capabilities(
     clients do not send a password in clear only to be refused. ``upstream``: what the
     account's upstream offered last (empty before login, or when never seen)."""
     caps = list(BASE)
+    if rev2.offered(caps):
+        caps.insert(1, "IMAP4rev2")
     if not authenticated:
         caps.append("LOGINDISABLED" if login_disabled else "AUTH=PLAIN")
         if starttls_available and not tls_active:

@@ -19,7 +19,7 @@ from imapproxy import protocol as p
 from imapproxy.account import AccountRuntime
 from imapproxy.registry import AccountRegistry
 from imapproxy.router import ListenerLogins
-from imapproxy.server import replies
+from imapproxy.server import replies, rev2
 from imapproxy.server.capabilities import capabilities, upstream_append_limit
 from imapproxy.server.replies import CommandFailed
 from imapproxy.server.view import Modes, SelectedView
@@ -174,6 +174,8 @@ class Session:
         return self.view
 
     async def handle(self, command: Any) -> None:
+        if self.modes.rev2:
+            command = rev2.adapt(command)
         tag = command.tag
         registered = HANDLERS.get(type(command))
         if registered is None:
@@ -287,6 +289,8 @@ class Session:
     def append_start(self, event: p.AppendStart) -> None:
         from imapproxy.server.handlers.messages import AppendInProgress
 
+        if self.modes.rev2:
+            event = rev2.adapt(event)
         if not event.continued:
             self._append_batch = []
         elif self._append is not None:

@@ -23,17 +23,20 @@ from imapproxy.store.mailboxes import Mailbox
 from imapproxy.upstream.errors import UpstreamRefused, UpstreamUnavailable
 
 
-def _list_line(kind: str, row: listing.Row) -> list[bytes]:
+def _list_line(kind: str, row: listing.Row, utf8: bool) -> list[bytes]:
     delimiter = None if row.delimiter is None else row.delimiter.encode()
-    values: list[p.Value] = [replies.atoms(row.attributes), delimiter, mailbox_name(row.name)]
+    name = mailbox_name(row.name, utf8)
+    values: list[p.Value] = [replies.atoms(row.attributes), delimiter, name]
     if row.child_info:
         values.append((p.Atom("CHILDINFO"), tuple(c.encode() for c in row.child_info)))
     return replies.untagged(kind, *values)
 
 
-def _options(cmd: p.List) -> tuple[listing.ListOptions, tuple[str, ...] | None]:
-    """The options, and the STATUS items asked for (None: no STATUS return option)."""
-    returns: set[str] = set()
+def _options(cmd: p.List, rev2: bool) -> tuple[listing.ListOptions, tuple[str, ...] | None]:
+    """The options, and the STATUS items asked for (None: no STATUS return option). A
+    plain LIST of an IMAP4rev2 client has the child and special-use attributes it
+    would have had from IMAP4rev1 (RFC 9051 §6.3.9.5 allows them unasked)."""
+    returns: set[str] = {"CHILDREN", "SPECIAL-USE"} if rev2 and not cmd.extended else set()
     status_items: tuple[str, ...] | None = None
     for option in cmd.return_options:
         if isinstance(option, tuple):
@@ -53,7 +56,8 @@ def _options(cmd: p.List) -> tuple[listing.ListOptions, tuple[str, ...] | None]:
 
 @handles(p.List, AUTH)
 async def list_(session: Session, cmd: p.List) -> list[bytes]:
-    options, status_items = _options(cmd)
+    rev2 = session.modes.rev2
+    options, status_items = _options(cmd, rev2)
     # The client asks for the list: fetch it fresh (offline, the replica's stands).
     await session.account.refresh_mailboxes(force=True)
     boxes = session.account.mailboxes()
@@ -72,13 +76,14 @@ async def list_(session: Session, cmd: p.List) -> list[bytes]:
     folders = [listing.Folder(m.name, m.delimiter, m.attributes, m.subscribed) for m in boxes]
     if cmd.lsub:
         rows = listing.lsub_rows(folders, patterns)
-    elif cmd.extended:
+    elif cmd.extended or rev2:
+        # IMAP4rev2 folds LIST-EXTENDED in: its rules for every LIST (RFC 9051 §6.3.9).
         rows = listing.extended_rows(folders, patterns, delimiter, options)
     else:
         rows = listing.list_rows(folders, patterns, delimiter)
     by_name = {m.name: m for m in boxes}
     for row in rows:
-        session.send(_list_line(kind, row))
+        session.send(_list_line(kind, row, rev2))
         mailbox = by_name.get(row.name)
         if status_items is not None and mailbox is not None and mailbox.selectable:
             await _send_status(session, mailbox, status_items)

@@ -6,12 +6,14 @@ from __future__ import annotations
 from imapproxy import protocol as p
 from imapproxy.outbox.folders import CreateMailbox, DeleteMailbox, RenameMailbox, SetSubscription
 from imapproxy.outbox.replica import is_local
-from imapproxy.server import condstore, replies
+from imapproxy.server import condstore, listing, replies, rev2
 from imapproxy.server.handlers.general import ok
 from imapproxy.server.replies import CommandFailed
 from imapproxy.server.session import AUTH, SELECTED, Session, handles
 from imapproxy.server.view import SelectedView
+from imapproxy.store import Tx
 from imapproxy.store import mailboxes as store_mailboxes
+from imapproxy.store import messages as store_messages
 from imapproxy.store.mailboxes import Mailbox, normalize_name
 
 #: RFC 6154 §2 and RFC 8457 (\\Important), as LIST spells them.
@@ -26,13 +28,16 @@ SPECIAL_USE_ATTRIBUTES = (
     "\\Important",
 )
 STATUS_ITEMS = frozenset(
-    {"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "SIZE", "HIGHESTMODSEQ"}
+    {"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "SIZE", "HIGHESTMODSEQ", "DELETED"}
 )
 
 
-def mailbox_name(name: str) -> bytes | p.Atom:
-    """A mailbox name as sent to clients: INBOX as an atom, others quoted."""
-    return p.Atom("INBOX") if name == "INBOX" else name.encode()
+def mailbox_name(name: str, utf8: bool = False) -> bytes | p.Atom:
+    """A mailbox name as sent to clients: INBOX as an atom, others quoted; in UTF-8 for
+    a client that enabled IMAP4rev2, else as the replica spells it (modified UTF-7)."""
+    if name == "INBOX":
+        return p.Atom("INBOX")
+    return (rev2.to_client(name) if utf8 else name).encode()
 
 
 def unavailable(reason: str) -> CommandFailed:
@@ -79,6 +84,16 @@ def status_values(session: Session, mailbox: Mailbox) -> dict[str, int]:
     }
 
 
+def _deleted_count(session: Session, mailbox: Mailbox) -> int:
+    """STATUS DELETED (RFC 9051 §6.3.11): messages flagged \\Deleted."""
+
+    def count(tx: Tx) -> int:
+        found = store_messages.iterate(tx, mailbox.account, mailbox.id)
+        return sum(1 for m in found if any(f.upper() == "\\DELETED" for f in m.flags))
+
+    return session.account.store.read(count)
+
+
 def check_status_items(items: tuple[str, ...]) -> None:
     for item in items:
         if item.upper() not in STATUS_ITEMS:
@@ -88,12 +103,15 @@ def check_status_items(items: tuple[str, ...]) -> None:
 def status_response(session: Session, mailbox: Mailbox, items: tuple[str, ...]) -> list[bytes]:
     """``* STATUS name (...)`` with the items in the order asked."""
     values = status_values(session, mailbox)
+    if any(item.upper() == "DELETED" for item in items):
+        values["DELETED"] = _deleted_count(session, mailbox)
     if any(item.upper() == "HIGHESTMODSEQ" for item in items):
         session.send(condstore.enable_condstore(session.modes, session.view))
     pairs: list[p.Value] = []
     for item in items:
         pairs += [p.Atom(item.upper()), values[item.upper()]]
-    return replies.untagged("STATUS", mailbox_name(mailbox.name), tuple(pairs))
+    name = mailbox_name(mailbox.name, session.modes.rev2)
+    return replies.untagged("STATUS", name, tuple(pairs))
 
 
 @handles(p.Status, AUTH)
@@ -124,9 +142,13 @@ async def select(session: Session, cmd: p.Select) -> list[bytes]:
     stats = session.account.stats(mailbox)
     session.send(view.announce_keywords(stats.keywords))
     session.send(replies.untagged("EXISTS", number=len(view.uids)))
-    session.send(replies.untagged("RECENT", number=len(view.recent)))
+    if session.modes.rev2:
+        # RFC 9051 §6.3.2: a LIST response for the mailbox; no RECENT, no UNSEEN.
+        session.send(_select_list(session, mailbox))
+    else:
+        session.send(replies.untagged("RECENT", number=len(view.recent)))
     first_unseen = stats.first_unseen
-    if first_unseen is not None:
+    if first_unseen is not None and not session.modes.rev2:
         session.send(
             replies.untagged_status("OK", "first unseen", replies.code("UNSEEN", first_unseen))
         )
@@ -150,6 +172,20 @@ async def select(session: Session, cmd: p.Select) -> list[bytes]:
     return replies.tagged(
         cmd.tag, "OK", f"{'EXAMINE' if cmd.readonly else 'SELECT'} completed", replies.code(mode)
     )
+
+
+def _select_list(session: Session, mailbox: Mailbox) -> list[bytes]:
+    folders = [
+        listing.Folder(m.name, m.delimiter, m.attributes, m.subscribed)
+        for m in session.account.mailboxes()
+    ]
+    options = listing.ListOptions(returns=frozenset({"CHILDREN", "SPECIAL-USE"}))
+    rows = listing.extended_rows(folders, [mailbox.name], mailbox.delimiter or "/", options)
+    # (The name is the pattern: one with * or % matches others too; keep its own row.)
+    attributes = next((r.attributes for r in rows if r.name == mailbox.name), ())
+    delimiter = None if mailbox.delimiter is None else mailbox.delimiter.encode()
+    name = mailbox_name(mailbox.name, utf8=True)
+    return replies.untagged("LIST", replies.atoms(attributes), delimiter, name)
 
 
 @handles(p.Unselect, SELECTED)

@@ -8,6 +8,7 @@ message is the message header.
 from __future__ import annotations
 
 from imapproxy.message import _structure as structure
+from imapproxy.message._binary_message import binary_of
 from imapproxy.message._header import (
     _as_crlf,
     _filter_fields,
@@ -17,7 +18,7 @@ from imapproxy.message._header import (
 )
 from imapproxy.message._lines import CRLF
 from imapproxy.message._structure import _Part
-from imapproxy.message._transfer import decode, transfer_encoding
+from imapproxy.message._transfer import UnknownEncoding, decode, transfer_encoding
 
 _TEXT_SECTIONS = frozenset({"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT", "TEXT", "MIME"})
 
@@ -127,27 +128,26 @@ class ParsedMessage:
 
     def binary(self, part: tuple[int, ...]) -> bytes | None:
         """``BINARY[<part>]`` (RFC 3516): the part's body with its transfer encoding
-        undone.  ``()`` is the whole message as it is.  A part that does not exist is
-        ``b""`` (as BODY[] answers it); an unknown encoding raises UnknownEncoding."""
+        undone.  ``()`` is the whole message, and a multipart or message/rfc822 part
+        its body, with every encoded part inside made binary (see _binary_message).  A
+        part that does not exist is ``b""`` (as BODY[] answers it); an unknown
+        encoding raises UnknownEncoding."""
         if any(num < 1 for num in part):
             raise ValueError(f"part numbers start at 1: {part!r}")
+        root = self._structure()
         if not part:
-            return self.raw
-        found = _find(self._structure(), part)
+            return binary_of(self.raw, root, 0, len(self.raw))
+        found = _find(root, part)
         if found is None:
             return b""
-        body = _slice_body(self.raw, found)
         if found.multipart or found.rfc822:
-            return body
+            return binary_of(self.raw, found, found.body_start, found.end)
+        body = _slice_body(self.raw, found)
         encoding = transfer_encoding(_slice_header(self.raw, found))
         decoded = decode(body, encoding)
         if decoded is None:
             raise UnknownEncoding(encoding.decode("ascii", "replace"))
         return decoded
-
-
-class UnknownEncoding(ValueError):
-    """A part's Content-Transfer-Encoding is not one BINARY can undo (RFC 3516 UNKNOWN-CTE)."""
 
 
 def extract_section(

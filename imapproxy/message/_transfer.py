@@ -12,23 +12,35 @@ import binascii
 
 from imapproxy.message._header import _field_value, _matching_fields
 
-_IDENTITY = frozenset({b"", b"7bit", b"8bit", b"binary"})
+#: The encodings that leave the body as it is.
+IDENTITY = frozenset({b"", b"7bit", b"8bit", b"binary"})
 _CTE = frozenset({b"content-transfer-encoding"})
 
 
+class UnknownEncoding(ValueError):
+    """A part's Content-Transfer-Encoding is not one BINARY can undo (RFC 3516 UNKNOWN-CTE)."""
+
+
 def transfer_encoding(mime_header: bytes) -> bytes:
-    """The first Content-Transfer-Encoding of a MIME header, lower case (b"" if none)."""
+    """The first Content-Transfer-Encoding of a MIME header, lower case (b"" if none).
+
+    A value that starts only on a continuation line is not understood (Dovecot answers
+    UNKNOWN-CTE for it): it comes back with its line break, which no decoder knows."""
     spans, _ = _matching_fields(mime_header, _CTE)
     if not spans:
         return b""
     begin, end, _ = spans[0]
-    words = _field_value(mime_header, begin, end).split()
+    value = _field_value(mime_header, begin, end)
+    first_line = value.split(b"\n", 1)[0]
+    words = value.split()
+    if words and not first_line.strip():
+        return b"\n" + words[0].lower()
     return words[0].lower() if words else b""
 
 
 def decode(body: bytes, encoding: bytes) -> bytes | None:
     """The body with ``encoding`` undone; None when the encoding is unknown."""
-    if encoding in _IDENTITY:
+    if encoding in IDENTITY:
         return body
     if encoding == b"base64":
         return _base64(body)

@@ -30,13 +30,15 @@ def _delimiter(tx: Tx, account: AccountId) -> str | None:
 class CreateMailbox(Operation):
     mailbox_name: str
     mailbox: int = 0
+    #: RFC 6154 CREATE-SPECIAL-USE: ``(USE (\\Archive))``, passed on to the upstream.
+    special_use: tuple[str, ...] = ()
 
     name = "create"
     already_done = frozenset({"ALREADYEXISTS"})
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Self:
-        return cls(**data)
+        return cls(**{**data, "special_use": tuple(data.get("special_use", ()))})
 
     def folder_change(self) -> bool:
         return True
@@ -55,12 +57,13 @@ class CreateMailbox(Operation):
                 account,
                 self.mailbox_name,
                 delimiter=_delimiter(tx, account),
+                attributes=self.special_use,
                 extra={"created_here": True},
             )
         return replace(self, mailbox=int(found.id)), None, []
 
     async def send(self, client: UpstreamClient, plan: Any, in_doubt: bool) -> None:
-        await client.create(self.mailbox_name)
+        await client.create(self.mailbox_name, self.special_use)
 
     def undo(self, tx: Tx, account: AccountId) -> list[MailboxChange]:
         mailbox = mailboxes.get(tx, account, MailboxId(self.mailbox))

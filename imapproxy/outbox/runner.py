@@ -28,7 +28,7 @@ time, and stops at the first it cannot complete. For each entry:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from twisted.internet import defer
@@ -121,6 +121,54 @@ class Outbox:
         if refusal is not None:
             raise refusal
         return result
+
+    async def perform_all(
+        self, operations: Sequence[Operation], origin: object | None = None
+    ) -> list[Any]:
+        """Several operations as one change (MULTIAPPEND, RFC 3502): applied to the
+        replica in one transaction, so all or none of them, and queued in order; like
+        ``perform``, waits for the upstream's answers and raises the first refusal that
+        arrives within the wait (the refused entry is undone by then)."""
+
+        def queue(tx: Tx) -> tuple[list[Entry], list[Any], list[MailboxChange]]:
+            entries, results, changes = [], [], []
+            for operation in operations:
+                done, result, changed = operation.apply_local(tx, self.account.id, origin)
+                results.append(result)
+                changes += changed
+                if not done.upstream_free(tx, self.account.id):
+                    entries.append(outbox.add(tx, self.account.id, done.name, done.to_json()))
+            return entries, results, changes
+
+        entries, results, changes = self.store.write(queue)
+        self._publish(changes)
+        if not entries or self.paused() is not None:
+            return results
+        outcomes: dict[int, defer.Deferred[Exception | None]] = {}
+        for entry in entries:
+            outcomes[entry.seq] = self._waiting[entry.seq] = defer.Deferred()
+        timer = None
+        if self.clock is not None:
+
+            def waited() -> None:
+                for outcome in outcomes.values():
+                    _fire(outcome, None)
+
+            timer = self.clock.callLater(self.wait_seconds, waited)
+        defer.ensureDeferred(self.drain()).addErrback(
+            lambda f: log.error("outbox drain failed: %s", f.getTraceback())
+        )
+        try:
+            refusals = [await outcome for outcome in outcomes.values()]
+        finally:
+            for seq in outcomes:
+                self._waiting.pop(seq, None)
+            if timer is not None and timer.active():
+                timer.cancel()
+        refusal = next((r for r in refusals if r is not None), None)
+        if refusal is not None:
+            raise refusal
+        return results
 
     def perform_later(self, operation: Operation, origin: object | None = None) -> Any:
         """Apply operation to the replica and queue it, without waiting for the upstream

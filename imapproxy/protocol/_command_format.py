@@ -98,7 +98,7 @@ def command_values(cmd: c.Command) -> list[Value]:
         if cmd.lsub:
             return [Atom("LSUB"), _text(cmd.reference), _text(cmd.patterns[0])]
         out = [Atom("LIST")]
-        if cmd.select_options:
+        if cmd.select_options or cmd.extended:
             out.append(_atoms(cmd.select_options))
         out.append(_text(cmd.reference))
         if len(cmd.patterns) == 1:

@@ -21,7 +21,14 @@ from ._search import parse_search_keys
 from ._seqset import SequenceSet
 from ._values import Atom, Value
 
-__all__ = ["KNOWN_COMMANDS", "AppendPrefix", "parse_append_prefix", "parse_command", "parse_tag"]
+__all__ = [
+    "KNOWN_COMMANDS",
+    "AppendPrefix",
+    "parse_append_more",
+    "parse_append_prefix",
+    "parse_command",
+    "parse_tag",
+]
 
 _TAG = re.compile(r"[!#$&\',-\[\]-z|}~]+\Z")
 
@@ -177,16 +184,22 @@ def _atoms_upper(value: Value, what: str) -> tuple[str, ...]:
 
 def _list(tag: str, args: Args) -> c.List:
     select: tuple[str, ...] = ()
+    extended = False
     if isinstance(args.peek(), tuple):
         select = _atoms_upper(args.next(), "selection options")
+        extended = True
     reference = args.mailbox()
     pat = args.next("mailbox pattern")
     if isinstance(pat, tuple):
+        if not pat:
+            raise ParseError("empty list of mailbox patterns")
         patterns = tuple(astring_str(p, "mailbox pattern") for p in pat)
+        extended = True
     else:
         patterns = (astring_str(pat, "mailbox pattern"),)
     ret: list[Any] = []
     if not args.at_end():
+        extended = True
         if args.atom("RETURN").upper() != "RETURN":
             raise ParseError("expected RETURN")
         opts = Args(list(args.list("return options")))
@@ -197,7 +210,7 @@ def _list(tag: str, args: Args) -> c.List:
             else:
                 ret.append(name)
     args.end()
-    return c.List(tag, reference, patterns, select, tuple(ret))
+    return c.List(tag, reference, patterns, select, tuple(ret), extended=extended)
 
 
 def _lsub(tag: str, args: Args) -> c.List:
@@ -373,6 +386,18 @@ def parse_append_prefix(values: list[Value]) -> AppendPrefix:
     """Parse ``mailbox [flags] [date-time]`` of APPEND (the values before the message)."""
     args = Args(values)
     mailbox = args.mailbox()
+    return (mailbox, *_append_options(args))
+
+
+def parse_append_more(
+    values: list[Value],
+) -> tuple[tuple[str, ...] | None, datetime.datetime | None]:
+    """Parse ``[flags] [date-time]`` before a further message of a MULTIAPPEND
+    (RFC 3502: ``1*append-message``)."""
+    return _append_options(Args(values))
+
+
+def _append_options(args: Args) -> tuple[tuple[str, ...] | None, datetime.datetime | None]:
     flags = None
     when = None
     if isinstance(args.peek(), tuple):
@@ -383,4 +408,4 @@ def parse_append_prefix(values: list[Value]) -> AppendPrefix:
             raise ParseError("invalid date-time")
         when = parse_datetime(text.decode("ascii", "replace"))
     args.end()
-    return mailbox, flags, when
+    return flags, when

@@ -20,6 +20,7 @@ from ._buffer import LINE_TOO_LONG, ReceiveBuffer
 from ._command_parser import (
     KNOWN_COMMANDS,
     AppendPrefix,
+    parse_append_more,
     parse_append_prefix,
     parse_command,
     parse_tag,
@@ -122,6 +123,7 @@ class CommandReader:
         self._pending: ContinuationRequired | None = None
         self._pending_append: AppendStart | None = None
         self._append_tag = ""
+        self._append_mailbox = ""
         self._raw_line = False
         # The command being collected: its size so far, literal count, tag and name.
         self._size = 0
@@ -393,8 +395,10 @@ class CommandReader:
         mailbox, flags, when = prefix
         self._parts = []
         self._need = size
+        continued = self._mode is _Mode.APPEND_TAIL
         self._append_tag = tag
-        start = AppendStart(tag, mailbox, flags, when, size, binary)
+        self._append_mailbox = mailbox
+        start = AppendStart(tag, mailbox, flags, when, size, binary, continued)
         if sync:
             self._pending = ContinuationRequired(tag, size)
             self._pending_append = start
@@ -414,7 +418,23 @@ class CommandReader:
         assert isinstance(line, bytes)
         if not line.strip():
             self._mode = _Mode.LINE
+            self._append_tag = ""
             return AppendEnd(tag)
         m = _LITERAL_MARKER.search(line)
         skip = int(m.group(2)) if m and m.group(3) else None
-        return self._fail(tag, "unexpected data after APPEND message", skip=skip)
+        if m is None or not line.startswith(b" "):
+            self._append_tag = ""
+            return self._fail(tag, "unexpected data after APPEND message", skip=skip)
+        # MULTIAPPEND (RFC 3502): [flags] [date-time] and the next message's literal.
+        segment = line[1 : m.start()]
+        error = _grammar_error([segment])
+        try:
+            if error is not None:
+                raise ParseError(error)
+            values = Scanner([segment], numbers=False, max_depth=self.max_depth).read_all()
+            flags, when = parse_append_more(values)
+        except ParseError as exc:
+            self._append_tag = ""
+            return self._fail(tag, exc.reason, skip=skip)
+        prefix = (self._append_mailbox, flags, when)
+        return self._append_message(tag, prefix, int(m.group(2)), not m.group(3), bool(m.group(1)))

@@ -203,6 +203,9 @@ class List:
     select_options: tuple[str, ...] = ()
     return_options: tuple[Any, ...] = ()
     lsub: bool = False
+    #: RFC 5258 syntax was used (a selection list, RETURN, or a list of patterns), even
+    #: if empty: the answer follows the extended rules then.
+    extended: bool = False
 
 
 @dataclass(frozen=True, slots=True)

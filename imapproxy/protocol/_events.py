@@ -66,6 +66,8 @@ class AppendStart:
     internal_date: datetime.datetime | None
     size: int
     binary: bool = False
+    #: A further message of the same MULTIAPPEND (RFC 3502), after the first.
+    continued: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,11 @@ The rules follow RFC 3501 and what Dovecot answers:
   or DELETE made offline.
 * LSUB lists the subscribed names; when ``%`` stops at a level above a subscribed name
   that is not subscribed itself, that level is listed with ``\\Noselect`` (§6.3.9).
+* Extended LIST (RFC 5258: selection or return options, or several patterns) answers
+  as Dovecot does: a level that is not a mailbox is ``\\NonExistent``; child and
+  special-use attributes only when asked for (RETURN CHILDREN / SPECIAL-USE);
+  ``\\Subscribed`` with SUBSCRIBED; RECURSIVEMATCH adds ``CHILDINFO`` to a listed name
+  that has a descendant meeting the selection (§3.5).
 
 Nothing here does I/O; the handler turns the rows into responses.
 """
@@ -45,6 +50,10 @@ class Row:
     attributes: tuple[str, ...]
     delimiter: str | None
     name: str
+    #: RFC 5258 CHILDINFO: the selection criteria a descendant of this name meets.
+    child_info: tuple[str, ...] = ()
+    #: Whether the name is a mailbox (not a level or a subscription without one).
+    exists: bool = True
 
 
 def join(reference: str, pattern: str) -> str:
@@ -153,3 +162,152 @@ def lsub_rows(folders: Iterable[Folder], patterns: Iterable[str]) -> list[Row]:
                 rows.append(Row((_NOSELECT,), folder.delimiter, ancestor))
                 seen.add(ancestor)
     return rows
+
+
+SPECIAL_USE = frozenset(
+    {"\\ALL", "\\ARCHIVE", "\\DRAFTS", "\\FLAGGED", "\\JUNK", "\\SENT", "\\TRASH", "\\IMPORTANT"}
+)
+_NONEXISTENT = "\\NonExistent"
+
+
+@dataclass(frozen=True)
+class ListOptions:
+    """The RFC 5258 options of one LIST, upper-cased as parsed."""
+
+    select: frozenset[str] = frozenset()
+    returns: frozenset[str] = frozenset()
+
+    @property
+    def subscribed(self) -> bool:
+        return "SUBSCRIBED" in self.select
+
+    @property
+    def special_use(self) -> bool:
+        return "SPECIAL-USE" in self.select
+
+    @property
+    def recursive(self) -> bool:
+        return "RECURSIVEMATCH" in self.select
+
+    def criteria(self) -> tuple[str, ...]:
+        """The selection criteria CHILDINFO names, in RFC order."""
+        return tuple(c for c in ("SUBSCRIBED", "SPECIAL-USE") if c in self.select)
+
+
+def check_options(options: ListOptions) -> str | None:
+    """Why the options are refused (BAD), or None. RECURSIVEMATCH needs another
+    selection option besides REMOTE (RFC 5258 §3.1)."""
+    known_select = {"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"}
+    unknown = options.select - known_select
+    if unknown:
+        return f"unknown LIST selection option {sorted(unknown)[0]}"
+    unknown = options.returns - {"SUBSCRIBED", "CHILDREN", "SPECIAL-USE", "STATUS"}
+    if unknown:
+        return f"unknown LIST return option {sorted(unknown)[0]}"
+    if options.recursive and not options.select - {"REMOTE", "RECURSIVEMATCH"}:
+        return "RECURSIVEMATCH must not be the only selection option"
+    return None
+
+
+def _is_special(attributes: Iterable[str]) -> bool:
+    return any(a.upper() in SPECIAL_USE for a in attributes)
+
+
+def extended_rows(
+    folders: Iterable[Folder],
+    patterns: Iterable[str],
+    default_delimiter: str,
+    options: ListOptions,
+) -> list[Row]:
+    """Extended LIST: the names matching any pattern that meet the selection criteria
+    (or, with RECURSIVEMATCH, have a descendant that does), with the attributes the
+    return options ask for."""
+    pats = list(patterns)
+    by_name = {f.name: f for f in folders}
+    levels: dict[str, str] = {}
+    children: set[str] = set()
+    for folder in by_name.values():
+        for ancestor in _ancestors(folder.name, folder.delimiter or ""):
+            children.add(ancestor)
+            levels.setdefault(ancestor, folder.delimiter or default_delimiter)
+    for name, folder in list(by_name.items()):
+        # A \Noselect level the upstream listed is no mailbox: \NonExistent here, as
+        # Dovecot answers (RFC 5258 §3.4: \NonExistent implies \Noselect).
+        upper = {a.upper() for a in folder.attributes}
+        if "\\NONEXISTENT" in upper or ("\\NOSELECT" in upper and name in children):
+            del by_name[name]
+    levels = {name: d for name, d in levels.items() if name not in by_name}
+
+    def meets(folder: Folder) -> bool:
+        if options.subscribed and not folder.subscribed:
+            return False
+        return not options.special_use or _is_special(folder.attributes)
+
+    selected = {name for name, folder in by_name.items() if meets(folder)}
+    if not options.subscribed and not options.special_use:
+        selected |= set(levels)  # a level meets no criteria but "exists or not"
+
+    def delimiter_of(name: str) -> str:
+        known = by_name.get(name)
+        return (known.delimiter if known else levels.get(name)) or ""
+
+    def listed(name: str) -> bool:
+        return any(matches(name, pat, delimiter_of(name)) for pat in pats)
+
+    # RECURSIVEMATCH: the names with a descendant meeting the criteria, and those with
+    # one that is not listed itself (only they are worth a row of their own, §3.5).
+    with_child_meeting: set[str] = set()
+    with_child_unlisted: set[str] = set()
+    if options.recursive:
+        for name in selected:
+            ancestors = _ancestors(name, delimiter_of(name))
+            with_child_meeting.update(ancestors)
+            if not listed(name):
+                with_child_unlisted.update(ancestors)
+    rows: list[Row] = []
+    for name in sorted(set(by_name) | set(levels)):
+        found = by_name.get(name)
+        row_delimiter = found.delimiter if found is not None else levels[name]
+        if not listed(name):
+            continue
+        if name in selected:
+            child_info = options.criteria() if name in with_child_meeting else ()
+        elif name in with_child_unlisted:
+            child_info = options.criteria()
+        else:
+            continue
+        rows.append(
+            Row(
+                _extended_attributes(found, name in children, options),
+                row_delimiter,
+                name,
+                child_info,
+                exists=found is not None,
+            )
+        )
+    return rows
+
+
+def _extended_attributes(
+    folder: Folder | None, has_children: bool, options: ListOptions
+) -> tuple[str, ...]:
+    out: list[str] = []
+    if folder is None:
+        out.append(_NONEXISTENT)
+        attributes: tuple[str, ...] = ()
+    else:
+        attributes = folder.attributes
+        if folder.subscribed and ("SUBSCRIBED" in options.returns or options.subscribed):
+            out.append("\\Subscribed")
+    no_inferiors = any(a.upper() == "\\NOINFERIORS" for a in attributes)
+    special = "SPECIAL-USE" in options.returns or options.special_use
+    for attribute in attributes:
+        upper = attribute.upper()
+        if upper in _CHILD_INFO or upper == "\\SUBSCRIBED":
+            continue
+        if upper in SPECIAL_USE and not special:
+            continue
+        out.append(attribute)
+    if "CHILDREN" in options.returns and not no_inferiors:
+        out.append("\\HasChildren" if has_children else "\\HasNoChildren")
+    return tuple(out)

@@ -20,8 +20,8 @@ from imapproxy.account import AccountRuntime
 from imapproxy.registry import AccountRegistry
 from imapproxy.router import ListenerLogins
 from imapproxy.sasl import MECHANISMS
-from imapproxy.server import replies
-from imapproxy.server.capabilities import capabilities
+from imapproxy.server import replies, rev2
+from imapproxy.server.capabilities import capabilities, upstream_append_limit
 from imapproxy.server.replies import CommandFailed
 from imapproxy.server.view import Modes, SelectedView
 from imapproxy.store import mailboxes
@@ -98,6 +98,8 @@ class Session:
         self.view: SelectedView | None = None
         self.tls_active = context.implicit_tls
         self._append: Any = None
+        #: The earlier, complete messages of a MULTIAPPEND in progress.
+        self._append_batch: list[Any] = []
         #: CONDSTORE/QRESYNC as enabled for this connection (every view shares it).
         self.modes = Modes()
 
@@ -116,6 +118,7 @@ class Session:
             self.tls_active,
             self.context.tls_options is not None,
             login_disabled=self.login_disabled,
+            upstream=self.upstream_capabilities,
         )
         if self.state is State.NOT_AUTHENTICATED and not self.login_disabled:
             # OAuth only where the upstream takes it (see advertised_mechanisms); any
@@ -125,7 +128,25 @@ class Session:
             except Exception:
                 offered = frozenset()
             caps += [f"AUTH={m}" for m in MECHANISMS if m in offered]
-        return caps
+        # RFC 7889: the limit announced is the smaller of the upstream's and our own.
+        return [
+            f"APPENDLIMIT={self.append_limit}" if c.startswith("APPENDLIMIT=") else c for c in caps
+        ]
+
+    @property
+    def append_limit(self) -> int:
+        """The biggest message this session may APPEND: ours, or the upstream's RFC 7889
+        limit when it is smaller."""
+        limit = upstream_append_limit(self.upstream_capabilities)
+        own = self.context.max_append
+        return own if limit is None else min(own, limit)
+
+    @property
+    def upstream_capabilities(self) -> frozenset[str]:
+        """What the account's upstream offered last (empty before login)."""
+        if self._runtime is None:
+            return frozenset()
+        return self._runtime.link.upstream_capabilities
 
     @property
     def login_disabled(self) -> bool:
@@ -162,6 +183,8 @@ class Session:
         return self.view
 
     async def handle(self, command: Any) -> None:
+        if self.modes.rev2:
+            command = rev2.adapt(command)
         tag = command.tag
         registered = HANDLERS.get(type(command))
         if registered is None:
@@ -275,6 +298,13 @@ class Session:
     def append_start(self, event: p.AppendStart) -> None:
         from imapproxy.server.handlers.messages import AppendInProgress
 
+        if self.modes.rev2:
+            event = rev2.adapt(event)
+        if not event.continued:
+            self._append_batch = []
+        elif self._append is not None:
+            # MULTIAPPEND (RFC 3502): the message before is complete; keep it for the end.
+            self._append_batch.append(self._append)
         self._append = AppendInProgress(event) if self.may_append else _RefusedAppend()
 
     def append_chunk(self, data: bytes) -> None:
@@ -283,15 +313,21 @@ class Session:
 
     def append_abort(self) -> None:
         self._append = None
+        self._append_batch = []
 
     async def append_end(self, event: p.AppendEnd) -> None:
         from imapproxy.server.handlers.messages import append
+        from imapproxy.server.handlers.multiappend import append_all
 
         pending, self._append = self._append, None
+        batch, self._append_batch = [*self._append_batch, pending], []
         if pending is None:
             self.send(replies.tagged(event.tag, "BAD", "APPEND without message"))
             return
-        if isinstance(pending, _RefusedAppend) or not self.may_append:
+        if any(isinstance(m, _RefusedAppend) for m in batch) or not self.may_append:
             self.send(replies.tagged(event.tag, "BAD", APPEND_NEEDS_AUTH))
+            return
+        if len(batch) > 1:
+            await self.run_handler(event.tag, append_all(self, batch), "APPEND")
             return
         await self.run_handler(event.tag, append(self, pending), "APPEND")

@@ -37,6 +37,8 @@ class Modes:
     condstore: bool = False
     #: VANISHED instead of EXPUNGE; SELECT (QRESYNC …) and UID FETCH (… VANISHED).
     qresync: bool = False
+    #: ENABLE IMAP4rev2 (RFC 9051): UTF-8 names, no \\Recent, ESEARCH (see rev2.py).
+    rev2: bool = False
 
 
 class SelectedView:
@@ -193,7 +195,9 @@ class SelectedView:
     def flags_of(self, message: Message) -> tuple[Value, ...]:
         """The message's flags as this session shows them (\\Recent is per session)."""
         flags = replies.atoms(message.flags)
-        return (*flags, Atom("\\Recent")) if message.uid in self.recent else flags
+        if message.uid in self.recent and not self.modes.rev2:  # RFC 9051 Appendix E.12
+            return (*flags, Atom("\\Recent"))
+        return flags
 
     def fetch_flags(self, seq: SeqNum, message: Message, flags: bool = True) -> list[bytes]:
         """An untagged FETCH of a message's flags (and modseq, for CONDSTORE clients)."""

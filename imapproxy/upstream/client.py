@@ -292,8 +292,8 @@ class UpstreamClient:
 
         await self.protocol.run(groups)
 
-    async def create(self, name: str) -> None:
-        await self._run(lambda tag: Create(tag, name))
+    async def create(self, name: str, special_use: tuple[str, ...] = ()) -> None:
+        await self._run(lambda tag: Create(tag, name, special_use))
 
     async def delete(self, name: str) -> None:
         await self.leave(name)

@@ -135,6 +135,10 @@ class UpstreamLink:
         self._random = rng or random.Random()
         self._state = LinkState.DISCONNECTED
         self._client: UpstreamClient | None = None
+        #: What the last upstream session offered (kept while offline): the server side
+        #: promises clients only what the upstream can carry out (CREATE-SPECIAL-USE,
+        #: APPENDLIMIT).
+        self.upstream_capabilities: frozenset[str] = frozenset()
         self._lock = defer.DeferredLock()
         self._watched: str | None = None
         self._on_change: Callable[[str], None] | None = None
@@ -278,6 +282,7 @@ class UpstreamLink:
             lambda f: log.error("handling a lost upstream connection failed: %s", f.value)
         )
         self._client = client
+        self.upstream_capabilities = frozenset(client.capabilities)
         self._connected_at = self.reactor.seconds()
         self._suspect = False
         self._set_state(LinkState.READY)

@@ -8,6 +8,7 @@ command's status the same (an unknown transfer encoding is NO [UNKNOWN-CTE] on b
 
 from __future__ import annotations
 
+import base64
 import re
 import socket
 
@@ -26,6 +27,10 @@ ITEMS = [
     "BINARY.PEEK[2]<10.1000>",
     "BINARY.SIZE[1]",
     "BINARY.SIZE[2]",
+    # The whole message, its base64 parts made binary (RFC 3516 on a section-binary of []).
+    "BINARY.PEEK[]",
+    "BINARY.PEEK[]<100.300>",
+    "BINARY.SIZE[]",
 ]
 _LITERAL = re.compile(rb"~?\{(\d+)\}\r\n$")
 
@@ -114,14 +119,86 @@ def test_binary_is_advertised(proxy: ProxyProcess, alice: Account) -> None:
     assert b" BINARY" in untagged
 
 
-def test_binary_of_the_whole_message_is_refused_not_answered_wrongly(
+def test_binary_of_a_whole_message_decodes_its_base64_parts(
     proxy: ProxyProcess, alice: Account
 ) -> None:
-    # Dovecot answers BINARY[] with every part re-encoded as binary; not reproduced yet.
+    """RFC 3516 §4.2: BINARY[] is the message "after performing CTE-related decoding";
+    as Dovecot does it, a base64 part says ``Content-Transfer-Encoding: binary``."""
     client = _Bytes(proxy.host, proxy.port, alice)
     try:
         client.command("EXAMINE INBOX")
-        _, tagged = client.command("FETCH 1 (BINARY.PEEK[])")
+        converted = 0
+        for seq in range(1, len(alice.mailboxes["INBOX"]) + 1):
+            untagged, tagged = client.command(
+                f"FETCH {seq} (BODY.PEEK[] BINARY.PEEK[] BINARY.SIZE[])"
+            )
+            assert tagged.startswith(b"OK"), tagged
+            body, binary = _item(untagged, b"BODY[]"), _item(untagged, b"BINARY[]")
+            assert body is not None and binary is not None
+            assert _item(untagged, b"BINARY.SIZE[]") == str(len(binary)).encode()
+            if re.search(rb"(?im)^Content-Transfer-Encoding: base64", body):
+                assert re.search(rb"(?im)^Content-Transfer-Encoding: base64", binary) is None
+                assert re.search(rb"(?im)^Content-Transfer-Encoding: binary\r$", binary)
+                assert len(binary) < len(body)
+                converted += 1
+            else:
+                assert binary == body
     finally:
         client.close()
-    assert tagged.startswith(b"NO ")
+    assert converted > 0
+
+
+_B64 = base64.encodebytes(bytes(range(256)) * 3).replace(b"\n", b"\r\n")
+# Shapes the standard account lacks: a single-part base64 message, an upper-case
+# encoding name next to quoted-printable (kept as it is), a folded encoding field
+# (UNKNOWN-CTE, for BINARY[] too), a base64 part inside an attached message.
+CRAFTED = [
+    b"From: a@example.org\r\nSubject: one\r\nContent-Type: application/octet-stream\r\n"
+    b"Content-Transfer-Encoding: base64\r\n\r\n" + _B64,
+    b"From: a@example.org\r\nSubject: upper\r\nContent-Type: multipart/mixed; boundary=X\r\n"
+    b"\r\n--X\r\nContent-Transfer-Encoding: BASE64\r\nContent-Type: image/png\r\n\r\n"
+    + _B64
+    + b"\r\n--X\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: quoted-printable\r\n"
+    b"\r\ncaf=C3=A9 =\r\nsoft\r\n--X--\r\n",
+    b"From: a@example.org\r\nSubject: folded\r\nContent-Type: multipart/mixed; boundary=X\r\n"
+    b"\r\n--X\r\nContent-Transfer-Encoding:\r\n base64\r\n\r\naGVsbG8=\r\n--X--\r\n",
+    b"From: a@example.org\r\nSubject: nested\r\nContent-Type: multipart/mixed; boundary=Y\r\n"
+    b"\r\n--Y\r\nContent-Type: message/rfc822\r\n\r\nSubject: inner\r\n"
+    b"Content-Type: multipart/mixed; boundary=Z\r\n\r\n--Z\r\n"
+    b"Content-Transfer-Encoding: base64\r\n\r\n" + _B64 + b"\r\n--Z--\r\n\r\n--Y--\r\n",
+    b"From: a@example.org\r\nSubject: inner multipart\r\n"
+    b"Content-Type: multipart/mixed; boundary=Y\r\n\r\n--Y\r\n"
+    b"Content-Type: multipart/alternative; boundary=Z\r\n\r\n--Z\r\n"
+    b"Content-Transfer-Encoding: quoted-printable\r\n\r\na=3Db\r\n--Z\r\n"
+    b"Content-Transfer-Encoding: base64\r\n\r\naGVsbG8=\r\n--Z--\r\n\r\n--Y--\r\n",
+]
+
+
+def test_binary_of_crafted_messages_is_byte_equal(
+    dovecot: Dovecot, proxy: ProxyProcess, fresh_user: Account
+) -> None:
+    direct = _Bytes(dovecot.host, dovecot.port, fresh_user)
+    try:
+        for message in CRAFTED:
+            direct.sock.sendall(b"ap APPEND INBOX {%d+}\r\n" % len(message) + message + b"\r\n")
+            line = direct.file.readline()
+            assert line.startswith(b"ap OK"), line
+    finally:
+        direct.close()
+    items = "BINARY.PEEK[] BINARY.SIZE[] BINARY.PEEK[1] BINARY.PEEK[2]"
+    answers = []
+    for host, port in ((dovecot.host, dovecot.port), (proxy.host, proxy.port)):
+        client = _Bytes(host, port, fresh_user)
+        try:
+            client.command("EXAMINE INBOX")
+            total = len(fresh_user.mailboxes["INBOX"])
+            seen = {}
+            for seq in range(total + 1, total + len(CRAFTED) + 1):
+                untagged, tagged = client.command(f"FETCH {seq} ({items})")
+                names = (b"BINARY[]", b"BINARY.SIZE[]", b"BINARY[1]", b"BINARY[2]")
+                seen[seq] = (tagged.split()[0], [_item(untagged, name) for name in names])
+            answers.append(seen)
+        finally:
+            client.close()
+    assert [s for s, _ in answers[0].values()] == [b"OK", b"OK", b"NO", b"OK", b"OK"]
+    assert answers[1] == answers[0]

@@ -103,6 +103,7 @@ class Dovecot:
         default_auth_penalty: bool = False,
         without_capabilities: tuple[str, ...] = (),
         oauth2_introspection: str | None = None,
+        extra_capabilities: tuple[str, ...] = (),
     ) -> None:
         """cert: the server certificate to present (TLS tests make it wrong on purpose);
         by default a fresh self-signed one that is also the CA file."""
@@ -126,6 +127,8 @@ class Dovecot:
         self.without_capabilities = without_capabilities
         #: A token introspection URL: XOAUTH2/OAUTHBEARER logins are checked there.
         self.oauth2_introspection = oauth2_introspection
+        #: Extensions added to it (announced only: e.g. ``("CREATE-SPECIAL-USE",)``).
+        self.extra_capabilities = extra_capabilities
         for user, password in (users or {}).items():
             self.add_user(user, password)
 
@@ -266,6 +269,7 @@ class Dovecot:
                 default_auth_penalty=self.default_auth_penalty,
                 without_capabilities=self.without_capabilities,
                 oauth2_introspection=self.oauth2_introspection,
+                extra_capabilities=self.extra_capabilities,
             ),
             encoding="utf-8",
         )

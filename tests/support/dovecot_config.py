@@ -65,15 +65,16 @@ AUTHENTICATED_CAPABILITIES = (
 )
 
 
-def capability_setting(without: tuple[str, ...]) -> str:
-    """An ``imap_capability`` line announcing Dovecot's usual list minus ``without``
-    (for tests of the proxy's fallbacks when an upstream lacks an extension); the
-    commands themselves still work, only the announcement changes."""
-    if not without:
+def capability_setting(without: tuple[str, ...], extra: tuple[str, ...] = ()) -> str:
+    """An ``imap_capability`` line announcing Dovecot's usual list minus ``without`` and
+    plus ``extra`` (for tests of the proxy's fallbacks when an upstream lacks an
+    extension, or of what it passes on when the upstream announces one); the commands
+    themselves work as before, only the announcement changes."""
+    if not without and not extra:
         return ""
     drop = {c.upper() for c in without}
-    kept = " ".join(c for c in AUTHENTICATED_CAPABILITIES if c.upper() not in drop)
-    return f"imap_capability = {kept}\n"
+    kept = [c for c in AUTHENTICATED_CAPABILITIES if c.upper() not in drop]
+    return f"imap_capability = {' '.join(kept + list(extra))}\n"
 
 
 @dataclass(frozen=True)
@@ -204,6 +205,7 @@ def render_config(
     default_auth_penalty: bool = False,
     without_capabilities: tuple[str, ...] = (),
     oauth2_introspection: str | None = None,
+    extra_capabilities: tuple[str, ...] = (),
 ) -> str:
     """Return the text of ``dovecot.conf`` for one isolated instance.
 
@@ -241,7 +243,7 @@ first_valid_gid = {user.gid}
 last_valid_gid = {user.gid}
 mail_location = maildir:{root}/mail/%u/Maildir
 mail_max_userip_connections = 100
-{capability_setting(without_capabilities)}{"" if default_auth_penalty else _NO_AUTH_PENALTY}{unprivileged}
+{capability_setting(without_capabilities, extra_capabilities)}{"" if default_auth_penalty else _NO_AUTH_PENALTY}{unprivileged}
 # One file per user: Dovecot re-checks a passwd-file at most once per second, so a user
 # added to a shared file right after a login would be unknown for up to a second; a file
 # it has never opened is read on first use.

@@ -62,10 +62,6 @@ def needs_of(attribute: p.FetchAttribute) -> set[Need]:
     if name in ("RFC822", "RFC822.TEXT"):
         return {Need(Kind.FULL)}
     if name in BINARY_ITEMS:
-        if attribute.section is None or not attribute.section.part:
-            # Dovecot re-encodes a whole message's parts as binary for BINARY[]; until
-            # that is reproduced, no answer beats a wrong one.
-            raise CommandFailed(f"{name}[] of a whole message is not supported")
         return {Need(Kind.FULL)}  # decoded here from the whole cached message
     if name == "BODY" and attribute.section is not None:
         section = attribute.section

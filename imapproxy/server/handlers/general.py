@@ -104,6 +104,8 @@ async def _login(
         raise CommandFailed(str(exc), response_code=replies.code("UNAVAILABLE")) from None
     session.runtime = runtime
     session.state = State.AUTHENTICATED
+    # Bigger messages are refused as they are announced (NO [TOOBIG]), never taken in.
+    connection.reader.max_append = session.append_limit
     caps = replies.code("CAPABILITY", *replies.atoms(_caps(session)))
     return replies.tagged(tag, "OK", "logged in", caps)
 
@@ -205,6 +207,11 @@ async def enable(session: Session, cmd: p.Enable) -> list[bytes]:
     if "QRESYNC" in wanted and not modes.qresync:
         modes.qresync = True
         enabled.append("QRESYNC")
+    if "IMAP4REV2" in wanted and not modes.rev2:
+        # Taken even while IMAP4rev2 is not advertised (RFC 5161 lets a server ignore
+        # it; a client only asks for what is advertised): see server/rev2.py.
+        modes.rev2 = True
+        enabled.append("IMAP4rev2")
     session.send(replies.untagged("ENABLED", *replies.atoms(enabled)))
     session.send(news)
     return ok(session, cmd.tag, "ENABLE completed")

@@ -1,4 +1,4 @@
-"""Mailbox commands: LIST/LSUB, STATUS, SELECT/EXAMINE, CLOSE/UNSELECT, CREATE, DELETE,
+"""Mailbox commands: STATUS, SELECT/EXAMINE, CLOSE/UNSELECT, CREATE, DELETE,
 RENAME, SUBSCRIBE/UNSUBSCRIBE — answered from the replica, changes through the outbox."""
 
 from __future__ import annotations
@@ -6,73 +6,41 @@ from __future__ import annotations
 from imapproxy import protocol as p
 from imapproxy.outbox.folders import CreateMailbox, DeleteMailbox, RenameMailbox, SetSubscription
 from imapproxy.outbox.replica import is_local
-from imapproxy.server import condstore, listing, replies
+from imapproxy.server import condstore, listing, replies, rev2
 from imapproxy.server.handlers.general import ok
 from imapproxy.server.replies import CommandFailed
 from imapproxy.server.session import AUTH, SELECTED, Session, handles
 from imapproxy.server.view import SelectedView
+from imapproxy.store import Tx
 from imapproxy.store import mailboxes as store_mailboxes
+from imapproxy.store import messages as store_messages
 from imapproxy.store.mailboxes import Mailbox, normalize_name
 
-SPECIAL_USE = {
-    "\\ALL",
-    "\\ARCHIVE",
-    "\\DRAFTS",
-    "\\FLAGGED",
-    "\\JUNK",
-    "\\SENT",
-    "\\TRASH",
-    "\\IMPORTANT",
-}
+#: RFC 6154 §2 and RFC 8457 (\\Important), as LIST spells them.
+SPECIAL_USE_ATTRIBUTES = (
+    "\\All",
+    "\\Archive",
+    "\\Drafts",
+    "\\Flagged",
+    "\\Junk",
+    "\\Sent",
+    "\\Trash",
+    "\\Important",
+)
+STATUS_ITEMS = frozenset(
+    {"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "SIZE", "HIGHESTMODSEQ", "DELETED"}
+)
 
 
-def _mailbox_name(name: str) -> bytes | p.Atom:
-    return p.Atom("INBOX") if name == "INBOX" else name.encode()
+def mailbox_name(name: str, utf8: bool = False) -> bytes | p.Atom:
+    """A mailbox name as sent to clients: INBOX as an atom, others quoted; in UTF-8 for
+    a client that enabled IMAP4rev2, else as the replica spells it (modified UTF-7)."""
+    if name == "INBOX":
+        return p.Atom("INBOX")
+    return (rev2.to_client(name) if utf8 else name).encode()
 
 
-def _list_line(kind: str, row: listing.Row) -> list[bytes]:
-    delimiter = None if row.delimiter is None else row.delimiter.encode()
-    return replies.untagged(kind, replies.atoms(row.attributes), delimiter, _mailbox_name(row.name))
-
-
-@handles(p.List, AUTH)
-async def list_(session: Session, cmd: p.List) -> list[bytes]:
-    # The client asks for the list: fetch it fresh (offline, the replica's stands).
-    await session.account.refresh_mailboxes(force=True)
-    boxes = session.account.mailboxes()
-    if not boxes:
-        # Never an empty list for "unknown": clients delete the folders they no longer see.
-        raise _unavailable("the folder list is not in the replica yet; upstream unreachable")
-    inbox = next((m for m in boxes if m.name == "INBOX"), None)
-    delimiter = (inbox.delimiter if inbox else None) or "/"
-    kind = "LSUB" if cmd.lsub else "LIST"
-    if cmd.patterns == ("",) and not cmd.lsub:
-        # RFC 3501 §6.3.8: an empty pattern asks for the delimiter and the reference's root.
-        root = listing.root(cmd.reference, delimiter).encode()
-        session.send(replies.untagged("LIST", (p.Atom("\\Noselect"),), delimiter.encode(), root))
-        return ok(session, cmd.tag, "LIST completed")
-    select = {o.upper() for o in cmd.select_options}
-    returns = {o.upper() for o in cmd.return_options if isinstance(o, str)}
-    patterns = [listing.join(cmd.reference, pat) for pat in cmd.patterns]
-    folders = [listing.Folder(m.name, m.delimiter, m.attributes, m.subscribed) for m in boxes]
-    if cmd.lsub:
-        for row in listing.lsub_rows(folders, patterns):
-            session.send(_list_line(kind, row))
-        return ok(session, cmd.tag, f"{kind} completed")
-    subscribed = {m.name for m in boxes if m.subscribed}
-    for row in listing.list_rows(folders, patterns, delimiter):
-        if "SUBSCRIBED" in select and row.name not in subscribed:
-            continue
-        attributes = row.attributes
-        if "SPECIAL-USE" in select and not any(a.upper() in SPECIAL_USE for a in attributes):
-            continue
-        if ("SUBSCRIBED" in select or "SUBSCRIBED" in returns) and row.name in subscribed:
-            attributes = (*attributes, "\\Subscribed")
-        session.send(_list_line(kind, listing.Row(attributes, row.delimiter, row.name)))
-    return ok(session, cmd.tag, f"{kind} completed")
-
-
-def _unavailable(reason: str) -> CommandFailed:
+def unavailable(reason: str) -> CommandFailed:
     return CommandFailed(reason, response_code=replies.code("UNAVAILABLE"))
 
 
@@ -81,12 +49,12 @@ async def _find(session: Session, name: str) -> Mailbox:
     if mailbox is None:
         if not session.account.mailboxes():
             # Not even the folder list was ever fetched: "no such mailbox" would be a guess.
-            raise _unavailable("the folder list is not in the replica yet; upstream unreachable")
+            raise unavailable("the folder list is not in the replica yet; upstream unreachable")
         raise CommandFailed("no such mailbox", response_code=replies.code("NONEXISTENT"))
     return mailbox
 
 
-async def _synced(session: Session, name: str, fresh_enough: bool = False) -> Mailbox:
+async def synced(session: Session, name: str, fresh_enough: bool = False) -> Mailbox:
     """The mailbox brought up to date; offline, as the replica has it. A mailbox whose
     message list the replica never had is refused rather than shown empty: a client
     would take zero messages for the truth and may delete its own copies.
@@ -99,18 +67,17 @@ async def _synced(session: Session, name: str, fresh_enough: bool = False) -> Ma
         raise CommandFailed("mailbox cannot be selected", response_code=replies.code("NONEXISTENT"))
     synced = await session.account.sync(mailbox, fresh_enough=fresh_enough)
     if not synced.contents_known:
-        raise _unavailable(
+        raise unavailable(
             f"the messages of {synced.name} are not in the replica yet (never synced); "
             "upstream unreachable"
         )
     return synced
 
 
-@handles(p.Status, AUTH)
-async def status(session: Session, cmd: p.Status) -> list[bytes]:
-    mailbox = await _synced(session, cmd.mailbox, fresh_enough=True)
+def status_values(session: Session, mailbox: Mailbox) -> dict[str, int]:
+    """Every STATUS item (RFC 3501, RFC 7162 HIGHESTMODSEQ, RFC 8438 SIZE), from the replica."""
     stats = session.account.stats(mailbox)
-    values: dict[str, int] = {
+    return {
         "MESSAGES": stats.messages,
         "RECENT": session.account.store.read(lambda tx: store_mailboxes.recent_count(tx, mailbox)),
         "UIDNEXT": mailbox.uidnext,
@@ -119,14 +86,43 @@ async def status(session: Session, cmd: p.Status) -> list[bytes]:
         "SIZE": stats.size,
         "HIGHESTMODSEQ": mailbox.highestmodseq,
     }
-    if any(item.upper() == "HIGHESTMODSEQ" for item in cmd.items):
+
+
+def _deleted_count(session: Session, mailbox: Mailbox) -> int:
+    """STATUS DELETED (RFC 9051 §6.3.11): messages flagged \\Deleted."""
+
+    def count(tx: Tx) -> int:
+        found = store_messages.iterate(tx, mailbox.account, mailbox.id)
+        return sum(1 for m in found if any(f.upper() == "\\DELETED" for f in m.flags))
+
+    return session.account.store.read(count)
+
+
+def check_status_items(items: tuple[str, ...]) -> None:
+    for item in items:
+        if item.upper() not in STATUS_ITEMS:
+            raise CommandFailed(f"unsupported STATUS item {item}", status="BAD")
+
+
+def status_response(session: Session, mailbox: Mailbox, items: tuple[str, ...]) -> list[bytes]:
+    """``* STATUS name (...)`` with the items in the order asked."""
+    values = status_values(session, mailbox)
+    if any(item.upper() == "DELETED" for item in items):
+        values["DELETED"] = _deleted_count(session, mailbox)
+    if any(item.upper() == "HIGHESTMODSEQ" for item in items):
         session.send(condstore.enable_condstore(session.modes, session.view))
     pairs: list[p.Value] = []
-    for item in cmd.items:
-        if item.upper() not in values:
-            raise CommandFailed(f"unsupported STATUS item {item}", status="BAD")
+    for item in items:
         pairs += [p.Atom(item.upper()), values[item.upper()]]
-    session.send(replies.untagged("STATUS", _mailbox_name(mailbox.name), tuple(pairs)))
+    name = mailbox_name(mailbox.name, session.modes.rev2)
+    return replies.untagged("STATUS", name, tuple(pairs))
+
+
+@handles(p.Status, AUTH)
+async def status(session: Session, cmd: p.Status) -> list[bytes]:
+    check_status_items(cmd.items)
+    mailbox = await synced(session, cmd.mailbox, fresh_enough=True)
+    session.send(status_response(session, mailbox, cmd.items))
     return ok(session, cmd.tag, "STATUS completed")
 
 
@@ -142,7 +138,7 @@ async def select(session: Session, cmd: p.Select) -> list[bytes]:
         )
     if cmd.condstore or cmd.qresync is not None:
         session.modes.condstore = True
-    mailbox = await _synced(session, cmd.mailbox)
+    mailbox = await synced(session, cmd.mailbox)
     view = SelectedView(
         session.account.store, mailbox, cmd.readonly, origin=session, modes=session.modes
     )
@@ -150,9 +146,13 @@ async def select(session: Session, cmd: p.Select) -> list[bytes]:
     stats = session.account.stats(mailbox)
     session.send(view.announce_keywords(stats.keywords))
     session.send(replies.untagged("EXISTS", number=len(view.uids)))
-    session.send(replies.untagged("RECENT", number=len(view.recent)))
+    if session.modes.rev2:
+        # RFC 9051 §6.3.2: a LIST response for the mailbox; no RECENT, no UNSEEN.
+        session.send(_select_list(session, mailbox))
+    else:
+        session.send(replies.untagged("RECENT", number=len(view.recent)))
     first_unseen = stats.first_unseen
-    if first_unseen is not None:
+    if first_unseen is not None and not session.modes.rev2:
         session.send(
             replies.untagged_status("OK", "first unseen", replies.code("UNSEEN", first_unseen))
         )
@@ -176,6 +176,20 @@ async def select(session: Session, cmd: p.Select) -> list[bytes]:
     return replies.tagged(
         cmd.tag, "OK", f"{'EXAMINE' if cmd.readonly else 'SELECT'} completed", replies.code(mode)
     )
+
+
+def _select_list(session: Session, mailbox: Mailbox) -> list[bytes]:
+    folders = [
+        listing.Folder(m.name, m.delimiter, m.attributes, m.subscribed)
+        for m in session.account.mailboxes()
+    ]
+    options = listing.ListOptions(returns=frozenset({"CHILDREN", "SPECIAL-USE"}))
+    rows = listing.extended_rows(folders, [mailbox.name], mailbox.delimiter or "/", options)
+    # (The name is the pattern: one with * or % matches others too; keep its own row.)
+    attributes = next((r.attributes for r in rows if r.name == mailbox.name), ())
+    delimiter = None if mailbox.delimiter is None else mailbox.delimiter.encode()
+    name = mailbox_name(mailbox.name, utf8=True)
+    return replies.untagged("LIST", replies.atoms(attributes), delimiter, name)
 
 
 @handles(p.Unselect, SELECTED)
@@ -204,12 +218,33 @@ def _valid_new_name(session: Session, name: str) -> str:
     return normalize_name(name)
 
 
+def _special_use(session: Session, wanted: tuple[str, ...]) -> tuple[str, ...]:
+    """RFC 6154 §3: the uses asked for, spelled as LIST shows them; NO [USEATTR] for one
+    that is unknown, or when the upstream cannot record any (the mailbox must then not
+    be created at all)."""
+    spelled = {a.upper(): a for a in SPECIAL_USE_ATTRIBUTES}
+    uses = []
+    for attribute in wanted:
+        if attribute.upper() not in spelled:
+            raise CommandFailed(
+                f"{attribute} is not a special use", response_code=replies.code("USEATTR")
+            )
+        uses.append(spelled[attribute.upper()])
+    if uses and "CREATE-SPECIAL-USE" not in session.upstream_capabilities:
+        raise CommandFailed(
+            "the upstream server cannot create special-use mailboxes",
+            response_code=replies.code("USEATTR"),
+        )
+    return tuple(dict.fromkeys(uses))
+
+
 @handles(p.Create, AUTH)
 async def create(session: Session, cmd: p.Create) -> list[bytes]:
     name = _valid_new_name(session, cmd.mailbox)
+    uses = _special_use(session, cmd.special_use)
     if await session.account.find_mailbox(name) is not None:
         raise CommandFailed("mailbox already exists", response_code=replies.code("ALREADYEXISTS"))
-    await session.account.outbox.perform(CreateMailbox(name), origin=session)
+    await session.account.outbox.perform(CreateMailbox(name, special_use=uses), origin=session)
     return ok(session, cmd.tag, "CREATE completed")
 
 
@@ -227,6 +262,13 @@ async def delete(session: Session, cmd: p.Delete) -> list[bytes]:
 @handles(p.Rename, AUTH)
 async def rename(session: Session, cmd: p.Rename) -> list[bytes]:
     mailbox = await _find(session, cmd.old)
+    if mailbox.name == "INBOX":
+        from imapproxy.server.handlers.rename_inbox import rename_inbox
+
+        inbox = session.account.mailbox("INBOX")
+        delimiter = (inbox.delimiter if inbox else None) or "/"
+        await rename_inbox(session, _valid_new_name(session, cmd.new), delimiter)
+        return ok(session, cmd.tag, "RENAME completed")
     if is_local(mailbox):
         raise CommandFailed(
             f"{mailbox.name} is a local folder of imapproxy", response_code=replies.code("CANNOT")

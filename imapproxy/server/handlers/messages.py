@@ -295,13 +295,21 @@ class AppendInProgress:
         self.filled = end
 
 
-async def append(session: Session, pending: AppendInProgress) -> list[bytes]:
-    start = pending.start
-    if pending.filled != start.size:
+def check_append(pending: AppendInProgress) -> None:
+    """Refuse a message that cannot be appended as it came (BAD, nothing stored)."""
+    if pending.filled != pending.start.size:
         raise CommandFailed("APPEND message was cut short", status="BAD")
-    if start.binary:
+    if pending.start.binary:
         raise CommandFailed("BINARY APPEND is not supported", status="BAD")
-    target = await _target_mailbox(session, start.mailbox)
+
+
+async def append_target(session: Session, name: str) -> Mailbox:
+    return await _target_mailbox(session, name)
+
+
+def append_operation(pending: AppendInProgress, target: Mailbox) -> AppendMessage:
+    """The outbox operation for one streamed message (its buffer handed over)."""
+    start = pending.start
     flags = canonical_flags(start.flags or ())
     date = (
         p.format_datetime(start.internal_date)
@@ -312,7 +320,14 @@ async def append(session: Session, pending: AppendInProgress) -> list[bytes]:
     # take bytes); the receive buffer goes at once, so one copy stays in memory.
     message = bytes(pending.buffer)
     pending.buffer = bytearray()
-    operation = AppendMessage(target.id, target.name, flags, date, len(message), data=message)
+    return AppendMessage(target.id, target.name, flags, date, len(message), data=message)
+
+
+async def append(session: Session, pending: AppendInProgress) -> list[bytes]:
+    start = pending.start
+    check_append(pending)
+    target = await _target_mailbox(session, start.mailbox)
+    operation = append_operation(pending, target)
     validity, uid = await session.account.outbox.perform(operation, origin=session)
     code = replies.code("APPENDUID", validity, UID(uid))
     return ok(session, start.tag, "APPEND completed", code, allow_expunge=session.view is not None)

@@ -40,6 +40,8 @@ class FakeUpstream:
     def __init__(self) -> None:
         self.boxes: dict[str, UpMailbox] = {}
         self.subscribed: set[str] = set()
+        #: RFC 6154 uses given to CREATE, by mailbox name.
+        self.special_use: dict[str, tuple[str, ...]] = {}
         self.selected: str | None = None
         self.selected_readonly = True
         self.selected_validity: int | None = None
@@ -144,9 +146,11 @@ class FakeUpstream:
         uid = box.add(UpMessage(bytes(message), format_datetime(date), set(flags)))
         return box.validity, uid
 
-    async def create(self, name: str) -> None:
+    async def create(self, name: str, special_use: tuple[str, ...] = ()) -> None:
         self._check("CREATE")
         self.boxes.setdefault(name, UpMailbox(validity=len(self.boxes) + 100))
+        if special_use:
+            self.special_use[name] = special_use
 
     async def delete(self, name: str) -> None:
         self._check("DELETE")

@@ -128,9 +128,16 @@ CASES: list[tuple[bytes, object]] = [
             ("INBOX", "foo/%"),
             ("SUBSCRIBED", "RECURSIVEMATCH"),
             ("CHILDREN", ("STATUS", ("MESSAGES", "UNSEEN"))),
+            extended=True,
         ),
     ),
-    (b'a1 LIST "" "*" RETURN (SPECIAL-USE)', List("a1", "", ("*",), (), ("SPECIAL-USE",))),
+    (
+        b'a1 LIST "" "*" RETURN (SPECIAL-USE)',
+        List("a1", "", ("*",), (), ("SPECIAL-USE",), extended=True),
+    ),
+    # RFC 5258: an empty selection list or a list of one pattern is the extended syntax.
+    (b'a1 LIST () "" "%"', List("a1", "", ("%",), extended=True)),
+    (b'a1 LIST "" ("%")', List("a1", "", ("%",), extended=True)),
     (
         b"a1 STATUS blurdybloop (UIDNEXT messages)",
         Status("a1", "blurdybloop", ("UIDNEXT", "MESSAGES")),
@@ -501,12 +508,59 @@ def test_append_zero_length() -> None:
     ]
 
 
-def test_multiappend_rejected_after_chunks() -> None:
-    data = b"a APPEND INBOX {1+}\r\nx {2+}\r\nyz\r\nb NOOP\r\n"
+@pytest.mark.parametrize("how", SPLITS)
+def test_multiappend_rfc3502_example(how: str) -> None:
+    # RFC 3502 §6: two messages to saved-messages, each after its own continuation.
+    second = b"Date: Mon, 7 Feb 1994 22:43:04 -0800 (PST)\r\nSubject: afternoon\r\n\r\nHi\r\n"
+    data = b"A003 APPEND saved-messages (\\Seen) {%d}\r\n" % len(MESSAGE) + MESSAGE
+    data += b' (\\Seen) " 7-Feb-1994 22:43:04 -0800" {%d}\r\n' % len(second) + second
+    data += b"\r\nA004 NOOP\r\n"
+    later = datetime.datetime(
+        1994, 2, 7, 22, 43, 4, tzinfo=datetime.timezone(datetime.timedelta(hours=-8))
+    )
+    assert read_commands(data, how) == [
+        ContinuationRequired("A003", len(MESSAGE)),
+        AppendStart("A003", "saved-messages", ("\\Seen",), None, len(MESSAGE), False),
+        LiteralChunk(MESSAGE),
+        ContinuationRequired("A003", len(second)),
+        AppendStart("A003", "saved-messages", ("\\Seen",), later, len(second), False, True),
+        LiteralChunk(second),
+        AppendEnd("A003"),
+        Noop("A004"),
+    ]
+
+
+def test_multiappend_without_options_and_binary() -> None:
+    data = b"a APPEND INBOX {1+}\r\nx ~{2+}\r\ny\x00 {0+}\r\n\r\nb NOOP\r\n"
     assert read_commands(data) == [
         AppendStart("a", "INBOX", None, None, 1, False),
         LiteralChunk(b"x"),
-        CommandError("a", "unexpected data after APPEND message"),
+        AppendStart("a", "INBOX", None, None, 2, True, True),
+        LiteralChunk(b"y\x00"),
+        AppendStart("a", "INBOX", None, None, 0, False, True),
+        AppendEnd("a"),
+        Noop("b"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [b"x {2+}", b" (\\Seen) junk {2+}", b' "bad date" {2+}', b" (\\Seen)", b" (\xff) {2+}"],
+)
+def test_multiappend_bad_tail_is_refused_and_its_literal_skipped(tail: bytes) -> None:
+    data = b"a APPEND INBOX {1+}\r\nx" + tail + b"\r\n"
+    data += b"yz\r\n" if tail.endswith(b"{2+}") else b""
+    events = read_commands(data + b"b NOOP\r\n")
+    assert events[:2] == [AppendStart("a", "INBOX", None, None, 1, False), LiteralChunk(b"x")]
+    assert isinstance(events[2], CommandError) and events[2].tag == "a"
+    assert events[3:] == [Noop("b")]
+
+
+def test_multiappend_message_too_big_after_the_first() -> None:
+    reader = CommandReader(max_append=5)
+    data = b"a APPEND INBOX {1+}\r\nx {6+}\r\n012345\r\nb NOOP\r\n"
+    assert read_commands(data, reader=reader)[2:] == [
+        CommandError("a", "message too big", too_big=True),
         Noop("b"),
     ]
 

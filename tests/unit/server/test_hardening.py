@@ -170,7 +170,11 @@ def test_append_after_login_still_preallocates_the_message(allocations: list[int
     async def no_mailbox(name: str) -> None:
         return None
 
-    runtime = SimpleNamespace(sessions=0, find_mailbox=no_mailbox)
+    runtime = SimpleNamespace(
+        sessions=0,
+        find_mailbox=no_mailbox,
+        link=SimpleNamespace(upstream_capabilities=frozenset()),
+    )
     client.send(b"a1 LOGIN alice pw\r\n")
     registry.answer.callback(runtime)
     assert client.settle()[-1].startswith(b"a1 OK ")

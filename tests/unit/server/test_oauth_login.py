@@ -39,7 +39,9 @@ class TokenRegistry:
         if self.error is not None:
             raise self.error
         if username == b"alice@example.org" and password == b"good":
-            return SimpleNamespace(account=None)
+            return SimpleNamespace(
+                account=None, link=SimpleNamespace(upstream_capabilities=frozenset())
+            )
         raise LoginFailed(ERROR if password == b"upstream-says" else None)
 
     def advertised_mechanisms(self) -> frozenset[str]:

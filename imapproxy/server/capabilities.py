@@ -18,6 +18,8 @@ BASE = (
     "CONDSTORE",
     "QRESYNC",
     "BINARY",
+    "SORT",
+    "SORT=DISPLAY",
 )
 
 

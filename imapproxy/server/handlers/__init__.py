@@ -1,3 +1,10 @@
 """Command handlers, one module per family; importing this package registers them all."""
 
-from imapproxy.server.handlers import fetch, general, mailboxes, messages, search  # noqa: F401
+from imapproxy.server.handlers import (  # noqa: F401
+    fetch,
+    general,
+    mailboxes,
+    messages,
+    search,
+    search_sort,
+)

@@ -20,6 +20,8 @@ BASE = (
     "BINARY",
     "SORT",
     "SORT=DISPLAY",
+    "THREAD=ORDEREDSUBJECT",
+    "THREAD=REFERENCES",
 )
 
 

@@ -7,4 +7,5 @@ from imapproxy.server.handlers import (  # noqa: F401
     messages,
     search,
     search_sort,
+    search_thread,
 )

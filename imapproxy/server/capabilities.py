@@ -22,6 +22,7 @@ BASE = (
     "SORT=DISPLAY",
     "THREAD=ORDEREDSUBJECT",
     "THREAD=REFERENCES",
+    "ESORT",
 )
 
 

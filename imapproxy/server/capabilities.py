@@ -23,6 +23,7 @@ BASE = (
     "THREAD=ORDEREDSUBJECT",
     "THREAD=REFERENCES",
     "ESORT",
+    "SEARCHRES",
 )
 
 

@@ -24,6 +24,7 @@ BASE = (
     "THREAD=REFERENCES",
     "ESORT",
     "SEARCHRES",
+    "WITHIN",
 )
 
 

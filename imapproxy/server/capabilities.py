@@ -37,6 +37,8 @@ def capabilities(
     """``login_disabled``: no mechanism is offered until STARTTLS (RFC 9051 §6.2.3), so
     clients do not send a password in clear only to be refused."""
     caps = list(BASE)
+    if authenticated:
+        caps.append("COMPRESS=DEFLATE")  # RFC 4978, after login as Dovecot offers it
     if not authenticated:
         caps.append("LOGINDISABLED" if login_disabled else "AUTH=PLAIN")
         if starttls_available and not tls_active:

@@ -1,6 +1,7 @@
 """Command handlers, one module per family; importing this package registers them all."""
 
 from imapproxy.server.handlers import (  # noqa: F401
+    compress,
     fetch,
     general,
     mailboxes,

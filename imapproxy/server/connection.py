@@ -130,6 +130,8 @@ class ClientConnection(Protocol):
         """Hand one batch to the transport, compressed when COMPRESS is on."""
         if self.deflate is not None:
             self.transport.write(self.deflate.compress(chunks))
+        elif len(chunks) == 1:
+            self.transport.write(bytes(chunks[0]))
         else:
             self.transport.writeSequence([bytes(chunk) for chunk in chunks])
 

@@ -18,7 +18,7 @@ the one a client gets from the server directly:
 from __future__ import annotations
 
 import email.utils
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cmp_to_key
@@ -27,7 +27,11 @@ from imapproxy.message import header_value
 from imapproxy.message.base_subject import base_subject, casemap, decode_words
 from imapproxy.message.fetch_structure import _Addresses
 
-__all__ = ["SortFacts", "facts", "sent_date", "sort"]
+__all__ = ["ALL_KEYS", "SortFacts", "facts", "sent_date", "sort"]
+
+ALL_KEYS = frozenset(
+    ["ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO", "DISPLAYFROM", "DISPLAYTO"]
+)
 
 
 @dataclass(frozen=True)
@@ -62,10 +66,9 @@ class SortFacts:
         return keys[name]
 
 
-def _first_address(header: bytes, field: bytes) -> tuple[bytes | None, bytes | None, bytes | None]:
-    """(name, mailbox, domain) of the first address of the first field, all None when
+def _first_address(value: bytes | None) -> tuple[bytes | None, bytes | None, bytes | None]:
+    """(name, mailbox, domain) of the first address in a field's value, all None when
     the field or its address is missing."""
-    value = header_value(header, field)
     if value is None:
         return None, None, None
     parsed = _Addresses(value).parse()
@@ -75,13 +78,13 @@ def _first_address(header: bytes, field: bytes) -> tuple[bytes | None, bytes | N
     return name, mailbox, domain  # type: ignore[return-value]
 
 
-def _mailbox_key(header: bytes, field: bytes) -> str:
-    _, mailbox, _ = _first_address(header, field)
+def _mailbox_key(address: tuple[bytes | None, bytes | None, bytes | None]) -> str:
+    _, mailbox, _ = address
     return casemap(mailbox.decode("utf-8", "replace")) if mailbox else ""
 
 
-def _display_key(header: bytes, field: bytes) -> str:
-    name, mailbox, domain = _first_address(header, field)
+def _display_key(address: tuple[bytes | None, bytes | None, bytes | None]) -> str:
+    name, mailbox, domain = address
     if name:
         decoded = decode_words(name)
         if decoded:
@@ -110,23 +113,39 @@ def sent_date(header: bytes, arrival: int) -> int:
     return arrival
 
 
-def facts(seq: int, number: int, arrival: datetime, size: int, header: bytes) -> SortFacts:
-    """The sort keys of one message from its header block (b"" when not cached)."""
+def facts(
+    seq: int,
+    number: int,
+    arrival: datetime,
+    size: int,
+    header: bytes,
+    keys: Collection[str] = ALL_KEYS,
+) -> SortFacts:
+    """The sort keys of one message from its header block (b"" when not cached); only
+    those in ``keys`` are computed, the others are left empty."""
     when = int(arrival.timestamp())
-    subject, reply = base_subject(header_value(header, b"subject"))
+    subject, reply = ("", False)
+    if "SUBJECT" in keys:
+        subject, reply = base_subject(header_value(header, b"subject"))
+    addresses = {
+        field: _first_address(header_value(header, field.lower().encode()))
+        for field in ("FROM", "TO", "CC")
+        if field in keys or f"DISPLAY{field}" in keys
+    }
+    none = (None, None, None)
     return SortFacts(
         seq=seq,
         number=number,
         arrival=when,
-        date=sent_date(header, when),
+        date=sent_date(header, when) if "DATE" in keys else when,
         size=size,
         subject=subject,
         is_reply=reply,
-        from_=_mailbox_key(header, b"from"),
-        to=_mailbox_key(header, b"to"),
-        cc=_mailbox_key(header, b"cc"),
-        display_from=_display_key(header, b"from"),
-        display_to=_display_key(header, b"to"),
+        from_=_mailbox_key(addresses.get("FROM", none)) if "FROM" in keys else "",
+        to=_mailbox_key(addresses.get("TO", none)) if "TO" in keys else "",
+        cc=_mailbox_key(addresses.get("CC", none)) if "CC" in keys else "",
+        display_from=_display_key(addresses.get("FROM", none)) if "DISPLAYFROM" in keys else "",
+        display_to=_display_key(addresses.get("TO", none)) if "DISPLAYTO" in keys else "",
     )
 
 

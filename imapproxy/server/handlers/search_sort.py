@@ -61,11 +61,17 @@ def missing_note(missing: int) -> str:
 
 
 async def _facts(
-    session: Session, criteria: p.SearchKey, charset: str, uid: bool
+    session: Session, cmd: p.Sort
 ) -> tuple[list[Message], list[sorting.SortFacts], str]:
+    """The matching messages and their keys (only those the program names: ARRIVAL and
+    SIZE alone need no header at all)."""
     view = session.selected
-    found, note = await matching(session, criteria, charset)
-    headers, missing = await headers_of(session, found)
+    found, note = await matching(session, cmd.criteria, cmd.charset)
+    keys = {name for name, _ in cmd.program}
+    if keys <= {"ARRIVAL", "SIZE"}:
+        headers, missing = dict.fromkeys((m.uid for m in found), b""), 0
+    else:
+        headers, missing = await headers_of(session, found)
     out = []
     for message in found:
         seq = view.seq(message.uid)
@@ -73,10 +79,11 @@ async def _facts(
         out.append(
             sorting.facts(
                 seq,
-                message.uid if uid else seq,
+                message.uid if cmd.uid else seq,
                 p.parse_datetime(message.internaldate),
                 message.size,
                 headers[message.uid],
+                keys,
             )
         )
     return found, out, note + missing_note(missing)
@@ -118,7 +125,7 @@ def _in_order(numbers: list[int]) -> str:
 @handles(p.Sort, SELECTED)
 async def sort(session: Session, cmd: p.Sort) -> list[bytes]:
     with saving(session, cmd.return_options):
-        found, facts, note = await _facts(session, cmd.criteria, cmd.charset, cmd.uid)
+        found, facts, note = await _facts(session, cmd)
     ordered = sorting.sort(facts, cmd.program)
     numbers = [f.number for f in ordered]
     if cmd.return_options is None:

@@ -8,6 +8,7 @@ login, twice, an unknown mechanism) and what happens to invalid compressed input
 from __future__ import annotations
 
 import imaplib
+import re
 import socket
 import uuid
 import zlib
@@ -233,3 +234,42 @@ def test_a_zip_bomb_is_refused_without_inflating_it_all(
     assert _peak_rss_mb(zproxy.pid) - before < 40
     with RawClient(zproxy.host, zproxy.port, *user) as raw:
         assert raw.ok("NOOP") == []
+
+
+def test_idle_and_append_under_deflate(zproxy: ProxyProcess, user: tuple[str, str]) -> None:
+    """Commands that wait for more input (IDLE's DONE, a literal's continuation) work
+    when that input arrives compressed."""
+    sock = _compressed_session(zproxy, user)
+    deflater = zlib.compressobj(6, zlib.DEFLATED, -15)
+    inflater = zlib.decompressobj(-15)
+    received = b""
+
+    def send(data: bytes) -> None:
+        sock.sendall(deflater.compress(data) + deflater.flush(zlib.Z_SYNC_FLUSH))
+
+    def until(marker: bytes) -> bytes:
+        nonlocal received
+        while marker not in received:
+            data = sock.recv(65536)
+            assert data, received
+            received += inflater.decompress(data)
+        before, _, received = received.partition(marker)
+        return before + marker
+
+    send(b"c SELECT INBOX\r\n")
+    until(b"c OK")
+    send(b"d IDLE\r\n")
+    until(b"+ ")
+    send(b"DONE\r\n")
+    until(b"d OK")
+    message = b"Subject: compressed append\r\n\r\nhello\r\n"
+    send(b"e APPEND INBOX {%d}\r\n" % len(message))
+    until(b"+ ")
+    send(message + b"\r\n")
+    assert b"e OK" in until(b"e OK")
+    send(b'f UID SEARCH SUBJECT "compressed append"\r\n')
+    found = until(b"f OK")
+    assert re.search(rb"\* SEARCH \d+", found), found
+    send(b"g LOGOUT\r\n")
+    assert b"* BYE" in until(b"g OK")
+    sock.close()

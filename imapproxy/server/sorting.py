@@ -6,6 +6,8 @@ the one a client gets from the server directly:
 
 * FROM/TO/CC: the local part of the first address of the *first* such field (a group
   counts with its name), folded by :func:`imapproxy.message.base_subject.casemap`.
+  Addresses are parsed by the ENVELOPE builder's parser (Dovecot's
+  message_address_parse), so both agree on every odd address.
 * DISPLAYFROM/DISPLAYTO: the first address's display name, decoded; without one,
   ``mailbox@domain``.
 * SUBJECT: the base subject (RFC 5256 §2.1), folded.
@@ -25,7 +27,7 @@ from functools import cmp_to_key
 
 from imapproxy.message import header_value
 from imapproxy.message.base_subject import base_subject, casemap, decode_words
-from imapproxy.message.fetch_structure import _Addresses
+from imapproxy.message.fetch_structure import _Addresses  # Dovecot's address parser
 
 __all__ = ["ALL_KEYS", "SortFacts", "facts", "sent_date", "sort"]
 

@@ -69,6 +69,7 @@ from ._responses import (
 )
 from ._search import SearchKey
 from ._seqset import SequenceSet, parse_sequence_set
+from ._sort_thread import Compress, Sort, Thread
 from ._values import Atom, Literal8, Raw, Value, format_value_chunks, serialize_value
 
 __all__ = [
@@ -88,6 +89,7 @@ __all__ = [
     "CommandError",
     # command reader
     "CommandReader",
+    "Compress",
     "ContinuationRequest",
     "ContinuationRequired",
     "Copy",
@@ -125,11 +127,13 @@ __all__ = [
     "Sentinel",
     # sequence sets, fetch, search
     "SequenceSet",
+    "Sort",
     "StartTLS",
     "Status",
     "Store",
     "Subscribe",
     "TaggedResponse",
+    "Thread",
     "Unselect",
     "Unsubscribe",
     "UntaggedData",

@@ -19,6 +19,7 @@ from ._errors import ParseError
 from ._fetch import FETCH_MACROS, FetchAttribute, parse_fetch_attribute
 from ._search import parse_search_keys
 from ._seqset import SequenceSet
+from ._sort_thread import parse_compress, parse_sort, parse_thread
 from ._values import Atom, Value
 
 __all__ = [
@@ -343,6 +344,7 @@ _PLAIN: dict[str, Callable[[str, Args], Any]] = {
     "LIST": _list,
     "LSUB": _lsub,
     "STATUS": _status,
+    "COMPRESS": parse_compress,
 }
 
 _UID_CAPABLE: dict[str, Callable[[str, bool, Args], Any]] = {
@@ -352,6 +354,8 @@ _UID_CAPABLE: dict[str, Callable[[str, bool, Args], Any]] = {
     "COPY": _copy_move(c.Copy),
     "MOVE": _copy_move(c.Move),
     "EXPUNGE": _expunge,
+    "SORT": parse_sort,
+    "THREAD": parse_thread,
 }
 
 KNOWN_COMMANDS = frozenset(_PLAIN) | frozenset(_UID_CAPABLE) | {"APPEND", "UID"}

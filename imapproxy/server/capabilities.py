@@ -25,6 +25,13 @@ BASE = (
     "LIST-STATUS",
     "STATUS=SIZE",
     "MULTIAPPEND",
+    "SORT",
+    "SORT=DISPLAY",
+    "THREAD=ORDEREDSUBJECT",
+    "THREAD=REFERENCES",
+    "ESORT",
+    "SEARCHRES",
+    "WITHIN",
 )
 
 
@@ -46,6 +53,8 @@ def capabilities(
     caps = list(BASE)
     if rev2.offered(caps):
         caps.insert(1, "IMAP4rev2")
+    if authenticated:
+        caps.append("COMPRESS=DEFLATE")  # RFC 4978, after login as Dovecot offers it
     if not authenticated:
         caps.append("LOGINDISABLED" if login_disabled else "AUTH=PLAIN")
         if starttls_available and not tls_active:

@@ -4,6 +4,11 @@ No parsing here: ``dataReceived`` feeds the sans-IO CommandReader and runs what 
 yields. Commands run one at a time in arrival order; while one runs, the reader is
 only consulted for the raw line that command waits for (IDLE's DONE, an
 AUTHENTICATE response). APPEND's message streams in as chunks.
+
+After COMPRESS DEFLATE (RFC 4978) both directions go through server.compression: each
+batch of output is compressed and sync-flushed just before it reaches the transport
+(large literals slice by slice, as the client reads), and input is inflated one bounded
+piece at a time, no further than the reader is allowed to run ahead of the commands.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from imapproxy.protocol import (
     RawLine,
 )
 from imapproxy.server import handlers, replies  # noqa: F401  (importing handlers registers them)
+from imapproxy.server.compression import CompressionError, Deflate
 from imapproxy.server.session import APPEND_NEEDS_AUTH, Session
 
 if TYPE_CHECKING:
@@ -70,6 +76,8 @@ class ClientConnection(Protocol):
         #: Output not yet handed to the transport (slices of a large literal, and
         #: whatever was written after them), sent as the client reads.
         self._backlog: deque[bytes | memoryview] = deque()
+        #: COMPRESS=DEFLATE, once the client turned it on.
+        self.deflate: Deflate | None = None
 
     def connectionMade(self) -> None:
         self.session = Session(self.context, self)
@@ -101,7 +109,7 @@ class ClientConnection(Protocol):
         if self._closed or self.transport is None:
             return
         if not self._backlog and all(len(chunk) <= STREAM_THRESHOLD for chunk in chunks):
-            self.transport.writeSequence(chunks)
+            self._emit(chunks)
             return
         for chunk in chunks:
             if len(chunk) > STREAM_THRESHOLD:
@@ -114,9 +122,22 @@ class ClientConnection(Protocol):
     def _write_backlog(self) -> None:
         # transport.write pauses us (synchronously) once its buffer is over the mark.
         while self._backlog and not self._paused and not self._closed:
-            self.transport.write(bytes(self._backlog.popleft()))
+            self._emit([self._backlog.popleft()])
         if self._closed:
             self._backlog.clear()
+
+    def _emit(self, chunks: list[bytes] | list[bytes | memoryview]) -> None:
+        """Hand one batch to the transport, compressed when COMPRESS is on."""
+        if self.deflate is not None:
+            self.transport.write(self.deflate.compress(chunks))
+        elif len(chunks) == 1:
+            self.transport.write(bytes(chunks[0]))
+        else:
+            self.transport.writeSequence([bytes(chunk) for chunk in chunks])
+
+    def start_compression(self) -> None:
+        """Compress from the next byte on, both ways (the tagged OK has gone out)."""
+        self.deflate = Deflate()
 
     # IPushProducer: flow control of our output --------------------------------
 
@@ -155,9 +176,32 @@ class ClientConnection(Protocol):
     # input -----------------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
+        if self.deflate is not None:
+            self.deflate.feed(data)
+            self._inflate()
+            return
         self.reader.receive_data(data)
         self._pump()
         self._throttle_input()
+
+    def _inflate(self) -> None:
+        """Feed the reader decompressed input piece by piece, stopping while the input is
+        throttled: what waits stays compressed, however much it would inflate to."""
+        assert self.deflate is not None
+        while not self._closed and not self._input_paused:
+            try:
+                piece = self.deflate.inflate()
+            except CompressionError as exc:
+                log.info("closing a client connection: bad compressed data (%s)", exc)
+                self.write_chunks(replies.untagged_status("BYE", "invalid compressed data"))
+                self._closed = True
+                self.transport.loseConnection()
+                return
+            if not piece:
+                return
+            self.reader.receive_data(piece)
+            self._pump()
+            self._throttle_input()
 
     def _throttle_input(self) -> None:
         """Pause the transport while a running command has more than enough queued behind it.
@@ -180,6 +224,8 @@ class ClientConnection(Protocol):
             self._input_paused = False
             if not self._closed:
                 self.transport.resumeProducing()
+                if self.deflate is not None:
+                    self._inflate()
 
     def read_raw_line(self) -> defer.Deferred[bytes]:
         """The next line as sent, for the running command (IDLE, AUTHENTICATE)."""

@@ -69,6 +69,8 @@ class SelectedView:
         self._own_flags: set[UID] = set()
         self._added = False
         self.deleted = False
+        #: The SEARCHRES ``$`` (RFC 5182): empty on each SELECT, as this view is new.
+        self.saved: frozenset[UID] = frozenset()
         self._open()
 
     def _open(self) -> None:
@@ -248,7 +250,11 @@ class SelectedView:
         sparse mailbox costs what the mailbox holds.
 
         Raises CommandFailed for a message sequence number beyond EXISTS (RFC 9051 §6.4.4).
+        ``$`` names the saved messages still here, whether by UID or not (RFC 5182 §2.1).
         """
+        if sequence_set.saved:
+            pairs = ((self.seq(uid), uid) for uid in sorted(self.saved))
+            return [(seq, uid) for seq, uid in pairs if seq is not None]
         if by_uid:
             spans = [
                 (bisect_left(self.uids, lo), bisect_right(self.uids, hi))

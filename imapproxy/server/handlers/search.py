@@ -6,6 +6,9 @@ and the answer says how many messages could not be searched."""
 
 from __future__ import annotations
 
+import codecs
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -115,6 +118,8 @@ class _Local:
             return message.size > key.args[0]
         if name == "SMALLER":
             return message.size < key.args[0]
+        if name in ("UID", "SEQ") and key.args[0].saved:
+            return message.uid in self.view.saved
         if name == "UID":
             return contains(self._spans(key, self.highest_uid), message.uid)
         if name == "SEQ":
@@ -182,18 +187,21 @@ def _translate(
 
 
 async def _upstream_search(
-    session: Session, cmd: p.Search, messages_by_uid: dict[UID, Message]
+    session: Session,
+    criteria_here: p.SearchKey,
+    charset: str | None,
+    messages_by_uid: dict[UID, Message],
 ) -> set[int]:
     view = session.selected
     upstream_of: dict[int, int] = {
         uid: m.upstream_uid for uid, m in messages_by_uid.items() if m.upstream_uid is not None
     }
     local_of: dict[int, int] = {up: uid for uid, up in upstream_of.items()}
-    criteria = _translate(cmd.criteria, view, upstream_of, messages_by_uid)
+    criteria = _translate(criteria_here, view, upstream_of, messages_by_uid)
 
     async def run(client: UpstreamClient) -> set[int]:
         await client.ensure_selected(view.mailbox.name)
-        return await client.search(criteria, cmd.charset)
+        return await client.search(criteria, charset)
 
     found = await session.account.link.use(run)
     return {local_of[up] for up in found if up in local_of}
@@ -218,58 +226,115 @@ def _esearch(cmd: p.Search, numbers: list[int], modseq: int | None) -> list[byte
     return replies.untagged("ESEARCH", *values)
 
 
-@handles(p.Search, SELECTED)
-async def search(session: Session, cmd: p.Search) -> list[bytes]:
-    if cmd.charset is not None and cmd.charset.upper() not in ("US-ASCII", "UTF-8"):
+def check_charset(charset: str | None) -> None:
+    """Any charset Python can decode, as Dovecot takes any iconv knows; an unknown one is
+    NO [BADCHARSET] naming the two every server has (RFC 9051 §6.4.4)."""
+    try:
+        if charset is not None:
+            codecs.lookup(charset)
+    except LookupError:
         raise CommandFailed(
             "charset not supported",
             response_code=replies.code("BADCHARSET", (p.Atom("UTF-8"), p.Atom("US-ASCII"))),
-        )
+        ) from None
+
+
+def _as_utf8(key: p.SearchKey, charset: str | None) -> p.SearchKey:
+    """The criteria with its strings in UTF-8, for matching on cached text offline."""
+    if charset is None or codecs.lookup(charset).name in ("utf-8", "ascii"):
+        return key
+    args = tuple(
+        _as_utf8(a, charset)
+        if isinstance(a, p.SearchKey)
+        else (a.decode(charset, "replace").encode() if isinstance(a, bytes) else a)
+        for a in key.args
+    )
+    return p.SearchKey(key.name, args)
+
+
+async def matching(
+    session: Session, criteria: p.SearchKey, charset: str | None
+) -> tuple[list[Message], str]:
+    """The view's messages matching criteria, in sequence order, and how they were found
+    (a completion text saying when the replica answered alone and what it could not read).
+
+    Shared by SEARCH, SORT and THREAD, so all three select the same messages."""
+    check_charset(charset)
     view = session.selected
     mailbox = view.mailbox
-    uses_modseq = _uses(cmd.criteria, {"MODSEQ"})
-    if uses_modseq:
-        session.send(condstore.enable_condstore(session.modes, view))
     found = session.account.store.read(
         lambda tx: messages.get_many(tx, mailbox.account, mailbox.id, list(view.uids))
     )
-    by_uid = {m.uid: m for m in found}
     seq_of: dict[int, int] = {uid: i for i, uid in enumerate(view.uids, 1)}
-    completed = "SEARCH completed"
-    found_by_seq = {seq_of[m.uid]: m for m in found}
-    if _uses_text(cmd.criteria):
+    note = ""
+    if _uses_text(criteria):
+        by_uid = {m.uid: m for m in found}
         try:
-            matched = await _upstream_search(session, cmd, by_uid)
+            matched = await _upstream_search(session, criteria, charset, by_uid)
         except UpstreamUnavailable:
-            matched, unsearched = _cached_search(session, cmd, found, seq_of)
-            completed = "SEARCH completed from the replica (upstream unreachable)"
+            here = _as_utf8(criteria, charset)
+            matched, unsearched = _cached_search(session, here, found, seq_of)
+            note = " from the replica (upstream unreachable)"
             if unsearched:
-                completed += f"; {unsearched} message(s) not searched: their content is not cached"
-        hits = sorted(seq_of[uid] if not cmd.uid else uid for uid in matched if uid in seq_of)
-    else:
-        local = _Local(view, datetime.now(UTC))
-        hits = [
-            (m.uid if cmd.uid else seq_of[m.uid])
-            for m in found
-            if local.matches(cmd.criteria, m, seq_of[m.uid])
-        ]
-        hits.sort()
+                note += f"; {unsearched} message(s) not searched: their content is not cached"
+        return [m for m in found if m.uid in matched], note
+    local = _Local(view, datetime.now(UTC))
+    return [m for m in found if local.matches(criteria, m, seq_of[m.uid])], note
+
+
+def save_result(session: Session, options: tuple[str, ...] | None, hits: list[Message]) -> None:
+    """RETURN (SAVE) of RFC 5182 §2.4: the messages a later ``$`` names (with MIN/MAX
+    alone, only those; with ALL or COUNT, or neither, every match). ``hits`` are in
+    answer order: sequence order for SEARCH, sort order for SORT (whose MIN is its first)."""
+    if options is None or "SAVE" not in options:
+        return
+    kept = hits
+    if not {"ALL", "COUNT"} & set(options) and {"MIN", "MAX"} & set(options) and hits:
+        kept = []
+        if "MIN" in options:
+            kept.append(hits[0])
+        if "MAX" in options:
+            kept.append(hits[-1])
+    session.selected.saved = frozenset(m.uid for m in kept)
+
+
+@contextmanager
+def saving(session: Session, options: tuple[str, ...] | None) -> Iterator[None]:
+    """A SAVE that fails with NO empties ``$``; one refused BAD leaves it (RFC 5182 §2.1)."""
+    try:
+        yield
+    except Exception as exc:
+        if options is not None and "SAVE" in options and getattr(exc, "status", "NO") != "BAD":
+            session.selected.saved = frozenset()
+        raise
+
+
+@handles(p.Search, SELECTED)
+async def search(session: Session, cmd: p.Search) -> list[bytes]:
+    view = session.selected
+    uses_modseq = _uses(cmd.criteria, {"MODSEQ"})
+    if uses_modseq:
+        session.send(condstore.enable_condstore(session.modes, view))
+    with saving(session, cmd.return_options):
+        found, note = await matching(session, cmd.criteria, cmd.charset)
+    save_result(session, cmd.return_options, found)
+    hits = [int(m.uid) if cmd.uid else int(view.seq(m.uid) or 0) for m in found]
     modseq = None
     if uses_modseq:
         # The highest modseq of the messages found (RFC 7162 §3.1.6).
-        hit_messages = [by_uid[UID(n)] if cmd.uid else found_by_seq[n] for n in hits]
-        modseq = max((m.modseq for m in hit_messages), default=None)
+        modseq = max((m.modseq for m in found), default=None)
     if cmd.return_options is not None:
-        session.send(_esearch(cmd, hits, modseq))
+        if set(cmd.return_options) != {"SAVE"}:  # SAVE alone answers nothing (RFC 5182)
+            session.send(_esearch(cmd, hits, modseq))
     elif modseq is not None:
         session.send(replies.untagged("SEARCH", *hits, (p.Atom("MODSEQ"), modseq)))
     else:
         session.send(replies.untagged("SEARCH", *hits))
-    return ok(session, cmd.tag, completed, allow_expunge=False)
+    return ok(session, cmd.tag, "SEARCH completed" + note, allow_expunge=False)
 
 
 def _cached_search(
-    session: Session, cmd: p.Search, found: list[Message], seq_of: dict[int, int]
+    session: Session, criteria: p.SearchKey, found: list[Message], seq_of: dict[int, int]
 ) -> tuple[set[int], int]:
     """Text keys on cached content: (matching UIDs, how many could not be searched)."""
     view = session.selected
@@ -282,7 +347,7 @@ def _cached_search(
         for message in found:
             local.text = search_text.CachedText(tx, account, message)
             try:
-                if local.matches(cmd.criteria, message, seq_of[message.uid]):
+                if local.matches(criteria, message, seq_of[message.uid]):
                     matched.add(message.uid)
             except search_text.Unsearchable:
                 unsearched += 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from imapproxy.notify import MailboxChange
+from imapproxy.protocol import parse_sequence_set
 from imapproxy.server.view import Modes, SelectedView
 from imapproxy.store import Store, mailboxes, messages
 from imapproxy.store.mailboxes import Mailbox
@@ -125,3 +126,26 @@ def test_vanished_replaces_expunge_with_qresync_and_a_guard_precedes_fetches(
     assert store.read(lambda tx: mailboxes.expunged_since(tx, box, told)) == [2, 3]
     lines = b"".join(plain.updates(allow_expunge=True))
     assert lines.count(b"EXPUNGE") == 2 and b"VANISHED" not in lines
+
+
+def test_the_saved_result_names_messages_not_numbers(tmp_path: Path) -> None:
+    """RFC 5182 §2.1: ``$`` is the same messages by sequence number or by UID, loses the
+    ones expunged, and a new view (SELECT) starts with it empty."""
+    store, box = _store(tmp_path, 5)
+    view = SelectedView(store, box, readonly=True, origin=object())
+    saved = parse_sequence_set("$")
+    assert view.resolve(saved, by_uid=False) == []
+    view.saved = frozenset({UID(2), UID(4), UID(5)})
+    assert view.resolve(saved, by_uid=False) == [(2, 2), (4, 4), (5, 5)]
+    assert view.resolve(saved, by_uid=True) == [(2, 2), (4, 4), (5, 5)]
+
+    def expunge(tx: object) -> None:
+        message = messages.get(tx, ACCOUNT, box.id, UID(2))  # type: ignore[arg-type]
+        assert message is not None
+        messages.remove(tx, ACCOUNT, box.id, message)  # type: ignore[arg-type]
+
+    store.write(expunge)
+    view.on_change(MailboxChange(box.id, expunged=(UID(2),)))
+    view.updates(allow_expunge=True)
+    assert view.resolve(saved, by_uid=False) == [(3, 4), (4, 5)]
+    assert SelectedView(store, box, readonly=True, origin=object()).saved == frozenset()

@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -51,19 +52,21 @@ def _units(tmp_path: Path, program: str | None = None) -> Path:
 def _verify(directory: Path, *names: str, user: bool = False) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
     args = [_analyze(), "verify"]
-    if user:
-        runtime = directory / "runtime"
-        runtime.mkdir(mode=0o700, exist_ok=True)
-        env["XDG_RUNTIME_DIR"] = str(runtime)
-        args.append("--user")
-    return subprocess.run(
-        [*args, *(str(directory / n) for n in names)],
-        capture_output=True,
-        text=True,
-        timeout=50,
-        env=env,
-        check=False,
-    )
+    with tempfile.TemporaryDirectory(prefix="ipx-rt-", dir="/tmp") as runtime:
+        if user:
+            # Short on purpose: sockets of other user units (gpg-agent's) are placed
+            # here, and a socket path may not exceed 108 bytes.
+            os.chmod(runtime, 0o700)
+            env["XDG_RUNTIME_DIR"] = runtime
+            args.append("--user")
+        return subprocess.run(
+            [*args, *(str(directory / n) for n in names)],
+            capture_output=True,
+            text=True,
+            timeout=50,
+            env=env,
+            check=False,
+        )
 
 
 def test_every_unit_file_is_tested() -> None:

@@ -95,6 +95,16 @@ class ResponseReader:
         """
         return len(self._buf) + sum(len(c) for c in self._chunks) + sum(map(len, self._parts))
 
+    def take_unread(self) -> bytes:
+        """Hand back (and forget) the bytes received after the last complete response.
+
+        After a COMPRESS OK they are the start of the compressed stream, to be inflated
+        before they are read as responses. A response half read here is an error: the
+        server cannot have switched to compression in the middle of one."""
+        if self._parts or self._chunks or self._in_literal:
+            raise ParseError("a response was cut by the switch to compression")
+        return self._buf.take(len(self._buf))
+
     def next_event(self) -> Response | Sentinel:
         while True:
             if self._in_literal:

@@ -23,6 +23,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from imapproxy.compression import CompressionError, Deflate
 from imapproxy.protocol import (
     NEED_DATA,
     AppendEnd,
@@ -34,7 +35,6 @@ from imapproxy.protocol import (
     RawLine,
 )
 from imapproxy.server import handlers, replies  # noqa: F401  (importing handlers registers them)
-from imapproxy.server.compression import CompressionError, Deflate
 from imapproxy.server.session import APPEND_NEEDS_AUTH, Session
 
 if TYPE_CHECKING:

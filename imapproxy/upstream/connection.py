@@ -34,6 +34,7 @@ from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from imapproxy.compression import CompressionError, Deflate
 from imapproxy.protocol import (
     DEFAULT_MAX_LITERAL,
     NEED_DATA,
@@ -151,6 +152,9 @@ class UpstreamProtocol(Protocol):
         self._lock = defer.DeferredLock()
         self._got_greeting = False
         self.connected_ok = False
+        #: COMPRESS=DEFLATE (RFC 4978) once the upstream said OK to it.
+        self._deflate: Deflate | None = None
+        self._compress_tag: str | None = None
 
     @property
     def usable(self) -> bool:
@@ -166,12 +170,47 @@ class UpstreamProtocol(Protocol):
         if self.broken:
             return
         self.progress(len(data))
+        if self._deflate is None:
+            self._read(data)
+            return
+        self._deflate.feed(data)
+        try:
+            # One piece at a time: the reader's limits apply to what the stream inflates
+            # to, so a small compressed bomb is cut off like a large plain answer.
+            while not self.broken and (piece := self._deflate.inflate()):
+                self._read(piece)
+        except CompressionError as exc:
+            self._fail(UpstreamUnavailable(f"upstream sent invalid compressed data: {exc}"))
+
+    def _read(self, data: bytes) -> None:
         self.reader.receive_data(data)
         try:
             while not self.broken and (event := self.reader.next_event()) is not NEED_DATA:
                 self._dispatch(event)
         except ParseError as exc:
             self._fail(UpstreamUnavailable(f"upstream sent a malformed response: {exc.reason}"))
+
+    async def compress(self) -> None:
+        """COMPRESS DEFLATE (RFC 4978): on the upstream's OK both directions are
+        deflated from the next byte on. Raises UpstreamRefused when it says no."""
+
+        def command(tag: str) -> list[list[bytes]]:
+            self._compress_tag = tag
+            return [[f"{tag} COMPRESS DEFLATE\r\n".encode()]]
+
+        await self.run(command)
+
+    def _start_compression(self) -> None:
+        """Whatever the upstream sent after its OK is already compressed: it is taken
+        back from the reader and inflated first."""
+        unread = self.reader.take_unread()
+        self._deflate = Deflate()
+        if unread:
+            self.dataReceived(unread)
+
+    @property
+    def compressed(self) -> bool:
+        return self._deflate is not None
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self.connected_ok = False
@@ -194,6 +233,8 @@ class UpstreamProtocol(Protocol):
 
     def write(self, data: bytes) -> None:
         assert self.transport is not None
+        if self._deflate is not None:
+            data = self._deflate.compress((data,))
         self.transport.write(data)
 
     def _write_group(self, group: Sequence[Chunk]) -> None:
@@ -342,6 +383,10 @@ class UpstreamProtocol(Protocol):
                 return
             self._running = None
             if event.status == "OK":
+                if event.tag == self._compress_tag:
+                    # Before anything else reads on: what follows this OK is deflated.
+                    self._compress_tag = None
+                    self._start_compression()
                 running.done.callback(Result(event.code, event.text, running.untagged))
             else:
                 running.done.errback(UpstreamRefused(event.status, event.code, event.text))

@@ -104,6 +104,7 @@ class Dovecot:
         without_capabilities: tuple[str, ...] = (),
         oauth2_introspection: str | None = None,
         extra_capabilities: tuple[str, ...] = (),
+        compress: bool = False,
     ) -> None:
         """cert: the server certificate to present (TLS tests make it wrong on purpose);
         by default a fresh self-signed one that is also the CA file."""
@@ -129,6 +130,8 @@ class Dovecot:
         self.oauth2_introspection = oauth2_introspection
         #: Extensions added to it (announced only: e.g. ``("CREATE-SPECIAL-USE",)``).
         self.extra_capabilities = extra_capabilities
+        #: Load imap_zlib and offer COMPRESS=DEFLATE.
+        self.compress = compress
         for user, password in (users or {}).items():
             self.add_user(user, password)
 
@@ -270,6 +273,7 @@ class Dovecot:
                 without_capabilities=self.without_capabilities,
                 oauth2_introspection=self.oauth2_introspection,
                 extra_capabilities=self.extra_capabilities,
+                compress=self.compress,
             ),
             encoding="utf-8",
         )

@@ -206,6 +206,7 @@ def render_config(
     without_capabilities: tuple[str, ...] = (),
     oauth2_introspection: str | None = None,
     extra_capabilities: tuple[str, ...] = (),
+    compress: bool = False,
 ) -> str:
     """Return the text of ``dovecot.conf`` for one isolated instance.
 
@@ -215,7 +216,10 @@ def render_config(
     ``without_capabilities`` hides those extensions from the post-login CAPABILITY.
     ``oauth2_introspection``: the URL of a token introspection endpoint; XOAUTH2 and
     OAUTHBEARER are then offered, their tokens checked there (``oauth2_block``).
+    ``compress``: load ``imap_zlib`` and offer COMPRESS=DEFLATE (RFC 4978).
     """
+    if compress:
+        extra_capabilities = (*extra_capabilities, "COMPRESS=DEFLATE")
     root = paths.root
     unprivileged = _unprivileged_block(user) if os.geteuid() != 0 else ""
     login_chroot = "  chroot =\n" if os.geteuid() != 0 else ""
@@ -243,7 +247,7 @@ first_valid_gid = {user.gid}
 last_valid_gid = {user.gid}
 mail_location = maildir:{root}/mail/%u/Maildir
 mail_max_userip_connections = 100
-{capability_setting(without_capabilities, extra_capabilities)}{"" if default_auth_penalty else _NO_AUTH_PENALTY}{unprivileged}
+{_ZLIB if compress else ""}{capability_setting(without_capabilities, extra_capabilities)}{"" if default_auth_penalty else _NO_AUTH_PENALTY}{unprivileged}
 # One file per user: Dovecot re-checks a passwd-file at most once per second, so a user
 # added to a shared file right after a login would be unknown for up to a second; a file
 # it has never opened is read on first use.
@@ -273,6 +277,13 @@ service imap-login {{
     ssl = yes
   }}
 }}
+"""
+
+
+_ZLIB = """mail_plugins = $mail_plugins zlib
+protocol imap {
+  mail_plugins = $mail_plugins imap_zlib
+}
 """
 
 

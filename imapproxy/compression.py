@@ -1,4 +1,5 @@
-"""COMPRESS=DEFLATE (RFC 4978): raw deflate both ways, with bounded inflation.
+"""COMPRESS=DEFLATE (RFC 4978): raw deflate both ways, with bounded inflation (used
+towards clients and towards the upstream alike).
 
 Sans-IO: the connection hands output batches to :meth:`Deflate.compress` and input
 bytes to :meth:`Deflate.feed`, then takes decompressed input in pieces of at most
@@ -23,7 +24,7 @@ WBITS = -15
 
 
 class CompressionError(Exception):
-    """The client's compressed stream is not valid deflate data."""
+    """The peer's compressed stream is not valid deflate data."""
 
 
 class Deflate:

@@ -6,7 +6,7 @@ import zlib
 
 import pytest
 
-from imapproxy.server.compression import CompressionError, Deflate
+from imapproxy.compression import CompressionError, Deflate
 
 
 def _client() -> tuple[zlib._Compress, zlib._Decompress]:

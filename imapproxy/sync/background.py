@@ -33,6 +33,7 @@ from imapproxy.store.mailboxes import Mailbox
 from imapproxy.store.messages import Message, prefix
 from imapproxy.sync.content import Need, fetch_batch, missing
 from imapproxy.sync.prefetch import PrefetchPolicy, fetch_bodies, plan
+from imapproxy.sync.progress import Progress
 from imapproxy.types import MailboxId
 from imapproxy.upstream.client import UpstreamClient
 from imapproxy.upstream.errors import UpstreamRefused, UpstreamUnavailable
@@ -280,6 +281,9 @@ class BackgroundSync:
             return 0
         fetched = 0
         groups = missing(self.runtime.store, mailbox, wanted, set(METADATA_NEEDS))
+        progress = Progress(
+            f"metadata of {mailbox.name!r}", sum(len(group) for group in groups.values())
+        )
         for needs, group in groups.items():
             start = 0
             while start < len(group) and not self._closed:
@@ -295,7 +299,9 @@ class BackgroundSync:
                 self.runtime.status.fetched(got)
                 fetched += got
                 start += len(batch)
+                progress.advance(len(batch))
                 self._adapt(len(batch), self.reactor.seconds() - began)
+        progress.finish()
         self._checked[mailbox.id] = (mailbox.uidvalidity, max(m.uid for m in wanted))
         if groups:
             count = sum(len(group) for group in groups.values())

@@ -17,6 +17,7 @@ from imapproxy.protocol import FetchAttribute, SequenceSet, Value
 from imapproxy.store import Store, Tx, cache, mailboxes, messages
 from imapproxy.store.mailboxes import Mailbox
 from imapproxy.store.messages import Message
+from imapproxy.sync.progress import Progress
 from imapproxy.types import UID, UpstreamUID
 from imapproxy.upstream.client import SelectInfo, UpstreamClient, as_int, text
 
@@ -128,6 +129,7 @@ async def _first_sync_in_batches(
     # No UIDNEXT recorded until the caller's own pass: were we stopped between batches,
     # the next sync must still fetch everything above the last UID stored.
     partial = replace(info, uidnext=None)
+    progress = Progress(f"first sync of {mailbox.name!r}", info.exists)
     for first in range(1, info.exists + 1, FIRST_SYNC_BATCH):
         last = min(first + FIRST_SYNC_BATCH - 1, info.exists)
         batch = _Fetched(partial, local_modseq=mailbox.highestmodseq)
@@ -137,6 +139,8 @@ async def _first_sync_in_batches(
         batch.first_sync, batch.recent_found = True, recent_found
         recent_found = recent_found or any(_recent_upstream(item) for item in batch.new)
         mailbox = _store_batch(store, mailbox, batch)
+        progress.advance(len(batch.new))
+    progress.finish()
     return mailbox
 
 

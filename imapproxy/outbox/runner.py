@@ -8,7 +8,10 @@ that does not come in time leaves the entry queued and the client hears OK, as i
 does at once when the upstream is known to be unreachable.
 
 ``drain`` replays the account's entries strictly in order (RFC 4549 §3), one at a
-time, and stops at the first it cannot complete. For each entry:
+time, and stops at the first it cannot complete. A run of consecutive flag entries
+of one mailbox on distinct messages goes up as one batch (one ``UID STORE`` per
+distinct delta, ``_flag_batch``), each entry marked, linked and removed as if alone;
+a batch the upstream refuses is replayed entry by entry. For each entry:
 - ``mark_attempted`` is committed before a byte goes upstream; an entry found
   already attempted (another drain lost the answer, the process was killed) is in
   doubt, and its operation verifies before sending again;
@@ -29,7 +32,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet import defer
 
@@ -191,6 +194,7 @@ class Outbox:
         await self._lock.acquire()
         notes: list[str] = []
         finished = False
+        single = 0  # entries to replay one at a time before batching again
         try:
             while True:
                 entries = self.pending()
@@ -199,8 +203,20 @@ class Outbox:
                     return True
                 if self.paused() is not None:
                     return False
+                batch = [] if single else _flag_batch(entries)
+                if len(batch) > 1:
+                    replayed = await self._replay_batch(batch, notes)
+                    if replayed is None:
+                        # Refused or failed as a whole: each entry on its own, so the
+                        # refusal (or the bug) stays with the entry it belongs to.
+                        single = len(batch)
+                        continue
+                    if not replayed:
+                        return False
+                    continue
                 if not await self._replay(entries[0], notes):
                     return False
+                single = max(0, single - 1)
         finally:
             if notes:
                 self._note(notes)
@@ -252,6 +268,58 @@ class Outbox:
             return True
         self._publish(changes)
         self._resolve(entry, None)
+        return True
+
+    async def _replay_batch(self, batch: list[Entry], notes: list[str]) -> bool | None:
+        """Consecutive flag entries of one mailbox as one replay (``StoreFlags.batch``):
+        every entry is marked attempted before a byte goes up, and removed in the
+        transaction that links the answer, as one entry would be. True when done, False
+        when the drain must stop (link down: each entry stays, in doubt; flag deltas are
+        safe to send again), None when the upstream refused or the proxy failed: the
+        caller replays the entries one at a time so each keeps its own outcome."""
+        operations = [cast(StoreFlags, decode(e)) for e in batch]
+        merged = StoreFlags.batch(operations)
+        in_doubt = any(e.in_doubt for e in batch)
+
+        async def send(client: UpstreamClient) -> tuple[Any, Any]:
+            plan = self.store.read(lambda tx: merged.plan(tx, self.account.id))
+
+            def mark(tx: Tx) -> None:
+                for entry in batch:
+                    outbox.mark_attempted(tx, entry)
+
+            self.store.write(mark)
+            return plan, await merged.send(client, plan, in_doubt)
+
+        try:
+            with METRICS.replay_seconds.time():
+                plan, answer = await self.link.use(send)
+        except AuthenticationFailed as exc:
+            self.pause(exc.text)
+            return False
+        except UpstreamUnavailable as exc:
+            log.info("outbox of account %d waits (%d flag entries): %s", self.account.id,
+                     len(batch), exc)  # fmt: skip
+            return False
+        except Exception as exc:
+            log.info("batched replay of %d flag entries stopped (%s); one at a time",
+                     len(batch), exc)  # fmt: skip
+            return None
+
+        def complete(tx: Tx) -> list[MailboxChange]:
+            for entry in batch:
+                outbox.remove(tx, entry)
+            return merged.link_answer(tx, self.account.id, plan, answer)
+
+        try:
+            changes = self.store.write(complete)
+        except Exception as exc:
+            log.info("linking %d batched flag entries failed (%s); one at a time",
+                     len(batch), exc)  # fmt: skip
+            return None
+        self._publish(changes)
+        for entry in batch:
+            self._resolve(entry, None)
         return True
 
     def _refuse(
@@ -316,6 +384,36 @@ class Outbox:
     def _publish(self, changes: list[MailboxChange]) -> None:
         for change in changes:
             self.notifier.publish(self.account.id, change)
+
+
+#: At most this many flag entries, and messages, go up as one batch (a UID set of
+#: that many scattered UIDs stays well under the upstream's command-line limit).
+BATCH_ENTRIES = 500
+BATCH_MESSAGES = 2000
+
+
+def _flag_batch(entries: list[Entry]) -> list[Entry]:
+    """The run of consecutive flag entries at the head of the queue that can go up
+    together: same mailbox and UIDVALIDITY, each naming messages no earlier one of the
+    run names (deltas of distinct messages commute; two deltas of one message keep
+    their order by going in separate batches)."""
+    batch: list[Entry] = []
+    first: StoreFlags | None = None
+    seen: set[int] = set()
+    for entry in entries[:BATCH_ENTRIES]:
+        operation = _readable(entry)
+        if not isinstance(operation, StoreFlags):
+            break
+        if first is None:
+            first = operation
+        elif not first.batches_with(operation):
+            break
+        uids = operation.local_uids()
+        if uids & seen or (batch and len(seen) + len(uids) > BATCH_MESSAGES):
+            break
+        seen |= uids
+        batch.append(entry)
+    return batch
 
 
 def pending_mailboxes(entries: list[Entry]) -> frozenset[MailboxId] | None:

@@ -31,7 +31,7 @@ from imapproxy.sync.mailbox_list import sync_mailbox_list
 from imapproxy.sync.mailboxes import sync_messages
 from imapproxy.sync.prefetch import PolicyError, PrefetchPolicy
 from imapproxy.upstream.client import UpstreamClient
-from imapproxy.upstream.errors import UpstreamUnavailable
+from imapproxy.upstream.errors import UpstreamBusy, UpstreamUnavailable
 from imapproxy.upstream.link import UpstreamLink
 from imapproxy.upstream.watcher import MailboxWatcher
 
@@ -108,6 +108,9 @@ class AccountRuntime:
         self.account = account
         self.link = link
         self.outbox = Outbox(store, account, link, notifier, reactor, write_wait)
+        #: How long a client's command waits for the upstream (an answer to its change,
+        #: the link held by another operation, a replay) before the replica answers.
+        self.write_wait = write_wait
         self.outbox.on_folder_refused = self._folder_refused
         self._listed = False
         self._stats: dict[int, tuple[tuple[int, int], MailboxStats]] = {}
@@ -123,6 +126,7 @@ class AccountRuntime:
     def attach(self, link: UpstreamLink) -> None:
         """Use link from now on (a new login may bring new credentials)."""
         self.link = link
+        link.client_wait = self.write_wait
         self.outbox.link = link
         self.watcher.link = link
         self.outbox.resume()
@@ -161,23 +165,34 @@ class AccountRuntime:
             lambda f: log.warning("mailbox list resync after a refusal failed: %s", f.value)
         )
 
-    async def _replayed_first(self, waits: Callable[[], bool]) -> bool:
+    async def _replayed_first(self, waits: Callable[[], bool], background: bool = False) -> bool:
         """RFC 4549 §3: replay queued changes before syncing what they touch. True when
         nothing queued touches it any more (the sync may run), False to serve the
-        replica as it is (the queue could not be drained now)."""
+        replica as it is (the queue could not be drained now, or, for a client, not
+        within ``write_wait``: the replay goes on in the background)."""
         if not waits():
             return True
-        await self.outbox.drain()
+        if background:
+            await self.outbox.drain()
+        else:
+            await self.outbox.drain_within(self.write_wait)
         return not waits()
+
+    def _went_offline(self, exc: UpstreamUnavailable) -> None:
+        """A link merely busy with another operation is not an upstream gone."""
+        if not isinstance(exc, UpstreamBusy):
+            self.status.went_offline(str(exc))
 
     # mailbox list ------------------------------------------------------------
 
-    async def refresh_mailboxes(self, force: bool = False, required: bool = False) -> bool:
+    async def refresh_mailboxes(
+        self, force: bool = False, required: bool = False, background: bool = False
+    ) -> bool:
         """Sync the mailbox list once per runtime (and after changes); offline, keep the
         replica's. Returns whether the list was fetched now."""
         if self._listed and not force:
             return False
-        if not await self._replayed_first(self.outbox.folders_pending):
+        if not await self._replayed_first(self.outbox.folders_pending, background):
             return False
 
         async def run(client: UpstreamClient) -> list[Any]:
@@ -187,9 +202,9 @@ class AccountRuntime:
             )
 
         try:
-            removed = await self.link.use(run)
+            removed = await self.link.use(run, background=background)
         except UpstreamUnavailable as exc:
-            self.status.went_offline(str(exc))
+            self._went_offline(exc)
             if required:
                 raise
             log.info("mailbox list from the replica (upstream unavailable: %s)", exc)
@@ -240,7 +255,7 @@ class AccountRuntime:
         is the background's own sync, which fetches it itself)."""
 
         if is_local(mailbox) or not await self._replayed_first(
-            lambda: self.outbox.touches(mailbox.id)
+            lambda: self.outbox.touches(mailbox.id), background
         ):
             return self.mailbox(mailbox.name) or mailbox
 
@@ -251,9 +266,9 @@ class AccountRuntime:
 
         try:
             with METRICS.sync_seconds.time():
-                synced, change = await self.link.use(run)
+                synced, change = await self.link.use(run, background=background)
         except UpstreamUnavailable as exc:
-            self.status.went_offline(str(exc))
+            self._went_offline(exc)
             if required:
                 raise
             return self.mailbox(mailbox.name) or mailbox
@@ -279,7 +294,7 @@ class AccountRuntime:
         try:
             fetched = await fetch_missing(self.link, self.store, mailbox, wanted, needs)
         except UpstreamUnavailable as exc:
-            self.status.went_offline(str(exc))
+            self._went_offline(exc)
             raise
         self.status.fetched(fetched)
 

@@ -133,6 +133,26 @@ class Outbox:
         a later refusal is handled like any queued change that no client waits for."""
         return self._queue(operation, origin)[1]
 
+    async def drain_within(self, seconds: float) -> None:
+        """Start a drain and wait for it at most seconds (a client's command must not
+        wait on a stalled link); the drain goes on in the background after that."""
+        finished: defer.Deferred[Exception | None] = defer.Deferred()
+        running = defer.ensureDeferred(self.drain())
+        running.addErrback(lambda f: log.error("outbox drain failed: %s", f.getTraceback()))
+
+        def done(result: object) -> None:
+            _fire(finished, None)
+
+        running.addBoth(done)
+        timer = None
+        if self.clock is not None and not finished.called:
+            timer = self.clock.callLater(seconds, _fire, finished, None)
+        try:
+            await finished
+        finally:
+            if timer is not None and timer.active():
+                timer.cancel()
+
     def drain_soon(self) -> None:
         """Start replaying in the background (failures are logged, never raised)."""
         if self.pending() and self.paused() is None:
@@ -241,7 +261,7 @@ class Outbox:
 
         try:
             with METRICS.replay_seconds.time():
-                plan, answer = await self.link.use(send)
+                plan, answer = await self.link.use(send, background=True)
         except AuthenticationFailed as exc:
             self.pause(exc.text)
             return False
@@ -293,7 +313,7 @@ class Outbox:
 
         try:
             with METRICS.replay_seconds.time():
-                plan, answer = await self.link.use(send)
+                plan, answer = await self.link.use(send, background=True)
         except AuthenticationFailed as exc:
             self.pause(exc.text)
             return False

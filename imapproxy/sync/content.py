@@ -144,9 +144,16 @@ def _by_size(messages: list[Message], count: int, size: int) -> list[list[Messag
 
 
 async def fetch_batch(
-    link: UpstreamLink, store: Store, mailbox: Mailbox, batch: list[Message], needs: frozenset[Need]
+    link: UpstreamLink,
+    store: Store,
+    mailbox: Mailbox,
+    batch: list[Message],
+    needs: frozenset[Need],
+    background: bool = False,
 ) -> int:
-    """One upstream UID FETCH of needs for batch (one turn on the link); returns bytes kept."""
+    """One upstream UID FETCH of needs for batch (one turn on the link); returns bytes
+    kept. A client's fetch waits for the link at most its client_wait; ``background``
+    work (metadata, prefetch) waits its turn."""
     by_upstream = {int(m.upstream_uid): m for m in batch if m.upstream_uid is not None}
     attributes = tuple(
         need.attribute() for need in sorted(needs, key=lambda n: (n.kind.value, n.section))
@@ -156,7 +163,7 @@ async def fetch_batch(
         await client.ensure_selected(mailbox.name)
         return await client.fetch(SequenceSet.from_ints(by_upstream), attributes)
 
-    items = await link.use(fetch)
+    items = await link.use(fetch, background=background)
     return store.write(lambda tx: _keep(tx, mailbox, by_upstream, needs, items))
 
 

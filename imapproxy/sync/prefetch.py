@@ -162,5 +162,5 @@ async def fetch_bodies(
         batch = first_batch(remaining, budget())
         remaining = remaining[len(batch) :]
         began = clock()
-        got = await fetch_batch(link, store, mailbox, batch, FULL)
+        got = await fetch_batch(link, store, mailbox, batch, FULL, background=True)
         done(len(batch), got, clock() - began)

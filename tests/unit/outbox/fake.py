@@ -222,7 +222,9 @@ class ScriptedLink:
         self.outcomes = list(outcomes)
         self.uses = 0
 
-    async def use(self, operation: Callable[[Any], Awaitable[Any]]) -> Any:
+    async def use(
+        self, operation: Callable[[Any], Awaitable[Any]], *, background: bool = False
+    ) -> Any:
         self.uses += 1
         outcome = self.outcomes.pop(0) if self.outcomes else None
         if isinstance(outcome, defer.Deferred):

@@ -223,13 +223,13 @@ class Outbox:
                     return True
                 if self.paused() is not None:
                     return False
-                batch = [] if single else _flag_batch(entries)
-                if len(batch) > 1:
-                    replayed = await self._replay_batch(batch, notes)
+                if not single and entries[0].op == StoreFlags.name:
+                    batch: list[Entry] = []
+                    replayed = await self._replay_batch(entries, batch, notes)
                     if replayed is None:
                         # Refused or failed as a whole: each entry on its own, so the
                         # refusal (or the bug) stays with the entry it belongs to.
-                        single = len(batch)
+                        single = max(len(batch), 1)
                         continue
                     if not replayed:
                         return False
@@ -290,26 +290,34 @@ class Outbox:
         self._resolve(entry, None)
         return True
 
-    async def _replay_batch(self, batch: list[Entry], notes: list[str]) -> bool | None:
-        """Consecutive flag entries of one mailbox as one replay (``StoreFlags.batch``):
-        every entry is marked attempted before a byte goes up, and removed in the
-        transaction that links the answer, as one entry would be. True when done, False
-        when the drain must stop (link down: each entry stays, in doubt; flag deltas are
-        safe to send again), None when the upstream refused or the proxy failed: the
-        caller replays the entries one at a time so each keeps its own outcome."""
-        operations = [cast(StoreFlags, decode(e)) for e in batch]
-        merged = StoreFlags.batch(operations)
-        in_doubt = any(e.in_doubt for e in batch)
+    async def _replay_batch(
+        self, entries: list[Entry], batch: list[Entry], notes: list[str]
+    ) -> bool | None:
+        """The run of flag entries at the head of entries as one replay (``_flag_batch``,
+        ``StoreFlags.batch``), chosen once the link is up (offline, no change pays for
+        reading the queue); ``batch`` is filled with them. Every entry is marked
+        attempted before a byte goes up, and removed in the transaction that links the
+        answer, as one entry would be. True when done, False when the drain must stop
+        (link down: each entry stays, in doubt if marked; flag deltas are safe to send
+        again), None when the upstream refused or the proxy failed: the caller replays
+        the entries one at a time so each keeps its own outcome."""
+        merged: list[StoreFlags] = []
 
         async def send(client: UpstreamClient) -> tuple[Any, Any]:
-            plan = self.store.read(lambda tx: merged.plan(tx, self.account.id))
+            batch[:] = _flag_batch(entries)
+            if not batch:
+                return None, None  # the head entry cannot be read: it goes on its own
+            operation = StoreFlags.batch([cast(StoreFlags, decode(e)) for e in batch])
+            merged.append(operation)
+            in_doubt = any(e.in_doubt for e in batch)
+            plan = self.store.read(lambda tx: operation.plan(tx, self.account.id))
 
             def mark(tx: Tx) -> None:
                 for entry in batch:
                     outbox.mark_attempted(tx, entry)
 
             self.store.write(mark)
-            return plan, await merged.send(client, plan, in_doubt)
+            return plan, await operation.send(client, plan, in_doubt)
 
         try:
             with METRICS.replay_seconds.time():
@@ -318,18 +326,19 @@ class Outbox:
             self.pause(exc.text)
             return False
         except UpstreamUnavailable as exc:
-            log.info("outbox of account %d waits (%d flag entries): %s", self.account.id,
-                     len(batch), exc)  # fmt: skip
+            log.info("outbox of account %d waits (store): %s", self.account.id, exc)
             return False
         except Exception as exc:
             log.info("batched replay of %d flag entries stopped (%s); one at a time",
                      len(batch), exc)  # fmt: skip
             return None
+        if not merged:
+            return None
 
         def complete(tx: Tx) -> list[MailboxChange]:
             for entry in batch:
                 outbox.remove(tx, entry)
-            return merged.link_answer(tx, self.account.id, plan, answer)
+            return merged[0].link_answer(tx, self.account.id, plan, answer)
 
         try:
             changes = self.store.write(complete)

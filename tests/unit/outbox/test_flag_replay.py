@@ -290,3 +290,21 @@ def test_exactly_once_survives_a_kill_between_mark_and_send(world: World) -> Non
     assert all(e.in_doubt for e in restarted.pending())
     assert run(restarted.drain()) is True
     assert upstream_flags(world) == {1: {"\\Seen"}, 2: {"\\Seen"}, 3: set()}
+
+
+def test_offline_a_change_does_not_pay_for_reading_the_queue(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch is chosen only once the link is up: while it is down, each queued
+    change costs the same however long the queue is."""
+    from imapproxy.outbox import runner
+
+    chosen: list[int] = []
+    real = runner._flag_batch
+    monkeypatch.setattr(runner, "_flag_batch", lambda e: chosen.append(len(e)) or real(e))
+    box = offline(world)
+    for uid in (1, 2, 3):
+        run(box.perform(change(world, [uid], "+", ("\\Seen",))))
+    assert chosen == [] and len(box.pending()) == 3
+    assert run(back_online(world).drain()) is True
+    assert chosen == [3] and stores(world) == ["STORE +"]

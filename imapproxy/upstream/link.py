@@ -209,7 +209,7 @@ class UpstreamLink:
         except defer.TimeoutError:
             raise UpstreamBusy(
                 f"the upstream link is busy with another operation"
-                f" (waited {self.client_wait:g} s); answered from the replica"
+                f" (waited {self.client_wait:g} s)"
             ) from None
         try:
             await self._leave_idle()

@@ -208,8 +208,7 @@ class UpstreamLink:
             await acquired
         except defer.TimeoutError:
             raise UpstreamBusy(
-                f"the upstream link is busy with another operation"
-                f" (waited {self.client_wait:g} s)"
+                f"the upstream link is busy with another operation (waited {self.client_wait:g} s)"
             ) from None
         try:
             await self._leave_idle()

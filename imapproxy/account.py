@@ -161,7 +161,7 @@ class AccountRuntime:
 
     def _folder_refused(self) -> None:
         """A queued folder change was refused: the mailbox list follows the upstream."""
-        defer.ensureDeferred(self.refresh_mailboxes(force=True)).addErrback(
+        defer.ensureDeferred(self.refresh_mailboxes(force=True, background=True)).addErrback(
             lambda f: log.warning("mailbox list resync after a refusal failed: %s", f.value)
         )
 
@@ -247,15 +247,20 @@ class AccountRuntime:
     # one mailbox ---------------------------------------------------------------
 
     async def sync(
-        self, mailbox: Mailbox, required: bool = False, background: bool = False
+        self,
+        mailbox: Mailbox,
+        required: bool = False,
+        background: bool = False,
+        client: bool = True,
     ) -> Mailbox:
         """Bring mailbox up to date; offline, the replica's state stands (unless required).
 
         New messages get their metadata fetched in the background at once (unless this
-        is the background's own sync, which fetches it itself)."""
-
+        is the background's own sync, which fetches it itself). A sync a client waits
+        for (``client``, not ``background``) waits for the link at most write_wait."""
+        patient = background or not client
         if is_local(mailbox) or not await self._replayed_first(
-            lambda: self.outbox.touches(mailbox.id), background
+            lambda: self.outbox.touches(mailbox.id), patient
         ):
             return self.mailbox(mailbox.name) or mailbox
 
@@ -266,7 +271,7 @@ class AccountRuntime:
 
         try:
             with METRICS.sync_seconds.time():
-                synced, change = await self.link.use(run, background=background)
+                synced, change = await self.link.use(run, background=patient)
         except UpstreamUnavailable as exc:
             self._went_offline(exc)
             if required:
@@ -334,6 +339,6 @@ class AccountRuntime:
         """Resync a mailbox in the background (upstream news, a client starting IDLE)."""
         mailbox = self.mailbox(name)
         if mailbox is not None:
-            defer.ensureDeferred(self.sync(mailbox)).addErrback(
+            defer.ensureDeferred(self.sync(mailbox, client=False)).addErrback(
                 lambda f: log.warning("resync of a mailbox after upstream news failed: %s", f.value)
             )

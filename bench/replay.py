@@ -16,9 +16,9 @@ emulated link (the relay can be cut; the link gives the round-trip time):
 Upstream commands are counted in the bytes the relay forwards upstream: every line that
 starts with the proxy's tag (``P<n> ``), skipping literal data (``{n}`` / ``{n+}``), per
 connection. That is exact whatever the log level, and it names each command. Reported:
-the wait for the reconnection (resume to the first upstream command: the proxy's
-backoff, not the replay), the drain (first command to empty outbox), upstream commands
-and commands per change. Then the upstream's final state, read straight from Dovecot,
+the wait for the reconnection (resume to the first command of the connection that
+replays: the proxy's backoff, not the replay), the drain (that command to empty
+outbox), upstream commands (every connection) and commands per change. Then the upstream's final state, read straight from Dovecot,
 must be what the client did: flags set, moved messages in the target once, expunged
 messages gone, each append present once; otherwise the run fails.
 """
@@ -49,6 +49,12 @@ MESSAGE_ID = re.compile(rb"<([^>]+)>")
 MSGID_FIELD = b"BODY[HEADER.FIELDS (MESSAGE-ID)]"
 
 
+#: Commands only a replay sends (they mark the connection that replays).
+REPLAY_COMMANDS = frozenset(
+    {"UID STORE", "UID MOVE", "UID COPY", "UID EXPUNGE", "APPEND", "STORE", "MOVE", "COPY"}
+)
+
+
 class CommandCounter:
     """Counts tagged command lines in the client->server byte stream of each connection."""
 
@@ -56,12 +62,24 @@ class CommandCounter:
         self._lock = threading.Lock()
         self._streams: dict[int, tuple[bytearray, list[int]]] = {}
         self.commands: Counter[str] = Counter()
-        self.first_at: float | None = None
+        #: Per connection: when its first command went up, and whether it replays.
+        self._first: dict[int, float] = {}
+        self._replaying: set[int] = set()
+
+    @property
+    def first_at(self) -> float | None:
+        """When the first command went up on a connection that replays changes (its
+        LOGIN): the proxy's other connection (the watcher, which only listens for news)
+        may come back earlier, while the replaying link still backs off."""
+        with self._lock:
+            times = [self._first[c] for c in self._replaying if c in self._first]
+            return min(times, default=None)
 
     def reset(self) -> None:
         with self._lock:
             self.commands.clear()
-            self.first_at = None
+            self._first.clear()
+            self._replaying.clear()
 
     def total(self) -> int:
         with self._lock:
@@ -88,19 +106,20 @@ class CommandCounter:
                 line = bytes(buffer[: end + 2])
                 del buffer[: end + 2]
                 if TAG.match(line):
-                    self._count(line)
+                    self._count(id(connection), line)
                 literal = LITERAL.search(line)
                 if literal:
                     skip[0] = int(literal.group(1))
 
-    def _count(self, line: bytes) -> None:
+    def _count(self, connection: int, line: bytes) -> None:
         words = line.split(b" ", 3)
         name = words[1].decode("ascii", "replace").upper().strip()
         if name == "UID" and len(words) > 2:
             name = f"UID {words[2].decode('ascii', 'replace').upper().strip()}"
         self.commands[name] += 1
-        if self.first_at is None:
-            self.first_at = time.monotonic()
+        self._first.setdefault(connection, time.monotonic())
+        if name in REPLAY_COMMANDS:
+            self._replaying.add(connection)
 
 
 @dataclass
@@ -335,8 +354,8 @@ def report(outcome: Outcome) -> str:
         ])  # fmt: skip
     return (
         "Replay of changes queued offline, after the link returns (reconnect = resume to the "
-        "first upstream command, the proxy's backoff; drain = first command to empty outbox; "
-        "medians):\n\n" + table(header, body)
+        "first command of the replaying connection, the proxy's backoff; drain = that command "
+        "to empty outbox; medians):\n\n" + table(header, body)
     )
 
 

@@ -32,7 +32,7 @@ from imapproxy.sync.mailboxes import sync_messages
 from imapproxy.sync.prefetch import PolicyError, PrefetchPolicy
 from imapproxy.types import BlobId
 from imapproxy.upstream.client import UpstreamClient
-from imapproxy.upstream.errors import UpstreamUnavailable
+from imapproxy.upstream.errors import UpstreamBusy, UpstreamUnavailable
 from imapproxy.upstream.link import UpstreamLink
 from imapproxy.upstream.watcher import MailboxWatcher
 
@@ -112,6 +112,9 @@ class AccountRuntime:
         self.account = account
         self.link = link
         self.outbox = Outbox(store, account, link, notifier, reactor, write_wait)
+        #: How long a client's command waits for the upstream (an answer to its change,
+        #: the link held by another operation, a replay) before the replica answers.
+        self.write_wait = write_wait
         self.outbox.on_folder_refused = self._folder_refused
         self._listed = False
         self._stats: dict[int, tuple[tuple[int, int], MailboxStats]] = {}
@@ -131,6 +134,7 @@ class AccountRuntime:
     def attach(self, link: UpstreamLink) -> None:
         """Use link from now on (a new login may bring new credentials)."""
         self.link = link
+        link.client_wait = self.write_wait
         self.outbox.link = link
         self.watcher.link = link
         self.outbox.resume()
@@ -167,27 +171,38 @@ class AccountRuntime:
 
     def _folder_refused(self) -> None:
         """A queued folder change was refused: the mailbox list follows the upstream."""
-        defer.ensureDeferred(self.refresh_mailboxes(force=True)).addErrback(
+        defer.ensureDeferred(self.refresh_mailboxes(force=True, background=True)).addErrback(
             lambda f: log.warning("mailbox list resync after a refusal failed: %s", f.value)
         )
 
-    async def _replayed_first(self, waits: Callable[[], bool]) -> bool:
+    async def _replayed_first(self, waits: Callable[[], bool], background: bool = False) -> bool:
         """RFC 4549 §3: replay queued changes before syncing what they touch. True when
         nothing queued touches it any more (the sync may run), False to serve the
-        replica as it is (the queue could not be drained now)."""
+        replica as it is (the queue could not be drained now, or, for a client, not
+        within ``write_wait``: the replay goes on in the background)."""
         if not waits():
             return True
-        await self.outbox.drain()
+        if background:
+            await self.outbox.drain()
+        else:
+            await self.outbox.drain_within(self.write_wait)
         return not waits()
+
+    def _went_offline(self, exc: UpstreamUnavailable) -> None:
+        """A link merely busy with another operation is not an upstream gone."""
+        if not isinstance(exc, UpstreamBusy):
+            self.status.went_offline(str(exc))
 
     # mailbox list ------------------------------------------------------------
 
-    async def refresh_mailboxes(self, force: bool = False, required: bool = False) -> bool:
+    async def refresh_mailboxes(
+        self, force: bool = False, required: bool = False, background: bool = False
+    ) -> bool:
         """Sync the mailbox list once per runtime (and after changes); offline, keep the
         replica's. Returns whether the list was fetched now."""
         if self._listed and not force:
             return False
-        if not await self._replayed_first(self.outbox.folders_pending):
+        if not await self._replayed_first(self.outbox.folders_pending, background):
             return False
 
         async def run(client: UpstreamClient) -> list[Any]:
@@ -197,9 +212,9 @@ class AccountRuntime:
             )
 
         try:
-            removed = await self.link.use(run)
+            removed = await self.link.use(run, background=background)
         except UpstreamUnavailable as exc:
-            self.status.went_offline(str(exc))
+            self._went_offline(exc)
             if required:
                 raise
             log.info("mailbox list from the replica (upstream unavailable: %s)", exc)
@@ -260,17 +275,19 @@ class AccountRuntime:
         required: bool = False,
         background: bool = False,
         fresh_enough: bool = False,
+        client: bool = True,
     ) -> Mailbox:
         """Bring mailbox up to date; offline, the replica's state stands (unless required).
         ``fresh_enough``: a replica kept current by NOTIFY (``fresh``) is served as it is,
         without a round trip.
 
         New messages get their metadata fetched in the background at once (unless this
-        is the background's own sync, which fetches it itself)."""
-
+        is the background's own sync, which fetches it itself). A sync a client waits
+        for (``client``, not ``background``) waits for the link at most write_wait."""
+        patient = background or not client
         if is_local(mailbox) or (fresh_enough and self.fresh(mailbox)):
             return self.mailbox(mailbox.name) or mailbox
-        if not await self._replayed_first(lambda: self.outbox.touches(mailbox.id)):
+        if not await self._replayed_first(lambda: self.outbox.touches(mailbox.id), patient):
             return self.mailbox(mailbox.name) or mailbox
         started: list[float] = []
 
@@ -282,9 +299,9 @@ class AccountRuntime:
 
         try:
             with METRICS.sync_seconds.time():
-                synced, change = await self.link.use(run)
+                synced, change = await self.link.use(run, background=patient)
         except UpstreamUnavailable as exc:
-            self.status.went_offline(str(exc))
+            self._went_offline(exc)
             if required:
                 raise
             return self.mailbox(mailbox.name) or mailbox
@@ -311,7 +328,7 @@ class AccountRuntime:
         try:
             fetched = await fetch_missing(self.link, self.store, mailbox, wanted, needs)
         except UpstreamUnavailable as exc:
-            self.status.went_offline(str(exc))
+            self._went_offline(exc)
             raise
         self.status.fetched(fetched)
 
@@ -378,6 +395,6 @@ class AccountRuntime:
         """Resync a mailbox in the background (upstream news, a client starting IDLE)."""
         mailbox = self.mailbox(name)
         if mailbox is not None:
-            defer.ensureDeferred(self.sync(mailbox)).addErrback(
+            defer.ensureDeferred(self.sync(mailbox, client=False)).addErrback(
                 lambda f: log.warning("resync of a mailbox after upstream news failed: %s", f.value)
             )

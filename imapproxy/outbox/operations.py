@@ -1,7 +1,8 @@
 """Message operations: STORE, COPY/MOVE, EXPUNGE, APPEND (see base.py for the life cycle).
 
 Replay follows RFC 4549: flags go as ``+FLAGS.SILENT``/``-FLAGS.SILENT`` of the
-difference the user made (§4.2.3), so a change made elsewhere meanwhile is kept;
+difference the user made (§4.2.3), with UNCHANGEDSINCE where the upstream has
+CONDSTORE, so a change made elsewhere meanwhile is kept (the rule: ``flags.py``);
 expunges as ``UID EXPUNGE`` of exactly the messages the user expunged (§4.2.4);
 COPY/MOVE/APPEND are linked to the upstream UIDs they created (COPYUID/APPENDUID, or
 found by identity), so nothing is downloaded again and clients keep their UIDs.
@@ -18,7 +19,7 @@ from typing import Any, Self
 
 from imapproxy.message import header_value
 from imapproxy.notify import MailboxChange
-from imapproxy.outbox import replica
+from imapproxy.outbox import flags, replica
 from imapproxy.outbox.base import Operation
 from imapproxy.outbox.refs import Ref, find, resolve
 from imapproxy.protocol import SequenceSet, parse_datetime
@@ -119,12 +120,16 @@ class FlagChange:
 
 @dataclass(frozen=True)
 class StoreFlags(Operation):
-    """Flag deltas on messages of one mailbox."""
+    """Flag deltas on messages of one mailbox (replayed by ``flags.replay``: the rule that
+    keeps a change made on another device meanwhile is documented there)."""
 
     mailbox: int
     mailbox_name: str
     validity: int | None
     changes: tuple[FlagChange, ...]
+    #: The upstream HIGHESTMODSEQ the replica knew when the user acted (set when queued):
+    #: the UNCHANGEDSINCE of the replay. None without CONDSTORE or before the first sync.
+    modseq: int | None = None
 
     name = "store"
 
@@ -135,7 +140,33 @@ class StoreFlags(Operation):
             data["mailbox_name"],
             data["validity"],
             tuple(FlagChange.from_json(c) for c in data["changes"]),
+            data.get("modseq"),
         )
+
+    @classmethod
+    def batch(cls, operations: Sequence[StoreFlags]) -> StoreFlags:
+        """Several entries of one mailbox (same UIDVALIDITY, distinct messages) as one
+        operation: their deltas go up together, one STORE per distinct delta. The lowest
+        modseq is the UNCHANGEDSINCE of all (a lower one can only report more messages
+        as changed, which the merge resolves; a higher one could miss a change)."""
+        first = operations[0]
+        modseqs = [op.modseq for op in operations]
+        return replace(
+            first,
+            changes=tuple(c for op in operations for c in op.changes),
+            modseq=None if None in modseqs else min(m for m in modseqs if m is not None),
+        )
+
+    def batches_with(self, other: Operation) -> bool:
+        """Whether other can join a batch with this one (same mailbox and UIDVALIDITY)."""
+        return isinstance(other, StoreFlags) and (
+            other.mailbox,
+            other.mailbox_name,
+            other.validity,
+        ) == (self.mailbox, self.mailbox_name, self.validity)
+
+    def local_uids(self) -> set[int]:
+        return {ref.uid for change in self.changes for ref in change.refs}
 
     def mailboxes(self) -> set[MailboxId]:
         return {MailboxId(self.mailbox)}
@@ -146,7 +177,10 @@ class StoreFlags(Operation):
     def apply_local(
         self, tx: Tx, account: AccountId, origin: object | None
     ) -> tuple[Self, Any, list[MailboxChange]]:
-        return self, None, self._apply(tx, account, origin, undo=False)
+        mailbox = _mailbox(tx, account, self.mailbox)
+        known = None if mailbox is None else mailbox.upstream_highestmodseq
+        done = replace(self, modseq=known)
+        return done, None, self._apply(tx, account, origin, undo=False)
 
     def _apply(
         self, tx: Tx, account: AccountId, origin: object | None, undo: bool
@@ -161,9 +195,9 @@ class StoreFlags(Operation):
                 message = messages.get(tx, account, mailbox.id, UID(ref.uid))
                 if message is None:
                     continue  # expunged meanwhile: RFC 4549 §5.1 says ignore
-                flags = replica.apply_delta(message.flags, add, remove)
-                if flags != message.flags:
-                    mailbox = replica.set_flags(tx, mailbox, message, flags)
+                new_flags = replica.apply_delta(message.flags, add, remove)
+                if new_flags != message.flags:
+                    mailbox = replica.set_flags(tx, mailbox, message, new_flags)
                     changed.append(message.uid)
         mailboxes.put(tx, mailbox)
         return [MailboxChange(mailbox.id, flags=tuple(changed), origin=origin)]
@@ -176,23 +210,63 @@ class StoreFlags(Operation):
 
     async def send(
         self, client: UpstreamClient, plan: list[tuple[FlagChange, Resolved]], in_doubt: bool
-    ) -> None:
+    ) -> dict[int, tuple[str, ...]]:
+        """Returns {local uid: upstream flags} of messages changed upstream meanwhile."""
         plan = [(change, resolved) for change, resolved in plan if resolved]
         if not plan:
-            return  # only messages that never reached the upstream
+            return {}  # only messages that never reached the upstream
         try:
             validity = await select(client, self.mailbox_name, writable=True)
         except UpstreamRefused as exc:
             log.info("flags on %s not replayed, mailbox gone upstream: %s", self.mailbox_name, exc)
-            return
+            return {}
+        deltas = []
+        renumbered = False
         for change, resolved in plan:
-            uids = list((await upstream_uids(client, validity, resolved)).values())
-            if not uids:
-                continue
-            if change.add:
-                await client.store(_set(uids), "+", change.add)
-            if change.remove:
-                await client.store(_set(uids), "-", change.remove)
+            ups = await upstream_uids(client, validity, resolved)
+            renumbered |= any(v not in (None, validity) for _, v, _ in resolved)
+            targets = tuple(
+                flags.Target(ref.uid, ups[ref.uid], ref.flags)
+                for ref, _, _ in resolved
+                if ref.uid in ups
+            )
+            if targets:
+                deltas.append(flags.Delta(change.add, change.remove, targets))
+        # A modseq of another UIDVALIDITY means nothing now (its messages were re-matched).
+        since = None if renumbered or validity != self.validity else self.modseq
+        return await flags.replay(client, deltas, since)
+
+    def link_answer(
+        self, tx: Tx, account: AccountId, plan: Any, answer: Any
+    ) -> list[MailboxChange]:
+        """Messages changed upstream meanwhile: the replica takes the other device's
+        changes (the flags the user did not change here), so it equals the upstream."""
+        if not answer:
+            return []
+        mailbox = _mailbox(tx, account, self.mailbox)
+        if mailbox is None:
+            return []
+        changed: list[UID] = []
+        for change in self.changes:
+            for ref in change.refs:
+                upstream = answer.get(ref.uid) if isinstance(answer, dict) else None
+                message = None
+                if upstream is not None:
+                    message = messages.get(tx, account, mailbox.id, UID(ref.uid))
+                if message is None or upstream is None:
+                    continue
+                added, removed = flags.user_changes(ref.flags, change.add, change.remove)
+                mine = set(added) | set(removed)
+                base = {f.upper() for f in ref.flags}
+                now = {f.upper() for f in upstream}
+                theirs_add = [f for f in upstream if f.upper() not in base | mine]
+                theirs_remove = [f for f in ref.flags if f.upper() not in now | mine]
+                result = replica.apply_delta(message.flags, theirs_add, theirs_remove)
+                if result != message.flags:
+                    mailbox = replica.set_flags(tx, mailbox, message, result)
+                    changed.append(message.uid)
+        mailboxes.put(tx, mailbox)
+        return [MailboxChange(mailbox.id, flags=tuple(changed))] if changed else []
 
     def undo(self, tx: Tx, account: AccountId) -> list[MailboxChange]:
         return self._apply(tx, account, None, undo=True)

@@ -8,7 +8,10 @@ that does not come in time leaves the entry queued and the client hears OK, as i
 does at once when the upstream is known to be unreachable.
 
 ``drain`` replays the account's entries strictly in order (RFC 4549 §3), one at a
-time, and stops at the first it cannot complete. For each entry:
+time, and stops at the first it cannot complete. A run of consecutive flag entries
+of one mailbox on distinct messages goes up as one batch (one ``UID STORE`` per
+distinct delta, ``_flag_batch``), each entry marked, linked and removed as if alone;
+a batch the upstream refuses is replayed entry by entry. For each entry:
 - ``mark_attempted`` is committed before a byte goes upstream; an entry found
   already attempted (another drain lost the answer, the process was killed) is in
   doubt, and its operation verifies before sending again;
@@ -29,7 +32,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet import defer
 
@@ -178,6 +181,26 @@ class Outbox:
         a later refusal is handled like any queued change that no client waits for."""
         return self._queue(operation, origin)[1]
 
+    async def drain_within(self, seconds: float) -> None:
+        """Start a drain and wait for it at most seconds (a client's command must not
+        wait on a stalled link); the drain goes on in the background after that."""
+        finished: defer.Deferred[Exception | None] = defer.Deferred()
+        running = defer.ensureDeferred(self.drain())
+        running.addErrback(lambda f: log.error("outbox drain failed: %s", f.getTraceback()))
+
+        def done(result: object) -> None:
+            _fire(finished, None)
+
+        running.addBoth(done)
+        timer = None
+        if self.clock is not None and not finished.called:
+            timer = self.clock.callLater(seconds, _fire, finished, None)
+        try:
+            await finished
+        finally:
+            if timer is not None and timer.active():
+                timer.cancel()
+
     def drain_soon(self) -> None:
         """Start replaying in the background (failures are logged, never raised)."""
         if self.pending() and self.paused() is None:
@@ -239,6 +262,7 @@ class Outbox:
         await self._lock.acquire()
         notes: list[str] = []
         finished = False
+        single = 0  # entries to replay one at a time before batching again
         try:
             while True:
                 entries = self.pending()
@@ -247,8 +271,20 @@ class Outbox:
                     return True
                 if self.paused() is not None:
                     return False
+                if not single and entries[0].op == StoreFlags.name:
+                    batch: list[Entry] = []
+                    replayed = await self._replay_batch(entries, batch, notes)
+                    if replayed is None:
+                        # Refused or failed as a whole: each entry on its own, so the
+                        # refusal (or the bug) stays with the entry it belongs to.
+                        single = max(len(batch), 1)
+                        continue
+                    if not replayed:
+                        return False
+                    continue
                 if not await self._replay(entries[0], notes):
                     return False
+                single = max(0, single - 1)
         finally:
             if notes:
                 self._note(notes)
@@ -273,7 +309,7 @@ class Outbox:
 
         try:
             with METRICS.replay_seconds.time():
-                plan, answer = await self.link.use(send)
+                plan, answer = await self.link.use(send, background=True)
         except AuthenticationFailed as exc:
             self.pause(exc.text)
             return False
@@ -300,6 +336,67 @@ class Outbox:
             return True
         self._publish(changes)
         self._resolve(entry, None)
+        return True
+
+    async def _replay_batch(
+        self, entries: list[Entry], batch: list[Entry], notes: list[str]
+    ) -> bool | None:
+        """The run of flag entries at the head of entries as one replay (``_flag_batch``,
+        ``StoreFlags.batch``), chosen once the link is up (offline, no change pays for
+        reading the queue); ``batch`` is filled with them. Every entry is marked
+        attempted before a byte goes up, and removed in the transaction that links the
+        answer, as one entry would be. True when done, False when the drain must stop
+        (link down: each entry stays, in doubt if marked; flag deltas are safe to send
+        again), None when the upstream refused or the proxy failed: the caller replays
+        the entries one at a time so each keeps its own outcome."""
+        merged: list[StoreFlags] = []
+
+        async def send(client: UpstreamClient) -> tuple[Any, Any]:
+            batch[:] = _flag_batch(entries)
+            if not batch:
+                return None, None  # the head entry cannot be read: it goes on its own
+            operation = StoreFlags.batch([cast(StoreFlags, decode(e)) for e in batch])
+            merged.append(operation)
+            in_doubt = any(e.in_doubt for e in batch)
+            plan = self.store.read(lambda tx: operation.plan(tx, self.account.id))
+
+            def mark(tx: Tx) -> None:
+                for entry in batch:
+                    outbox.mark_attempted(tx, entry)
+
+            self.store.write(mark)
+            return plan, await operation.send(client, plan, in_doubt)
+
+        try:
+            with METRICS.replay_seconds.time():
+                plan, answer = await self.link.use(send, background=True)
+        except AuthenticationFailed as exc:
+            self.pause(exc.text)
+            return False
+        except UpstreamUnavailable as exc:
+            log.info("outbox of account %d waits (store): %s", self.account.id, exc)
+            return False
+        except Exception as exc:
+            log.info("batched replay of %d flag entries stopped (%s); one at a time",
+                     len(batch), exc)  # fmt: skip
+            return None
+        if not merged:
+            return None
+
+        def complete(tx: Tx) -> list[MailboxChange]:
+            for entry in batch:
+                outbox.remove(tx, entry)
+            return merged[0].link_answer(tx, self.account.id, plan, answer)
+
+        try:
+            changes = self.store.write(complete)
+        except Exception as exc:
+            log.info("linking %d batched flag entries failed (%s); one at a time",
+                     len(batch), exc)  # fmt: skip
+            return None
+        self._publish(changes)
+        for entry in batch:
+            self._resolve(entry, None)
         return True
 
     def _refuse(
@@ -364,6 +461,36 @@ class Outbox:
     def _publish(self, changes: list[MailboxChange]) -> None:
         for change in changes:
             self.notifier.publish(self.account.id, change)
+
+
+#: At most this many flag entries, and messages, go up as one batch (a UID set of
+#: that many scattered UIDs stays well under the upstream's command-line limit).
+BATCH_ENTRIES = 500
+BATCH_MESSAGES = 2000
+
+
+def _flag_batch(entries: list[Entry]) -> list[Entry]:
+    """The run of consecutive flag entries at the head of the queue that can go up
+    together: same mailbox and UIDVALIDITY, each naming messages no earlier one of the
+    run names (deltas of distinct messages commute; two deltas of one message keep
+    their order by going in separate batches)."""
+    batch: list[Entry] = []
+    first: StoreFlags | None = None
+    seen: set[int] = set()
+    for entry in entries[:BATCH_ENTRIES]:
+        operation = _readable(entry)
+        if not isinstance(operation, StoreFlags):
+            break
+        if first is None:
+            first = operation
+        elif not first.batches_with(operation):
+            break
+        uids = operation.local_uids()
+        if uids & seen or (batch and len(seen) + len(uids) > BATCH_MESSAGES):
+            break
+        seen |= uids
+        batch.append(entry)
+    return batch
 
 
 def pending_mailboxes(entries: list[Entry]) -> frozenset[MailboxId] | None:

@@ -164,7 +164,7 @@ class BackgroundSync:
 
     async def _full_pass(self) -> None:
         started = self.reactor.seconds()
-        if not await self.runtime.refresh_mailboxes(force=True, required=True):
+        if not await self.runtime.refresh_mailboxes(force=True, required=True, background=True):
             return
         boxes = sorted((m for m in self.runtime.mailboxes() if m.selectable), key=folder_order)
         for mailbox in boxes:
@@ -246,7 +246,7 @@ class BackgroundSync:
             return await client.status(mailbox.name, items)
 
         try:
-            now = await self.runtime.link.use(status)
+            now = await self.runtime.link.use(status, background=True)
         except UpstreamRefused as exc:
             log.info("background STATUS of %r refused: %s", mailbox.name, exc.text)
             return
@@ -291,7 +291,12 @@ class BackgroundSync:
                 began = self.reactor.seconds()
                 try:
                     got = await fetch_batch(
-                        self.runtime.link, self.runtime.store, mailbox, batch, needs
+                        self.runtime.link,
+                        self.runtime.store,
+                        mailbox,
+                        batch,
+                        needs,
+                        background=True,
                     )
                 except UpstreamRefused as exc:
                     log.info("background metadata of %r refused: %s", mailbox.name, exc.text)

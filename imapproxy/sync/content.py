@@ -154,11 +154,14 @@ async def fetch_batch(
     needs: frozenset[Need],
     *,
     prefetched: bool = False,
+    background: bool = False,
 ) -> int:
     """One upstream UID FETCH of needs for batch (one turn on the link); returns bytes kept.
 
     Bodies fetched for a client count as read now; ``prefetched`` ones as not read yet
-    (store/usage.py: they are evicted before anything a client read)."""
+    (store/usage.py: they are evicted before anything a client read). A client's fetch
+    waits for the link at most its client_wait; ``background`` work (metadata,
+    prefetch) waits its turn."""
     by_upstream = {int(m.upstream_uid): m for m in batch if m.upstream_uid is not None}
     attributes = tuple(
         need.attribute() for need in sorted(needs, key=lambda n: (n.kind.value, n.section))
@@ -168,7 +171,7 @@ async def fetch_batch(
         await client.ensure_selected(mailbox.name)
         return await client.fetch(SequenceSet.from_ints(by_upstream), attributes)
 
-    items = await link.use(fetch)
+    items = await link.use(fetch, background=background)
     return store.write(lambda tx: _keep(tx, mailbox, by_upstream, needs, items, prefetched))
 
 

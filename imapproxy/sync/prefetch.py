@@ -172,6 +172,6 @@ async def fetch_bodies(
             return False
         remaining = remaining[len(batch) :]
         began = clock()
-        got = await fetch_batch(link, store, mailbox, batch, FULL, prefetched=True)
+        got = await fetch_batch(link, store, mailbox, batch, FULL, prefetched=True, background=True)
         done(len(batch), got, clock() - began)
     return True

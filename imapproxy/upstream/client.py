@@ -11,7 +11,7 @@ import base64
 import itertools
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -115,6 +115,22 @@ def as_int(value: Value) -> int:
     return int(text(value))
 
 
+def modseq_of(value: Value) -> int:
+    """A FETCH response's ``MODSEQ (n)`` as n."""
+    if isinstance(value, tuple):
+        return as_int(value[0]) if value else 0
+    return as_int(value)
+
+
+@dataclass(frozen=True)
+class StoreOutcome:
+    """What a STORE told: UIDs left alone because they changed meanwhile (MODIFIED),
+    and the new MODSEQ of the messages it changed (CONDSTORE)."""
+
+    modified: frozenset[int] = frozenset()
+    modseqs: dict[int, int] = field(default_factory=dict)
+
+
 def _atoms(values: Iterable[Value]) -> tuple[str, ...]:
     return tuple(text(v) for v in values)
 
@@ -159,6 +175,8 @@ class UpstreamClient:
         self.selected_readonly = True
         #: UIDVALIDITY of the selected mailbox (replay checks the UIDs it names against it).
         self.selected_validity: int | None = None
+        #: HIGHESTMODSEQ the selected mailbox reported (None: no CONDSTORE or NOMODSEQ).
+        self.selected_highestmodseq: int | None = None
         #: Per mailbox name: whether the upstream lets clients create keywords (``\\*`` in
         #: PERMANENTFLAGS). Only a read-write SELECT tells (EXAMINE answers ``()``).
         self.keywords_allowed: dict[str, bool] = {}
@@ -227,6 +245,9 @@ class UpstreamClient:
         codes = {c.name: c.args for c in result.codes()}
         validity = codes.get("UIDVALIDITY")
         self.selected_validity = int(text(validity[0])) if validity else None
+        highest = codes.get("HIGHESTMODSEQ")
+        #: None when the mailbox keeps no modseqs (NOMODSEQ) or the upstream lacks CONDSTORE.
+        self.selected_highestmodseq = int(text(highest[0])) if highest else None
         exists = next((d.number for d in result.data("EXISTS") if d.number is not None), 0)
         flags = next((_atoms(d.values[0]) for d in result.data("FLAGS")), ())  # type: ignore[arg-type]
 
@@ -373,10 +394,32 @@ class UpstreamClient:
                     found.update(parse_sequence_set(text(value)).resolve(0))
         return found
 
-    async def store(self, uids: SequenceSet, mode: str, flags: tuple[str, ...]) -> None:
-        await self._run(
-            lambda tag: Store(tag, True, uids, mode, True, flags), patience=PATIENT_SECONDS
+    async def store(
+        self,
+        uids: SequenceSet,
+        mode: str,
+        flags: tuple[str, ...],
+        unchangedsince: int | None = None,
+    ) -> StoreOutcome:
+        """``UID STORE uids [(UNCHANGEDSINCE m)] ±FLAGS.SILENT (flags)``.
+
+        With UNCHANGEDSINCE (RFC 7162 §3.1.3) the upstream leaves alone every message
+        changed after ``m`` and names it in ``[MODIFIED …]``; the others are changed and
+        reported with their new MODSEQ (even with .SILENT)."""
+        result = await self._run(
+            lambda tag: Store(tag, True, uids, mode, True, flags, unchangedsince),
+            patience=PATIENT_SECONDS,
         )
+        modified: set[int] = set()
+        for code in result.codes():
+            if code.name == "MODIFIED" and code.args:
+                modified.update(parse_sequence_set(text(code.args[0])).resolve(0))
+        modseqs: dict[int, int] = {}
+        for data in result.data("FETCH"):
+            items = fetch_items(data.values[0])  # type: ignore[arg-type]
+            if "UID" in items and "MODSEQ" in items:
+                modseqs[as_int(items["UID"])] = modseq_of(items["MODSEQ"])
+        return StoreOutcome(frozenset(modified), modseqs)
 
     async def copy(
         self, uids: SequenceSet, target: str, move: bool = False

@@ -17,6 +17,11 @@ class UpstreamUnreachable(UpstreamUnavailable):
     """No connection could be made: nothing of the current operation was sent."""
 
 
+class UpstreamBusy(UpstreamUnavailable):
+    """Another operation held the account's link longer than a client may wait: nothing
+    was sent; the replica answers (the upstream is not known to be down)."""
+
+
 class UpstreamRefused(UpstreamError):
     """The upstream answered NO or BAD; its code and text are passed on to the client."""
 

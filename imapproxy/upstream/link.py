@@ -17,6 +17,11 @@ none of them waits long on a dead upstream:
   UpstreamUnreachable (the replica answers what it can) until the next attempt,
   which runs in the background after an exponential backoff with jitter, so many
   proxies that lost the same server do not come back in lockstep.
+- A client's operation waits for the link at most ``client_wait`` seconds while
+  another operation holds it (a slow SEARCH or COPY on a link that just stalled keeps
+  it for up to its patience, 30 s): then it fails with UpstreamBusy, having sent
+  nothing, and the replica answers (a write stays applied and queued). Background work
+  (replay, background sync, prefetch) passes ``background=True`` and waits its turn.
 - Connection attempts run outside the operation lock. An operation waits for one
   only while the link has no reason to think the upstream is gone (first use, or a
   connection the server closed); after a failure it waits at most
@@ -50,6 +55,7 @@ from imapproxy.upstream.client import PASSWORD, UpstreamClient, connect
 from imapproxy.upstream.connection import Result, Untagged
 from imapproxy.upstream.errors import (
     AuthenticationFailed,
+    UpstreamBusy,
     UpstreamError,
     UpstreamUnavailable,
     UpstreamUnreachable,
@@ -79,6 +85,9 @@ CONNECT_TIMEOUT_SECONDS = 20.0
 CONNECT_WAIT_SECONDS = 10.0
 #: ...and when the link just failed: the attempt goes on in the background.
 SUSPECT_WAIT_SECONDS = 2.0
+#: How long a client's operation waits for the link while another holds it (the
+#: account sets it from --write-wait: one bound on a client's wait for the upstream).
+CLIENT_WAIT_SECONDS = 3.0
 #: Upstream changes arriving close together are applied as one resync.
 CHANGE_COALESCE_SECONDS = 0.1
 #: IDLE starts only after the link was free this long: a client reading bodies one
@@ -168,6 +177,8 @@ class UpstreamLink:
         #: refused password only earns a lockout; a client's next operation may try.
         self.on_credentials_refused: Callable[[str], object] | None = None
         self._credentials_refused = False
+        #: See CLIENT_WAIT_SECONDS.
+        self.client_wait = CLIENT_WAIT_SECONDS
 
     @property
     def connector(self) -> Connector:
@@ -187,13 +198,25 @@ class UpstreamLink:
 
     # the one way in ----------------------------------------------------------
 
-    async def use(self, operation: Callable[[UpstreamClient], Awaitable[T]]) -> T:
+    async def use(
+        self, operation: Callable[[UpstreamClient], Awaitable[T]], *, background: bool = False
+    ) -> T:
         """Run operation with the connection to itself; reconnect first if needed.
 
-        Raises UpstreamUnreachable at once while the link is backing off, and
-        UpstreamUnavailable when the connection fails during the operation.
+        Raises UpstreamUnreachable at once while the link is backing off,
+        UpstreamUnavailable when the connection fails during the operation, and (unless
+        ``background``) UpstreamBusy when another operation kept the link for longer
+        than ``client_wait`` seconds.
         """
-        await self._lock.acquire()
+        acquired = self._lock.acquire()
+        if not background and not acquired.called:
+            acquired.addTimeout(self.client_wait, self.reactor)
+        try:
+            await acquired
+        except defer.TimeoutError:
+            raise UpstreamBusy(
+                f"the upstream link is busy with another operation (waited {self.client_wait:g} s)"
+            ) from None
         try:
             await self._leave_idle()
             client = await self._connected()
@@ -425,7 +448,9 @@ class UpstreamLink:
         self._watched = mailbox
         if self._idle is not None:
             # Re-target: leave IDLE now, the next idle pass picks the new mailbox.
-            self._background(self.use(_nothing), "leaving IDLE to watch another mailbox")
+            self._background(
+                self.use(_nothing, background=True), "leaving IDLE to watch another mailbox"
+            )
         elif mailbox is not None and self._state is LinkState.BACKING_OFF:
             self._schedule_reconnect(max(self._retry_at - self.reactor.seconds(), 0.0))
         else:
@@ -520,7 +545,7 @@ class UpstreamLink:
         """Leave IDLE and NOOP: proves the link alive, and renews IDLE (RFC 2177)."""
         self._keepalive_call = None
         if self._idle is not None and self._idle.ended is ended:
-            self._background(self.use(_noop), "keepalive")
+            self._background(self.use(_noop, background=True), "keepalive")
 
     async def _leave_idle(self) -> None:
         """End IDLE; raises UpstreamUnavailable when the upstream does not confirm in

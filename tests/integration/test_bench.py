@@ -50,7 +50,10 @@ def test_the_smallest_benchmark_runs_and_the_proxy_answers_like_dovecot(tmp_path
         assert record["upstream_down"] < record["first_upstream_down"]  # only what changed
     for record in document["records"]["replay"]:
         assert record["queued"] == record["changes"] == 20  # each offline change queued once
-        assert record["commands"] >= record["changes"]  # counted from the relayed bytes
+        # Counted from the relayed bytes: consecutive flag changes go up batched (16 flag
+        # STOREs of the mix as one or two UID STOREs), so fewer commands than changes.
+        assert 5 <= record["commands"] < record["changes"]
+        assert record["by_command"].get("UID STORE", 0) <= 4
         assert record["by_command"].get("APPEND") == 1  # the one draft sent once
     for record in document["records"]["push"]:
         assert record["direct_s"] is not None  # Dovecot itself pushes within the 2 s cap

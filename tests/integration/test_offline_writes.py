@@ -257,3 +257,61 @@ def test_replay_needs_no_client_once_the_link_returns(
         )
 
     _until(replayed, what="the replay with no client connected")
+
+
+def test_flags_changed_on_another_device_meanwhile_keep_both_changes(
+    dovecot: Dovecot, make_proxy, fresh_user: Account
+) -> None:
+    """RFC 7162 UNCHANGEDSINCE replay against Dovecot (CONDSTORE): messages changed on
+    another device while this one was offline are reported MODIFIED, merged per flag
+    (a flag the user changed takes the user's value, every other keeps the upstream's),
+    and the proxy ends equal to the upstream."""
+    proxy = make_proxy()
+    with imap(proxy.host, proxy.port, fresh_user) as client:
+        view = _by_message_id(client, "INBOX")
+        order = sorted(view, key=lambda m: view[m][0])
+        read, replaced, unread, alone = order[30:34]
+        uid = {mid: view[mid][0] for mid in order}
+        client.select_folder("INBOX")
+        client.remove_flags([uid[m] for m in (read, replaced, unread, alone)], [b"\\Seen"])
+        client.add_flags([uid[replaced], uid[unread]], [b"\\Seen", b"$Label"])
+        client.noop()
+        proxy.relay.cut()
+        # Offline here, through the proxy.
+        client.add_flags([uid[read]], [b"\\Seen"])
+        client.set_flags([uid[replaced]], [b"\\Seen", b"\\Answered"])  # +\Answered -$Label
+        client.remove_flags([uid[unread]], [b"\\Seen"])
+        client.add_flags([uid[alone]], [b"\\Flagged"])
+        # Meanwhile another device, straight on the upstream.
+        with imap(dovecot.host, dovecot.port, fresh_user) as direct:
+            direct.select_folder("INBOX")
+            up = {m: direct.search(["HEADER", "Message-ID", m.decode()])[0] for m in order[30:34]}
+            direct.add_flags([up[read]], [b"\\Flagged"])
+            direct.remove_flags([up[replaced]], [b"\\Seen"])  # marked unread on the phone
+            direct.add_flags([up[replaced]], [b"$Phone"])
+            direct.remove_flags([up[unread]], [b"\\Seen"])  # the same change, made twice
+            direct.add_flags([up[unread]], [b"$Later"])
+        proxy.relay.resume()
+        expected = {
+            read: {b"\\Seen", b"\\Flagged"},
+            replaced: {b"\\Answered", b"$Phone"},
+            unread: {b"$Label", b"$Later"},
+            alone: {b"\\Flagged"},
+        }
+
+        def upstream_done() -> bool:
+            now = _upstream(dovecot, fresh_user)
+            return all(now[m][1] == flags for m, flags in expected.items())
+
+        _until(upstream_done, client, "flags to merge upstream")
+        _until(
+            lambda: all(
+                without_recent(flags) == expected[m]
+                for m, flags in ((m, client.get_flags([uid[m]])[uid[m]]) for m in expected)
+            ),
+            client,
+            "the proxy to show the upstream's flags",
+        )
+    log = proxy.log_text()
+    assert "changed upstream meanwhile: merging flags" in log, proxy.log_tail()
+    assert "Traceback" not in log, proxy.log_tail()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import imaplib
 import re
+import threading
 import time
 
 import pytest
@@ -22,11 +23,11 @@ ANSWER_WITHIN = 8.0
 RECOVER_WITHIN = 45.0
 
 
-def _timed(what: str, call: object) -> tuple[str, list]:
+def _timed(what: str, call: object, within: float = ANSWER_WITHIN) -> tuple[str, list]:
     start = time.monotonic()
     typ, data = call()  # type: ignore[operator]
     elapsed = time.monotonic() - start
-    assert elapsed < ANSWER_WITHIN, f"{what} took {elapsed:.1f} s on a stalled link"
+    assert elapsed < within, f"{what} took {elapsed:.1f} s on a stalled link"
     print(f"stalled link: {what} answered in {elapsed:.2f} s")
     return typ, data
 
@@ -81,5 +82,77 @@ def test_stalled_link_answers_from_the_replica_then_recovers(
         assert typ == "OK" and b"after the stall" in data[0][1], data
     finally:
         client.logout()
+    assert proxy.running
+    assert "Traceback" not in proxy.log_text(), proxy.log_tail()
+
+
+#: What a client command may wait behind another operation holding a stalled link:
+#: the default --write-wait (3 s) plus room for a loaded machine.
+BEHIND_WITHIN = 5.0
+
+
+@pytest.mark.timeout(90)
+def test_command_behind_a_stalled_slow_command_waits_only_briefly(
+    dovecot: Dovecot, make_proxy: ProxyFactory, fresh_user: Account
+) -> None:
+    """The link stalls under a slow command (a SEARCH over bodies, which the proxy
+    lets run for 30 s of silence): another client's commands wait behind it only a few
+    seconds, then the replica answers, and a change is applied and queued."""
+    proxy = make_proxy()
+    relay = proxy.relay
+    assert relay is not None
+    searcher = imaplib.IMAP4(proxy.host, proxy.port, timeout=60)
+    client = imaplib.IMAP4(proxy.host, proxy.port, timeout=60)
+    try:
+        for c in (searcher, client):
+            c.login(fresh_user.user, fresh_user.password)
+            typ, _ = c.select("INBOX")
+            assert typ == "OK"
+        typ, cached = client.fetch("1:3", "(FLAGS ENVELOPE)")
+        assert typ == "OK"
+        relay.stall_on(rb"UID SEARCH")
+        outcome: list[object] = []
+        search = threading.Thread(
+            target=lambda: outcome.append(searcher.search(None, "BODY", '"not in any message"'))
+        )
+        search.start()
+        deadline = time.monotonic() + 10
+        while not relay.stalled:
+            assert time.monotonic() < deadline, "the SEARCH never went upstream"
+            time.sleep(0.05)
+
+        typ, _ = _timed("NOOP behind a stalled SEARCH", client.noop, BEHIND_WITHIN)
+        assert typ == "OK"
+        typ, again = _timed(
+            "FETCH behind a stalled SEARCH", lambda: client.fetch("1:3", "(FLAGS ENVELOPE)"),
+            BEHIND_WITHIN,
+        )  # fmt: skip
+        assert typ == "OK" and again == cached
+        typ, data = _timed(
+            "STORE behind a stalled SEARCH",
+            lambda: client.store("1", "+FLAGS", "($Behind)"),
+            BEHIND_WITHIN,
+        )
+        assert typ == "OK" and b"$Behind" in data[0], data
+        relay.unstall()
+        search.join(timeout=60)
+        assert outcome and outcome[0][0] == "OK", outcome  # type: ignore[index]
+        # The change queued behind the stall reaches the upstream once the link is back.
+        deadline = time.monotonic() + RECOVER_WITHIN
+        with imap(dovecot.host, dovecot.port, fresh_user) as direct:
+            while True:
+                direct.select_folder("INBOX", readonly=True)
+                if b"$Behind" in direct.get_flags([direct.search(["ALL"])[0]]).popitem()[1]:
+                    break
+                assert time.monotonic() < deadline, proxy.log_tail()
+                client.noop()
+                time.sleep(0.5)
+    finally:
+        relay.unstall()
+        for c in (searcher, client):
+            try:
+                c.logout()
+            except Exception:
+                pass
     assert proxy.running
     assert "Traceback" not in proxy.log_text(), proxy.log_tail()

@@ -112,6 +112,7 @@ class Relay:
         self._registered: dict[socket.socket, int] = {}
         self._stalled = False
         self._drop_prefix: re.Pattern[bytes] | None = None
+        self._stall_on: re.Pattern[bytes] | None = None
         self._running = False
         self._thread = threading.Thread(target=self._loop, name="test-relay", daemon=True)
 
@@ -163,6 +164,15 @@ class Relay:
         """Drop the next line from the target that matches the regex pattern (once): a
         server whose answer transiently lacks an entry, e.g. a mailbox missing from LIST."""
         self._call(lambda: setattr(self, "_drop_prefix", re.compile(pattern)))
+
+    def stall_on(self, pattern: bytes) -> None:
+        """Stall (as ``stall()``) as soon as the client sends bytes matching the regex
+        pattern, holding them: a link that dies under a given command (once)."""
+        self._call(lambda: setattr(self, "_stall_on", re.compile(pattern)))
+
+    @property
+    def stalled(self) -> bool:
+        return self._stalled
 
     @property
     def line_dropped(self) -> bool:
@@ -299,6 +309,9 @@ class Relay:
             data = direction.src.recv(65536)
         except BlockingIOError:
             return
+        if data and direction.upstream and self._stall_on and self._stall_on.search(data):
+            self._stall_on = None
+            self._set_stalled(True)
         if data and not direction.upstream and (self._drop_prefix or direction.unchecked):
             self._filter(direction, data)
         elif data:

@@ -38,7 +38,9 @@ class FakeLink:
     def __init__(self) -> None:
         self.client = FakeClient()
 
-    async def use(self, operation: Callable[[Any], Awaitable[Any]]) -> Any:
+    async def use(
+        self, operation: Callable[[Any], Awaitable[Any]], background: bool = False
+    ) -> Any:
         return await operation(self.client)
 
 

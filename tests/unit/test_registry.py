@@ -66,7 +66,7 @@ class FakeLink:
         self.on_connected: Any = None
         self.upstream.links.append(self)
 
-    async def use(self, operation: Any) -> Any:
+    async def use(self, operation: Any, background: bool = False) -> Any:
         if self.upstream.error is not None:
             raise self.upstream.error
         if self.upstream.down:

@@ -3,7 +3,7 @@ link whose next uses can be scripted to fail before sending, lose the answer, or
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,6 +11,7 @@ from twisted.internet import defer
 
 from imapproxy.message import header_value
 from imapproxy.protocol import Atom, SequenceSet
+from imapproxy.upstream.client import StoreOutcome
 from imapproxy.upstream.errors import UpstreamRefused, UpstreamUnavailable, UpstreamUnreachable
 
 
@@ -19,6 +20,7 @@ class UpMessage:
     raw: bytes
     date: str
     flags: set[str] = field(default_factory=set)
+    modseq: int = 1
 
 
 @dataclass
@@ -26,12 +28,26 @@ class UpMailbox:
     validity: int
     uidnext: int = 1
     messages: dict[int, UpMessage] = field(default_factory=dict)
+    highestmodseq: int = 1
 
     def add(self, message: UpMessage) -> int:
         uid = self.uidnext
         self.messages[uid] = message
         self.uidnext += 1
+        self.touch(message)
         return uid
+
+    def touch(self, message: UpMessage) -> int:
+        """A change to message: it gets the mailbox's next modseq (RFC 7162)."""
+        self.highestmodseq += 1
+        message.modseq = self.highestmodseq
+        return message.modseq
+
+    def change_flags(self, uid: int, add: Iterable[str] = (), remove: Iterable[str] = ()) -> None:
+        """Another device changes a message's flags."""
+        message = self.messages[uid]
+        message.flags = (message.flags | set(add)) - set(remove)
+        self.touch(message)
 
 
 class FakeUpstream:
@@ -45,6 +61,7 @@ class FakeUpstream:
         self.selected: str | None = None
         self.selected_readonly = True
         self.selected_validity: int | None = None
+        self.selected_highestmodseq: int | None = None
         self.commands: list[str] = []
         self.capabilities = {"UIDPLUS", "MOVE"}
         #: command name -> refusal to raise when it runs
@@ -68,6 +85,8 @@ class FakeUpstream:
             raise UpstreamRefused("NO", None, "Mailbox doesn't exist")
         self.selected, self.selected_readonly = name, readonly
         self.selected_validity = self.boxes[name].validity
+        if "CONDSTORE" in self.capabilities:
+            self.selected_highestmodseq = self.boxes[name].highestmodseq
 
     async def ensure_selected(self, name: str, writable: bool = False) -> None:
         if self.selected != name or (writable and self.selected_readonly):
@@ -89,6 +108,7 @@ class FakeUpstream:
                     "INTERNALDATE": m.date.encode(),
                     "RFC822.SIZE": len(m.raw),
                     "BODY[HEADER.FIELDS (MESSAGE-ID)]": b"Message-ID: " + message_id + b"\r\n\r\n",
+                    "MODSEQ": (m.modseq,),
                 }
             )
         return out
@@ -97,15 +117,37 @@ class FakeUpstream:
         self._check("SEARCH")
         return set(uids.resolve(0)) & set(self.box().messages)
 
-    async def store(self, uids: SequenceSet, mode: str, flags: tuple[str, ...]) -> None:
-        self._check(f"STORE {mode}")
+    async def store(
+        self,
+        uids: SequenceSet,
+        mode: str,
+        flags: tuple[str, ...],
+        unchangedsince: int | None = None,
+    ) -> StoreOutcome:
+        if unchangedsince is not None:
+            assert "CONDSTORE" in self.capabilities
+            self._check(f"STORE {mode} UNCHANGEDSINCE {unchangedsince}")
+        else:
+            self._check(f"STORE {mode}")
+        modified, modseqs = set(), {}
+        box = self.box()
         for uid in uids.resolve(0):
-            message = self.box().messages.get(uid)
-            if message is not None:
-                if mode == "+":
-                    message.flags |= set(flags)
-                else:
-                    message.flags -= set(flags)
+            message = box.messages.get(uid)
+            if message is None:
+                continue
+            if unchangedsince is not None and message.modseq > unchangedsince:
+                modified.add(uid)
+                continue
+            before = set(message.flags)
+            if mode == "+":
+                message.flags |= set(flags)
+            else:
+                message.flags -= set(flags)
+            if message.flags != before:
+                box.touch(message)
+            if "CONDSTORE" in self.capabilities:
+                modseqs[uid] = message.modseq
+        return StoreOutcome(frozenset(modified), modseqs)
 
     async def copy(
         self, uids: SequenceSet, target: str, move: bool = False
@@ -184,7 +226,9 @@ class ScriptedLink:
         self.outcomes = list(outcomes)
         self.uses = 0
 
-    async def use(self, operation: Callable[[Any], Awaitable[Any]]) -> Any:
+    async def use(
+        self, operation: Callable[[Any], Awaitable[Any]], *, background: bool = False
+    ) -> Any:
         self.uses += 1
         outcome = self.outcomes.pop(0) if self.outcomes else None
         if isinstance(outcome, defer.Deferred):

@@ -23,7 +23,7 @@ from imapproxy.upstream import link as link_module
 from imapproxy.upstream.address import UpstreamAddress
 from imapproxy.upstream.client import UpstreamClient, as_int
 from imapproxy.upstream.connection import STALL_SECONDS, UpstreamProtocol
-from imapproxy.upstream.errors import UpstreamUnavailable, UpstreamUnreachable
+from imapproxy.upstream.errors import UpstreamBusy, UpstreamUnavailable, UpstreamUnreachable
 from imapproxy.upstream.link import LinkState, UpstreamLink
 
 
@@ -494,3 +494,59 @@ def test_commands_in_quick_succession_do_not_leave_and_reenter_idle_between_them
     server.run(link_module.IDLE_DELAY_SECONDS + 0.2)
     assert link.state is LinkState.IDLING
     assert connection.commands[-1].endswith(b"IDLE")
+
+
+# -- a client's wait behind another operation ---------------------------------------
+
+
+async def _slow_search(client: UpstreamClient) -> None:
+    """A command the proxy lets run long without a byte (a SEARCH over bodies)."""
+    await client.protocol.run(lambda tag: [[f"{tag} UID SEARCH BODY x\r\n".encode()]], patience=30)
+
+
+def test_a_client_operation_behind_a_stalled_slow_command_fails_busy_in_client_wait() -> None:
+    server = FakeServer()
+    link = make_link(server)
+    assert start(link, server).called
+    server.stalled = True  # the link dies under the slow command
+    holder = start(link, server, _slow_search)
+    waiter = start(link, server)
+    server.run(link.client_wait - 0.2)
+    assert not waiter.called
+    server.run(0.4)
+    error = error_of(waiter)
+    assert isinstance(error, UpstreamBusy) and isinstance(error, UpstreamUnavailable)
+    assert server.connections[-1].commands[-1].endswith(b"UID SEARCH BODY x"), "nothing sent"
+    # Background work waits its turn; the slow command fails at its own patience.
+    background = defer.ensureDeferred(link.use(_noop, background=True))
+    server.run(25.0)
+    assert not background.called
+    server.run(10.0)
+    assert isinstance(error_of(holder), UpstreamUnavailable)
+    assert isinstance(error_of(background), UpstreamUnavailable)
+
+
+@pytest.mark.parametrize("wait", [0.5, 8.0])
+def test_client_wait_is_configurable(wait: float) -> None:
+    server = FakeServer()
+    link = make_link(server)
+    link.client_wait = wait
+    assert start(link, server).called
+    server.stalled = True
+    holder = start(link, server, _slow_search)
+    waiter = start(link, server)
+    server.run(wait - 0.2)
+    assert not waiter.called
+    server.run(0.4)
+    assert isinstance(error_of(waiter), UpstreamBusy)
+    server.run(40.0)
+    error_of(holder)
+
+
+def test_a_free_link_serves_a_client_at_once_whatever_client_wait() -> None:
+    server = FakeServer()
+    link = make_link(server)
+    link.client_wait = 0.0
+    assert start(link, server).called
+    d = start(link, server)
+    assert d.called and d.result is None

@@ -238,6 +238,33 @@ class UpstreamLink:
             self._lock.release()
             self._schedule_idle()
 
+    async def use_within(
+        self, operation: Callable[[UpstreamClient], Awaitable[T]], seconds: float
+    ) -> T:
+        """``use(operation)`` for a client that must hear back within seconds (a
+        command the upstream may think about silently, such as a text SEARCH, whose
+        stall would otherwise be noticed only after PATIENT_SECONDS). Past that bound
+        UpstreamBusy is raised, so the replica answers; the operation goes on, its
+        answer unused, and the link's own stall detection ends it if the upstream is
+        gone."""
+        answered: defer.Deferred[T] = defer.Deferred()
+
+        def settle(result: object) -> None:
+            if not answered.called:
+                answered.callback(result)  # type: ignore[arg-type]  # a Failure errs
+
+        defer.ensureDeferred(self.use(operation)).addBoth(settle)
+        timer = self.reactor.callLater(
+            seconds,
+            settle,
+            Failure(UpstreamBusy(f"the upstream did not answer within {seconds:g} s")),
+        )
+        try:
+            return await answered
+        finally:
+            if timer.active():
+                timer.cancel()
+
     async def _connected(self) -> UpstreamClient:
         if self._state is LinkState.CLOSED:
             raise UpstreamUnreachable("the upstream link is closed")

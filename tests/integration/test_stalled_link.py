@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from imapproxy.server.handlers.search import CLIENT_SEARCH_SECONDS
 from tests.integration.clients import imap
 from tests.integration.conftest import ProxyFactory
 from tests.support.corpus import Account
@@ -115,6 +116,7 @@ def test_command_behind_a_stalled_slow_command_waits_only_briefly(
         search = threading.Thread(
             target=lambda: outcome.append(searcher.search(None, "BODY", '"not in any message"'))
         )
+        search_started = time.monotonic()
         search.start()
         deadline = time.monotonic() + 10
         while not relay.stalled:
@@ -134,9 +136,14 @@ def test_command_behind_a_stalled_slow_command_waits_only_briefly(
             BEHIND_WITHIN,
         )
         assert typ == "OK" and b"$Behind" in data[0], data
-        relay.unstall()
-        search.join(timeout=60)
+        # The searcher itself hears back within its bound, still stalled: the replica
+        # answers it (no body cached here, so nothing matches), saying why.
+        search.join(timeout=CLIENT_SEARCH_SECONDS + 5)
+        searched_in = time.monotonic() - search_started
+        assert not search.is_alive(), "the SEARCH waited on the stalled link"
+        assert searched_in < CLIENT_SEARCH_SECONDS + 3, searched_in
         assert outcome and outcome[0][0] == "OK", outcome  # type: ignore[index]
+        relay.unstall()
         # The change queued behind the stall reaches the upstream once the link is back.
         deadline = time.monotonic() + RECOVER_WITHIN
         with imap(dovecot.host, dovecot.port, fresh_user) as direct:

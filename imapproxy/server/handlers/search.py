@@ -23,7 +23,7 @@ from imapproxy.store import Tx, messages
 from imapproxy.store.messages import Message
 from imapproxy.types import UID
 from imapproxy.upstream.client import UpstreamClient
-from imapproxy.upstream.errors import UpstreamUnavailable
+from imapproxy.upstream.errors import UpstreamBusy, UpstreamUnavailable
 
 TEXT_KEYS = {
     "FROM",
@@ -186,6 +186,12 @@ def _translate(
     return p.SearchKey(key.name, args)
 
 
+#: How long a client waits for the upstream's answer to a text SEARCH before the
+#: replica answers instead (a link that stalls mid-search is noticed only after
+#: PATIENT_SECONDS of silence, since servers may search that long without a word).
+CLIENT_SEARCH_SECONDS = 10.0
+
+
 async def _upstream_search(
     session: Session,
     criteria_here: p.SearchKey,
@@ -203,7 +209,7 @@ async def _upstream_search(
         await client.ensure_selected(view.mailbox.name)
         return await client.search(criteria, charset)
 
-    found = await session.account.link.use(run)
+    found = await session.account.link.use_within(run, CLIENT_SEARCH_SECONDS)
     return {local_of[up] for up in found if up in local_of}
 
 
@@ -271,10 +277,11 @@ async def matching(
         by_uid = {m.uid: m for m in found}
         try:
             matched = await _upstream_search(session, criteria, charset, by_uid)
-        except UpstreamUnavailable:
+        except UpstreamUnavailable as exc:
             here = _as_utf8(criteria, charset)
             matched, unsearched = _cached_search(session, here, found, seq_of)
-            note = " from the replica (upstream unreachable)"
+            why = "upstream slow" if isinstance(exc, UpstreamBusy) else "upstream unreachable"
+            note = f" from the replica ({why})"
             if unsearched:
                 note += f"; {unsearched} message(s) not searched: their content is not cached"
         return [m for m in found if m.uid in matched], note

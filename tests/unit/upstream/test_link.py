@@ -550,3 +550,29 @@ def test_a_free_link_serves_a_client_at_once_whatever_client_wait() -> None:
     assert start(link, server).called
     d = start(link, server)
     assert d.called and d.result is None
+
+
+def test_a_client_hears_back_within_its_bound_while_a_slow_command_runs_on() -> None:
+    """use_within: the client gets UpstreamBusy at its bound (the replica answers it);
+    the command itself goes on and ends by the link's own stall detection."""
+    server = FakeServer()
+    link = make_link(server)
+    assert start(link, server).called
+    server.stalled = True  # the link dies under the search
+    answer = defer.ensureDeferred(link.use_within(_slow_search, 10.0))
+    server.run(9.8)
+    assert not answer.called
+    server.run(0.4)
+    assert isinstance(error_of(answer), UpstreamBusy)
+    server.run(30.0)  # the search's own patience: the link fails, nothing unhandled
+    assert server.connections[-1].commands[-1].endswith(b"UID SEARCH BODY x")
+
+
+def test_an_answer_within_the_bound_is_the_upstreams() -> None:
+    server = FakeServer()
+    link = make_link(server)
+    assert start(link, server).called
+    answer = defer.ensureDeferred(link.use_within(_noop, 10.0))
+    server.run(0.1)
+    assert answer.called and answer.result is None
+    server.run(20.0)  # the timer is gone: nothing fires later

@@ -21,13 +21,13 @@ from imapproxy.metrics import METRICS
 from imapproxy.notify import MailboxChange, Notifier
 from imapproxy.outbox.replica import is_local
 from imapproxy.outbox.runner import WAIT_SECONDS, Outbox
-from imapproxy.store import Store, Tx, mailboxes, messages
+from imapproxy.store import Store, Tx, mailboxes, messages, subscriptions
 from imapproxy.store.accounts import Account
 from imapproxy.store.mailboxes import Mailbox
 from imapproxy.store.messages import Message
 from imapproxy.sync.background import DEFAULT_INTERVAL, BackgroundSync
 from imapproxy.sync.content import Need, fetch_missing
-from imapproxy.sync.mailbox_list import sync_mailbox_list
+from imapproxy.sync.mailbox_list import sync_mailbox_list, sync_subscriptions
 from imapproxy.sync.mailboxes import sync_messages
 from imapproxy.sync.prefetch import PolicyError, PrefetchPolicy
 from imapproxy.types import BlobId
@@ -224,6 +224,26 @@ class AccountRuntime:
         for mailbox_id in removed:
             self.notifier.publish(self.account.id, MailboxChange(mailbox_id, deleted=True))
         return True
+
+    async def refresh_subscriptions(self) -> None:
+        """Learn the subscriptions that have no mailbox (for LSUB and LIST (SUBSCRIBED)):
+        LSUB upstream where the folder-list sync (one LIST-EXTENDED) does not tell them.
+        Offline, or while a subscription change waits in the queue, the replica's stand."""
+        if self.outbox.folders_pending():
+            return
+
+        async def run(client: UpstreamClient) -> None:
+            if client.has("LIST-EXTENDED"):
+                await sync_subscriptions(client, self.store, self.account.id)
+
+        try:
+            await self.link.use(run)
+        except UpstreamUnavailable as exc:
+            log.info("subscriptions from the replica (%s)", exc)
+
+    def orphan_subscriptions(self) -> frozenset[str]:
+        """Subscribed names with no mailbox (store/subscriptions.py)."""
+        return self.store.read(lambda tx: subscriptions.orphans(tx, self.account.id))
 
     def _track(self, client: UpstreamClient) -> None:
         """Note the link is up, and hear when this connection goes (for imapproxy status)."""

@@ -13,7 +13,7 @@ from typing import Any, Self
 from imapproxy.notify import MailboxChange
 from imapproxy.outbox import replica
 from imapproxy.outbox.base import Operation
-from imapproxy.store import Tx, mailboxes
+from imapproxy.store import Tx, mailboxes, subscriptions
 from imapproxy.types import AccountId, MailboxId
 from imapproxy.upstream.client import UpstreamClient
 from imapproxy.upstream.errors import UpstreamRefused
@@ -101,6 +101,9 @@ class DeleteMailbox(Operation):
         mailbox = mailboxes.find(tx, account, self.mailbox_name)
         if mailbox is None:
             return self, None, []
+        if mailbox.subscribed:
+            # The subscription outlives the mailbox (RFC 3501 §6.3.6), as upstream.
+            subscriptions.note(tx, account, mailbox.name, True)
         mailboxes.delete(tx, mailbox)
         return (
             replace(self, mailbox=int(mailbox.id)),
@@ -188,7 +191,11 @@ class SetSubscription(Operation):
     ) -> tuple[Self, Any, list[MailboxChange]]:
         mailbox = mailboxes.find(tx, account, self.mailbox_name)
         if mailbox is None:
-            return self, None, []
+            orphan = self.mailbox_name in subscriptions.orphans(tx, account)
+            if orphan and not self.subscribed:
+                # Unsubscribing a name whose mailbox is gone: LSUB stops listing it.
+                subscriptions.note(tx, account, self.mailbox_name, False)
+            return replace(self, was=orphan), None, []
         mailboxes.put(tx, mailbox.with_(subscribed=self.subscribed))
         return replace(self, was=mailbox.subscribed), None, []
 
@@ -205,6 +212,8 @@ class SetSubscription(Operation):
         mailbox = mailboxes.find(tx, account, self.mailbox_name)
         if mailbox is not None:
             mailboxes.put(tx, mailbox.with_(subscribed=self.was))
+        elif self.was:
+            subscriptions.note(tx, account, self.mailbox_name, True)
         return []
 
     def describe(self) -> str:

@@ -149,7 +149,13 @@ def lsub_rows(folders: Iterable[Folder], patterns: Iterable[str]) -> list[Row]:
         delimiter = folder.delimiter or ""
         hit = [pat for pat in pats if matches(folder.name, pat, delimiter)]
         if hit:
-            attributes = tuple(a for a in folder.attributes if a.upper() not in _CHILD_INFO)
+            # A subscription whose mailbox is gone is listed with no attribute, as
+            # Dovecot answers (RFC 3501 §6.3.9 lists it all the same).
+            attributes = tuple(
+                a
+                for a in folder.attributes
+                if a.upper() not in _CHILD_INFO and a.upper() != "\\NONEXISTENT"
+            )
             rows.append(Row(attributes, folder.delimiter, folder.name))
             seen.add(folder.name)
     for folder in subscribed.values():
@@ -230,12 +236,16 @@ def extended_rows(
         for ancestor in _ancestors(folder.name, folder.delimiter or ""):
             children.add(ancestor)
             levels.setdefault(ancestor, folder.delimiter or default_delimiter)
+    #: Subscriptions whose mailbox is gone: only a SUBSCRIBED selection lists them.
+    orphans: dict[str, str] = {}
     for name, folder in list(by_name.items()):
         # A \Noselect level the upstream listed is no mailbox: \NonExistent here, as
         # Dovecot answers (RFC 5258 §3.4: \NonExistent implies \Noselect).
         upper = {a.upper() for a in folder.attributes}
         if "\\NONEXISTENT" in upper or ("\\NOSELECT" in upper and name in children):
             del by_name[name]
+            if "\\NONEXISTENT" in upper and folder.subscribed and options.subscribed:
+                orphans[name] = folder.delimiter or default_delimiter
     levels = {name: d for name, d in levels.items() if name not in by_name}
 
     def meets(folder: Folder) -> bool:
@@ -243,13 +253,13 @@ def extended_rows(
             return False
         return not options.special_use or _is_special(folder.attributes)
 
-    selected = {name for name, folder in by_name.items() if meets(folder)}
+    selected = {name for name, folder in by_name.items() if meets(folder)} | set(orphans)
     if not options.subscribed and not options.special_use:
         selected |= set(levels)  # a level meets no criteria but "exists or not"
 
     def delimiter_of(name: str) -> str:
         known = by_name.get(name)
-        return (known.delimiter if known else levels.get(name)) or ""
+        return (known.delimiter if known else levels.get(name, orphans.get(name))) or ""
 
     def listed(name: str) -> bool:
         return any(matches(name, pat, delimiter_of(name)) for pat in pats)
@@ -265,9 +275,9 @@ def extended_rows(
             if not listed(name):
                 with_child_unlisted.update(ancestors)
     rows: list[Row] = []
-    for name in sorted(set(by_name) | set(levels)):
+    for name in sorted(set(by_name) | set(levels) | set(orphans)):
         found = by_name.get(name)
-        row_delimiter = found.delimiter if found is not None else levels[name]
+        row_delimiter = found.delimiter if found is not None else delimiter_of(name)
         if not listed(name):
             continue
         if name in selected:
@@ -276,9 +286,12 @@ def extended_rows(
             child_info = options.criteria()
         else:
             continue
+        attributes = _extended_attributes(found, name in children, options)
+        if name in orphans:
+            attributes = ("\\Subscribed", *attributes)
         rows.append(
             Row(
-                _extended_attributes(found, name in children, options),
+                attributes,
                 row_delimiter,
                 name,
                 child_info,

@@ -54,6 +54,8 @@ usage          account(4) blob(8)                         [body bytes, stamp] (u
 lru            account(4) stamp(8) blob(8)                empty: eviction order (usage.py)
 meta           ``cache_bytes:`` / ``cache_limit:``        body bytes cached / the limit
                account(4)                                 (usage.py)
+meta           ``subscribed_only:`` account(4)            [names]: subscriptions with no
+                                                          mailbox (subscriptions.py)
 =============  =========================================  ===================================
 
 Version 2 added blob_refs, usage and lru; a version 1 store is brought up to date when

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 
-from imapproxy.store import Store, Tx, mailboxes
+from imapproxy.store import Store, Tx, mailboxes, subscriptions
 from imapproxy.store.reclaim import drop_mailbox
 from imapproxy.types import AccountId, MailboxId
 from imapproxy.upstream.client import ListEntry, UpstreamClient
@@ -51,10 +51,16 @@ async def sync_mailbox_list(
             _refresh(
                 tx, account, existing.get(mailboxes.normalize_name(entry.name)), entry, subscribed
             )
+        orphans = set(subscriptions.orphans(tx, account)) - listed
+        if not client.has("LIST-EXTENDED"):
+            # LSUB answered: every subscription is known, not only existing mailboxes'.
+            orphans = {mailboxes.normalize_name(n) for n in subscribed} - listed
         removed = []
         for name in sorted(gone):
             mailbox = existing.get(name)
             if mailbox is not None and name not in listed:
+                if mailbox.subscribed:
+                    orphans.add(name)  # the subscription outlives its mailbox (§6.3.6)
                 freed = drop_mailbox(tx, mailbox)
                 log.info(
                     "mailbox %r is gone upstream: dropped from the replica (%d blobs freed)",
@@ -62,9 +68,22 @@ async def sync_mailbox_list(
                     freed,
                 )
                 removed.append(mailbox.id)
+        subscriptions.set_orphans(tx, account, orphans)
         return removed
 
     return store.write(apply)
+
+
+async def sync_subscriptions(client: UpstreamClient, store: Store, account: AccountId) -> None:
+    """LSUB upstream, for the subscriptions that have no mailbox: the one-round-trip
+    list sync (LIST-EXTENDED) only tells those of existing mailboxes."""
+    names = {mailboxes.normalize_name(n) for n in await client.subscribed()}
+
+    def apply(tx: Tx) -> None:
+        existing = {m.name for m in mailboxes.all_mailboxes(tx, account)}
+        subscriptions.set_orphans(tx, account, names - existing)
+
+    store.write(apply)
 
 
 def _refresh(

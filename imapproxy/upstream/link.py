@@ -276,6 +276,14 @@ class UpstreamLink:
             or (self._state is LinkState.BACKING_OFF and self.reactor.seconds() < self._retry_at)
         ):
             # Offline answers fast: don't make every command wait for a connect attempt.
+            # Work queued since the last failure (an offline change) may now want the
+            # link back on its own: make sure the next attempt is scheduled.
+            if (
+                self._state is LinkState.BACKING_OFF
+                and (self._reconnect_call is None or not self._reconnect_call.active())
+                and self._wanted()
+            ):
+                self._schedule_reconnect(max(self._retry_at - self.reactor.seconds(), 0.0))
             raise UpstreamUnreachable(self._down_reason)
         wait = SUSPECT_WAIT_SECONDS if self._suspect else CONNECT_WAIT_SECONDS
         waiter: defer.Deferred[UpstreamClient] = defer.Deferred()

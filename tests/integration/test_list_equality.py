@@ -8,6 +8,7 @@ since neither RFC nor clients rely on the order of the untagged responses.
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 
@@ -56,6 +57,7 @@ COMMANDS = [
     'LSUB "" "%/%"',
     'LSUB "" "inbox"',
     'LSUB "" "nothere"',
+    'LSUB "" "gone/*"',
 ]
 
 
@@ -87,6 +89,10 @@ def _prepare(dovecot: Dovecot, account: Account) -> None:
             client.ok(f'UNSUBSCRIBE "{_name(match.group(4))}"')
         for name in SUBSCRIBED:
             client.ok(f'SUBSCRIBE "{name}"')
+        # A subscription that outlived its mailbox (RFC 3501 §6.3.6): LSUB lists it.
+        client.ok('CREATE "gone/child"')
+        client.ok('SUBSCRIBE "gone/child"')
+        client.ok('DELETE "gone/child"')
 
 
 def test_list_and_lsub_answer_like_dovecot(
@@ -128,3 +134,23 @@ def test_the_rfc_cases_are_there_through_the_proxy(
         status, rows = _answer(client, command)
     assert status == "OK"
     assert row in rows
+
+
+def test_a_subscription_without_its_mailbox_stays_offline_and_can_be_dropped(
+    dovecot: Dovecot, proxy: ProxyProcess, fresh_user: Account
+) -> None:
+    _prepare(dovecot, fresh_user)
+    user, password = fresh_user.user, fresh_user.password
+    with RawClient(proxy.host, proxy.port, user, password) as through:
+        assert ("gone/child", '"/"', frozenset()) in _answer(through, 'LSUB "" "*"')[1]
+        assert proxy.relay is not None
+        proxy.relay.cut()
+        assert ("gone/child", '"/"', frozenset()) in _answer(through, 'LSUB "" "*"')[1]
+        through.ok('UNSUBSCRIBE "gone/child"')
+        assert ("gone/child", '"/"', frozenset()) not in _answer(through, 'LSUB "" "*"')[1]
+        proxy.relay.resume()
+    with RawClient(dovecot.host, dovecot.port, user, password) as direct:
+        deadline = time.monotonic() + 20
+        while ("gone/child", '"/"', frozenset()) in _answer(direct, 'LSUB "" "*"')[1]:
+            assert time.monotonic() < deadline, proxy.log_tail()
+            time.sleep(0.3)

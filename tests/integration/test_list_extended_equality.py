@@ -35,6 +35,7 @@ COMMANDS = [
     'LIST (SUBSCRIBED RECURSIVEMATCH) "" "*2"',
     'LIST (SUBSCRIBED RECURSIVEMATCH) "" "%" RETURN (CHILDREN)',
     'LIST (SUBSCRIBED REMOTE) "" "*"',
+    'LIST (SUBSCRIBED) "" "gone/%"',
     'LIST "" "%" RETURN (CHILDREN)',
     'LIST () "" "%" RETURN (CHILDREN)',
     'LIST "" "*" RETURN (SUBSCRIBED CHILDREN)',
@@ -105,6 +106,10 @@ def _prepare(dovecot: Dovecot, account: Account) -> None:
             client.ok(f'CREATE "{name}"')
         for name in SUBSCRIBED:
             client.ok(f'SUBSCRIBE "{name}"')
+        # A subscription that outlived its mailbox (RFC 3501 §6.3.6).
+        client.ok('CREATE "gone/child"')
+        client.ok('SUBSCRIBE "gone/child"')
+        client.ok('DELETE "gone/child"')
 
 
 @pytest.fixture

@@ -74,6 +74,13 @@ async def list_(session: Session, cmd: p.List) -> list[bytes]:
         return ok(session, cmd.tag, "LIST completed")
     patterns = [listing.join(cmd.reference, pat) for pat in cmd.patterns]
     folders = [listing.Folder(m.name, m.delimiter, m.attributes, m.subscribed) for m in boxes]
+    if cmd.lsub or options.subscribed:
+        # Subscriptions whose mailbox is gone are listed too (RFC 3501 §6.3.9, RFC 5258).
+        await session.account.refresh_subscriptions()
+        folders += [
+            listing.Folder(name, delimiter, ("\\NonExistent",), True)
+            for name in sorted(session.account.orphan_subscriptions())
+        ]
     if cmd.lsub:
         rows = listing.lsub_rows(folders, patterns)
     elif cmd.extended or rev2:

@@ -23,7 +23,7 @@ from imapproxy.store._tx import Tx, decode, encode, read_u32, u32, u64
 from imapproxy.types import UID, AccountId, BlobId, MailboxId, UpstreamUID
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Message:
     uid: UID
     upstream_uid: UpstreamUID | None

@@ -21,7 +21,8 @@ never selecting a mailbox (so no mailbox is ever selected on two connections):
 
 **Freshness.** With NOTIFY, the watcher can watch every mailbox of the account, not
 only the selected ones (``watch(selected, everything)``): ``covered_since(name)`` then
-says from when news of a mailbox is certain to be told, so a replica synced after that
+says from when news of a mailbox is certain to be told (while the connection answered
+its last NOOP within ``ALIVE_FOR_SECONDS``), so a replica synced after that
 moment is as fresh as the upstream's notification delay and STATUS or SELECT can be
 answered from it without a round trip. STATUS polling covers only the selected
 mailboxes (polling every folder every few seconds would cost more than it saves), and
@@ -55,7 +56,11 @@ log = logging.getLogger(__name__)
 POLL_SECONDS = 2.0
 #: With NOTIFY, a NOOP this often proves the quiet connection alive (and keeps the
 #: server's autologout, at least 30 minutes by RFC 3501, far away).
-KEEPALIVE_SECONDS = 4 * 60.0
+KEEPALIVE_SECONDS = 60.0
+#: NOTIFY's cover counts only this long after the connection last answered: a
+#: connection that died quietly (a laptop that slept, a NAT that forgot it) must not
+#: keep STATUS answered from a replica nobody keeps current.
+ALIVE_FOR_SECONDS = KEEPALIVE_SECONDS + 15.0
 #: News of one mailbox arriving this close together becomes one resync.
 COALESCE_SECONDS = 0.1
 RETRY_MIN_SECONDS = 1.0
@@ -89,6 +94,8 @@ class MailboxWatcher:
         self._everything: frozenset[str] = frozenset()
         #: Name -> reactor time from which NOTIFY is certain to tell us of its changes.
         self._covered: dict[str, float] = {}
+        #: When the current connection last answered a command.
+        self._alive_at = 0.0
         #: Name -> reactor time news of it last arrived (before coalescing).
         self._heard: dict[str, float] = {}
         #: Whether the upstream offers NOTIFY (None until the first connection says).
@@ -111,6 +118,8 @@ class MailboxWatcher:
     def covered_since(self, name: str) -> float | None:
         """From when every change of name upstream is certain to be told (None: it is
         not watched that way now, so the replica may lag without our knowing)."""
+        if self.reactor.seconds() - self._alive_at > ALIVE_FOR_SECONDS:
+            return None
         return self._covered.get(name)
 
     def heard_at(self, name: str) -> float | None:
@@ -249,13 +258,14 @@ class MailboxWatcher:
                         client.protocol.on_untagged = None
                         continue
                     told = names
-                    now = self.reactor.seconds()
+                    now = self._alive_at = self.reactor.seconds()
                     self._covered = dict.fromkeys(names, now)
                     if self.on_covered is not None:
                         self.on_covered(names)
                     log.debug("upstream NOTIFY set for %d mailboxes", len(names))
                 else:
                     await client.noop()
+                    self._alive_at = self.reactor.seconds()
                 await self._sleep(KEEPALIVE_SECONDS)
             else:
                 last = {n: s for n, s in last.items() if n in names}

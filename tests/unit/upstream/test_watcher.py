@@ -10,7 +10,7 @@ from twisted.internet import defer, task
 
 from imapproxy.protocol import Atom, UntaggedData
 from imapproxy.upstream.errors import UpstreamUnavailable, UpstreamUnreachable
-from imapproxy.upstream.watcher import KEEPALIVE_SECONDS, MailboxWatcher
+from imapproxy.upstream.watcher import ALIVE_FOR_SECONDS, KEEPALIVE_SECONDS, MailboxWatcher
 
 
 class FakeProtocol:
@@ -196,4 +196,26 @@ def test_without_notify_only_selected_mailboxes_are_polled_and_nothing_is_covere
     assert client.sent == [("STATUS", "A")]
     clock.advance(2.0)
     assert client.sent == [("STATUS", "A"), ("STATUS", "A")]
+    assert watcher.covered_since("A") is None
+
+
+def test_cover_lapses_when_the_connection_stops_answering() -> None:
+    """A NOOP a minute keeps NOTIFY's cover; a connection that stops answering (a
+    laptop asleep) loses it until it answers again."""
+    client = FakeClient({"NOTIFY"})
+    watcher, clock, _, _ = make([client])
+    watcher.watch(set(), {"A"})
+    clock.advance(0)
+    assert watcher.covered_since("A") == 0.0
+    clock.advance(KEEPALIVE_SECONDS)  # a NOOP answered: still covered
+    assert client.sent[-1] == ("NOOP",)
+    assert watcher.covered_since("A") == 0.0
+
+    async def silent() -> None:
+        await defer.Deferred()  # never answers
+
+    client.noop = silent  # type: ignore[method-assign]
+    clock.advance(KEEPALIVE_SECONDS)
+    assert watcher.covered_since("A") == 0.0  # the last answer is recent enough
+    clock.advance(ALIVE_FOR_SECONDS)
     assert watcher.covered_since("A") is None

@@ -309,13 +309,16 @@ class AccountRuntime:
             return self.mailbox(mailbox.name) or mailbox
         if not await self._replayed_first(lambda: self.outbox.touches(mailbox.id), patient):
             return self.mailbox(mailbox.name) or mailbox
+        # Nothing queued touches it now; what a client changes while we wait for the
+        # link is queued, and must not be overwritten by the upstream's older flags.
+        clear_at = (self.mailbox(mailbox.name) or mailbox).highestmodseq
         started: list[float] = []
 
         async def run(client: UpstreamClient) -> tuple[Mailbox, MailboxChange]:
             self._track(client)
             started.append(self.reactor.seconds())
             current = self.mailbox(mailbox.name) or mailbox
-            return await sync_messages(client, self.store, current)
+            return await sync_messages(client, self.store, current, changed_after=clear_at)
 
         try:
             with METRICS.sync_seconds.time():

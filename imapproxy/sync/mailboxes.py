@@ -68,9 +68,14 @@ class _Fetched:
 
 
 async def sync_messages(
-    client: UpstreamClient, store: Store, mailbox: Mailbox
+    client: UpstreamClient, store: Store, mailbox: Mailbox, changed_after: int | None = None
 ) -> tuple[Mailbox, MailboxChange]:
-    """Bring one replica mailbox up to date with the upstream; returns what changed."""
+    """Bring one replica mailbox up to date with the upstream; returns what changed.
+
+    ``changed_after``: the replica's HIGHESTMODSEQ when the caller last made sure no
+    queued change touched the mailbox. A message changed locally after it (a client's
+    STORE while this sync waited for the link) keeps its flags: its change is queued
+    and not upstream yet, so the upstream's flags are older than ours."""
     info = await client.select(mailbox.name, readonly=True)
     reset = (
         mailbox.upstream_uidvalidity is not None
@@ -90,7 +95,8 @@ async def sync_messages(
             )
         )
     )
-    fetched = _Fetched(info, examined=last_uid, local_modseq=mailbox.highestmodseq)
+    guard = mailbox.highestmodseq if changed_after is None else changed_after
+    fetched = _Fetched(info, examined=last_uid, local_modseq=guard)
     fetched.keywords_allowed = client.keywords_allowed.get(mailbox.name)
     fetched.first_sync = mailbox.upstream_uidvalidity is None
 

@@ -26,9 +26,10 @@ class Upstream:
         self.fetches: list[tuple[str, bool]] = []
         self.keywords_allowed: dict[str, bool] = {}
         self.fail_at: int | None = None
+        self.highestmodseq = 50
 
     async def select(self, name: str, readonly: bool = True) -> SelectInfo:
-        return SelectInfo(777, max(self.uids) + 1, len(self.uids), 50, (), None)
+        return SelectInfo(777, max(self.uids) + 1, len(self.uids), self.highestmodseq, (), None)
 
     def _item(self, uid: int) -> dict[str, Any]:
         flags = (Atom("\\Recent"),) if uid in self.recent else (Atom("\\Seen"),)
@@ -119,3 +120,36 @@ def test_a_small_first_sync_is_one_fetch(replica: Any) -> None:
     upstream = Upstream([1, 2, 3])
     _run(sync.sync_messages(upstream, store, box))  # type: ignore[arg-type]
     assert upstream.fetches == [("1:*", False)]
+
+
+def test_a_change_made_while_the_sync_waited_for_the_link_keeps_its_flags(
+    replica: Any,
+) -> None:
+    """The race the load test found: the caller checked that nothing queued touched
+    the mailbox, then waited for the link; meanwhile a client set \\Deleted (applied to
+    the replica, queued). The upstream's flags are older: they must not overwrite it,
+    or the client's EXPUNGE that follows finds nothing to expunge."""
+    store, box = replica
+    upstream = Upstream([1, 2, 3])
+    _run(sync.sync_messages(upstream, store, box))  # type: ignore[arg-type]
+    current = store.read(lambda tx: mailboxes.get(tx, box.account, box.id))
+    clear_at = current.highestmodseq  # the caller's "nothing queued" moment
+
+    def client_store(tx: Any) -> None:  # as the outbox applies a STORE locally
+        mailbox = mailboxes.get(tx, box.account, box.id)
+        message = messages.get(tx, box.account, box.id, 1)
+        mailbox, modseq = mailboxes.next_modseq(tx, mailbox)
+        messages.put(
+            tx, box.account, box.id, message.with_(flags=("\\Seen", "\\Deleted"), modseq=modseq)
+        )
+        mailboxes.put(tx, mailbox)
+
+    store.write(client_store)
+    upstream.highestmodseq = 51  # something changed upstream: flags are fetched
+    current = store.read(lambda tx: mailboxes.get(tx, box.account, box.id))
+    _run(sync.sync_messages(upstream, store, current, changed_after=clear_at))  # type: ignore[arg-type]
+    kept = store.read(lambda tx: messages.get(tx, box.account, box.id, 1))
+    assert "\\Deleted" in kept.flags
+    # Unchanged messages still take the upstream's flags.
+    other = store.read(lambda tx: messages.get(tx, box.account, box.id, 2))
+    assert other.flags == ("\\Seen",)

@@ -362,10 +362,18 @@ async def fetch(session: Session, cmd: p.Fetch) -> list[bytes]:
         session.account.content_read(read, fetched=False)
     if seen_now:
         session.account.outbox.drain_soon()  # the \Seen goes upstream after the bodies
-    if missing:
-        reason = "upstream unreachable" if unavailable else "upstream did not return them"
+    if missing and unavailable:
         raise CommandFailed(
-            f"{missing} message(s) not available: {reason}",
+            f"{missing} message(s) not available: upstream unreachable",
             response_code=replies.code("UNAVAILABLE"),
+        )
+    if missing:
+        # The upstream answered without them: expunged there meanwhile (another client
+        # moved them). A resync tells every session; the client hears what Dovecot says
+        # in this case (RFC 5530).
+        session.account.request_sync(mailbox.name)
+        raise CommandFailed(
+            f"{missing} message(s) were expunged upstream meanwhile",
+            response_code=replies.code("EXPUNGEISSUED"),
         )
     return ok(session, cmd.tag, "FETCH completed", allow_expunge=False)

@@ -67,7 +67,9 @@ class LoadDovecot(Dovecot):
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.load", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--sessions", type=int, help="concurrent sessions (default 200)")
     parser.add_argument("--accounts", type=int, help="accounts they share (default 50)")
     parser.add_argument("--duration", type=float, help="seconds of load (default 180)")
@@ -195,7 +197,7 @@ def wait_for_outbox(state_dir: Path) -> tuple[float, int, int]:
 def percentile(values: list[float], share: float) -> float:
     """Nearest-rank percentile: the value below which ``share`` of the samples fall."""
     ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, int(round(share * len(ordered) + 0.5)) - 1))
+    rank = max(0, min(len(ordered) - 1, round(share * len(ordered) + 0.5) - 1))
     return ordered[rank]
 
 
@@ -210,16 +212,18 @@ def command_rows(reports: list[dict[str, Any]], seconds: float) -> list[dict[str
     rows = []
     for name in sorted(set(latencies) | set(errors), key=lambda n: -len(latencies.get(n, []))):
         values = latencies.get(name, [])
-        rows.append({
-            "command": name,
-            "count": len(values),
-            "per_s": len(values) / seconds,
-            "p50_ms": percentile(values, 0.50) * 1000 if values else None,
-            "p95_ms": percentile(values, 0.95) * 1000 if values else None,
-            "p99_ms": percentile(values, 0.99) * 1000 if values else None,
-            "max_ms": max(values) * 1000 if values else None,
-            "errors": errors[name],
-        })  # fmt: skip
+        rows.append(
+            {
+                "command": name,
+                "count": len(values),
+                "per_s": len(values) / seconds,
+                "p50_ms": percentile(values, 0.50) * 1000 if values else None,
+                "p95_ms": percentile(values, 0.95) * 1000 if values else None,
+                "p99_ms": percentile(values, 0.99) * 1000 if values else None,
+                "max_ms": max(values) * 1000 if values else None,
+                "errors": errors[name],
+            }
+        )
     return rows
 
 
@@ -237,10 +241,20 @@ def render(document: dict[str, Any]) -> str:
         "",
         table(
             ["command", "count", "per s", "p50 ms", "p95 ms", "p99 ms", "max ms", "errors"],
-            [[r["command"], str(r["count"]), f"{r['per_s']:.1f}", _ms(r["p50_ms"]),
-              _ms(r["p95_ms"]), _ms(r["p99_ms"]), _ms(r["max_ms"]), str(r["errors"])]
-             for r in rows],
-        ),  # fmt: skip
+            [
+                [
+                    r["command"],
+                    str(r["count"]),
+                    f"{r['per_s']:.1f}",
+                    _ms(r["p50_ms"]),
+                    _ms(r["p95_ms"]),
+                    _ms(r["p99_ms"]),
+                    _ms(r["max_ms"]),
+                    str(r["errors"]),
+                ]
+                for r in rows
+            ],
+        ),
         "",
         f"throughput: {total} commands, {total / document['load_seconds']:.1f} commands/s; "
         f"{document['rounds']} workload rounds, {document['reconnects']} reconnects",
@@ -252,12 +266,15 @@ def render(document: dict[str, Any]) -> str:
         f"{human_bytes(proxy['peak_rss_kib'] * 1024)}, at end "
         f"{human_bytes(proxy['end_rss_kib'] * 1024)}, state dir "
         f"{human_bytes(proxy['state_dir_bytes'])}",
-        "clients: " + ", ".join(f"worker {i} {w['cpu_share']:.0%} of a core"
-                                for i, w in enumerate(document["workers"]))  # fmt: skip
+        "clients: "
+        + ", ".join(
+            f"worker {i} {w['cpu_share']:.0%} of a core" for i, w in enumerate(document["workers"])
+        )
         + f"; load average at end {document['loadavg']}",
         f"outbox: drained in {document['drain_s']:.1f} s after the sessions ended, "
         f"{document['queued_left']} left, {document['refused']} refused",
-        "checked on Dovecot: " + ", ".join(f"{n} {k}" for k, n in document["checked"].items())
+        "checked on Dovecot: "
+        + ", ".join(f"{n} {k}" for k, n in document["checked"].items())
         + f" ({document['uncertain']} left out after a failed command)",
     ]
     if document["problems"]:
@@ -275,7 +292,9 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     with LoadDovecot(directory=workdir / "dovecot") as dovecot:
         log(f"seeding {args.accounts} accounts of {args.inbox} INBOX messages")
         users = seed(dovecot, args.accounts, args.inbox)
-        link = LinkProcess(dovecot.host, dovecot.port, Profile(args.rtt / 1000)) if args.rtt else None
+        link = (
+            LinkProcess(dovecot.host, dovecot.port, Profile(args.rtt / 1000)) if args.rtt else None
+        )
         if link is not None:
             link.__enter__()
         try:
@@ -305,7 +324,9 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         if len(reports) < args.workers:
             problems.append(f"only {len(reports)} of {args.workers} client workers reported")
         if queued_left:
-            problems.append(f"{queued_left} changes still queued {DRAIN_TIMEOUT:.0f} s after the end")
+            problems.append(
+                f"{queued_left} changes still queued {DRAIN_TIMEOUT:.0f} s after the end"
+            )
         if refused:
             problems.append(f"{refused} changes refused by the upstream")
         log("checking Dovecot's state against what the sessions did")
@@ -331,8 +352,10 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     return {
         "machine": machine_facts(),
         "command": " ".join(["python -m bench.load", *args.argv]),
-        "config": {k: getattr(args, k) for k in
-                   ("sessions", "accounts", "duration", "rtt", "inbox", "workers", "think")},  # fmt: skip
+        "config": {
+            k: getattr(args, k)
+            for k in ("sessions", "accounts", "duration", "rtt", "inbox", "workers", "think")
+        },
         "environment": {k: v for k, v in os.environ.items() if k.startswith("IMAPPROXY_")},
         "load_seconds": load_seconds,
         "commands": rows,

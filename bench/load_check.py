@@ -76,7 +76,9 @@ def check_account(
                 checked["moved or copied"] += 1
                 copies = archive.get(mid, [])
                 if len(copies) != 1:
-                    wrong.append(f"{user}: {mid} is {len(copies)} times in {ARCHIVE}, expected once")
+                    wrong.append(
+                        f"{user}: {mid} is {len(copies)} times in {ARCHIVE}, expected once"
+                    )
                 elif copies[0] != set(state["archive"]):
                     wrong.append(f"{user}: {mid} has {sorted(copies[0])} in {ARCHIVE}, "
                                  f"expected {state['archive']}")  # fmt: skip

@@ -251,7 +251,9 @@ class Session:
             self.folders = [name for flags, _, name in folders if b"\\Noselect" not in flags]
             self.pause()
             for folder in self.folders:
-                self.timed("STATUS", client.folder_status, folder, ["MESSAGES", "UIDNEXT", "UNSEEN"])
+                self.timed(
+                    "STATUS", client.folder_status, folder, ["MESSAGES", "UIDNEXT", "UNSEEN"]
+                )
             self.pause()
         self.timed("SELECT", client.select_folder, "INBOX")
         flags = self.timed("FETCH flags", fetch_all, client, ["FLAGS"])
@@ -308,7 +310,7 @@ class Session:
         picked = self._inbox_owned()
         if picked is None:
             return
-        mid, owned = picked
+        _, owned = picked
         flag = self.random.choice(TRACKED)
         client = self.client
         assert client is not None

@@ -124,6 +124,17 @@ def specs(args: argparse.Namespace, users: list[tuple[str, str]]) -> list[Sessio
     return out
 
 
+def machine_ticks() -> tuple[int, int]:
+    """(busy, total) CPU ticks of the whole machine since boot, from /proc/stat.
+
+    The machine's share busy over the run says whether the figures are CPU-bound: the
+    proxy, the clients and Dovecot share its cores (and so may other jobs)."""
+    with open("/proc/stat", encoding="ascii") as stat:
+        fields = [int(x) for x in stat.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
 class Sampler:
     """The proxy's RSS once a second (VmHWM gives the peak; this gives the shape)."""
 
@@ -258,8 +269,8 @@ def render(document: dict[str, Any]) -> str:
         "",
         f"throughput: {total} commands, {total / document['load_seconds']:.1f} commands/s; "
         f"{document['rounds']} workload rounds, {document['reconnects']} reconnects",
-        f"body reads refused because another session had just moved or expunged the message "
-        f"(not counted as errors): {document['raced']}"
+        f"reads refused NO [UNAVAILABLE] because another session had just moved or expunged "
+        f"a message asked for (not counted as errors): {document['raced']}"
         + (f", e.g. {document['raced_samples'][0]}" if document["raced_samples"] else ""),
         f"proxy: CPU {proxy['cpu_s']:.1f} s ({proxy['cpu_share']:.0%} of one core), "
         f"RSS idle {human_bytes(proxy['idle_rss_kib'] * 1024)}, peak "
@@ -270,7 +281,8 @@ def render(document: dict[str, Any]) -> str:
         + ", ".join(
             f"worker {i} {w['cpu_share']:.0%} of a core" for i, w in enumerate(document["workers"])
         )
-        + f"; load average at end {document['loadavg']}",
+        + f"; whole machine {document['machine_busy']:.0%} busy ({os.cpu_count()} cores), "
+        f"load average at end {document['loadavg']}",
         f"outbox: drained in {document['drain_s']:.1f} s after the sessions ended, "
         f"{document['queued_left']} left, {document['refused']} refused",
         "checked on Dovecot: "
@@ -305,8 +317,10 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             idle_rss, cpu_start = procstats.rss_kib(pid), procstats.cpu_seconds(pid)
             all_specs = specs(args, users)
             log(f"{args.sessions} sessions for {args.duration:g} s in {args.workers} processes")
+            busy_before = machine_ticks()
             with Sampler(pid) as sampler:
                 reports, load_seconds = run_clients(args, proxy, all_specs)
+            busy_after = machine_ticks()
             cpu_s = procstats.cpu_seconds(pid) - cpu_start
             peak, end_rss = procstats.peak_rss_kib(pid), procstats.rss_kib(pid)
             log("sessions done; waiting for the outbox to drain")
@@ -376,6 +390,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             {"cpu_s": r["cpu_s"], "wall_s": r["wall_s"], "cpu_share": r["cpu_s"] / r["wall_s"]}
             for r in reports
         ],
+        "machine_busy": (busy_after[0] - busy_before[0]) / max(1, busy_after[1] - busy_before[1]),
         "loadavg": " ".join(f"{x:.2f}" for x in os.getloadavg()),
         "drain_s": drain_s,
         "queued_left": queued_left,

@@ -39,6 +39,8 @@ def _folder(client: IMAPClient, folder: str) -> dict[str, list[set[str]]]:
         if match is None:
             continue
         flags = {f.decode() for f in item[b"FLAGS"] if f in TRACKED}
+        if b"\\Deleted" in item[b"FLAGS"]:
+            flags.add("\\Deleted")
         out.setdefault(match.group(1).decode(), []).append(flags)
     return out
 
@@ -64,7 +66,8 @@ def check_account(
             if state["inbox"] is None:
                 checked["gone from INBOX"] += 1
                 if found:
-                    wrong.append(f"{user}: {mid} moved or expunged, still in INBOX")
+                    done = "moved" if state["archive"] is not None else "expunged"
+                    wrong.append(f"{user}: {mid} {done}, still in INBOX with {sorted(found[0])}")
             else:
                 checked["flags in INBOX"] += 1
                 if len(found) != 1:

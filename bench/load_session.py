@@ -48,6 +48,8 @@ HEADER_ITEMS = [
     "FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE",
     "BODY.PEEK[HEADER.FIELDS (DATE FROM TO CC SUBJECT MESSAGE-ID REFERENCES)]",
 ]  # fmt: skip
+#: Reads that another session's MOVE or EXPUNGE can make the proxy refuse (``raced``).
+RACY = ("FETCH body", "FETCH headers", "FETCH ids")
 #: At most this many error texts are kept per session (the counts are always exact).
 ERROR_SAMPLES = 5
 
@@ -90,8 +92,9 @@ class SessionResult:
     uncertain_drafts: list[bytes] = field(default_factory=list)
     rounds: int = 0
     reconnects: int = 0
-    #: Body reads refused because another session had just moved or expunged the
-    #: message (it was gone from the next listing): a race RFC 9051 allows, not an error.
+    #: Reads refused (UNAVAILABLE) because another session had just moved or expunged
+    #: a message asked for (gone from the next listing): a race RFC 2180 §4.1 allows a
+    #: NO for, not counted as an error; reported apart.
     raced: int = 0
     raced_samples: list[str] = field(default_factory=list)
 
@@ -128,6 +131,10 @@ def draft(spec: SessionSpec, number: int) -> tuple[bytes, bytes]:
     return message_id, raw
 
 
+class TimeUp(Exception):
+    """The deadline passed: the session stops between two commands."""
+
+
 class Session:
     """One client connection and its loop; ``run`` never raises."""
 
@@ -143,8 +150,8 @@ class Session:
         self.folders: list[str] = []
         self.inbox_uids: list[int] = []
         self.drafts_made = 0
-        #: (UID, error text) of a refused body read, judged at the next INBOX listing.
-        self.refused_read: tuple[int, str] | None = None
+        #: (command, UIDs, error text) of a refused read, judged at the next INBOX listing.
+        self.refused_read: tuple[str, set[int], str] | None = None
 
     # -- timing ------------------------------------------------------------------------
 
@@ -158,9 +165,10 @@ class Session:
         try:
             answer = call(*args, **kwargs)
         except IMAPClient.Error as exc:
-            if name == "FETCH body" and self.refused_read is None:
-                # Judged at the next listing: an error unless the message is gone.
-                self.refused_read = (int(args[0][0]), repr(exc))
+            if name in RACY and self.refused_read is None and b"UNAVAILABLE" in str(exc).encode():
+                # Judged at the next listing: an error unless a message asked for is gone.
+                uids = {int(u) for u in args[0]} if name != "FETCH ids" else set()
+                self.refused_read = (name, uids, repr(exc))
             else:
                 self.error(name, repr(exc))
             raise
@@ -171,6 +179,9 @@ class Session:
         return answer
 
     def pause(self) -> None:
+        """Think time between two commands, and where a session stops once time is up."""
+        if time.time() >= self.deadline:
+            raise TimeUp()
         if self.think > 0:
             time.sleep(self.random.uniform(0, 2 * self.think))
 
@@ -181,7 +192,17 @@ class Session:
         self.client = client
         self.timed("LOGIN", client.login, self.spec.user, self.spec.password)
         self.timed("SELECT", client.select_folder, "INBOX")
-        listing = self.timed("FETCH ids", fetch_all, client, ["FLAGS", MSGID_ITEM])
+        try:
+            listing = self.timed("FETCH ids", fetch_all, client, ["FLAGS", MSGID_ITEM])
+        except IMAPClient.Error:
+            if self.refused_read is None:
+                raise
+            # Refused as UNAVAILABLE: a message went while it ran? Take the EXPUNGEs
+            # (NOOP), then the listing again; its UIDs against the view's before tell.
+            before = set(self.timed("FETCH flags", fetch_all, client, ["FLAGS"]))
+            self.timed("NOOP", client.noop)
+            listing = self.timed("FETCH ids", fetch_all, client, ["FLAGS", MSGID_ITEM])
+            self.judge_refused_read(listing, before)
         self.inbox_uids = sorted(listing)
         self.judge_refused_read(listing)
         if self.result.owned:
@@ -217,10 +238,12 @@ class Session:
                     self.connect()
                 self.round()
                 self.result.rounds += 1
+            except TimeUp:
+                break
             except Exception:
                 self.recover()
         if self.refused_read is not None:  # never judged: count it
-            self.error("FETCH body", self.refused_read[1])
+            self.error(self.refused_read[0], self.refused_read[2])
         self.close()
         return self.result
 
@@ -277,7 +300,7 @@ class Session:
             self.timed("EXAMINE", client.select_folder, ARCHIVE, readonly=True)
             self.timed("FETCH flags", fetch_all, client, ["FLAGS"])
             self.pause()
-        if n % 3 == 2:
+        if n % 3 == 1:
             self.timed("IDLE", client.idle)
             client.idle_check(timeout=self.random.uniform(0.5, 2.0))
             self.timed("DONE", client.idle_done)
@@ -285,17 +308,21 @@ class Session:
             self.timed("NOOP", client.noop)
         self.pause()
 
-    def judge_refused_read(self, listing: dict[int, Any]) -> None:
+    def judge_refused_read(self, listing: dict[int, Any], before: set[int] | None = None) -> None:
+        """A read refused as UNAVAILABLE is a race if a message it asked for is gone now.
+
+        ``before``: the UIDs the refused ``FETCH ids`` (``1:*``) covered, when known."""
         if self.refused_read is None:
             return
-        uid, text = self.refused_read
+        name, uids, text = self.refused_read
         self.refused_read = None
-        if uid in listing:
-            self.error("FETCH body", text)
-        else:
-            self.result.raced += 1
-            if len(self.result.raced_samples) < ERROR_SAMPLES:
-                self.result.raced_samples.append(f"{self.spec.user} UID {uid}: {text}"[:300])
+        asked = uids or before or set()
+        if asked and asked <= set(listing):
+            self.error(name, text)
+            return
+        self.result.raced += 1
+        if len(self.result.raced_samples) < ERROR_SAMPLES:
+            self.result.raced_samples.append(f"{self.spec.user} {name}: {text}"[:300])
 
     def _inbox_owned(self, copied: bool | None = None) -> tuple[bytes, Owned] | None:
         """A random owned message still in the INBOX (``copied``: with/without a copy)."""

@@ -198,11 +198,11 @@ class Session:
             if self.refused_read is None:
                 raise
             # Refused as UNAVAILABLE: a message went while it ran? Take the EXPUNGEs
-            # (NOOP), then the listing again; its UIDs against the view's before tell.
-            before = set(self.timed("FETCH flags", fetch_all, client, ["FLAGS"]))
+            # (NOOP) and ask again: the same listing answered now means it was a
+            # message that has gone since (a second refusal is an error).
             self.timed("NOOP", client.noop)
             listing = self.timed("FETCH ids", fetch_all, client, ["FLAGS", MSGID_ITEM])
-            self.judge_refused_read(listing, before)
+            self.judge_refused_read(listing, gone=True)
         self.inbox_uids = sorted(listing)
         self.judge_refused_read(listing)
         if self.result.owned:
@@ -308,16 +308,14 @@ class Session:
             self.timed("NOOP", client.noop)
         self.pause()
 
-    def judge_refused_read(self, listing: dict[int, Any], before: set[int] | None = None) -> None:
-        """A read refused as UNAVAILABLE is a race if a message it asked for is gone now.
-
-        ``before``: the UIDs the refused ``FETCH ids`` (``1:*``) covered, when known."""
+    def judge_refused_read(self, listing: dict[int, Any], gone: bool = False) -> None:
+        """A read refused as UNAVAILABLE is a race if a message it asked for is gone now
+        (``gone``: known otherwise, a retry of ``1:*`` answered)."""
         if self.refused_read is None:
             return
         name, uids, text = self.refused_read
         self.refused_read = None
-        asked = uids or before or set()
-        if asked and asked <= set(listing):
+        if not gone and uids <= set(listing):
             self.error(name, text)
             return
         self.result.raced += 1

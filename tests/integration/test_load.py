@@ -1,6 +1,6 @@
 """The load test (``python -m bench.load``) in small, as a smoke test.
 
-20 sessions over 5 accounts for 8 s through one proxy, as a user runs it (a subprocess
+20 sessions over 5 accounts for 7 s through one proxy, as a user runs it (a subprocess
 from the repository root). It must finish with exit status 0, which it gives only when
 Dovecot's final state holds every change the sessions made (flags, moves, copies,
 expunges, drafts) exactly once after the outbox drained and no command failed; the JSON
@@ -24,13 +24,13 @@ KINDS = (
 )  # fmt: skip
 
 
-# About 15 s alone (8 s of load, seeding, start and the check); margin for a busy machine.
+# About 20 s alone (7 s of load, seeding, start and the check); margin for a busy machine.
 @pytest.mark.timeout(90)
 def test_many_sessions_lose_nothing_through_one_proxy(tmp_path: Path) -> None:
     out = tmp_path / "load.json"
     command = [
         sys.executable, "-m", "bench.load", "--quick", "--sessions", "20", "--accounts", "5",
-        "--duration", "8", "--inbox", "40", "--out", str(out),
+        "--duration", "7", "--inbox", "40", "--think", "0.02", "--out", str(out),
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run(

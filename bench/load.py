@@ -309,6 +309,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         )
         if link is not None:
             link.__enter__()
+        proxy: ProxyProcess | None = None
         try:
             host, port = (link.host, link.port) if link else (dovecot.host, dovecot.port)
             proxy = ProxyProcess(f"imap+plain://{host}:{port}", workdir / "state").start()
@@ -333,6 +334,8 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 if any(marker in line for marker in LOG_ALARMS) and len(notes) < 50:
                     notes.append(f"proxy log: {line.strip()[:300]}")
         finally:
+            if proxy is not None and proxy.running:  # a crash above: never leave it running
+                proxy.stop()
             if link is not None:
                 link.__exit__(None, None, None)
         if len(reports) < args.workers:

@@ -215,9 +215,17 @@ class LoginLimiter:
             self._users.reset(user)
             return result
         finally:
-            line.release()
-            if not line.locked and not line.waiting:
-                self._lines.pop(source, None)
+            # Hand the line on from the reactor, not from this stack: the next check
+            # may finish at once (its account is open) and hand on in turn, so hundreds
+            # of queued logins handed on inline nest one call chain each until a
+            # RecursionError, which left the line held and every later login from this
+            # source hanging (python -m bench.load, 200 sessions from one address).
+            self.clock.callLater(0, self._hand_on, source, line)
+
+    def _hand_on(self, source: str, line: defer.DeferredLock) -> None:
+        line.release()
+        if not line.locked and not line.waiting:
+            self._lines.pop(source, None)
 
     @property
     def tracked(self) -> tuple[int, int, int]:

@@ -276,3 +276,34 @@ def test_user_keys_are_fixed_size_and_case_folded() -> None:
     assert user_key(b"alice") != user_key(b"bob")
     assert len(user_key(b"x" * 100_000)) == 16
     assert len(user_key(b"\xff\xfe")) == 16  # not UTF-8: still a key
+
+
+def test_a_long_line_of_logins_that_succeed_at_once_is_handed_on_without_recursion() -> None:
+    """The gateway case: hundreds of clients log in from one address (a Dovecot proxy in
+    front, or all of a site behind one NAT) while a slow first login holds the line; the
+    queued ones then succeed at once (their account is open). Handing the line on inside
+    the previous holder's stack nested one call chain per waiter: a RecursionError after
+    a hundred or so, and the line stayed held, so every later login from that address
+    hung for good (found by ``python -m bench.load``)."""
+    clock = Clock()
+    limiter = LoginLimiter(clock, LoginPenalty(initial=0.0, maximum=0.0, user_maximum=0.0))
+    first = defer.Deferred[str]()
+
+    async def slow() -> str:
+        return await first
+
+    async def at_once() -> str:
+        return "session"
+
+    head = defer.ensureDeferred(limiter.run("127.0.0.1", b"alice", slow))
+    line = [defer.ensureDeferred(limiter.run("127.0.0.1", b"bob", at_once)) for _ in range(600)]
+    first.callback("session")
+    while clock.getDelayedCalls():
+        clock.advance(0)
+    assert head.result == "session"
+    assert [d.result for d in line] == ["session"] * 600
+    assert limiter.tracked[2] == 0  # the line was freed and forgotten
+    later = defer.ensureDeferred(limiter.run("127.0.0.1", b"carol", at_once))
+    while clock.getDelayedCalls():
+        clock.advance(0)
+    assert later.result == "session"

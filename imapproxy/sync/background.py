@@ -18,6 +18,9 @@ waits behind at most one step. Metadata batches are sized to take about STEP_SEC
 on the link at hand (a slow link gets small batches). After a complete pass,
 the prefetch policy's bodies are fetched (sync/prefetch.py) the same way, in turns of
 about STEP_SECONDS, giving way to new mail as soon as a client's sync finds some.
+
+A complete pass has compared every new message's header with the bodies held after an
+upstream expunge (store/held.py, sync/twins.py): those held before it began are freed.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
 
-from imapproxy.store import Tx, messages
+from imapproxy.store import Tx, held, messages, reclaim
 from imapproxy.store.cache import Kind
 from imapproxy.store.mailboxes import Mailbox
 from imapproxy.store.messages import Message, prefix
@@ -163,6 +166,7 @@ class BackgroundSync:
 
     async def _full_pass(self) -> None:
         started = self.reactor.seconds()
+        began = held.now_ms()
         if not await self.runtime.refresh_mailboxes(force=True, required=True):
             return
         boxes = sorted((m for m in self.runtime.mailboxes() if m.selectable), key=folder_order)
@@ -177,6 +181,8 @@ class BackgroundSync:
                 fetched += await self._metadata(current)
         if self._closed:
             return
+        account = self.runtime.account.id
+        self.runtime.store.write(lambda tx: reclaim.release_held(tx, account, began))
         self.runtime.status.synced()
         log.info(
             "background sync complete: %d folders, %d bytes of metadata in %.1f s",

@@ -4,6 +4,9 @@ Messages (on SELECT, NOOP, IDLE news): new upstream UIDs get local UIDs in upstr
 order with their FLAGS, INTERNALDATE and RFC822.SIZE; with CONDSTORE only flags that
 changed since the last HIGHESTMODSEQ are fetched, and expunges are found with one
 UID SEARCH instead of a full flag listing. Each sync is one LMDB transaction.
+
+A message the upstream expunged (or that an UIDVALIDITY change could not re-match)
+may only have moved: its cached body is held a while for a twin (sync/twins.py).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from imapproxy.protocol import FetchAttribute, SequenceSet, Value
 from imapproxy.store import Store, Tx, cache, mailboxes, messages
 from imapproxy.store.mailboxes import Mailbox
 from imapproxy.store.messages import Message
+from imapproxy.sync.twins import hold_orphan
 from imapproxy.types import UID, UpstreamUID
 from imapproxy.upstream.client import SelectInfo, UpstreamClient, as_int, text
 
@@ -194,6 +198,7 @@ def _apply(
         gone_message = messages.get(tx, account, mailbox.id, upmap[up_uid])
         if gone_message is not None:
             messages.remove(tx, account, mailbox.id, gone_message)
+            hold_orphan(tx, account, gone_message.blob)
             mailbox, modseq = mailboxes.next_modseq(tx, mailbox)
             mailboxes.log_change(tx, mailbox, modseq, {"uid": gone_message.uid, "what": "expunge"})
             expunged.append(gone_message.uid)
@@ -321,6 +326,7 @@ def _rematch(tx: Tx, mailbox: Mailbox, fetched: _Fetched) -> tuple[Mailbox, list
     for message in old:
         if message.uid not in kept:
             messages.remove(tx, account, mailbox.id, message.with_(upstream_uid=None))
+            hold_orphan(tx, account, message.blob)
             mailbox, modseq = mailboxes.next_modseq(tx, mailbox)
             mailboxes.log_change(tx, mailbox, modseq, {"uid": message.uid, "what": "expunge"})
             expunged.append(message.uid)

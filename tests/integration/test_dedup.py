@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from imapclient import IMAPClient
@@ -23,7 +23,7 @@ from tests.support.proxy import ProxyProcess
 
 #: Old enough that the default prefetch (last 90 days) never fetches these bodies on
 #: its own: every body download in these tests is one a client asked for.
-OLD = datetime(2020, 3, 1, 12, 0, tzinfo=timezone.utc)
+OLD = datetime(2020, 3, 1, 12, 0, tzinfo=UTC)
 BODY_SIZE = 200_000
 
 
@@ -112,7 +112,43 @@ def test_message_moved_by_another_client_is_not_downloaded_again(
         client.noop()  # the proxy hears of the expunge in INBOX (and drops that copy)
         assert _read_all(client, "INBOX") == {}
         assert list(_read_all(client, "Archive").values()) == [raw]
-    print(f"move by another client, then read: {relay.bytes_down} bytes from upstream")
+        moved = relay.bytes_down
+        print(f"move by another client, then read: {moved} bytes from upstream")
+        assert moved < BODY_SIZE / 10, moved
+
+        # A copy by another client: the message stays where it was read, and its copy
+        # takes the same body.
+        direct = _direct(dovecot, user)
+        try:
+            direct.select_folder("Archive")
+            direct.copy(direct.search(["ALL"]), "Trash")
+        finally:
+            direct.logout()
+        assert list(_read_all(client, "Trash").values()) == [raw]
+        assert list(_read_all(client, "Archive").values()) == [raw]
+    assert relay.bytes_down - moved < BODY_SIZE / 10, relay.bytes_down - moved
+
+
+def test_a_message_delivered_to_two_folders_is_downloaded_once(
+    make_proxy, dovecot: Dovecot, user: Account
+) -> None:
+    """Both copies' headers are known (the background sync fetched every folder's
+    metadata) before either body is read: reading the second costs no download."""
+    raw = _message("filed twice", f"{uuid.uuid4().hex}@example.org", b"t")
+    _append(dovecot, user, raw)
+    direct = _direct(dovecot, user)
+    try:
+        direct.append("Archive", raw, msg_time=OLD)
+    finally:
+        direct.logout()
+    proxy: ProxyProcess = make_proxy()
+    relay = proxy.relay
+    with imap(proxy.host, proxy.port, user) as client:
+        client.select_folder("INBOX")
+        proxy.wait_for_log("background sync complete")
+        assert list(_read_all(client, "INBOX").values()) == [raw]
+        relay.reset_counters()
+        assert list(_read_all(client, "Archive").values()) == [raw]
     assert relay.bytes_down < BODY_SIZE / 10, relay.bytes_down
 
 

@@ -16,7 +16,9 @@ held       account(4) blob(8)                     u64: when it was held (ms sinc
 
 A held blob is freed (reclaim.free_unreferenced skips it until then):
 - once a complete background pass that began after it was held has ended (every folder
-  was looked at and every new message's header compared: a twin would have been found);
+  was looked at and every new message's header compared: a twin would have been found).
+  Such a pass is asked for as soon as something is held (sync/background.py), so the
+  wait is usually a few seconds: one STATUS per folder, and the metadata of what is new;
 - once it has been held HOLD_SECONDS (when no pass runs: background sync switched off);
 - at once when a twin has taken its body (nothing is left to wait for);
 - by eviction, like any body, when the account's cache limit asks for room (a held blob
@@ -54,6 +56,10 @@ def is_held(tx: Tx, account: AccountId, blob: BlobId) -> bool:
 
 def forget(tx: Tx, account: AccountId, blob: BlobId) -> None:
     tx.delete(b"held", _key(account, blob))
+
+
+def any_held(tx: Tx, account: AccountId) -> bool:
+    return next(tx.keys(b"held", u32(account)), None) is not None
 
 
 def held_before(tx: Tx, account: AccountId, stamp: int) -> list[BlobId]:

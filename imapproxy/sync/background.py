@@ -21,6 +21,8 @@ about STEP_SECONDS, giving way to new mail as soon as a client's sync finds some
 
 A complete pass has compared every new message's header with the bodies held after an
 upstream expunge (store/held.py, sync/twins.py): those held before it began are freed.
+Something held asks for a pass at once (``request_release``, or another pass right
+after this one), so a held body waits seconds, not an interval.
 """
 
 from __future__ import annotations
@@ -101,6 +103,13 @@ class BackgroundSync:
         if self.enabled:
             self._pending.add(mailbox)
             self._kick()
+
+    def request_release(self) -> None:
+        """The upstream expunged messages: if their bodies are held for a twin (store/held.py),
+        a full pass soon looks in every folder and then lets go of them."""
+        account = self.runtime.account.id
+        if self.enabled and self.runtime.store.read(lambda tx: held.any_held(tx, account)):
+            self.request_full()
 
     def close(self) -> None:
         self._closed = True
@@ -183,6 +192,8 @@ class BackgroundSync:
             return
         account = self.runtime.account.id
         self.runtime.store.write(lambda tx: reclaim.release_held(tx, account, began))
+        if self.runtime.store.read(lambda tx: held.any_held(tx, account)):
+            self._full = True  # held during this pass: the next one looks, then frees them
         self.runtime.status.synced()
         log.info(
             "background sync complete: %d folders, %d bytes of metadata in %.1f s",

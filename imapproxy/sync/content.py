@@ -252,10 +252,13 @@ def _keep(
             stamp = _prefetch_stamp(message) if prefetched and need.is_body else None
             cache.put(tx, mailbox.account, message.blob, need.kind, data, need.section, stamp=stamp)
             kept += len(data)
-        if HEADER_NEED in needs and _still_there(tx, mailbox, message):
-            header = cache.get(tx, mailbox.account, message.blob, Kind.HEADER)
-            if header is not None:  # the same message in another folder: its body
-                take_cached(tx, mailbox.account, [(message, header)])
+        header = item.get(HEADER_NEED.response_name()) if HEADER_NEED in needs else None
+        if (
+            isinstance(header, bytes)
+            and twins.any_of_size(tx, mailbox.account, message.size)
+            and _still_there(tx, mailbox, message)
+        ):  # perhaps the same message as one in another folder: its body, then
+            take_cached(tx, mailbox.account, [(message, header)])
         # Expunged while the FETCH was on its way: what just came is freed (store/reclaim.py).
         tx.maybe_unused.add((mailbox.account, message.blob))
     return kept

@@ -16,7 +16,7 @@ from imapproxy.store import held as held_blobs
 from imapproxy.store.cache import Kind
 from imapproxy.store.messages import Message
 from imapproxy.store.reclaim import release_held
-from imapproxy.sync.content import Need, fetch_missing
+from imapproxy.sync.content import Need, fetch_batch, fetch_missing
 from imapproxy.sync.twins import hold_orphan, take_twin_body
 from imapproxy.types import UID, AccountId, BlobId, UpstreamUID
 
@@ -279,3 +279,16 @@ def test_same_size_other_header_is_fetched_after_its_header(
     asyncio.run(fetch_missing(link, store, archive, [other], {Need(Kind.FULL)}))  # type: ignore[arg-type]
     assert link.asked == [("BODY[HEADER]",), ("BODY[]",)]
     assert _full(store, account, 20) == body
+
+
+def test_a_header_fetched_with_the_metadata_takes_the_twin_body(
+    store: Store, account: AccountId
+) -> None:
+    """The background sync's metadata fetch (sync/background.py) brings the header
+    block: the body is taken then, before any client asks for it."""
+    inbox, archive = _box(store, account, "INBOX"), _box(store, account, "Archive")
+    _message(store, account, inbox, 1, 10, full=FULL)
+    moved = _message(store, account, archive, 7, 20)
+    link = ScriptedLink({7: {"BODY[HEADER]": HEADER}})
+    asyncio.run(fetch_batch(link, store, archive, [moved], frozenset({Need(Kind.HEADER)})))  # type: ignore[arg-type]
+    assert _full(store, account, 20) == FULL

@@ -19,7 +19,8 @@ A held blob is freed (reclaim.free_unreferenced skips it until then):
   was looked at and every new message's header compared: a twin would have been found).
   Such a pass is asked for as soon as something is held (sync/background.py), so the
   wait is usually a few seconds: one STATUS per folder, and the metadata of what is new;
-- once it has been held HOLD_SECONDS (when no pass runs: background sync switched off);
+- once it has been held HOLD_SECONDS, at the next sync of any mailbox (when no pass
+  runs: background sync switched off);
 - at once when a twin has taken its body (nothing is left to wait for);
 - by eviction, like any body, when the account's cache limit asks for room (a held blob
   has no message, so it is never pinned by one).

@@ -20,7 +20,7 @@ from imapproxy.protocol import FetchAttribute, SequenceSet, Value
 from imapproxy.store import Store, Tx, cache, mailboxes, messages
 from imapproxy.store.mailboxes import Mailbox
 from imapproxy.store.messages import Message
-from imapproxy.sync.twins import hold_orphan
+from imapproxy.sync.twins import hold_orphan, release_expired
 from imapproxy.types import UID, UpstreamUID
 from imapproxy.upstream.client import SelectInfo, UpstreamClient, as_int, text
 
@@ -175,6 +175,7 @@ def _apply(
         # apply, and nothing wrong with the upstream's answer.
         return synced, MailboxChange(synced.id)
     account = mailbox.account
+    release_expired(tx, account)
     expunged: list[UID] = []
     changed: list[UID] = []
     if reset:

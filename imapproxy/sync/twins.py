@@ -85,6 +85,10 @@ def hold_orphan(tx: Tx, account: AccountId, blob: BlobId) -> None:
     keep it a while for a twin (store/held.py); let go of what was held too long."""
     if messages.blob_users(tx, account, blob) or not twins.indexed(tx, account, blob):
         return
-    now = held_blobs.now_ms()
-    reclaim.release_held(tx, account, now - held_blobs.HOLD_SECONDS * 1000)
-    held_blobs.hold(tx, account, blob, now)
+    held_blobs.hold(tx, account, blob)
+
+
+def release_expired(tx: Tx, account: AccountId) -> int:
+    """Free what was held longer than HOLD_SECONDS (with no background pass to end the
+    wait sooner, every sync of a mailbox ends it on time); returns blobs freed."""
+    return reclaim.release_held(tx, account, held_blobs.now_ms() - held_blobs.HOLD_SECONDS * 1000)

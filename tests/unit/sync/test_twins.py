@@ -17,7 +17,7 @@ from imapproxy.store.cache import Kind
 from imapproxy.store.messages import Message
 from imapproxy.store.reclaim import release_held
 from imapproxy.sync.content import Need, fetch_batch, fetch_missing
-from imapproxy.sync.twins import hold_orphan, take_twin_body
+from imapproxy.sync.twins import hold_orphan, release_expired, take_twin_body
 from imapproxy.types import UID, AccountId, BlobId, UpstreamUID
 
 HEADER = b"Subject: hello\r\nMessage-ID: <1@x>\r\n\r\n"
@@ -185,15 +185,16 @@ def test_holding_never_frees_what_another_message_names(store: Store, account: A
     assert _full(store, account, 10) == FULL
 
 
-def test_a_long_hold_ends_at_the_next_hold(store: Store, account: AccountId) -> None:
+def test_a_long_hold_ends_at_the_next_sync(store: Store, account: AccountId) -> None:
     """With no background pass to end it, a hold lasts HOLD_SECONDS at most."""
     inbox = _box(store, account, "INBOX")
     _message(store, account, inbox, 1, 10, full=FULL)
     _message(store, account, inbox, 2, 11, full=FULL + b"more")
     _expunge_upstream(store, account, inbox, 1)
+    _expunge_upstream(store, account, inbox, 2)
     old = held_blobs.now_ms() - held_blobs.HOLD_SECONDS * 1000 - 1
     store.write(lambda tx: held_blobs.hold(tx, account, BlobId(10), old))
-    _expunge_upstream(store, account, inbox, 2)
+    assert store.write(lambda tx: release_expired(tx, account)) == 1
     assert _full(store, account, 10) is None
     assert _full(store, account, 11) is not None
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 from enum import Enum
 
-from imapproxy.message import split_header
 from imapproxy.store import held, twins, usage
 from imapproxy.store._tx import Tx, u32, u64
 from imapproxy.types import AccountId, BlobId
@@ -71,8 +70,11 @@ def put(
         usage.added(tx, account, blob, len(data), stamp)
     tx.put(b"cache", key, data)
     if kind is Kind.FULL:
-        raw = data if isinstance(data, bytes) else bytes(data)
-        twins.note(tx, account, blob, len(raw), split_header(raw)[0])
+        header = twins.header_of(data)
+        if header is None:
+            twins.forget(tx, account, blob)
+        else:
+            twins.note(tx, account, blob, len(data), header)
 
 
 def new_blob(tx: Tx, account: AccountId) -> BlobId:

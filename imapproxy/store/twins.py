@@ -30,8 +30,24 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 
+from imapproxy.message import split_header
 from imapproxy.store._tx import Tx, read_u64, u32, u64
 from imapproxy.types import AccountId, BlobId
+
+#: A full message's header block is looked for in its first this many bytes: a copy of at
+#: most this much, never of the body (a 30 MB APPEND must not cost another 30 MB). A
+#: longer header block goes unindexed: a missed twin, nothing worse.
+HEADER_SCAN = 256 * 1024
+
+
+def header_of(full: bytes | bytearray) -> bytes | None:
+    """The header block of a full message, byte-exact as split_header cuts it; None when
+    it does not end within HEADER_SCAN bytes."""
+    head = bytes(full[:HEADER_SCAN])
+    header = split_header(head)[0]
+    if len(header) == len(head) and len(full) > len(head):
+        return None  # no end of the header in sight (or a blank line cut in two)
+    return header
 
 
 def header_hash(header: bytes) -> bytes:

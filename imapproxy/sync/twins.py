@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from imapproxy.message import split_header
 from imapproxy.store import Tx, cache, messages, reclaim, twins, usage
 from imapproxy.store import held as held_blobs
 from imapproxy.store.cache import Kind
@@ -41,7 +40,7 @@ def find_twin(tx: Tx, account: AccountId, message: Message, header: bytes) -> Bl
         if blob == message.blob:
             continue
         full = cache.get(tx, account, blob, Kind.FULL)
-        if full is None or len(full) != message.size or split_header(full)[0] != header:
+        if full is None or len(full) != message.size or twins.header_of(full) != header:
             continue  # a hint that outlived its body, or another header of the same hash
         return blob
     return None

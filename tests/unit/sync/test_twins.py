@@ -293,3 +293,14 @@ def test_a_header_fetched_with_the_metadata_takes_the_twin_body(
     link = ScriptedLink({7: {"BODY[HEADER]": HEADER}})
     asyncio.run(fetch_batch(link, store, archive, [moved], frozenset({Need(Kind.HEADER)})))  # type: ignore[arg-type]
     assert _full(store, account, 20) == FULL
+
+
+def test_a_header_too_long_to_look_for_is_not_indexed(store: Store, account: AccountId) -> None:
+    """The header block is looked for in a bounded prefix (no copy of a large body); a
+    message whose header does not end there is simply not a twin."""
+    inbox = _box(store, account, "INBOX")
+    long_header = b"X-Long: " + b"a" * twins.HEADER_SCAN + b"\r\n\r\n"
+    _message(store, account, inbox, 1, 10, full=long_header + b"body\r\n")
+    assert store.read(lambda tx: not twins.indexed(tx, account, BlobId(10)))
+    big = HEADER + b"x" * (2 * twins.HEADER_SCAN)
+    assert twins.header_of(big) == HEADER

@@ -332,6 +332,8 @@ class AccountRuntime:
         self.notifier.publish(self.account.id, change)
         if change.added and not background:
             self.background.request_metadata(synced.id)
+        if change.expunged and not background:
+            self.background.request_release()  # a body held for a moved twin (sync/twins.py)
         return synced
 
     def stats(self, mailbox: Mailbox) -> MailboxStats:

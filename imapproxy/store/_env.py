@@ -31,6 +31,9 @@ DATABASES = (
     b"blob_refs",
     b"usage",
     b"lru",
+    b"twins",
+    b"twin_of",
+    b"held",
 )
 
 INITIAL_MAP_SIZE = 256 * 2**20

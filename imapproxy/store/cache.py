@@ -5,7 +5,9 @@ Key: account(4) blob(8) kind(1) [section hash(8)]. Kinds: ENVELOPE and
 BODYSTRUCTURE as the upstream serialized them (served verbatim), the header block,
 the full message, and any other body section the upstream was asked for, by the
 hash of its section text. Bodies (the full message and sections) are counted in
-usage.py as they come and go, so the account's limit can be checked without a scan.
+usage.py as they come and go, so the account's limit can be checked without a scan,
+and full messages are indexed by size and header (twins.py) so that the same message
+met again under another blob can take this one's body instead of a download.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import hashlib
 from enum import Enum
 
-from imapproxy.store import usage
+from imapproxy.store import held, twins, usage
 from imapproxy.store._tx import Tx, u32, u64
 from imapproxy.types import AccountId, BlobId
 
@@ -67,6 +69,12 @@ def put(
             usage.shrunk(tx, account, blob, len(old))
         usage.added(tx, account, blob, len(data), stamp)
     tx.put(b"cache", key, data)
+    if kind is Kind.FULL:
+        header = twins.header_of(data)
+        if header is None:
+            twins.forget(tx, account, blob)
+        else:
+            twins.note(tx, account, blob, len(data), header)
 
 
 def new_blob(tx: Tx, account: AccountId) -> BlobId:
@@ -79,6 +87,8 @@ def delete(tx: Tx, account: AccountId, blob: BlobId, kind: Kind, section: str = 
         old = tx.get(b"cache", key)
         if old is not None:
             usage.shrunk(tx, account, blob, len(old))
+    if kind is Kind.FULL:
+        twins.forget(tx, account, blob)
     tx.delete(b"cache", key)
 
 
@@ -89,6 +99,7 @@ def drop_bodies(tx: Tx, account: AccountId, blob: BlobId) -> int:
     keys = [key for key in tx.keys(b"cache", head) if key[12:13] in _BODY_BYTES]
     for key in keys:
         tx.delete(b"cache", key)
+    twins.forget(tx, account, blob)
     return usage.forget(tx, account, blob)
 
 
@@ -96,4 +107,6 @@ def drop_all(tx: Tx, account: AccountId, blob: BlobId) -> bool:
     """Remove everything cached of blob (no message uses it any more); True if there was
     anything."""
     usage.forget(tx, account, blob)
+    twins.forget(tx, account, blob)
+    held.forget(tx, account, blob)
     return tx.delete_prefix(b"cache", u32(account) + u64(blob)) > 0

@@ -16,6 +16,10 @@ was put where the user sees it (a refused APPEND's message is in the local
 Freeing happens in the transaction that let go of the blob: message removals and
 outbox entries leaving the queue note their blobs on the transaction
 (``Tx.maybe_unused``), and the store calls ``free_pending`` before it commits.
+
+A blob the upstream's own expunge left without a message may be held a while instead
+(held.py: the message may only have moved to a folder not looked at yet); it is freed
+by ``release_held`` once that wait is over.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from imapproxy.store import cache, mailboxes, messages
+from imapproxy.store import cache, held, mailboxes, messages
 from imapproxy.store._tx import Tx, decode, u32
 from imapproxy.store.mailboxes import Mailbox
 from imapproxy.types import AccountId, BlobId
@@ -42,9 +46,13 @@ def drop_mailbox(tx: Tx, mailbox: Mailbox) -> int:
 
 
 def free_unreferenced(tx: Tx, account: AccountId, blobs: Iterable[BlobId]) -> int:
-    """Free those of blobs that no message and no pinning outbox entry names; returns
-    how many had content."""
-    candidates = {b for b in blobs if not messages.blob_users(tx, account, b)}
+    """Free those of blobs that no message and no pinning outbox entry names, and that
+    are not held (held.py); returns how many had content."""
+    candidates = {
+        b
+        for b in blobs
+        if not messages.blob_users(tx, account, b) and not held.is_held(tx, account, b)
+    }
     if not candidates:
         return 0
     pinned = pinned_blobs(tx, account)
@@ -55,6 +63,15 @@ def free_unreferenced(tx: Tx, account: AccountId, blobs: Iterable[BlobId]) -> in
         if cache.drop_all(tx, account, blob):
             freed += 1
     return freed
+
+
+def release_held(tx: Tx, account: AccountId, before: int) -> int:
+    """Stop holding the blobs of account held before ``before`` (ms) and free those no
+    one took meanwhile; returns how many were freed."""
+    blobs = held.held_before(tx, account, before)
+    for blob in blobs:
+        held.forget(tx, account, blob)
+    return free_unreferenced(tx, account, blobs)
 
 
 def free_pending(tx: Tx) -> int:

@@ -56,10 +56,18 @@ meta           ``cache_bytes:`` / ``cache_limit:``        body bytes cached / th
                account(4)                                 (usage.py)
 meta           ``subscribed_only:`` account(4)            [names]: subscriptions with no
                                                           mailbox (subscriptions.py)
+twins          account(4) size(8) hdr hash(8) blob(8)     empty: cached full bodies by length
+                                                          and header hash (twins.py)
+twin_of        account(4) blob(8)                         size(8) hash(8): the key above
+held           account(4) blob(8)                         u64 ms: a body kept a while after
+                                                          the upstream expunged its message
+                                                          (held.py)
 =============  =========================================  ===================================
 
 Version 2 added blob_refs, usage and lru; a version 1 store is brought up to date when
-it is opened (``migrate_1_to_2``, one transaction: all or nothing).
+it is opened (``migrate_1_to_2``, one transaction: all or nothing). twins, twin_of and
+held came later without a version change: they are hints an older store simply lacks
+(a missed twin, never a wrong one: twins.py), and an older imapproxy ignores them.
 """
 
 from __future__ import annotations

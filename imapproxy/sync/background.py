@@ -18,6 +18,11 @@ waits behind at most one step. Metadata batches are sized to take about STEP_SEC
 on the link at hand (a slow link gets small batches). After a complete pass,
 the prefetch policy's bodies are fetched (sync/prefetch.py) the same way, in turns of
 about STEP_SECONDS, giving way to new mail as soon as a client's sync finds some.
+
+A complete pass has compared every new message's header with the bodies held after an
+upstream expunge (store/held.py, sync/twins.py): those held before it began are freed.
+Something held asks for a pass at once (``request_release``, or another pass right
+after this one), so a held body waits seconds, not an interval.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
 
-from imapproxy.store import Tx, messages
+from imapproxy.store import Tx, held, messages, reclaim
 from imapproxy.store.cache import Kind
 from imapproxy.store.mailboxes import Mailbox
 from imapproxy.store.messages import Message, prefix
@@ -100,6 +105,13 @@ class BackgroundSync:
             self._pending.add(mailbox)
             self._kick()
 
+    def request_release(self) -> None:
+        """The upstream expunged messages: if their bodies are held for a twin (store/held.py),
+        a full pass soon looks in every folder and then lets go of them."""
+        account = self.runtime.account.id
+        if self.enabled and self.runtime.store.read(lambda tx: held.any_held(tx, account)):
+            self.request_full()
+
     def close(self) -> None:
         self._closed = True
         if self._call is not None and self._call.active():
@@ -164,6 +176,7 @@ class BackgroundSync:
 
     async def _full_pass(self) -> None:
         started = self.reactor.seconds()
+        began = held.now_ms()
         if not await self.runtime.refresh_mailboxes(force=True, required=True, background=True):
             return
         boxes = sorted((m for m in self.runtime.mailboxes() if m.selectable), key=folder_order)
@@ -178,6 +191,10 @@ class BackgroundSync:
                 fetched += await self._metadata(current)
         if self._closed:
             return
+        account = self.runtime.account.id
+        self.runtime.store.write(lambda tx: reclaim.release_held(tx, account, began))
+        if self.runtime.store.read(lambda tx: held.any_held(tx, account)):
+            self._full = True  # held during this pass: the next one looks, then frees them
         self.runtime.status.synced()
         log.info(
             "background sync complete: %d folders, %d bytes of metadata in %.1f s",

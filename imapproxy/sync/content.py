@@ -7,6 +7,12 @@ message, a MIME part from the full message) is not fetched at all. A message the
 replica holds before the upstream does (APPENDed offline) gets its ENVELOPE,
 BODYSTRUCTURE and BODY built here from its bytes, as the upstream would answer them
 (imapproxy.message.fetch_structure), so it FETCHes like any other.
+
+A message whose full body is cached under another blob (the same message in another
+folder: same RFC822.SIZE, byte-identical header block) takes that body instead of a
+download (sync/twins.py): as soon as its header block arrives with its metadata, and
+again before a body is fetched for a client (asking the upstream for the header block
+first, one small round trip, only when a cached body of exactly that size exists).
 """
 
 from __future__ import annotations
@@ -28,10 +34,11 @@ from imapproxy.protocol import (
     parse_fetch_attribute,
     serialize_value,
 )
-from imapproxy.store import Store, Tx, cache, usage
+from imapproxy.store import Store, Tx, cache, messages, twins, usage
 from imapproxy.store.cache import Kind
 from imapproxy.store.mailboxes import Mailbox
 from imapproxy.store.messages import Message
+from imapproxy.sync.twins import take_cached
 from imapproxy.upstream.client import UpstreamClient, as_int
 from imapproxy.upstream.link import UpstreamLink
 
@@ -73,6 +80,9 @@ class Need:
         return self.kind in (Kind.FULL, Kind.SECTION)
 
 
+HEADER_NEED = Need(Kind.HEADER)
+
+
 def _derivable(tx: Tx, message: Message, account: int, need: Need) -> bool:
     if need.kind in (Kind.HEADER, Kind.SECTION):
         return cache.has(tx, account, message.blob, Kind.FULL)  # type: ignore[arg-type]
@@ -110,8 +120,11 @@ async def fetch_missing(
     A body larger than the link accepts (its ``max_message``) is not asked for: it stays
     missing, and the caller answers that message as unavailable instead of the upstream
     connection failing on it."""
-    groups = missing(store, mailbox, wanted, needs)
+    wanted = list(wanted)
     fetched = 0
+    if any(n.is_body for n in needs):
+        fetched += await _take_twins(link, store, mailbox, wanted)
+    groups = missing(store, mailbox, wanted, needs)
     for group_needs, group in groups.items():
         if any(n.is_body for n in group_needs):
             fits = [m for m in group if m.size <= link.max_message]
@@ -127,6 +140,40 @@ async def fetch_missing(
             batches = [group[i : i + METADATA_BATCH] for i in range(0, len(group), METADATA_BATCH)]
         for batch in batches:
             fetched += await fetch_batch(link, store, mailbox, batch, group_needs)
+    return fetched
+
+
+async def _take_twins(
+    link: UpstreamLink, store: Store, mailbox: Mailbox, wanted: list[Message]
+) -> int:
+    """Before bodies are fetched: messages whose twin's body is cached take it (their
+    header block asked for first where it is not cached yet); returns bytes fetched."""
+    account = mailbox.account
+
+    def look(tx: Tx) -> tuple[list[tuple[Message, bytes]], list[Message]]:
+        known: list[tuple[Message, bytes]] = []
+        ask: list[Message] = []
+        for message in wanted:
+            if (
+                message.upstream_uid is None
+                or cache.has(tx, account, message.blob, Kind.FULL)
+                or not twins.any_of_size(tx, account, message.size)
+            ):
+                continue
+            header = cache.get(tx, account, message.blob, Kind.HEADER)
+            if header is None:
+                ask.append(message)
+            else:
+                known.append((message, header))
+        return known, ask
+
+    known, ask = store.read(look)
+    if known:
+        store.write(lambda tx: take_cached(tx, account, known))
+    fetched = 0
+    for start in range(0, len(ask), METADATA_BATCH):
+        batch = ask[start : start + METADATA_BATCH]
+        fetched += await fetch_batch(link, store, mailbox, batch, frozenset({HEADER_NEED}))
     return fetched
 
 
@@ -208,9 +255,21 @@ def _keep(
             stamp = _prefetch_stamp(message) if prefetched and need.is_body else None
             cache.put(tx, mailbox.account, message.blob, need.kind, data, need.section, stamp=stamp)
             kept += len(data)
+        header = item.get(HEADER_NEED.response_name()) if HEADER_NEED in needs else None
+        if (
+            isinstance(header, bytes)
+            and twins.any_of_size(tx, mailbox.account, message.size)
+            and _still_there(tx, mailbox, message)
+        ):  # perhaps the same message as one in another folder: its body, then
+            take_cached(tx, mailbox.account, [(message, header)])
         # Expunged while the FETCH was on its way: what just came is freed (store/reclaim.py).
         tx.maybe_unused.add((mailbox.account, message.blob))
     return kept
+
+
+def _still_there(tx: Tx, mailbox: Mailbox, message: Message) -> bool:
+    current = messages.get(tx, mailbox.account, mailbox.id, message.uid)
+    return current is not None and current.blob == message.blob
 
 
 def keep_local_structure(tx: Tx, account: int, blob: int, raw: bytes | bytearray) -> bool:

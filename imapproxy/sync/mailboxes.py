@@ -4,6 +4,9 @@ Messages (on SELECT, NOOP, IDLE news): new upstream UIDs get local UIDs in upstr
 order with their FLAGS, INTERNALDATE and RFC822.SIZE; with CONDSTORE only flags that
 changed since the last HIGHESTMODSEQ are fetched, and expunges are found with one
 UID SEARCH instead of a full flag listing. Each sync is one LMDB transaction.
+
+A message the upstream expunged (or that an UIDVALIDITY change could not re-match)
+may only have moved: its cached body is held a while for a twin (sync/twins.py).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from imapproxy.store import Store, Tx, cache, mailboxes, messages
 from imapproxy.store.mailboxes import Mailbox
 from imapproxy.store.messages import Message
 from imapproxy.sync.progress import Progress
+from imapproxy.sync.twins import hold_orphan, release_expired
 from imapproxy.types import UID, UpstreamUID
 from imapproxy.upstream.client import SelectInfo, UpstreamClient, as_int, text
 
@@ -181,6 +185,7 @@ def _apply(
         # apply, and nothing wrong with the upstream's answer.
         return synced, MailboxChange(synced.id)
     account = mailbox.account
+    release_expired(tx, account)
     expunged: list[UID] = []
     changed: list[UID] = []
     if reset:
@@ -204,6 +209,7 @@ def _apply(
         gone_message = messages.get(tx, account, mailbox.id, upmap[up_uid])
         if gone_message is not None:
             messages.remove(tx, account, mailbox.id, gone_message)
+            hold_orphan(tx, account, gone_message.blob)
             mailbox, modseq = mailboxes.next_modseq(tx, mailbox)
             mailboxes.log_change(tx, mailbox, modseq, {"uid": gone_message.uid, "what": "expunge"})
             expunged.append(gone_message.uid)
@@ -331,6 +337,7 @@ def _rematch(tx: Tx, mailbox: Mailbox, fetched: _Fetched) -> tuple[Mailbox, list
     for message in old:
         if message.uid not in kept:
             messages.remove(tx, account, mailbox.id, message.with_(upstream_uid=None))
+            hold_orphan(tx, account, message.blob)
             mailbox, modseq = mailboxes.next_modseq(tx, mailbox)
             mailboxes.log_change(tx, mailbox, modseq, {"uid": message.uid, "what": "expunge"})
             expunged.append(message.uid)

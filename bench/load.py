@@ -269,7 +269,7 @@ def render(document: dict[str, Any]) -> str:
         "",
         f"throughput: {total} commands, {total / document['load_seconds']:.1f} commands/s; "
         f"{document['rounds']} workload rounds, {document['reconnects']} reconnects",
-        f"reads refused NO [UNAVAILABLE] because another session had just moved or expunged "
+        f"reads refused NO [EXPUNGEISSUED] (or [UNAVAILABLE]) because another session had just moved or expunged "
         f"a message asked for (not counted as errors): {document['raced']}"
         + (f", e.g. {document['raced_samples'][0]}" if document["raced_samples"] else ""),
         f"proxy: CPU {proxy['cpu_s']:.1f} s ({proxy['cpu_share']:.0%} of one core), "

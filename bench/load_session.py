@@ -165,7 +165,11 @@ class Session:
         try:
             answer = call(*args, **kwargs)
         except IMAPClient.Error as exc:
-            if name in RACY and self.refused_read is None and b"UNAVAILABLE" in str(exc).encode():
+            if (
+                name in RACY
+                and self.refused_read is None
+                and (b"UNAVAILABLE" in str(exc).encode() or b"EXPUNGEISSUED" in str(exc).encode())
+            ):
                 # Judged at the next listing: an error unless a message asked for is gone.
                 uids = {int(u) for u in args[0]} if name != "FETCH ids" else set()
                 self.refused_read = (name, uids, repr(exc))

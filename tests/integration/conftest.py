@@ -42,6 +42,13 @@ def dovecot() -> Iterator[Dovecot]:
 
 
 @pytest.fixture(scope="session")
+def dovecot_without_notify() -> Iterator[Dovecot]:
+    """A Dovecot that does not announce NOTIFY (RFC 5465): the watcher polls STATUS."""
+    with Dovecot(without_capabilities=("NOTIFY",)) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
 def alice(dovecot: Dovecot) -> Account:
     """The shared, read-only ``alice`` account and what was seeded into it."""
     return _account(dovecot, "alice")

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from imapclient import IMAPClient
 
 from tests.integration.clients import imap
@@ -91,12 +90,6 @@ def test_cached_status_needs_no_round_trip_and_news_still_shows(
             return len(found) == 1
 
         assert flag_shows()  # SELECT asked the upstream
-
-
-@pytest.fixture(scope="module")
-def dovecot_without_notify() -> Iterator[Dovecot]:
-    with Dovecot(without_capabilities=("NOTIFY",)) as server:
-        yield server
 
 
 def test_without_notify_every_status_asks_the_upstream(

@@ -12,11 +12,9 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import pytest
 from imapclient import IMAPClient
 
 from tests.integration.clients import imap
@@ -88,12 +86,6 @@ def test_news_of_every_selected_folder_reaches_idling_clients_within_a_second(
     latencies = _push_latencies(dovecot, proxy, fresh_user)
     assert all(s < NOTIFY_BOUND for s in latencies.values()), latencies
     assert "upstream watcher: NOTIFY" in proxy.log_text()
-
-
-@pytest.fixture(scope="module")
-def dovecot_without_notify() -> Iterator[Dovecot]:
-    with Dovecot(without_capabilities=("NOTIFY",)) as server:
-        yield server
 
 
 def test_without_notify_the_watcher_polls_status_and_still_pushes(

@@ -336,6 +336,11 @@ class UpstreamProtocol(Protocol):
             self._watch_call.cancel()
         self._watch_call = None
 
+    @property
+    def last_progress(self) -> float:
+        """When a byte last moved or a command was last sent (clock seconds)."""
+        return self._progress_at
+
     def progress(self, size: int) -> None:
         """Bytes moved (received, or a slice of an upload taken by the transport)."""
         now = self.clock.seconds()

@@ -85,9 +85,15 @@ CONNECT_TIMEOUT_SECONDS = 20.0
 CONNECT_WAIT_SECONDS = 10.0
 #: ...and when the link just failed: the attempt goes on in the background.
 SUSPECT_WAIT_SECONDS = 2.0
-#: How long a client's operation waits for the link while another holds it (the
-#: account sets it from --write-wait: one bound on a client's wait for the upstream).
+#: How long a client's operation waits for the link while another holds it without
+#: a byte moving (the account sets it from --write-wait: one bound on a client's wait
+#: for a silent upstream).
 CLIENT_WAIT_SECONDS = 3.0
+#: While the operation ahead keeps moving bytes the link is busy, not dead: a client
+#: waits its turn up to this long (a gateway's account may serve many sessions).
+BUSY_MAX_SECONDS = 60.0
+#: How often a waiting client looks whether the operation ahead still progresses.
+BUSY_POLL_SECONDS = 0.25
 #: Upstream changes arriving close together are applied as one resync.
 CHANGE_COALESCE_SECONDS = 0.1
 #: IDLE starts only after the link was free this long: a client reading bodies one
@@ -210,13 +216,9 @@ class UpstreamLink:
         """
         acquired = self._lock.acquire()
         if not background and not acquired.called:
-            acquired.addTimeout(self.client_wait, self.reactor)
-        try:
+            await self._wait_turn(acquired)
+        else:
             await acquired
-        except defer.TimeoutError:
-            raise UpstreamBusy(
-                f"the upstream link is busy with another operation (waited {self.client_wait:g} s)"
-            ) from None
         try:
             await self._leave_idle()
             client = await self._connected()
@@ -237,6 +239,34 @@ class UpstreamLink:
         finally:
             self._lock.release()
             self._schedule_idle()
+
+    async def _wait_turn(self, acquired: defer.Deferred[Any]) -> None:
+        """A client's wait for the link: as long as the operation ahead is seen to
+        progress (the upstream answers, so the link is busy, not dead), up to
+        BUSY_MAX_SECONDS; after ``client_wait`` seconds without a byte moving, or past
+        that cap, UpstreamBusy (nothing was sent; the replica answers)."""
+        started = self.reactor.seconds()
+        while not acquired.called:
+            tick: defer.Deferred[None] = defer.Deferred()
+            call = self.reactor.callLater(BUSY_POLL_SECONDS, tick.callback, None)
+            acquired.addBoth(_waking(tick))
+            await tick
+            if call.active():
+                call.cancel()
+            if acquired.called:
+                break
+            now = self.reactor.seconds()
+            client = self._client
+            moved = client.protocol.last_progress if client is not None else started
+            silent = now - max(moved, started)
+            if silent >= self.client_wait or now - started >= BUSY_MAX_SECONDS:
+                acquired.cancel()
+                acquired.addErrback(lambda _: None)
+                raise UpstreamBusy(
+                    "the upstream link is busy with another operation "
+                    f"(waited {now - started:.0f} s, {silent:.0f} s without progress)"
+                )
+        await acquired
 
     async def use_within(
         self, operation: Callable[[UpstreamClient], Awaitable[T]], seconds: float
@@ -652,3 +682,14 @@ async def _nothing(client: UpstreamClient) -> None:
 
 async def _noop(client: UpstreamClient) -> None:
     await client.noop()
+
+
+def _waking(tick: defer.Deferred[None]) -> Callable[[object], object]:
+    """A pass-through callback that also fires tick (once)."""
+
+    def wake(result: object) -> object:
+        if not tick.called:
+            tick.callback(None)
+        return result
+
+    return wake

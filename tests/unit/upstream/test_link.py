@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -576,3 +576,25 @@ def test_an_answer_within_the_bound_is_the_upstreams() -> None:
     server.run(0.1)
     assert answer.called and answer.result is None
     server.run(20.0)  # the timer is gone: nothing fires later
+
+
+async def _busy_for_ten_seconds(client: UpstreamClient) -> None:
+    """An operation that keeps the upstream answering (a long sync, a big fetch)."""
+    for _ in range(50):
+        await client.noop()
+        await task.deferLater(client.protocol.clock, 0.2, lambda: None)
+
+
+def test_a_client_waits_its_turn_behind_an_operation_that_progresses() -> None:
+    """Busy is not dead: while the operation ahead keeps getting answers, a client's
+    operation waits for it (well past client_wait) instead of failing."""
+    server = FakeServer()
+    link = make_link(server)
+    assert start(link, server).called
+    holder = start(link, server, _busy_for_ten_seconds)
+    waiter = start(link, server)
+    server.run(link.client_wait + 2.0)
+    assert not waiter.called
+    server.run(10.0)
+    assert holder.called and holder.result is None
+    assert waiter.called and waiter.result is None

@@ -48,35 +48,31 @@ class StoreLock:
         self._fd: int | None = fd
 
     @classmethod
-    def _open(cls, path: Path) -> int:
+    def _take(cls, path: Path, mode: int, busy: str) -> StoreLock:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        return os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreBusy(f"{path} {busy}") from None
+        return cls(fd)
 
     @classmethod
     def shared(cls, path: Path) -> StoreLock:
         """For a Store: refuses (StoreBusy) while a compaction runs."""
-        fd = cls._open(path)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise StoreBusy(
-                f"{path} is being compacted (imapproxy compact); start again when it is done"
-            ) from None
-        return cls(fd)
+        return cls._take(
+            path,
+            fcntl.LOCK_SH,
+            "is being compacted (imapproxy compact); start again when it is done",
+        )
 
     @classmethod
     def exclusive(cls, path: Path) -> StoreLock:
         """For compaction: refuses (StoreBusy) while any Store has the replica open."""
-        fd = cls._open(path)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise StoreBusy(
-                f"{path} is in use (a running proxy, or imapproxy prefetch): stop it first"
-            ) from None
-        return cls(fd)
+        return cls._take(
+            path, fcntl.LOCK_EX, "is in use (a running proxy, or imapproxy prefetch): stop it first"
+        )
 
     def release(self) -> None:
         if self._fd is not None:

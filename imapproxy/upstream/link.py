@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.python.failure import Failure
 
 from imapproxy.protocol import (
@@ -246,27 +246,32 @@ class UpstreamLink:
         BUSY_MAX_SECONDS; after ``client_wait`` seconds without a byte moving, or past
         that cap, UpstreamBusy (nothing was sent; the replica answers)."""
         started = self.reactor.seconds()
-        while not acquired.called:
-            tick: defer.Deferred[None] = defer.Deferred()
-            call = self.reactor.callLater(BUSY_POLL_SECONDS, tick.callback, None)
-            acquired.addBoth(_waking(tick))
-            await tick
-            if call.active():
-                call.cancel()
-            if acquired.called:
-                break
+        refusal: list[UpstreamBusy] = []
+
+        def look() -> None:
             now = self.reactor.seconds()
             client = self._client
             moved = client.protocol.last_progress if client is not None else started
             silent = now - max(moved, started)
             if silent >= self.client_wait or now - started >= BUSY_MAX_SECONDS:
-                acquired.cancel()
-                acquired.addErrback(lambda _: None)
-                raise UpstreamBusy(
-                    "the upstream link is busy with another operation "
-                    f"(waited {now - started:.0f} s, {silent:.0f} s without progress)"
+                refusal.append(
+                    UpstreamBusy(
+                        "the upstream link is busy with another operation "
+                        f"(waited {now - started:.0f} s, {silent:.0f} s without progress)"
+                    )
                 )
-        await acquired
+                acquired.cancel()
+
+        watch = task.LoopingCall(look)
+        watch.clock = self.reactor
+        watch.start(BUSY_POLL_SECONDS, now=False)
+        try:
+            await acquired
+        except defer.CancelledError:
+            raise refusal[0] from None
+        finally:
+            if watch.running:
+                watch.stop()
 
     async def use_within(
         self, operation: Callable[[UpstreamClient], Awaitable[T]], seconds: float
@@ -682,14 +687,3 @@ async def _nothing(client: UpstreamClient) -> None:
 
 async def _noop(client: UpstreamClient) -> None:
     await client.noop()
-
-
-def _waking(tick: defer.Deferred[None]) -> Callable[[object], object]:
-    """A pass-through callback that also fires tick (once)."""
-
-    def wake(result: object) -> object:
-        if not tick.called:
-            tick.callback(None)
-        return result
-
-    return wake

@@ -121,9 +121,19 @@ class AccountRuntime:
         self._tracked: UpstreamClient | None = None
         #: Mailbox id -> reactor time its last successful sync began.
         self._synced_at: dict[int, float] = {}
+        #: When the last successful fetch of the folder list, and of the subscriptions
+        #: without a mailbox, began (None: not since the link last came up).
+        self._listed_at: float | None = None
+        self._subscriptions_at: float | None = None
         self.status = LinkStatus(reactor, store, account.id)
         #: News of every mailbox a client has selected, on a connection of its own.
-        self.watcher = MailboxWatcher(reactor, link, self.request_sync, on_covered=self._covered)
+        self.watcher = MailboxWatcher(
+            reactor,
+            link,
+            self.request_sync,
+            on_covered=self._covered,
+            on_list_change=self._list_changed,
+        )
         self.background = BackgroundSync(self, sync_interval(sync_every), prefetch_policy(prefetch))
         notifier.on_watch_change[account.id] = self._watch_changed
         self.attach(link)
@@ -156,6 +166,7 @@ class AccountRuntime:
         self.status.went_online()
         # News may have been missed while the link was down: every mailbox asks again.
         self._synced_at.clear()
+        self._listed_at = self._subscriptions_at = None
 
         async def catch_up() -> None:
             if self.outbox.pending():
@@ -205,10 +216,16 @@ class AccountRuntime:
         if not await self._replayed_first(self.outbox.folders_pending, background):
             return False
 
-        async def run(client: UpstreamClient) -> list[Any]:
+        began = self.reactor.seconds()
+
+        async def run(client: UpstreamClient) -> list[Any] | None:
             self._track(client)
             return await sync_mailbox_list(
-                client, self.store, self.account.id, self.outbox.mailboxes_pending()
+                client,
+                self.store,
+                self.account.id,
+                self.outbox.mailboxes_pending(),
+                queued_since=self.outbox.folders_pending_in,
             )
 
         try:
@@ -219,27 +236,63 @@ class AccountRuntime:
                 raise
             log.info("mailbox list from the replica (upstream unavailable: %s)", exc)
             return False
+        if removed is None:
+            log.info("mailbox list not applied: a folder change was queued meanwhile")
+            return False
         self._listed = True
+        self._listed_at = began
         self._watch_changed()
         for mailbox_id in removed:
             self.notifier.publish(self.account.id, MailboxChange(mailbox_id, deleted=True))
         return True
 
-    async def refresh_subscriptions(self) -> None:
+    async def refresh_subscriptions(self, background: bool = False) -> None:
         """Learn the subscriptions that have no mailbox (for LSUB and LIST (SUBSCRIBED)):
         LSUB upstream where the folder-list sync (one LIST-EXTENDED) does not tell them.
-        Offline, or while a subscription change waits in the queue, the replica's stand."""
-        if self.outbox.folders_pending():
+        Offline, or while a subscription change waits in the queue, the replica's stand,
+        and while NOTIFY would have told of a change since the last LSUB."""
+        if self.outbox.folders_pending() or self._told_since(self._subscriptions_at):
             return
+        began = self.reactor.seconds()
 
         async def run(client: UpstreamClient) -> None:
             if client.has("LIST-EXTENDED"):
                 await sync_subscriptions(client, self.store, self.account.id)
 
         try:
-            await self.link.use(run)
+            await self.link.use(run, background=background)
         except UpstreamUnavailable as exc:
             log.info("subscriptions from the replica (%s)", exc)
+            return
+        self._subscriptions_at = began
+
+    def list_fresh(self) -> bool:
+        """Whether the replica's folder list is as current as the upstream's own
+        notification delay: NOTIFY has reported changes of the folder list since before
+        its last fetch began, and none arrived since. Anything less, and LIST asks."""
+        return self._told_since(self._listed_at)
+
+    def _told_since(self, fetched_at: float | None) -> bool:
+        """Whether NOTIFY covered the folder list from before fetched_at on, with no news."""
+        covered = self.watcher.list_covered_since()
+        if covered is None or fetched_at is None or fetched_at < covered:
+            return False
+        heard = self.watcher.list_heard_at()
+        return heard is None or heard < fetched_at
+
+    def _list_changed(self) -> None:
+        """NOTIFY told of a mailbox created, renamed or deleted, or a subscription changed
+        upstream: fetch the list now, so the next LIST is answered at once and is right."""
+        self._refresh_list_in_background()
+
+    def _refresh_list_in_background(self) -> None:
+        async def refresh() -> None:
+            if await self.refresh_mailboxes(force=True, background=True):
+                await self.refresh_subscriptions(background=True)
+
+        defer.ensureDeferred(refresh()).addErrback(
+            lambda f: log.warning("folder list refresh after upstream news failed: %s", f.value)
+        )
 
     def orphan_subscriptions(self) -> frozenset[str]:
         """Subscribed names with no mailbox (store/subscriptions.py)."""
@@ -410,11 +463,14 @@ class AccountRuntime:
         return mailbox is None or is_local(mailbox)
 
     def _covered(self, names: frozenset[str]) -> None:
-        """NOTIFY now covers names: one more sync of each mailbox already replicated
-        makes it fresh, so later STATUS and SELECT need no round trip."""
+        """NOTIFY now covers names (and perhaps the folder list): one more sync of each
+        mailbox already replicated, and of the list, makes them fresh, so later STATUS,
+        SELECT and LIST need no round trip."""
         for mailbox in self.mailboxes():
             if mailbox.name in names and mailbox.contents_known and not self.fresh(mailbox):
                 self.request_sync(mailbox.name)
+        if self.watcher.list_covered_since() is not None and not self.list_fresh():
+            self._refresh_list_in_background()
 
     def request_sync(self, name: str) -> None:
         """Resync a mailbox in the background (upstream news, a client starting IDLE)."""

@@ -234,7 +234,12 @@ class Outbox:
         return pending_mailboxes(self.pending())
 
     def folders_pending(self) -> bool:
-        return any(op is None or op.folder_change() for op in map(_readable, self.pending()))
+        return self.store.read(self.folders_pending_in)
+
+    def folders_pending_in(self, tx: Tx) -> bool:
+        """Whether a queued entry changes the mailbox list (one that cannot be read might)."""
+        entries = outbox.pending(tx, self.account.id)
+        return any(op is None or op.folder_change() for op in map(_readable, entries))
 
     def paused(self) -> dict[str, Any] | None:
         return self.store.read(lambda tx: outbox.paused(tx, self.account.id))

@@ -12,6 +12,7 @@ cached content is then freed (store/reclaim.py).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from imapproxy.store import Store, Tx, mailboxes, subscriptions
 from imapproxy.store.reclaim import drop_mailbox
@@ -27,12 +28,18 @@ async def sync_mailbox_list(
     store: Store,
     account: AccountId,
     protected: frozenset[MailboxId] | None = frozenset(),
-) -> list[MailboxId]:
-    """Returns the ids of replica mailboxes that were removed because upstream lost them.
+    queued_since: Callable[[Tx], bool] = lambda tx: False,
+) -> list[MailboxId] | None:
+    """Returns the ids of replica mailboxes that were removed because upstream lost them,
+    or None when nothing was applied (see ``queued_since``).
 
     ``protected``: mailboxes queued changes still name (a folder created offline whose
     CREATE is not replayed yet): the upstream not listing them proves nothing. None: the
-    queue could not be read, so no mailbox is dropped this time."""
+    queue could not be read, so no mailbox is dropped this time.
+    ``queued_since``: asked in the transaction that would apply the answer, whether a
+    folder change (a client's SUBSCRIBE, CREATE…) was queued after the caller found the
+    queue clear. The answer then predates it and would undo it in the replica until the
+    replay: nothing is applied, and the next refresh, after the replay, brings the list."""
     entries, subscribed = await client.list_and_subscriptions()
     listed = {mailboxes.normalize_name(e.name) for e in entries}
     missing = [
@@ -45,7 +52,9 @@ async def sync_mailbox_list(
     ]
     gone = await _confirm_gone(client, missing) if missing else set()
 
-    def apply(tx: Tx) -> list[MailboxId]:
+    def apply(tx: Tx) -> list[MailboxId] | None:
+        if queued_since(tx):
+            return None
         existing = {m.name: m for m in mailboxes.all_mailboxes(tx, account)}
         for entry in entries:
             _refresh(

@@ -293,9 +293,12 @@ class UpstreamClient:
         items = ("MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN")
         return items + ("HIGHESTMODSEQ",) if self.has("CONDSTORE") else items
 
-    async def notify(self, names: Iterable[str]) -> None:
+    async def notify(self, names: Iterable[str], folder_list: bool = False) -> None:
         """RFC 5465 NOTIFY SET: unsolicited ``* STATUS`` for these mailboxes whenever
         messages arrive, go, or change flags (none selected on this connection).
+        ``folder_list``: also ``* LIST`` whenever a mailbox of the personal namespace is
+        created, renamed or deleted, or a subscription changes (the events are named in
+        both filters: the RFC leaves open which one rules a mailbox that both name).
         No names: NOTIFY NONE."""
         quoted = [_astring(name, self.literal_plus) for name in names]
         if not quoted:
@@ -311,7 +314,13 @@ class UpstreamClient:
                         out[-1].append(literal)
                     else:
                         out.append([literal])
-            out[-1].append(b") (MessageNew MessageExpunge FlagChange))\r\n")
+            if folder_list:
+                out[-1].append(
+                    b") (MessageNew MessageExpunge FlagChange MailboxName SubscriptionChange))"
+                    b" (personal (MailboxName SubscriptionChange))\r\n"
+                )
+            else:
+                out[-1].append(b") (MessageNew MessageExpunge FlagChange))\r\n")
             return out
 
         await self.protocol.run(groups)

@@ -27,6 +27,11 @@ moment is as fresh as the upstream's notification delay and STATUS or SELECT can
 answered from it without a round trip. STATUS polling covers only the selected
 mailboxes (polling every folder every few seconds would cost more than it saves), and
 covers nothing for freshness: without NOTIFY every STATUS and SELECT still asks.
+Watching everything also asks NOTIFY for MailboxName and SubscriptionChange events
+(``* LIST`` when a mailbox is created, renamed or deleted, or a subscription changes,
+anywhere in the personal namespace): ``list_covered_since()`` then says from when the
+folder list is certain to be told of, and each ``* LIST`` becomes ``on_list_change()``,
+so a LIST can be answered from the replica too.
 
 Failures never reach clients: a connection that fails or is refused is retried after
 a backoff (``RETRY_MIN_SECONDS`` doubling to ``RETRY_MAX_SECONDS``) while any mailbox
@@ -82,6 +87,7 @@ class MailboxWatcher:
         *,
         poll_seconds: float = POLL_SECONDS,
         on_covered: Callable[[frozenset[str]], None] | None = None,
+        on_list_change: Callable[[], None] | None = None,
     ) -> None:
         self.reactor = reactor
         #: Where the address and credentials come from (a new login may replace it).
@@ -89,6 +95,8 @@ class MailboxWatcher:
         self.on_change = on_change
         #: Told the names NOTIFY now covers, so replicas synced before can catch up.
         self.on_covered = on_covered
+        #: Told (coalesced) that the folder list or subscriptions changed upstream.
+        self.on_list_change = on_list_change
         self.poll_seconds = poll_seconds
         self._names: frozenset[str] = frozenset()
         self._everything: frozenset[str] = frozenset()
@@ -98,6 +106,10 @@ class MailboxWatcher:
         self._alive_at = 0.0
         #: Name -> reactor time news of it last arrived (before coalescing).
         self._heard: dict[str, float] = {}
+        #: From when NOTIFY reports changes of the folder list (None: it does not now).
+        self._list_covered: float | None = None
+        #: When news of the folder list last arrived.
+        self._list_heard: float | None = None
         #: Whether the upstream offers NOTIFY (None until the first connection says).
         self._notify_offered: bool | None = None
         self._closed = False
@@ -126,6 +138,17 @@ class MailboxWatcher:
         """When news of name last arrived (its resync may still be coming)."""
         return self._heard.get(name)
 
+    def list_covered_since(self) -> float | None:
+        """From when every change of the folder list and subscriptions upstream is
+        certain to be told (None: not watched that way now)."""
+        if self.reactor.seconds() - self._alive_at > ALIVE_FOR_SECONDS:
+            return None
+        return self._list_covered
+
+    def list_heard_at(self) -> float | None:
+        """When news of the folder list last arrived (its refresh may still be coming)."""
+        return self._list_heard
+
     def watch(
         self,
         names: set[str] | frozenset[str],
@@ -148,7 +171,7 @@ class MailboxWatcher:
     async def close(self) -> None:
         self._closed = True
         self._names = self._everything = frozenset()
-        self._covered.clear()
+        self._uncover()
         for call in self._pending.values():
             if call.active():
                 call.cancel()
@@ -190,7 +213,7 @@ class MailboxWatcher:
                     if self._client is client:
                         self._client = None
                     self.mode = None
-                    self._covered.clear()
+                    self._uncover()
                     await client.logout()
                 if self.names and not self._closed and failures:
                     delay = min(RETRY_MAX_SECONDS, RETRY_MIN_SECONDS * 2 ** (failures - 1))
@@ -244,9 +267,10 @@ class MailboxWatcher:
                         if told is not None:
                             # Dovecot 2.3 falls back to its 30 s check for a SET that
                             # replaces another; after NONE it watches at once again.
-                            self._covered.clear()
+                            self._uncover()
                             await client.notify(())
-                        await client.notify(sorted(names))
+                        folder_list = bool(self._everything)
+                        await client.notify(sorted(names), folder_list=folder_list)
                     except UpstreamRefused as exc:
                         log.info(
                             "upstream watcher: STATUS poll every %g s (NOTIFY refused: %s)",
@@ -260,6 +284,7 @@ class MailboxWatcher:
                     told = names
                     now = self._alive_at = self.reactor.seconds()
                     self._covered = dict.fromkeys(names, now)
+                    self._list_covered = now if folder_list else None
                     if self.on_covered is not None:
                         self.on_covered(names)
                     log.debug("upstream NOTIFY set for %d mailboxes", len(names))
@@ -284,9 +309,29 @@ class MailboxWatcher:
 
     # news --------------------------------------------------------------------
 
+    def _uncover(self) -> None:
+        self._covered.clear()
+        self._list_covered = None
+
     def _untagged(self, event: Untagged) -> None:
-        if isinstance(event, UntaggedData) and event.name == "STATUS" and event.values:
+        if not isinstance(event, UntaggedData):
+            return
+        if event.name == "STATUS" and event.values:
             self._news(text(event.values[0]))
+        elif event.name in ("LIST", "LSUB"):
+            self._list_news()
+
+    def _list_news(self) -> None:
+        self._list_heard = self.reactor.seconds()
+        call = self._pending.get(_LIST)
+        if call is not None and call.active():
+            return
+        self._pending[_LIST] = self.reactor.callLater(COALESCE_SECONDS, self._tell_list)
+
+    def _tell_list(self) -> None:
+        self._pending.pop(_LIST, None)
+        if self.on_list_change is not None and not self._closed:
+            self.on_list_change()
 
     def _news(self, name: str) -> None:
         if name not in self.names:
@@ -321,6 +366,11 @@ class MailboxWatcher:
             return
         self._wake = None
         wake.callback(None)
+
+
+#: The key of the folder list's coalescing call in ``_pending`` (no mailbox is named
+#: with a NUL).
+_LIST = "\0list"
 
 
 class _Closed(UpstreamError):

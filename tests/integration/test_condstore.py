@@ -15,6 +15,7 @@ import re
 import time
 from dataclasses import dataclass
 
+from tests.integration.clients import caught_up
 from tests.integration.raw import RawClient
 from tests.support.corpus import Account
 from tests.support.dovecot import Dovecot
@@ -146,6 +147,7 @@ def test_resync_after_changes_equals_dovecots(
     with RawClient(dovecot.host, dovecot.port, user, password) as setup:
         setup.ok("SELECT INBOX")
         setup.ok("STORE 1:6 +FLAGS ($ToClear)")
+    caught_up((dovecot.host, dovecot.port), (proxy.host, proxy.port), fresh_user, "INBOX")
     direct_known = remember(dovecot.host, dovecot.port, fresh_user)
     proxy_known = remember(proxy.host, proxy.port, fresh_user)
     assert sorted(direct_known.ids.values()) == sorted(proxy_known.ids.values())
@@ -161,6 +163,7 @@ def test_resync_after_changes_equals_dovecots(
         direct.ok(f"UID STORE {up[ordered[2]]},{up[ordered[3]]} +FLAGS (\\Deleted)")
         direct.ok(f"UID EXPUNGE {up[ordered[2]]},{up[ordered[3]]}")
         direct.append("INBOX", "delivered-while-away")
+    caught_up((dovecot.host, dovecot.port), (proxy.host, proxy.port), fresh_user, "INBOX")
     # …and through the proxy.
     with RawClient(proxy.host, proxy.port, user, password) as through:
         through.ok("SELECT INBOX")
@@ -194,6 +197,7 @@ def test_uid_fetch_vanished_equals_dovecots(
         direct.ok(f"UID STORE {up[ordered[7]]} +FLAGS (\\Flagged)")
         direct.ok(f"UID STORE {up[ordered[8]]}:{up[ordered[9]]} +FLAGS (\\Deleted)")
         direct.ok("EXPUNGE")
+    caught_up((dovecot.host, dovecot.port), (proxy.host, proxy.port), fresh_user, "INBOX")
 
     def fetch_vanished(host: str, port: int, known: Known) -> Resync:
         with RawClient(host, port, user, password) as client:

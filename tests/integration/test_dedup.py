@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 import pytest
 from imapclient import IMAPClient
 
-from tests.integration.clients import imap
+from tests.integration.clients import caught_up, imap
 from tests.support.corpus import Account
 from tests.support.dovecot import Dovecot
 from tests.support.proxy import ProxyProcess
@@ -124,6 +124,7 @@ def test_message_moved_by_another_client_is_not_downloaded_again(
             direct.copy(direct.search(["ALL"]), "Trash")
         finally:
             direct.logout()
+        caught_up((dovecot.host, dovecot.port), (proxy.host, proxy.port), user, "Trash")
         assert list(_read_all(client, "Trash").values()) == [raw]
         assert list(_read_all(client, "Archive").values()) == [raw]
     assert relay.bytes_down - moved < BODY_SIZE / 10, relay.bytes_down - moved

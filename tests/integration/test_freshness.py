@@ -1,9 +1,9 @@
-"""A cached STATUS costs no upstream round trip while NOTIFY keeps the replica current,
-and a change made elsewhere still shows within the notification bound (issue 6).
-SELECT asks the upstream every time (one round trip, as directly).
+"""A cached LIST, STATUS or SELECT costs no upstream round trip while NOTIFY keeps the
+replica current, and a change made elsewhere (new mail, a flag, a new folder) still
+shows within the notification bound (issue 6).
 
-Without NOTIFY nothing says the replica is current, so every STATUS asks the upstream
-and a change made elsewhere shows at once.
+Without NOTIFY nothing says the replica is current, so every LIST, STATUS and SELECT
+asks the upstream and a change made elsewhere shows at once.
 """
 
 from __future__ import annotations
@@ -64,12 +64,17 @@ def test_cached_status_needs_no_round_trip_and_news_still_shows(
 
         def quiet() -> bool:
             relay.reset_counters()
+            _folders(client)
             _status_all(client, folders)
+            client.select_folder("INBOX", readonly=True)
+            client.unselect_folder()
             return relay.bytes_up == 0
 
-        # Once NOTIFY covers every folder and each was synced after, nothing goes up.
+        # Once NOTIFY covers every folder and the list, and each was synced after,
+        # nothing goes up.
         assert _until(quiet, 10.0, step=0.3) is not None, proxy.log_tail()
         assert _status_all(client, folders) == before
+        assert _folders(client) == folders
 
         with imap(dovecot.host, dovecot.port, fresh_user) as direct:
             direct.append("Sent", _message(uuid.uuid4().hex))
@@ -89,7 +94,15 @@ def test_cached_status_needs_no_round_trip_and_news_still_shows(
             client.unselect_folder()
             return len(found) == 1
 
-        assert flag_shows()  # SELECT asked the upstream
+        assert _until(flag_shows, NOTIFY_BOUND) is not None
+
+        new_folder = f"Fresh{uuid.uuid4().hex[:8]}"
+        with imap(dovecot.host, dovecot.port, fresh_user) as direct:
+            direct.create_folder(new_folder)
+        assert _until(lambda: new_folder in _folders(client), NOTIFY_BOUND) is not None
+        with imap(dovecot.host, dovecot.port, fresh_user) as direct:
+            direct.delete_folder(new_folder)
+        assert _until(lambda: new_folder not in _folders(client), NOTIFY_BOUND) is not None
 
 
 def test_without_notify_every_status_asks_the_upstream(
@@ -105,12 +118,22 @@ def test_without_notify_every_status_asks_the_upstream(
         imap(proxy.host, proxy.port, account) as client,
     ):
         before = _status_all(client, ["Sent"])
+        folders = _folders(client)
         for _ in range(3):
             relay.reset_counters()
             assert _status_all(client, ["Sent"]) == before
             assert relay.bytes_up > 0
+            relay.reset_counters()
+            assert _folders(client) == folders
+            assert relay.bytes_up > 0
+            relay.reset_counters()
+            client.select_folder("Sent", readonly=True)
+            client.unselect_folder()
+            assert relay.bytes_up > 0
         with imap(dovecot.host, dovecot.port, account) as direct:
             direct.append("Sent", _message(uuid.uuid4().hex))
+            direct.create_folder("Brand new")
         # Asked at once, so seen at once.
         status = client.folder_status("Sent", ["MESSAGES"])
         assert status[b"MESSAGES"] == before["Sent"][b"MESSAGES"] + 1
+        assert "Brand new" in _folders(client)

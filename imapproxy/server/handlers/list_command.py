@@ -2,7 +2,7 @@
 (RFC 5819), CHILDREN (RFC 3348) and the SPECIAL-USE options (RFC 6154).
 
 Answered from the replica's folder tree, online and offline (listing.py computes the
-rows); the STATUS return option is answered as STATUS is, from the replica, after a
+rows), after fetching the list from the upstream unless NOTIFY keeps it current; the STATUS return option is answered as STATUS is, from the replica, after a
 sync of each listed mailbox when the upstream is reachable.
 """
 
@@ -58,8 +58,10 @@ def _options(cmd: p.List, rev2: bool) -> tuple[listing.ListOptions, tuple[str, .
 async def list_(session: Session, cmd: p.List) -> list[bytes]:
     rev2 = session.modes.rev2
     options, status_items = _options(cmd, rev2)
-    # The client asks for the list: fetch it fresh (offline, the replica's stands).
-    await session.account.refresh_mailboxes(force=True)
+    # The client asks for the list: fetch it fresh, unless NOTIFY keeps the replica's
+    # current (offline, the replica's stands).
+    if not session.account.list_fresh():
+        await session.account.refresh_mailboxes(force=True)
     boxes = session.account.mailboxes()
     if not boxes:
         # Never an empty list for "unknown": clients delete the folders they no longer see.

@@ -59,9 +59,10 @@ async def synced(session: Session, name: str, fresh_enough: bool = False) -> Mai
     message list the replica never had is refused rather than shown empty: a client
     would take zero messages for the truth and may delete its own copies.
 
-    ``fresh_enough``: a replica that NOTIFY keeps current is taken as it is (STATUS,
-    which clients send for every folder). SELECT still asks: a client opening a folder
-    is about to act on it, and one round trip buys it the upstream's exact state."""
+    ``fresh_enough``: a replica that NOTIFY keeps current is taken as it is, without a
+    round trip (STATUS, which clients send for every folder, and SELECT). It is as
+    current as the upstream's notification delay; a change still on its way reaches
+    the session as the usual untagged responses once its resync lands."""
     mailbox = await _find(session, name)
     if not mailbox.selectable:
         raise CommandFailed("mailbox cannot be selected", response_code=replies.code("NONEXISTENT"))
@@ -138,7 +139,7 @@ async def select(session: Session, cmd: p.Select) -> list[bytes]:
         )
     if cmd.condstore or cmd.qresync is not None:
         session.modes.condstore = True
-    mailbox = await synced(session, cmd.mailbox)
+    mailbox = await synced(session, cmd.mailbox, fresh_enough=True)
     view = SelectedView(
         session.account.store, mailbox, cmd.readonly, origin=session, modes=session.modes
     )

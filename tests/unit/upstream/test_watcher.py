@@ -38,10 +38,10 @@ class FakeClient:
     def watch_items(self) -> tuple[str, ...]:
         return ("MESSAGES",)
 
-    async def notify(self, names: Any) -> None:
+    async def notify(self, names: Any, folder_list: bool = False) -> None:
         if not self.protocol.usable:
             raise UpstreamUnavailable("gone")
-        self.sent.append(("NOTIFY", *names))
+        self.sent.append(("NOTIFY", *names, *(("+list",) if folder_list else ())))
 
     async def noop(self) -> None:
         self.sent.append(("NOOP",))
@@ -57,6 +57,10 @@ class FakeClient:
 
     def announce(self, name: str) -> None:
         event = UntaggedData(None, "STATUS", (Atom(name), (Atom("MESSAGES"), 2)))
+        self.protocol.on_untagged(event)
+
+    def announce_list(self, name: str) -> None:
+        event = UntaggedData(None, "LIST", ((), b"/", Atom(name)))
         self.protocol.on_untagged(event)
 
 
@@ -153,7 +157,7 @@ def test_with_notify_every_mailbox_is_covered_from_the_set_until_the_connection_
     watcher.on_covered = covered.append
     clock.advance(5.0)
     watcher.watch({"A"}, {"A", "B", "C"})
-    assert first.sent == [("NOTIFY", "A", "B", "C")]
+    assert first.sent == [("NOTIFY", "A", "B", "C", "+list")]
     assert covered == [frozenset({"A", "B", "C"})]
     assert watcher.covered_since("B") == 5.0 and watcher.covered_since("Z") is None
     clock.advance(1.0)
@@ -165,7 +169,7 @@ def test_with_notify_every_mailbox_is_covered_from_the_set_until_the_connection_
     # News may be lost until the next SET: nothing counts as covered meanwhile.
     assert watcher.covered_since("B") is None
     clock.advance(1.0)
-    assert second.sent == [("NOTIFY", "A", "B", "C")]
+    assert second.sent == [("NOTIFY", "A", "B", "C", "+list")]
     assert watcher.covered_since("B") == 8.0
 
 
@@ -174,7 +178,7 @@ def test_replacing_the_set_covers_nothing_until_the_new_set_is_answered() -> Non
     watcher, clock, _, _ = make([client])
     seen: list[float | None] = []
 
-    async def notify(names: Any) -> None:
+    async def notify(names: Any, folder_list: bool = False) -> None:
         seen.append(watcher.covered_since("A"))
         client.sent.append(("NOTIFY", *names))
 
@@ -219,3 +223,30 @@ def test_cover_lapses_when_the_connection_stops_answering() -> None:
     assert watcher.covered_since("A") == 0.0  # the last answer is recent enough
     clock.advance(ALIVE_FOR_SECONDS)
     assert watcher.covered_since("A") is None
+
+
+def test_watching_everything_covers_the_folder_list_and_its_news_is_told() -> None:
+    """With every mailbox watched, NOTIFY also reports mailboxes created, renamed or
+    deleted and subscriptions changed (``* LIST``): the folder list is covered too."""
+    client = FakeClient({"NOTIFY"})
+    watcher, clock, _, _ = make([client])
+    told: list[None] = []
+    watcher.on_list_change = lambda: told.append(None)
+    watcher.watch({"A"})
+    clock.advance(0)
+    assert client.sent == [("NOTIFY", "A")]
+    assert watcher.list_covered_since() is None  # only selected ones: not the list
+    clock.advance(3.0)
+    watcher.watch({"A"}, {"A", "B"})
+    clock.advance(0)
+    assert client.sent[-1] == ("NOTIFY", "A", "B", "+list")
+    assert watcher.list_covered_since() == 3.0
+    assert watcher.list_heard_at() is None
+    clock.advance(1.0)
+    client.announce_list("New")
+    client.announce_list("New/Child")  # coalesced
+    assert watcher.list_heard_at() == 4.0
+    clock.advance(1.0)
+    assert told == [None]
+    client.protocol.drop()
+    assert watcher.list_covered_since() is None

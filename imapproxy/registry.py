@@ -140,13 +140,30 @@ class AccountRegistry:
         the attempt waited its turn), or anything else on a bug; never returns a
         runtime unless the credentials were checked and accepted.
         """
+        secret = Secret(mechanism, password)
+        name = username.decode("utf-8", "surrogateescape")
         return await self.limiter.run(
             source,
             username,
-            lambda: self._one_at_a_time(username, Secret(mechanism, password)),
+            lambda: self._one_at_a_time(username, secret),
             abandoned=abandoned,
             no_verdict=(UpstreamUnavailable,),
+            fast=lambda: self._accepted_just_now(name, secret),
         )
+
+    def _accepted_just_now(self, name: str, secret: Secret) -> AccountRuntime | None:
+        """The open runtime whose upstream connection is logged in with exactly these
+        credentials (constant-time compare), else None: a check that costs nothing and
+        can only succeed, so the limiter may run it before its line."""
+        runtime = self._runtimes.get(name)
+        if (
+            runtime is not None
+            and runtime.link.logged_in
+            and runtime.link.mechanism == secret.mechanism
+            and hmac.compare_digest(runtime.link.password, secret.value)
+        ):
+            return runtime
+        return None
 
     async def _one_at_a_time(self, username: bytes, password: Secret) -> AccountRuntime:
         """One login of a user at a time: clients open several connections at once, and
@@ -162,14 +179,10 @@ class AccountRegistry:
                 self._login_locks.pop(name, None)
 
     async def _login(self, name: str, username: bytes, password: Secret) -> AccountRuntime:
+        accepted = self._accepted_just_now(name, password)
+        if accepted is not None:
+            return accepted
         runtime = self._runtimes.get(name)
-        if (
-            runtime is not None
-            and runtime.link.logged_in
-            and runtime.link.mechanism == password.mechanism
-            and hmac.compare_digest(runtime.link.password, password.value)
-        ):
-            return runtime
         if runtime is not None and runtime.link.known_down:
             # The account's own link is backing off: a new attempt would most likely
             # wait out its timeout. Offline, the verifier decides at once.

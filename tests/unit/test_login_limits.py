@@ -48,6 +48,7 @@ class Attempts:
         ok: bool = False,
         raises: BaseException | None = None,
         abandoned: Callable[[], bool] = lambda: False,
+        fast: Callable[[], Any] | None = None,
     ) -> defer.Deferred[Any]:
         async def check() -> str:
             self.checked.append((self.clock.seconds(), source, user))
@@ -69,7 +70,9 @@ class Attempts:
             return "session"
 
         d = defer.ensureDeferred(
-            self.limiter.run(source, user, check, abandoned=abandoned, no_verdict=(Unreachable,))
+            self.limiter.run(
+                source, user, check, abandoned=abandoned, no_verdict=(Unreachable,), fast=fast
+            )
         )
         d.addErrback(lambda f: f.value)  # keep the outcome as the result
         return d
@@ -307,3 +310,42 @@ def test_a_long_line_of_logins_that_succeed_at_once_is_handed_on_without_recursi
     while clock.getDelayedCalls():
         clock.advance(0)
     assert later.result == "session"
+
+
+def test_a_known_good_login_skips_the_line_while_source_and_user_are_clean() -> None:
+    """200 clients behind one address: those whose account is open need not wait for
+    the others' first logins (python -m bench.load measured LOGIN p50 16 s)."""
+    a = Attempts()
+    slow = [a.start("198.51.100.7", f"new{i}".encode(), ok=True) for i in range(20)]
+    quick = a.start("198.51.100.7", b"open", fast=lambda: "open session")
+    assert quick.result == "open session"  # at once, ahead of the twenty in line
+    assert len(a.checked) == 1  # the full check of the fast one never ran
+    a.run_until_idle()
+    assert all(d.result == "session" for d in slow)
+
+
+@pytest.mark.parametrize("fast", [lambda: None, lambda: 1 / 0], ids=["no match", "raises"])
+def test_no_fast_match_takes_the_line_and_the_full_check(fast: Callable[[], Any]) -> None:
+    a = Attempts()
+    outcome = a.start("198.51.100.7", b"alice", fast=fast)
+    a.run_until_idle()
+    assert isinstance(outcome.result, WrongPassword)
+    assert len(a.checked) == 1
+
+
+def test_after_a_failure_the_fast_path_waits_its_turn_and_the_penalty() -> None:
+    """A right guess must not come back sooner than a wrong one would: once the source
+    (or the user) has failed, even a fast match waits in line and for the delay."""
+    a = Attempts()
+    a.start("198.51.100.7", b"alice")
+    a.run_until_idle()
+    failed_at = a.clock.seconds()
+    outcome = a.start("198.51.100.7", b"bob", ok=True, fast=lambda: "open session")
+    assert not outcome.called
+    a.run_until_idle()
+    assert outcome.result == "session"  # the full check decided, after the delay
+    assert a.checked[-1][0] >= failed_at + 2 - 0.02
+    other = a.start("203.0.113.9", b"alice", ok=True, fast=lambda: "open session")
+    assert not other.called  # alice failed elsewhere: her user key is not clean
+    a.run_until_idle()
+    assert other.result == "session"

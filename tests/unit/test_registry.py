@@ -42,6 +42,8 @@ class Upstream:
         self.down = False
         self.error: BaseException | None = None
         self.links: list[FakeLink] = []
+        #: While set, a new link's login waits for it (a slow upstream).
+        self.hang: defer.Deferred[None] | None = None
 
 
 class FakeLink:
@@ -67,6 +69,8 @@ class FakeLink:
         self.upstream.links.append(self)
 
     async def use(self, operation: Any, background: bool = False) -> Any:
+        if self.upstream.hang is not None and not self.logged_in:
+            await self.upstream.hang
         if self.upstream.error is not None:
             raise self.upstream.error
         if self.upstream.down:
@@ -165,6 +169,29 @@ def test_a_cached_session_does_not_outlive_a_password_changed_upstream(env: Env)
     first.link.logged_in = False  # the old connection dropped; the next login asks upstream
     assert isinstance(env.login(b"right"), LoginFailed)
     assert env.login(b"new") is first
+
+
+def test_an_open_account_logs_in_at_once_behind_a_slow_first_login_from_its_address(
+    env: Env,
+) -> None:
+    """One NAT address, many users: the line of first logins does not hold up a login
+    the upstream accepted moments ago, while the address has no failure on record."""
+    alice = env.login(b"right")
+    env.upstream.hang = defer.Deferred()
+    bob = defer.ensureDeferred(env.registry.login(b"bob", b"right", source="192.0.2.1"))
+    env.clock.advance(0)
+    assert not bob.called  # its upstream login hangs, holding the address's line
+    assert env.login(b"right") is alice
+    wrong = defer.ensureDeferred(env.registry.login(b"alice", b"wrong", source="192.0.2.1"))
+    env.clock.advance(0)
+    assert not wrong.called  # no match: it waits its turn behind bob
+    env.upstream.hang.callback(None)
+    env.upstream.hang = None
+    for _ in range(10):
+        env.clock.advance(0)
+    assert isinstance(bob.result, AccountRuntime)
+    wrong.addErrback(lambda f: f.value)
+    assert isinstance(wrong.result, LoginFailed)
 
 
 def test_raising_the_scrypt_cost_locks_nobody_out_and_upgrades_at_login(env: Env) -> None:

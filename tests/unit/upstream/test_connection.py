@@ -82,3 +82,53 @@ def test_unexpected_tag_drops_the_link() -> None:
     assert isinstance(d.result.value, UpstreamUnavailable)
     assert transport.disconnecting or transport.disconnected
     d.addErrback(lambda _: None)
+
+
+def pipelined(protocol: UpstreamProtocol, *lines: bytes) -> defer.Deferred:
+    makers = [lambda tag, line=line: [tag.encode() + b" " + line + b"\r\n"] for line in lines]
+    return defer.ensureDeferred(protocol.run_pipelined(makers))
+
+
+def test_pipelined_commands_go_in_one_write_and_each_gets_its_own_answers() -> None:
+    protocol, transport, _ = connected()
+    d = pipelined(protocol, b"EXAMINE INBOX", b"UID FETCH 1:* (FLAGS)")
+    # Both are on the wire before any answer: one round trip.
+    assert transport.value() == b"P1 EXAMINE INBOX\r\nP2 UID FETCH 1:* (FLAGS)\r\n"
+    protocol.dataReceived(b"* 2 EXISTS\r\nP1 OK [READ-ONLY] examined\r\n")
+    assert not d.called
+    protocol.dataReceived(b"* 1 FETCH (UID 7 FLAGS ())\r\nP2 OK fetched\r\n")
+    examined, fetched = d.result
+    assert [u.number for u in examined.data("EXISTS")] == [2]
+    assert examined.data("FETCH") == []
+    assert [u.number for u in fetched.data("FETCH")] == [1]
+    # The link is free again: a plain command runs next.
+    after = run(protocol, b"NOOP")
+    protocol.dataReceived(b"P3 OK\r\n")
+    assert after.result.text == ""
+
+
+def test_a_refused_pipelined_command_is_its_outcome_and_the_others_still_count() -> None:
+    protocol, _, _ = connected()
+    d = pipelined(protocol, b"EXAMINE Gone", b"UID FETCH 1:* (FLAGS)")
+    protocol.dataReceived(b"P1 NO [NONEXISTENT] no such mailbox\r\nP2 BAD no mailbox selected\r\n")
+    examined, fetched = d.result
+    assert isinstance(examined, UpstreamRefused) and examined.code.name == "NONEXISTENT"
+    assert isinstance(fetched, UpstreamRefused) and fetched.status == "BAD"
+
+
+def test_a_connection_lost_under_pipelined_commands_fails_them_all_once() -> None:
+    protocol, _, _ = connected()
+    d = pipelined(protocol, b"EXAMINE INBOX", b"UID FETCH 1:* (FLAGS)", b"NOOP")
+    protocol.dataReceived(b"P1 OK examined\r\n* 1 FETCH (UID 7")
+    protocol.connectionLost(None)
+    assert isinstance(d.result.value, UpstreamUnavailable)
+    d.addErrback(lambda _: None)
+
+
+def test_an_answer_out_of_order_drops_the_link() -> None:
+    protocol, transport, _ = connected()
+    d = pipelined(protocol, b"EXAMINE INBOX", b"NOOP")
+    protocol.dataReceived(b"P2 OK\r\n")
+    assert isinstance(d.result.value, UpstreamUnavailable)
+    d.addErrback(lambda _: None)
+    assert transport.disconnecting or transport.disconnected

@@ -246,7 +246,7 @@ class AccountRuntime:
             self.notifier.publish(self.account.id, MailboxChange(mailbox_id, deleted=True))
         return True
 
-    async def refresh_subscriptions(self, background: bool = False) -> None:
+    async def refresh_subscriptions(self) -> None:
         """Learn the subscriptions that have no mailbox (for LSUB and LIST (SUBSCRIBED)):
         LSUB upstream where the folder-list sync (one LIST-EXTENDED) does not tell them.
         Offline, or while a subscription change waits in the queue, the replica's stand,
@@ -260,7 +260,7 @@ class AccountRuntime:
                 await sync_subscriptions(client, self.store, self.account.id)
 
         try:
-            await self.link.use(run, background=background)
+            await self.link.use(run)
         except UpstreamUnavailable as exc:
             log.info("subscriptions from the replica (%s)", exc)
             return
@@ -286,11 +286,9 @@ class AccountRuntime:
         self._refresh_list_in_background()
 
     def _refresh_list_in_background(self) -> None:
-        async def refresh() -> None:
-            if await self.refresh_mailboxes(force=True, background=True):
-                await self.refresh_subscriptions(background=True)
-
-        defer.ensureDeferred(refresh()).addErrback(
+        """(Subscriptions without a mailbox wait for a client's LSUB: news made them
+        stale, so it asks.)"""
+        defer.ensureDeferred(self.refresh_mailboxes(force=True, background=True)).addErrback(
             lambda f: log.warning("folder list refresh after upstream news failed: %s", f.value)
         )
 
@@ -462,15 +460,40 @@ class AccountRuntime:
         mailbox = self.mailbox(name)
         return mailbox is None or is_local(mailbox)
 
-    def _covered(self, names: frozenset[str]) -> None:
-        """NOTIFY now covers names (and perhaps the folder list): one more sync of each
-        mailbox already replicated, and of the list, makes them fresh, so later STATUS,
-        SELECT and LIST need no round trip."""
+    def _covered(self, names: frozenset[str], statuses: dict[str, dict[str, int]]) -> None:
+        """NOTIFY now covers names (and perhaps the folder list): a mailbox already
+        replicated is fresh from now on if the upstream's STATUS in the SET's answer
+        matches what the replica last saw, and needs one more sync otherwise (a cold
+        session's first folders used to be examined twice); the list needs one more
+        fetch. Later STATUS, SELECT and LIST then need no round trip."""
+        covered_at = self.reactor.seconds()
         for mailbox in self.mailboxes():
-            if mailbox.name in names and mailbox.contents_known and not self.fresh(mailbox):
+            if mailbox.name not in names or not mailbox.contents_known or self.fresh(mailbox):
+                continue
+            if self._matches(mailbox, statuses.get(mailbox.name)):
+                self._synced_at[mailbox.id] = covered_at
+            else:
                 self.request_sync(mailbox.name)
         if self.watcher.list_covered_since() is not None and not self.list_fresh():
             self._refresh_list_in_background()
+
+    def _matches(self, mailbox: Mailbox, status: dict[str, int] | None) -> bool:
+        """Whether the upstream's STATUS says nothing changed since the replica's last
+        sync: the same UIDVALIDITY, UIDNEXT and HIGHESTMODSEQ (without a modseq a flag
+        change would not show, so no match), the same count, and no queued change."""
+        if status is None or mailbox.upstream_highestmodseq is None:
+            return False
+        same = (
+            status.get("UIDVALIDITY") == mailbox.upstream_uidvalidity
+            and status.get("UIDNEXT") == mailbox.upstream_uidnext
+            and status.get("HIGHESTMODSEQ") == mailbox.upstream_highestmodseq
+        )
+        if not same or self.outbox.touches(mailbox.id):
+            return False
+        held = self.store.read(
+            lambda tx: len(messages.upstream_map(tx, self.account.id, mailbox.id))
+        )
+        return status.get("MESSAGES") == held
 
     def request_sync(self, name: str) -> None:
         """Resync a mailbox in the background (upstream news, a client starting IDLE)."""

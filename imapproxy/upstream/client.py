@@ -49,6 +49,7 @@ from imapproxy.protocol import (
     Subscribe,
     Unselect,
     Unsubscribe,
+    UntaggedData,
     Value,
     fetch_items,
     format_append_start,
@@ -281,11 +282,7 @@ class UpstreamClient:
     async def status(self, name: str, items: tuple[str, ...]) -> dict[str, int]:
         result = await self._run(lambda tag: Status(tag, name, items))
         for data in result.data("STATUS"):
-            pairs = data.values[1]
-            assert isinstance(pairs, tuple)
-            return {
-                text(k).upper(): int(text(v)) for k, v in zip(pairs[::2], pairs[1::2], strict=False)
-            }
+            return _status_items(data)
         return {}
 
     def watch_items(self) -> tuple[str, ...]:
@@ -293,20 +290,26 @@ class UpstreamClient:
         items = ("MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN")
         return items + ("HIGHESTMODSEQ",) if self.has("CONDSTORE") else items
 
-    async def notify(self, names: Iterable[str], folder_list: bool = False) -> None:
+    async def notify(
+        self, names: Iterable[str], folder_list: bool = False
+    ) -> dict[str, dict[str, int]]:
         """RFC 5465 NOTIFY SET: unsolicited ``* STATUS`` for these mailboxes whenever
         messages arrive, go, or change flags (none selected on this connection).
         ``folder_list``: also ``* LIST`` whenever a mailbox of the personal namespace is
         created, renamed or deleted, or a subscription changes (the events are named in
         both filters: the RFC leaves open which one rules a mailbox that both name).
-        No names: NOTIFY NONE."""
+        No names: NOTIFY NONE.
+
+        With the STATUS indicator, the server states each watched mailbox in its answer
+        (MESSAGES, UIDNEXT, UIDVALIDITY, and HIGHESTMODSEQ with CONDSTORE): returned by
+        name, so a replica known to match needs no resync to count as current."""
         quoted = [_astring(name, self.literal_plus) for name in names]
         if not quoted:
             await self.protocol.run(lambda tag: [[f"{tag} NOTIFY NONE\r\n".encode()]])
-            return
+            return {}
 
         def groups(tag: str) -> list[list[Chunk]]:
-            out: list[list[Chunk]] = [[f"{tag} NOTIFY SET (mailboxes (".encode()]]
+            out: list[list[Chunk]] = [[f"{tag} NOTIFY SET STATUS (mailboxes (".encode()]]
             for i, (head, literal) in enumerate(quoted):
                 out[-1].append((b" " if i else b"") + head)
                 if literal is not None:
@@ -323,7 +326,8 @@ class UpstreamClient:
                 out[-1].append(b") (MessageNew MessageExpunge FlagChange))\r\n")
             return out
 
-        await self.protocol.run(groups)
+        result = await self.protocol.run(groups)
+        return {text(data.values[0]): _status_items(data) for data in result.data("STATUS")}
 
     async def create(self, name: str, special_use: tuple[str, ...] = ()) -> None:
         await self._run(lambda tag: Create(tag, name, special_use))
@@ -693,3 +697,10 @@ async def _login(client: UpstreamClient, username: bytes, password: bytes) -> Re
         )
     except UpstreamRefused as exc:
         raise AuthenticationFailed(exc.status, exc.code, exc.text) from None
+
+
+def _status_items(data: UntaggedData) -> dict[str, int]:
+    """``* STATUS name (ITEM n ...)`` as {ITEM: n}."""
+    pairs = data.values[1]
+    assert isinstance(pairs, tuple)
+    return {text(k).upper(): int(text(v)) for k, v in zip(pairs[::2], pairs[1::2], strict=False)}

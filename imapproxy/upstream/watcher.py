@@ -86,14 +86,16 @@ class MailboxWatcher:
         on_change: Callable[[str], None],
         *,
         poll_seconds: float = POLL_SECONDS,
-        on_covered: Callable[[frozenset[str]], None] | None = None,
+        on_covered: Callable[[frozenset[str], dict[str, dict[str, int]]], None] | None = None,
         on_list_change: Callable[[], None] | None = None,
     ) -> None:
         self.reactor = reactor
         #: Where the address and credentials come from (a new login may replace it).
         self.link = link
         self.on_change = on_change
-        #: Told the names NOTIFY now covers, so replicas synced before can catch up.
+        #: Told the names NOTIFY now covers, with the upstream's STATUS of each as the
+        #: SET found it, so replicas synced before can catch up (or, matching it, need
+        #: not).
         self.on_covered = on_covered
         #: Told (coalesced) that the folder list or subscriptions changed upstream.
         self.on_list_change = on_list_change
@@ -110,6 +112,9 @@ class MailboxWatcher:
         self._list_covered: float | None = None
         #: When news of the folder list last arrived.
         self._list_heard: float | None = None
+        #: While a NOTIFY SET runs: its ``* STATUS`` responses state each mailbox, they
+        #: are no news.
+        self._setting = False
         #: Whether the upstream offers NOTIFY (None until the first connection says).
         self._notify_offered: bool | None = None
         self._closed = False
@@ -270,7 +275,11 @@ class MailboxWatcher:
                             self._uncover()
                             await client.notify(())
                         folder_list = bool(self._everything)
-                        await client.notify(sorted(names), folder_list=folder_list)
+                        self._setting = True
+                        try:
+                            statuses = await client.notify(sorted(names), folder_list=folder_list)
+                        finally:
+                            self._setting = False
                     except UpstreamRefused as exc:
                         log.info(
                             "upstream watcher: STATUS poll every %g s (NOTIFY refused: %s)",
@@ -286,7 +295,7 @@ class MailboxWatcher:
                     self._covered = dict.fromkeys(names, now)
                     self._list_covered = now if folder_list else None
                     if self.on_covered is not None:
-                        self.on_covered(names)
+                        self.on_covered(names, statuses)
                     log.debug("upstream NOTIFY set for %d mailboxes", len(names))
                 else:
                     await client.noop()
@@ -316,7 +325,7 @@ class MailboxWatcher:
     def _untagged(self, event: Untagged) -> None:
         if not isinstance(event, UntaggedData):
             return
-        if event.name == "STATUS" and event.values:
+        if event.name == "STATUS" and event.values and not self._setting:
             self._news(text(event.values[0]))
         elif event.name in ("LIST", "LSUB"):
             self._list_news()

@@ -38,10 +38,13 @@ class FakeClient:
     def watch_items(self) -> tuple[str, ...]:
         return ("MESSAGES",)
 
-    async def notify(self, names: Any, folder_list: bool = False) -> None:
+    async def notify(self, names: Any, folder_list: bool = False) -> dict[str, Any]:
         if not self.protocol.usable:
             raise UpstreamUnavailable("gone")
         self.sent.append(("NOTIFY", *names, *(("+list",) if folder_list else ())))
+        for name in names:
+            self.announce(name)  # the STATUS indicator's statement: no news
+        return {name: dict(self.statuses.get(name, {"MESSAGES": 1})) for name in names}
 
     async def noop(self) -> None:
         self.sent.append(("NOOP",))
@@ -154,11 +157,14 @@ def test_with_notify_every_mailbox_is_covered_from_the_set_until_the_connection_
     first, second = FakeClient({"NOTIFY"}), FakeClient({"NOTIFY"})
     watcher, clock, heard, _ = make([first, second])
     covered: list[frozenset[str]] = []
-    watcher.on_covered = covered.append
+    stated: list[dict[str, Any]] = []
+    watcher.on_covered = lambda names, statuses: (covered.append(names), stated.append(statuses))
     clock.advance(5.0)
     watcher.watch({"A"}, {"A", "B", "C"})
     assert first.sent == [("NOTIFY", "A", "B", "C", "+list")]
     assert covered == [frozenset({"A", "B", "C"})]
+    assert stated[0]["B"] == {"MESSAGES": 1}
+    assert watcher.heard_at("B") is None  # the SET's own STATUS responses are no news
     assert watcher.covered_since("B") == 5.0 and watcher.covered_since("Z") is None
     clock.advance(1.0)
     first.announce("C")
@@ -178,9 +184,10 @@ def test_replacing_the_set_covers_nothing_until_the_new_set_is_answered() -> Non
     watcher, clock, _, _ = make([client])
     seen: list[float | None] = []
 
-    async def notify(names: Any, folder_list: bool = False) -> None:
+    async def notify(names: Any, folder_list: bool = False) -> dict[str, Any]:
         seen.append(watcher.covered_since("A"))
         client.sent.append(("NOTIFY", *names))
+        return {}
 
     client.notify = notify  # type: ignore[method-assign]
     watcher.watch(set(), {"A"})

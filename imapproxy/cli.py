@@ -407,6 +407,13 @@ def _passwd(args: argparse.Namespace) -> int:
         print(f"imapproxy: error: {exc}", file=sys.stderr)
         return 2
     done = "removed" if args.remove else "set"
+    if not args.remove and passwd_command.is_encrypted(state_dir, url, args.user):
+        print(
+            f"local password of {args.user} at {url} set; the cache is encrypted: the "
+            "password unlocks it (imapproxy unlock) once the account has logged in through "
+            "the proxy again"
+        )
+        return 0
     print(f"local password of {args.user} at {url} {done} (it counts only while offline)")
     return 0
 

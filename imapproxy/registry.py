@@ -56,6 +56,7 @@ from imapproxy.store import status as status_record
 from imapproxy.sync.background import DEFAULT_INTERVAL
 from imapproxy.sync.prefetch import PrefetchPolicy
 from imapproxy.unlocking import LOCAL, TOKEN, AccountKeys
+from imapproxy.unlocking import PASSWORD as PASSWORD_KIND
 from imapproxy.upstream.address import UpstreamAddress
 from imapproxy.upstream.client import PASSWORD, UpstreamClient, probe
 from imapproxy.upstream.errors import (
@@ -123,6 +124,7 @@ class AccountRegistry:
         self.keys = AccountKeys(
             store, lambda *a: self.in_thread(*a), encrypt, lambda: self.verifier_params
         )
+        self.keys.now = lambda: self.now()
         self._runtimes: dict[str, AccountRuntime] = {}
         self._login_locks: dict[str, defer.DeferredLock] = {}
         #: The OAuth mechanisms the upstream offers, as last seen (None: not known yet).
@@ -182,6 +184,8 @@ class AccountRegistry:
             and runtime.link.mechanism == password.mechanism
             and hmac.compare_digest(runtime.link.password, password.value)
         ):
+            if self.store.keyring.any:
+                self.keys.take_pending(runtime.account)  # an `imapproxy passwd` meanwhile
             return runtime
         old_password = False
         if password.mechanism == PASSWORD:
@@ -255,7 +259,9 @@ class AccountRegistry:
                 accounts.make_verifier, password.value, self.verifier_params
             )
             self.store.write(lambda tx: accounts.set_verifier(tx, account, record))
-            await self.keys.accepted(account, username, PASSWORD, password.value, may_begin=True)
+            await self.keys.accepted(
+                account, username, PASSWORD_KIND, password.value, may_begin=True
+            )
         else:
             expires = await self._remember_token(name, account, username, password.value)
             await self.keys.accepted(
@@ -289,7 +295,7 @@ class AccountRegistry:
         local = False
         if password.mechanism == PASSWORD:
             local = await self._offline_password(name, username, account, password.value)
-            kind = LOCAL if local else PASSWORD
+            kind = LOCAL if local else PASSWORD_KIND
         else:
             await self._offline_token(name, username, account, password.value)
             kind = TOKEN
@@ -397,7 +403,7 @@ class AccountRegistry:
         account = self.store.read(lambda tx: accounts.find_account(tx, url, name))
         if account is None or not self.keys.is_locked(account):
             return None
-        return await self.keys.try_unlock(account, username, password, (LOCAL, PASSWORD))
+        return await self.keys.try_unlock(account, username, password, (LOCAL, PASSWORD_KIND))
 
     def _local_runtime(self, name: str, username: bytes) -> AccountRuntime:
         """The account's runtime after a login accepted here only (its key opened with

@@ -105,7 +105,7 @@ class AccountKeys:
                     key = self.store.keyring.unlocked(account.id) or AccountKey(data)
                     key.known.add(key.fingerprint(kind, secret))
                     self.store.keyring.unlock(account.id, key)
-                    self._take_pending(account, key)
+                    self.take_pending(account, key)
                     log.info("encrypted replica of account %d unlocked (%s)", account.id, kind)
                     return kind
         return None
@@ -135,7 +135,7 @@ class AccountKeys:
                 log.warning("login of account %d accepted, but its key is locked", account.id)
                 raise CacheLocked(locked_reason(username.decode("utf-8", "replace")))
             return
-        self._take_pending(account, key)
+        self.take_pending(account, key)
         if key.fingerprint(kind, secret) in key.known:
             return
         if kind == PASSWORD:
@@ -238,20 +238,26 @@ class AccountKeys:
         self.store.write(add)
         key.known.add(key.fingerprint(TOKEN, token))
 
-    def _take_pending(self, account: Account, key: AccountKey) -> None:
-        """Turn a local password `imapproxy passwd` left pending into a wrapping."""
+    def take_pending(self, account: Account, key: AccountKey | None = None) -> None:
+        """Turn a local password `imapproxy passwd` left pending into a wrapping (if
+        the key is in memory; otherwise it waits)."""
+        found = key or self.store.keyring.unlocked(account.id)
+        if found is None:
+            return
+        unlocked: AccountKey = found
 
         def take(tx: Tx) -> bool:
             field = account_keys.record(tx, account)
             if field is None or "pending_local" not in field:
                 return False
-            wrapping = key_drop.open_local(field, key, account.id)
-            kept = [
-                w for w in account_keys.wrappings(tx, account) if key_wrapping.kind_of(w) != LOCAL
-            ]
-            if wrapping is not None:
-                kept.append(wrapping)
-            account_keys.set_wrappings(tx, account, kept)
+            wrapping = key_drop.open_local(field, unlocked, account.id)
+            if wrapping is not None:  # the new local password's wrapping replaces the old
+                kept = [
+                    w
+                    for w in account_keys.wrappings(tx, account)
+                    if key_wrapping.kind_of(w) != LOCAL
+                ]
+                account_keys.set_wrappings(tx, account, [*kept, wrapping])
             account_keys.set_entry(tx, account, "pending_local", None)
             return wrapping is not None
 

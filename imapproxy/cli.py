@@ -142,6 +142,12 @@ def _parser() -> argparse.ArgumentParser:
         help="most bytes of message bodies kept per account, e.g. 2G (default: no limit); "
         "the least recently read go first, metadata and unsent changes always stay",
     )
+    serve.add_argument(
+        "--encrypt",
+        action="store_true",
+        help="encrypt each account's replica at rest with a key only its password (or "
+        "token, or local password) opens; see README.md, Encryption at rest",
+    )
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     check = commands.add_parser(
         "check-config", help="check a configuration file: every error with its line"
@@ -178,6 +184,7 @@ _CONFIG_FLAGS = (
     "metrics_allow_remote",
     "oauth",
     "cache_limit",
+    "encrypt",
 )
 
 
@@ -245,6 +252,7 @@ def _config(args: argparse.Namespace) -> Config:
         metrics_allow_remote=args.metrics_allow_remote,
         oauth=args.oauth,
         cache_limit=cache_limit,
+        encrypt=args.encrypt,
     )
 
 

@@ -19,7 +19,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-from imapclient import IMAPClient
 
 from tests.integration.clients import imap
 from tests.support.corpus import Account
@@ -213,6 +212,5 @@ def test_a_clear_replica_is_encrypted_in_place_and_survives_compact(
         with _proxy(upstream, state, encrypt=False) as proxy:
             relay.cut()
             assert _read_marked(proxy, fresh_user, subject) == raw
-            with pytest.raises(IMAPClient.Error):
-                with imap(proxy.host, proxy.port, Account(fresh_user.user, "wrong", {})):
-                    pass
+            refused = _login_error(proxy, fresh_user.user, "wrong")
+            assert refused is not None and "AUTHENTICATIONFAILED" in refused, refused

@@ -96,43 +96,53 @@ def set_password(
         raise PasswdError(f"no replica in {state_dir}: log in through the proxy once first")
     store = Store(replica)
     try:
-        account = store.read(lambda tx: accounts.find_account(tx, upstream, user))
-        if account is None:
-            raise PasswdError(
-                f"{user} has never logged in at {upstream} through this proxy: "
-                "log in online once first"
-            )
-        field = store.read(lambda tx: account_keys.record(tx, account))
-        if password is None:
-
-            def remove(tx: Tx) -> None:
-                offline_logins.clear_local_password(tx, account)
-                if field is not None:
-                    kept = [
-                        w
-                        for w in account_keys.wrappings(tx, account)
-                        if key_wrapping.kind_of(w) != key_wrapping.LOCAL
-                    ]
-                    account_keys.set_wrappings(tx, account, kept)
-                    account_keys.set_entry(tx, account, "pending_local", None)
-
-            store.write(remove)
-            return
-        record = offline_logins.make_local_password(user.encode(), password, params)
-        pending = None
-        if field is not None:
-            if not isinstance(field.get("public"), str):
-                raise PasswdError(f"the encryption record of {user} is unusable: not changed")
-            pending = key_drop.seal_local(field, account.id, user.encode(), password, params)
-
-        def put(tx: Tx) -> None:
-            offline_logins.set_local_password(tx, account, record)
-            if pending is not None:
-                account_keys.set_entry(tx, account, "pending_local", pending)
-
-        store.write(put)
+        set_in_store(store, upstream, user, password, params)
     finally:
         store.close()
+
+
+def set_in_store(
+    store: Store,
+    upstream: str,
+    user: str,
+    password: bytes | None,
+    params: verifier.ScryptParams = verifier.CURRENT,
+) -> None:
+    """``set_password`` on an open store."""
+    account = store.read(lambda tx: accounts.find_account(tx, upstream, user))
+    if account is None:
+        raise PasswdError(
+            f"{user} has never logged in at {upstream} through this proxy: log in online once first"
+        )
+    field = store.read(lambda tx: account_keys.record(tx, account))
+    if password is None:
+
+        def remove(tx: Tx) -> None:
+            offline_logins.clear_local_password(tx, account)
+            if field is not None:
+                kept = [
+                    w
+                    for w in account_keys.wrappings(tx, account)
+                    if key_wrapping.kind_of(w) != key_wrapping.LOCAL
+                ]
+                account_keys.set_wrappings(tx, account, kept)
+                account_keys.set_entry(tx, account, "pending_local", None)
+
+        store.write(remove)
+        return
+    record = offline_logins.make_local_password(user.encode(), password, params)
+    pending = None
+    if field is not None:
+        if not isinstance(field.get("public"), str):
+            raise PasswdError(f"the encryption record of {user} is unusable: not changed")
+        pending = key_drop.seal_local(field, account.id, user.encode(), password, params)
+
+    def put(tx: Tx) -> None:
+        offline_logins.set_local_password(tx, account, record)
+        if pending is not None:
+            account_keys.set_entry(tx, account, "pending_local", pending)
+
+    store.write(put)
 
 
 def is_encrypted(state_dir: Path, upstream: str, user: str) -> bool:

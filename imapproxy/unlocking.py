@@ -146,31 +146,50 @@ class AccountKeys:
     async def _begin(
         self, account: Account, username: bytes, kind: str, secret: bytes, expires: int | None
     ) -> None:
-        if kind == TOKEN and expires is None:
-            log.info("account %d not encrypted yet: the token has no lasting expiry", account.id)
-            return
         key = AccountKey.new()
-        wrapping = await self.in_thread(
-            key_wrapping.wrap,
-            key.data_key,
-            kind,
-            username,
-            account.id,
-            secret,
-            expires or 0,
-            self.params(),
-        )
-        field: dict[str, Any] = {"wrappings": [wrapping], **key_drop.new_pair(key, account.id)}
+        wrappings: list[Any] = []
+        if kind == TOKEN and expires is None:
+            # No lasting secret to wrap it under: encrypted all the same (that is what
+            # was asked), opened only by a local password from now on.
+            log.warning(
+                "account %d encrypted with no token wrapping (the token is not kept): set a "
+                "local password with imapproxy passwd before the proxy restarts, or its "
+                "cache cannot be opened again",
+                account.id,
+            )
+        else:
+            wrappings.append(
+                await self.in_thread(
+                    key_wrapping.wrap,
+                    key.data_key,
+                    kind,
+                    username,
+                    account.id,
+                    secret,
+                    expires or 0,
+                    self.params(),
+                )
+            )
+        field: dict[str, Any] = {"wrappings": wrappings, **key_drop.new_pair(key, account.id)}
 
-        def begin(tx: Tx) -> int:
+        def begin(tx: Tx) -> tuple[int, bool]:
             if account_keys.record(tx, account) is not None:
-                return -1  # another login did it meanwhile
-            return account_keys.encrypt_in_place(tx, account, key, field)
+                return -1, False  # another login did it meanwhile
+            local = offline_logins.get_local_password(tx, account) is not None
+            return account_keys.encrypt_in_place(tx, account, key, field), local
 
-        sealed = self.store.write(begin)
-        if sealed >= 0:
+        sealed, local = self.store.write(begin)
+        if sealed < 0:
+            return
+        if wrappings:
             key.known.add(key.fingerprint(kind, secret))
-            log.info("replica of account %d encrypted (%d records sealed)", account.id, sealed)
+        log.info("replica of account %d encrypted (%d records sealed)", account.id, sealed)
+        if local:
+            log.warning(
+                "account %d: its local password was set before the encryption and does not "
+                "open it: set it again with imapproxy passwd",
+                account.id,
+            )
 
     async def _password_wrapping(
         self, account: Account, key: AccountKey, username: bytes, secret: bytes

@@ -255,3 +255,24 @@ def test_an_edited_wrapping_refuses_the_right_password(proxy: Proxy) -> None:
     proxy.down()
     assert isinstance(proxy.login(b"right"), CacheLocked)
     assert proxy.registry.runtimes() == []
+
+
+def test_a_token_never_kept_still_encrypts_and_a_local_password_opens_it(
+    proxy: Proxy,
+) -> None:
+    from imapproxy import passwd_command
+
+    proxy.registry.token_lifetime = 0  # offline_token_lifetime = 0: no token is kept
+    proxy.upstream.tokens = {b"alice": {b"tok-1"}}
+    assert isinstance(proxy.login(b"tok-1", mechanism=XO), AccountRuntime)
+    assert proxy.store.keyring.is_encrypted(proxy.account().id)
+    assert proxy.kinds() == []
+    _mail(proxy)
+    # `imapproxy passwd` beside the running proxy (with the key in its memory).
+    passwd_command.set_in_store(proxy.store, URL, "alice", b"local-secret", CHEAP)
+    proxy.login(b"tok-1", mechanism=XO)  # a login that reuses the runtime takes it
+    assert proxy.kinds() == ["local"]
+    proxy.restart()
+    assert isinstance(proxy.login(b"tok-1", mechanism=XO), CacheLocked)
+    assert isinstance(proxy.login(b"local-secret"), AccountRuntime)
+    assert _has_mail(proxy)

@@ -24,7 +24,7 @@ from imapproxy.store import outbox as outbox_store
 from imapproxy.store._tx import Tx, decode, read_u64, u32
 from imapproxy.store.cache import Kind
 from imapproxy.store.keyring import SEALED_DBS, SEALED_META_PREFIXES, AccountKey
-from imapproxy.types import AccountId, BlobId
+from imapproxy.types import BlobId
 
 FIELD = "encryption"
 
@@ -116,11 +116,3 @@ def encrypt_in_place(
         twins.note(tx, account.id, blob, size, header)
     accounts.set_field(tx, account, FIELD, field)
     return sealed
-
-
-def account_by_id(tx: Tx, account_id: AccountId) -> accounts.Account | None:
-    for _, value in tx.scan(b"accounts", b""):
-        stored = decode(value)
-        if isinstance(stored, dict) and stored.get("id") == account_id:
-            return accounts.Account(account_id, stored["upstream"], stored["username"])
-    return None

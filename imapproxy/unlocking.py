@@ -102,13 +102,24 @@ class AccountKeys:
                     key_wrapping.unwrap, wrapping, username, account.id, secret, now
                 )
                 if isinstance(data, bytes):
-                    key = self.store.keyring.unlocked(account.id) or AccountKey(data)
+                    candidate = AccountKey(data)
+                    if not self._fits(account, candidate):
+                        log.warning(
+                            "a key wrapping of account %d opens a key that is not the "
+                            "account's (tampered with?): ignored",
+                            account.id,
+                        )
+                        continue
+                    key = self.store.keyring.unlocked(account.id) or candidate
                     key.known.add(key.fingerprint(kind, secret))
                     self.store.keyring.unlock(account.id, key)
                     self.take_pending(account, key)
                     log.info("encrypted replica of account %d unlocked (%s)", account.id, kind)
                     return kind
         return None
+
+    def _fits(self, account: Account, key: AccountKey) -> bool:
+        return self.store.read(lambda tx: account_keys.key_fits(tx, account, key))
 
     async def accepted(
         self,

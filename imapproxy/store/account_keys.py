@@ -27,6 +27,27 @@ from imapproxy.store.keyring import SEALED_DBS, SEALED_META_PREFIXES, AccountKey
 from imapproxy.types import BlobId
 
 FIELD = "encryption"
+#: What ``key_check:`` account(4) holds, sealed under the account's key.
+CHECK_TEXT = b"imapproxy key check"
+
+
+def _check_key(account_id: int) -> bytes:
+    return b"key_check:" + u32(account_id)
+
+
+def key_fits(tx: Tx, account: accounts.Account, key: AccountKey) -> bool:
+    """Whether key is the account's own: it opens the key check sealed when the
+    encryption began. The wrappings are in the clear account record, where anyone who
+    can write the state directory could add one of their own around a key they chose;
+    without this check, logging in with it first would make the proxy seal new mail
+    under that key. A missing or unreadable check never fits. Never raises."""
+    try:
+        raw = tx.txn.get(_check_key(account.id), db=tx.dbs[b"meta"])
+        if raw is None:
+            return False
+        return key.open(b"meta", _check_key(account.id), bytes(raw)) == CHECK_TEXT
+    except Exception:  # RecordTampered above all
+        return False
 
 
 def record(tx: Tx, account: accounts.Account) -> dict[str, Any] | None:
@@ -112,6 +133,7 @@ def encrypt_in_place(
             tx.txn.put(k, key.seal(b"meta", k, bytes(raw)), db=tx.dbs[b"meta"])
             sealed += 1
     tx.adopt_key(account.id, key)
+    tx.put(b"meta", _check_key(account.id), CHECK_TEXT)
     for blob, size, header in full_bodies:
         twins.note(tx, account.id, blob, size, header)
     accounts.set_field(tx, account, FIELD, field)

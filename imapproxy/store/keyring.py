@@ -17,7 +17,8 @@ Which databases are sealed, and why the others stay clear (``SEALED_DBS``):
   modseqs), ``cache`` (envelopes, structures, headers, bodies), ``changes`` (what
   changed on which UID), ``outbox`` (queued changes: names, flags, whole messages),
   ``links`` (which local message became which upstream one), and in ``meta`` the
-  ``subscribed_only:`` record (folder names).
+  ``subscribed_only:`` record (folder names) and ``key_check:``, a known text sealed
+  under the account's key when its encryption began (account_keys.py).
 - clear: ``accounts`` (wrappings, salts and verifiers: all already one-way or sealed
   under a password), ``upstream_uids`` (a local UID: the key already shows the upstream
   UID), ``blob_refs`` (0 or 1), ``usage`` and ``lru`` (sizes and read order: the cache
@@ -57,7 +58,7 @@ OVERHEAD = len(VERSION) + NONCE_BYTES + TAG_BYTES
 #: Databases whose values are sealed for an encrypted account (key starts account(4)).
 SEALED_DBS = frozenset({b"mailboxes", b"messages", b"cache", b"changes", b"outbox", b"links"})
 #: Records of the meta database that are sealed: prefix, then account(4).
-SEALED_META_PREFIXES = (b"subscribed_only:",)
+SEALED_META_PREFIXES = (b"subscribed_only:", b"key_check:")
 
 
 class StoreLocked(Exception):

@@ -17,6 +17,7 @@ from imapproxy.login_limits import LoginPenalty
 from imapproxy.registry import AccountRegistry, LoginFailed
 from imapproxy.store import Store, account_keys, accounts, cache, key_wrapping, mailboxes
 from imapproxy.store.cache import Kind
+from imapproxy.store.keyring import AccountKey
 from imapproxy.types import BlobId
 from imapproxy.unlocking import CacheLocked
 from imapproxy.upstream.address import UpstreamAddress
@@ -275,4 +276,24 @@ def test_a_token_never_kept_still_encrypts_and_a_local_password_opens_it(
     proxy.restart()
     assert isinstance(proxy.login(b"tok-1", mechanism=XO), CacheLocked)
     assert isinstance(proxy.login(b"local-secret"), AccountRuntime)
+    assert _has_mail(proxy)
+
+
+def test_a_wrapping_around_a_key_of_someone_elses_choosing_never_opens(
+    proxy: Proxy,
+) -> None:
+    """Whoever can write the state directory can add a wrapping of a key they chose
+    under a password they know; logging in with it first must not make it the key."""
+    proxy.login(b"right")
+    _mail(proxy)
+    proxy.restart()
+    account = proxy.account()
+    forged = key_wrapping.wrap(
+        AccountKey.new().data_key, "local", b"alice", account.id, b"intruder", params=CHEAP
+    )
+    real = proxy.store.read(lambda tx: account_keys.wrappings(tx, account))
+    proxy.store.write(lambda tx: account_keys.set_wrappings(tx, account, [*real, forged]))
+    assert not isinstance(proxy.login(b"intruder"), AccountRuntime)
+    assert proxy.store.keyring.is_locked(account.id)
+    assert isinstance(proxy.login(b"right"), AccountRuntime)
     assert _has_mail(proxy)

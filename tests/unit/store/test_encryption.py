@@ -255,3 +255,14 @@ def test_eviction_and_freeing_work_on_sealed_bodies(store: Store) -> None:
     assert store.read(lambda tx: usage.total(tx, aid)) <= 2500
     store.write(lambda tx: cache.drop_all(tx, aid, BlobId(5)))
     assert store.read(lambda tx: cache.get(tx, aid, BlobId(5), Kind.FULL)) is None
+
+
+def test_only_the_accounts_own_key_fits(store: Store) -> None:
+    account = _account(store)
+    key = _encrypt(store, account)
+    assert store.read(lambda tx: account_keys.key_fits(tx, account, key))
+    assert not store.read(lambda tx: account_keys.key_fits(tx, account, AccountKey.new()))
+    store.write(
+        lambda tx: tx.txn.delete(b"key_check:" + account.id.to_bytes(4, "big"), db=tx.dbs[b"meta"])
+    )
+    assert not store.read(lambda tx: account_keys.key_fits(tx, account, key))

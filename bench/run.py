@@ -90,6 +90,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--no-restart", action="store_true", help="skip session 2 on a restarted proxy"
     )
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument(
+        "--encrypt",
+        action="store_true",
+        help="run every proxy with --encrypt (replicas encrypted at rest), to measure its cost",
+    )
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     for name, value in (QUICK if args.quick else DEFAULTS).items():

@@ -134,7 +134,8 @@ class Context:
         upstream link, e.g. a relay in front of it that a scenario can cut."""
         state_dir = self.bench.workdir / f"state-{name}"
         host, port = via or (self.upstream.host, self.upstream.port)
-        process = ProxyProcess(f"imap+plain://{host}:{port}", state_dir).start()
+        extra = ("--encrypt",) if getattr(self.args, "encrypt", False) else ()
+        process = ProxyProcess(f"imap+plain://{host}:{port}", state_dir, extra_args=extra).start()
         assert process.pid is not None
         return RunningProxy(process, procstats.rss_kib(process.pid))
 

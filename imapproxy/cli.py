@@ -142,6 +142,12 @@ def _parser() -> argparse.ArgumentParser:
         help="most bytes of message bodies kept per account, e.g. 2G (default: no limit); "
         "the least recently read go first, metadata and unsent changes always stay",
     )
+    serve.add_argument(
+        "--encrypt",
+        action="store_true",
+        help="encrypt each account's replica at rest with a key only its password (or "
+        "token, or local password) opens; see README.md, Encryption at rest",
+    )
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     check = commands.add_parser(
         "check-config", help="check a configuration file: every error with its line"
@@ -151,6 +157,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_status_command(commands)
     _add_prefetch_command(commands)
     _add_passwd_command(commands)
+    _add_unlock_command(commands)
     _add_compact_command(commands)
     return parser
 
@@ -178,6 +185,7 @@ _CONFIG_FLAGS = (
     "metrics_allow_remote",
     "oauth",
     "cache_limit",
+    "encrypt",
 )
 
 
@@ -245,6 +253,7 @@ def _config(args: argparse.Namespace) -> Config:
         metrics_allow_remote=args.metrics_allow_remote,
         oauth=args.oauth,
         cache_limit=cache_limit,
+        encrypt=args.encrypt,
     )
 
 
@@ -407,7 +416,67 @@ def _passwd(args: argparse.Namespace) -> int:
         print(f"imapproxy: error: {exc}", file=sys.stderr)
         return 2
     done = "removed" if args.remove else "set"
+    if not args.remove and passwd_command.is_encrypted(state_dir, url, args.user):
+        print(
+            f"local password of {args.user} at {url} set; the cache is encrypted: the "
+            "password unlocks it (imapproxy unlock) once the account has logged in through "
+            "the proxy again"
+        )
+        return 0
     print(f"local password of {args.user} at {url} {done} (it counts only while offline)")
+    return 0
+
+
+def _add_unlock_command(commands: Any) -> None:
+    unlock = commands.add_parser(
+        "unlock",
+        help="give a running proxy the key of an encrypted account back (after a restart, "
+        "when the password changed elsewhere or an OAuth client has a new token)",
+    )
+    unlock.add_argument("user", help="the login name, as the mail client sends it")
+    where = unlock.add_mutually_exclusive_group()
+    where.add_argument(
+        "--config", type=Path, default=None, metavar="FILE", help="the proxy's configuration"
+    )
+    where.add_argument(
+        "--listen",
+        default=None,
+        metavar="HOST:PORT",
+        help="the proxy's listener (default 127.0.0.1:1143)",
+    )
+    unlock.add_argument(
+        "--tls", action="store_true", help="the --listen address speaks TLS from the first byte"
+    )
+    unlock.add_argument(
+        "--ca", type=Path, default=None, metavar="FILE", help="trust this certificate (PEM)"
+    )
+    unlock.add_argument(
+        "--password-fd",
+        type=int,
+        default=None,
+        metavar="N",
+        help="read the password from the first line of this file descriptor (scripts); "
+        "otherwise a prompt, or stdin when it is not a terminal",
+    )
+    unlock.set_defaults(run=_unlock)
+
+
+def _unlock(args: argparse.Namespace) -> int:
+    from imapproxy import unlock_command
+
+    try:
+        if args.config is not None:
+            from imapproxy.config_file import load
+
+            target = unlock_command.target_of(load(args.config, prepare=False))
+        else:
+            target = unlock_command.target_of_listen(args.listen, args.tls, args.ca)
+        password = unlock_command.read_password(args.user, args.password_fd)
+        unlock_command.unlock(target, args.user, password)
+    except (unlock_command.UnlockError, ConfigError) as exc:
+        print(f"imapproxy: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"unlocked: the proxy holds the key of {args.user} until it stops; log in as usual")
     return 0
 
 

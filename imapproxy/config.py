@@ -123,6 +123,10 @@ class UpstreamConfig:
     #: they are advertised before anyone has logged in (without it they are learned
     #: from the first login connection, and remembered).
     oauth: bool = False
+    #: Encrypt the replica of its accounts at rest (store/keyring.py): accounts created
+    #: from now on, and clear ones at their next login the upstream accepts. An
+    #: encrypted account stays encrypted if this is turned off later.
+    encrypt: bool = False
 
 
 @dataclass(frozen=True)
@@ -206,6 +210,7 @@ class Config:
         metrics_allow_remote: bool = False,
         oauth: bool = False,
         cache_limit: int | None = None,
+        encrypt: bool = False,
     ) -> Config:
         """The command line's one-upstream configuration. ``listen`` None and
         ``listen_tls`` None: the default plain listener on 127.0.0.1:1143. Give
@@ -267,7 +272,12 @@ class Config:
             state_dir,
             (
                 UpstreamConfig(
-                    "default", address, upstream_ca, oauth=oauth, cache_limit=cache_limit
+                    "default",
+                    address,
+                    upstream_ca,
+                    oauth=oauth,
+                    cache_limit=cache_limit,
+                    encrypt=encrypt,
                 ),
             ),
             tls_cert,

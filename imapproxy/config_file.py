@@ -71,6 +71,7 @@ UPSTREAM_KEYS = {
     "freshness",
     "offline_token_lifetime",
     "oauth",
+    "encrypt",
 }
 PREFETCH_KEYS = {"folders", "max_age_days", "max_body_size"}
 FRESHNESS_KEYS = {"sync_interval", "poll_interval"}
@@ -128,7 +129,10 @@ def summary(config: Config) -> str:
     listeners = ", ".join(
         f"{lst.describe()}{' (TLS)' if lst.implicit_tls else ''}" for lst in config.listeners
     )
-    upstreams = ", ".join(f"{u.name} ({u.address.url()})" for u in config.upstreams)
+    upstreams = ", ".join(
+        f"{u.name} ({u.address.url()}{', encrypted' if u.encrypt else ''})"
+        for u in config.upstreams
+    )
     count = len(config.upstreams)
     return (
         f"configuration OK: listening on {listeners}; {count} upstream"
@@ -387,6 +391,7 @@ class _Reader:
                 DEFAULT_OFFLINE_TOKEN_LIFETIME,
             ),
             self.value(entry, (*where, "oauth"), _boolean, False),
+            self.value(entry, (*where, "encrypt"), _boolean, False),
         )
 
     def prefetch(self, entry: dict[str, Any], where: KeyPath) -> PrefetchSettings:

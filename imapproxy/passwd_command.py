@@ -6,6 +6,13 @@ expires (``offline_logins``). A local password fills the gap: set here, kept onl
 salted scrypt verifier in the account's record in the state directory, checked only
 when the upstream cannot be reached (online, the upstream decides every login).
 
+For an encrypted account (``encrypt = true``) the local password also unlocks the
+replica: this command has no account key, so it leaves the password's key sealed to
+the account's public key (store/key_drop.py) and the proxy turns it into a wrapping
+of the key the next time the account logs in (or is unlocked) with the key in
+memory. Until then the old local password (if any) keeps unlocking it; ``--remove``
+removes both the verifier and the local wrapping.
+
 The password is read from the terminal twice (the two must match), or with
 ``--stdin`` from the first line of standard input; never from the command line. The
 account must have logged in through the proxy once: offline there would be nothing to
@@ -21,7 +28,16 @@ from pathlib import Path
 from typing import IO
 
 from imapproxy.config import Config
-from imapproxy.store import Store, accounts, offline_logins, verifier
+from imapproxy.store import (
+    Store,
+    Tx,
+    account_keys,
+    accounts,
+    key_drop,
+    key_wrapping,
+    offline_logins,
+    verifier,
+)
 
 #: Shorter local passwords are refused (a stolen state directory allows offline guessing).
 MIN_LENGTH = 8
@@ -80,16 +96,60 @@ def set_password(
         raise PasswdError(f"no replica in {state_dir}: log in through the proxy once first")
     store = Store(replica)
     try:
+        set_in_store(store, upstream, user, password, params)
+    finally:
+        store.close()
+
+
+def set_in_store(
+    store: Store,
+    upstream: str,
+    user: str,
+    password: bytes | None,
+    params: verifier.ScryptParams = verifier.CURRENT,
+) -> None:
+    """``set_password`` on an open store."""
+    account = store.read(lambda tx: accounts.find_account(tx, upstream, user))
+    if account is None:
+        raise PasswdError(
+            f"{user} has never logged in at {upstream} through this proxy: log in online once first"
+        )
+    field = store.read(lambda tx: account_keys.record(tx, account))
+    if password is None:
+
+        def remove(tx: Tx) -> None:
+            offline_logins.clear_local_password(tx, account)
+            if field is not None:
+                kept = [
+                    w
+                    for w in account_keys.wrappings(tx, account)
+                    if key_wrapping.kind_of(w) != key_wrapping.LOCAL
+                ]
+                account_keys.set_wrappings(tx, account, kept)
+                account_keys.set_entry(tx, account, "pending_local", None)
+
+        store.write(remove)
+        return
+    record = offline_logins.make_local_password(user.encode(), password, params)
+    pending = None
+    if field is not None:
+        if not isinstance(field.get("public"), str):
+            raise PasswdError(f"the encryption record of {user} is unusable: not changed")
+        pending = key_drop.seal_local(field, account.id, user.encode(), password, params)
+
+    def put(tx: Tx) -> None:
+        offline_logins.set_local_password(tx, account, record)
+        if pending is not None:
+            account_keys.set_entry(tx, account, "pending_local", pending)
+
+    store.write(put)
+
+
+def is_encrypted(state_dir: Path, upstream: str, user: str) -> bool:
+    """Whether the account's replica is encrypted (what passwd tells the user next)."""
+    store = Store(state_dir / "replica")
+    try:
         account = store.read(lambda tx: accounts.find_account(tx, upstream, user))
-        if account is None:
-            raise PasswdError(
-                f"{user} has never logged in at {upstream} through this proxy: "
-                "log in online once first"
-            )
-        if password is None:
-            store.write(lambda tx: offline_logins.clear_local_password(tx, account))
-            return
-        record = offline_logins.make_local_password(user.encode(), password, params)
-        store.write(lambda tx: offline_logins.set_local_password(tx, account, record))
+        return account is not None and store.keyring.is_encrypted(account.id)
     finally:
         store.close()

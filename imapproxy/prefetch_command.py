@@ -31,6 +31,7 @@ from imapproxy.sync.content import fetch_missing
 from imapproxy.sync.mailbox_list import sync_mailbox_list
 from imapproxy.sync.mailboxes import sync_messages
 from imapproxy.sync.prefetch import PrefetchPolicy, fetch_bodies, plan
+from imapproxy.unlocking import LOCAL, PASSWORD, AccountKeys
 from imapproxy.upstream.address import UpstreamAddress
 from imapproxy.upstream.client import UpstreamClient
 from imapproxy.upstream.link import UpstreamLink
@@ -110,6 +111,19 @@ async def _check(client: UpstreamClient) -> None:
     return None
 
 
+async def _unlock(store: Store, account: Account, user: str, password: bytes) -> None:
+    """An encrypted account's key, opened with the password (its wrapping, or the local
+    password's); PrefetchError if neither opens it."""
+    if not store.keyring.is_locked(account.id):
+        return
+    keys = AccountKeys(store, threads.deferToThread)
+    if await keys.try_unlock(account, user.encode(), password, (PASSWORD, LOCAL)) is None:
+        raise PrefetchError(
+            f"the cache of {user} is encrypted and this password does not open it (changed "
+            "since?): log in through the proxy with it first (imapproxy unlock if it says so)"
+        )
+
+
 async def run(
     reactor: Any,
     state_dir: Path,
@@ -136,6 +150,7 @@ async def run(
         verifier = await threads.deferToThread(accounts.make_verifier, password)
         account = store.write(lambda tx: accounts.ensure_account(tx, address.url(), user))
         store.write(lambda tx: accounts.set_verifier(tx, account, verifier))
+        await _unlock(store, account, user, password)
         if not _proxy_running(store, account):
             await _refresh(link, store, account, policy)
         work = plan(store, account.id, policy)

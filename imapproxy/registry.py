@@ -20,6 +20,13 @@ token it accepts is kept as a verifier for a limited time; offline, only such a 
 of this user, not yet expired, logs in (``store.offline_logins``). A local password
 (``imapproxy passwd``) is the other offline way in; it is never sent upstream by us.
 
+Encrypted accounts (``encrypt``; unlocking.py): an accepted login must also open the
+account's key, or it is refused with NO [UNAVAILABLE] and the hint to run `imapproxy
+unlock`. While such an account is locked, a LOGIN whose password opens its key through
+the local password's wrapping is accepted locally, online too (it never goes upstream),
+and so is an old upstream password whose wrapping opens it when the upstream refuses
+it: that is how `imapproxy unlock` brings the key back after a restart.
+
 Every attempt first goes through the LoginLimiter (failed logins cost time, per source
 and per user). It fails closed: wrong credentials are LoginFailed; an exception of any
 other type while checking propagates, so the client gets NO, never a session.
@@ -48,6 +55,8 @@ from imapproxy.store import Store, Tx, accounts, offline_logins, verifier
 from imapproxy.store import status as status_record
 from imapproxy.sync.background import DEFAULT_INTERVAL
 from imapproxy.sync.prefetch import PrefetchPolicy
+from imapproxy.unlocking import LOCAL, TOKEN, AccountKeys
+from imapproxy.unlocking import PASSWORD as PASSWORD_KIND
 from imapproxy.upstream.address import UpstreamAddress
 from imapproxy.upstream.client import PASSWORD, UpstreamClient, probe
 from imapproxy.upstream.errors import (
@@ -85,6 +94,7 @@ class AccountRegistry:
         sync_every: float = DEFAULT_INTERVAL,
         token_lifetime: float = offline_logins.DEFAULT_TOKEN_LIFETIME,
         cache_limit: int | None = None,
+        encrypt: bool = False,
     ) -> None:
         self.reactor = reactor
         #: Seconds a token the upstream accepted may log its user in offline.
@@ -110,6 +120,11 @@ class AccountRegistry:
         #: Where scrypt runs: a thread, so a 50 ms hash never stalls other clients
         #: (unit tests on a fake clock run it inline).
         self.in_thread: Callable[..., defer.Deferred[Any]] = threads.deferToThread
+        #: Encrypted replicas: the keys a login must open (unlocking.py).
+        self.keys = AccountKeys(
+            store, lambda *a: self.in_thread(*a), encrypt, lambda: self.verifier_params
+        )
+        self.keys.now = lambda: self.now()
         self._runtimes: dict[str, AccountRuntime] = {}
         self._login_locks: dict[str, defer.DeferredLock] = {}
         #: The OAuth mechanisms the upstream offers, as last seen (None: not known yet).
@@ -142,7 +157,7 @@ class AccountRegistry:
         """
         secret = Secret(mechanism, password)
         name = username.decode("utf-8", "surrogateescape")
-        return await self.limiter.run(
+        runtime = await self.limiter.run(
             source,
             username,
             lambda: self._one_at_a_time(username, secret),
@@ -150,6 +165,9 @@ class AccountRegistry:
             no_verdict=(UpstreamUnavailable,),
             fast=lambda: self._accepted_just_now(name, secret),
         )
+        if self.store.keyring.any:
+            self.keys.take_pending(runtime.account)  # an `imapproxy passwd` meanwhile
+        return runtime
 
     def _accepted_just_now(self, name: str, secret: Secret) -> AccountRuntime | None:
         """The open runtime whose upstream connection is logged in with exactly these
@@ -183,11 +201,22 @@ class AccountRegistry:
         if accepted is not None:
             return accepted
         runtime = self._runtimes.get(name)
+        old_password = False
+        if password.mechanism == PASSWORD:
+            unlocked = await self._unlock_locally(name, username, password.value)
+            if unlocked == LOCAL:
+                return self._local_runtime(name, username)
+            old_password = unlocked is not None
         if runtime is not None and runtime.link.known_down:
             # The account's own link is backing off: a new attempt would most likely
             # wait out its timeout. Offline, the verifier decides at once.
             reason = UpstreamUnreachable("the upstream is unreachable (the link is backing off)")
-            return await self._offline_login(name, username, password, None, reason)
+            try:
+                return await self._offline_login(name, username, password, None, reason)
+            except LoginFailed:
+                if not old_password:
+                    raise
+                return self._local_runtime(name, username)
         link = UpstreamLink(
             self.reactor,
             self.address,
@@ -201,13 +230,23 @@ class AccountRegistry:
             await link.use(self._learn_mechanisms)
         except AuthenticationFailed as exc:
             log.info("login refused by upstream for %r: %s", name, exc.text)
+            if old_password:
+                # It opened the key of the locked account: the old password, an unlock.
+                defer.ensureDeferred(link.close())
+                return self._local_runtime(name, username)
             raise LoginFailed(getattr(exc, "error_json", None)) from None
         except UpstreamUnavailable as exc:
             log.warning("upstream unavailable at login of %r: %s", name, exc)
             try:
                 runtime = await self._offline_login(name, username, password, link, exc)
-            except BaseException:
+            except LoginFailed:
                 defer.ensureDeferred(link.close())  # its attempt may still be running
+                if not old_password:
+                    raise
+                # Not the password the verifier knows, but it opened the key: an unlock.
+                return self._local_runtime(name, username)
+            except BaseException:
+                defer.ensureDeferred(link.close())
                 raise
             if runtime.link is not link:
                 defer.ensureDeferred(link.close())
@@ -234,8 +273,14 @@ class AccountRegistry:
                 accounts.make_verifier, password.value, self.verifier_params
             )
             self.store.write(lambda tx: accounts.set_verifier(tx, account, record))
+            await self.keys.accepted(
+                account, username, PASSWORD_KIND, password.value, may_begin=True
+            )
         else:
-            await self._remember_token(name, account, username, password.value)
+            expires = await self._remember_token(name, account, username, password.value)
+            await self.keys.accepted(
+                account, username, TOKEN, password.value, expires=expires, may_begin=True
+            )
         if runtime is not None:
             # The old link is down or had other credentials: this one replaces it.
             defer.ensureDeferred(runtime.link.close())
@@ -264,8 +309,11 @@ class AccountRegistry:
         local = False
         if password.mechanism == PASSWORD:
             local = await self._offline_password(name, username, account, password.value)
+            kind = LOCAL if local else PASSWORD_KIND
         else:
             await self._offline_token(name, username, account, password.value)
+            kind = TOKEN
+        await self.keys.accepted(account, username, kind, password.value)
         runtime = self._runtimes.get(name)
         if runtime is None:
             if link is None:
@@ -339,9 +387,10 @@ class AccountRegistry:
 
     async def _remember_token(
         self, name: str, account: accounts.Account, username: bytes, token: bytes
-    ) -> None:
+    ) -> int | None:
         """Keep a verifier of a token the upstream just accepted, until the configured
-        lifetime or the token's own expiry, whichever comes first."""
+        lifetime or the token's own expiry, whichever comes first; returns that expiry
+        (None: not kept)."""
         now = self.now()
         expires = now + self.token_lifetime
         claimed = sasl.token_expiry(token)
@@ -349,7 +398,7 @@ class AccountRegistry:
             expires = min(expires, claimed)
         if expires <= now + 1:
             log.info("token of %r expires now: not kept for offline logins", name)
-            return
+            return None
         record = await self.in_thread(
             offline_logins.make_token_record, username, token, int(expires), self.verifier_params
         )
@@ -359,6 +408,32 @@ class AccountRegistry:
             offline_logins.set_tokens(tx, account, offline_logins.with_token(old, record, now))
 
         self.store.write(store)
+        return int(expires)
+
+    async def _unlock_locally(self, name: str, username: bytes, password: bytes) -> str | None:
+        """For an encrypted account whose key is locked: open it with the local
+        password's or a password wrapping; the kind that opened it, or None."""
+        url = self.address.url()
+        account = self.store.read(lambda tx: accounts.find_account(tx, url, name))
+        if account is None or not self.keys.is_locked(account):
+            return None
+        return await self.keys.try_unlock(account, username, password, (LOCAL, PASSWORD_KIND))
+
+    def _local_runtime(self, name: str, username: bytes) -> AccountRuntime:
+        """The account's runtime after a login accepted here only (its key opened with
+        a password the upstream does not take): never sends that password upstream."""
+        runtime = self._runtimes.get(name)
+        if runtime is not None:
+            return runtime
+        url = self.address.url()
+        account = self.store.read(lambda tx: accounts.find_account(tx, url, name))
+        if account is None:  # opened a key, so it exists; fail closed all the same
+            raise LoginFailed()
+        link = _OfflineOnlyLink(self.reactor, self.address, username, b"", self.ca_file)
+        runtime = self._runtime(account, link)
+        self._runtimes[name] = runtime
+        log.info("login of %r accepted here: it unlocked the encrypted replica", name)
+        return runtime
 
     async def _upgrade_verifier(
         self, name: str, account: accounts.Account, password: bytes

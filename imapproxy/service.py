@@ -92,6 +92,7 @@ class ProxyService(Service):
                     sync_every=u.freshness.sync_interval,
                     token_lifetime=u.offline_token_lifetime,
                     cache_limit=u.cache_limit,
+                    encrypt=u.encrypt,
                 ),
             )
             for u in config.upstreams

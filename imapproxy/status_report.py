@@ -7,6 +7,11 @@ outbox and the cache are counted here. The outbox's record shape is another modu
 business and changes, so it is read defensively: an entry counts as refused when the
 outbox module says so (``refused(tx, account)`` where it exists) or its record carries
 a refusal marker, and as queued otherwise.
+
+An encrypted account (store/keyring.py) is reported without its key, which this
+command never has: its outbox entries are sealed, so the depth is the number of
+entries and the refusals come from the clear list of refused sequence numbers; it
+shows "encrypted, locked" and nothing that needs the key (no names, no subjects).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from imapproxy.store import outbox as outbox_store
 from imapproxy.store import status as status_record
 from imapproxy.store import usage
 from imapproxy.store._tx import Tx, decode, u32
+from imapproxy.types import AccountId
 
 #: Databases the report reads; any of them may be missing from an older state dir.
 READ_DATABASES = (b"meta", b"accounts", b"cache", b"outbox", b"mailboxes", b"messages")
@@ -74,7 +80,10 @@ def _account(tx: Tx, account: dict[str, Any], serving: int | None, now: float) -
     # started); an earlier process's record is history.
     running = serving is not None or _running(record.get("pid"))
     current = _running(record.get("pid")) and serving in (None, record.get("pid"))
-    queued, refused = _outbox_counts(tx, account_id)
+    encrypted = account.get("encryption") is not None
+    queued, refused = (
+        _sealed_outbox_counts(tx, account_id) if encrypted else _outbox_counts(tx, account_id)
+    )
     return {
         "user": account.get("username"),
         "upstream": account.get("upstream"),
@@ -85,6 +94,8 @@ def _account(tx: Tx, account: dict[str, Any], serving: int | None, now: float) -
         "last_known_online": record["online"],
         "since": record["since"],
         "reason": record["reason"],
+        # "encrypted, locked": the replica is sealed, and this command holds no key.
+        "encryption": "encrypted, locked" if encrypted else "none",
         "queued_changes": queued,
         "refused_changes": refused,
         # {reason, since} while replay waits for a login the upstream accepts.
@@ -149,6 +160,16 @@ def _outbox_counts(tx: Tx, account_id: int) -> tuple[int, int]:
         except Exception:
             refused = marked
     return len(records) - marked, refused
+
+
+def _sealed_outbox_counts(tx: Tx, account_id: int) -> tuple[int, int]:
+    """(queued, refused) of an encrypted account, from what stays clear: the number of
+    entries, and the list of refused ones (store/outbox.py, ``refused_seqs``)."""
+    if b"outbox" not in tx.dbs:
+        return 0, 0
+    total = sum(1 for _ in tx.keys(b"outbox", u32(account_id)))
+    refused = len(outbox_store.refused_seqs(tx, AccountId(account_id))) if b"meta" in tx.dbs else 0
+    return max(0, total - refused), refused
 
 
 def _cache_bytes(tx: Tx, account_id: int) -> int:
@@ -228,6 +249,12 @@ def _paused(account: dict[str, Any]) -> list[str]:
     ]
 
 
+def _encryption(account: dict[str, Any]) -> list[str]:
+    if account.get("encryption", "none") == "none":
+        return []
+    return [f"  cache:            {account['encryption']} (this command reads no content)"]
+
+
 def _bodies(account: dict[str, Any]) -> str:
     limit = account.get("cache_limit")
     of = f" of the {size(limit)} limit" if limit else ", no limit"
@@ -245,6 +272,7 @@ def as_text(accounts: list[dict[str, Any]]) -> str:
             f"{account['user']} at {account['upstream']}",
             f"  proxy:            {'running' if account['proxy_running'] else 'not running'}{pid}",
             f"  upstream link:    {_link(account)}",
+            *_encryption(account),
             f"  queued changes:   {account['queued_changes']}",
             f"  refused changes:  {account['refused_changes']}",
             *_paused(account),

@@ -10,6 +10,11 @@ Each account's cached bodies may be limited (``set_cache_limit``); ``note_reads`
 records reads in memory and ``enforce_limit`` evicts the least recently read bodies
 (usage.py, eviction.py). While a Store is open it holds a shared lock on the
 replica, so `imapproxy compact` (compact.py) never swaps the file under it.
+
+Encrypted accounts (keyring.py): the Store holds the keyring, which knows from the
+account records which accounts are encrypted and keeps the keys unlocked so far for
+the life of the process; every Tx seals and opens those accounts' records with it
+and raises StoreLocked rather than touch a locked account's records.
 """
 
 from __future__ import annotations
@@ -21,7 +26,9 @@ from typing import TypeVar
 from imapproxy.store import accounts, cache, eviction, mailboxes, messages, outbox, reclaim, usage
 from imapproxy.store._env import Environment
 from imapproxy.store._tx import Tx
+from imapproxy.store.account_keys import encrypted_accounts
 from imapproxy.store.compact import StoreLock
+from imapproxy.store.keyring import Keyring, RecordTampered, StoreLocked
 from imapproxy.store.reads import ReadLog
 from imapproxy.store.schema import SchemaError, check_or_initialize
 from imapproxy.types import AccountId, BlobId
@@ -29,8 +36,10 @@ from imapproxy.types import AccountId, BlobId
 T = TypeVar("T")
 
 __all__ = [
+    "RecordTampered",
     "SchemaError",
     "Store",
+    "StoreLocked",
     "Tx",
     "accounts",
     "cache",
@@ -46,25 +55,33 @@ __all__ = [
 class Store:
     def __init__(self, path: Path, map_size: int | None = None) -> None:
         self._lock = StoreLock.shared(path)
+        #: Which accounts are encrypted, and the keys unlocked so far (keyring.py).
+        self.keyring = Keyring()
         try:
             self._env = Environment(path) if map_size is None else Environment(path, map_size)
             self.write(check_or_initialize)
+            for account in self.read(encrypted_accounts):
+                self.keyring.note_encrypted(account)
         except BaseException:
             self._lock.release()
             raise
         self.reads = ReadLog()
 
     def read(self, body: Callable[[Tx], T]) -> T:
-        return self._env.read(lambda txn: body(Tx(txn, self._env.dbs)))
+        return self._env.read(lambda txn: body(Tx(txn, self._env.dbs, self.keyring)))
 
     def write(self, body: Callable[[Tx], T]) -> T:
-        def run(txn: object) -> T:
-            tx = Tx(txn, self._env.dbs)  # type: ignore[arg-type]
+        def run(txn: object) -> tuple[T, Tx]:
+            tx = Tx(txn, self._env.dbs, self.keyring)  # type: ignore[arg-type]
             result = body(tx)
             reclaim.free_pending(tx)
-            return result
+            return result, tx
 
-        return self._env.write(run)
+        result, tx = self._env.write(run)
+        # Committed: accounts whose encryption the transaction turned on count from now.
+        for account, key in tx.adopted.items():
+            self.keyring.unlock(account, key)
+        return result
 
     # -- the cache limit ---------------------------------------------------------------
 

@@ -4,6 +4,10 @@ Keys are fixed-width big-endian integers so that LMDB's byte order is numeric or
 and a mailbox's messages are one contiguous range; names never go into keys (LMDB's
 key limit is 511 bytes). Records are compact JSON: small, readable with mdb_dump,
 and stable across Python versions.
+
+Every value goes through ``get``/``put``/``scan`` here, so this is where an encrypted
+account's records are sealed and opened (keyring.py says which records and why). A
+Tx without a keyring (``imapproxy status``) reads values as they are on disk.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import lmdb
+
+from imapproxy.store.keyring import AccountKey, Keyring, sealed_account
 
 U32 = struct.Struct(">I")
 U64 = struct.Struct(">Q")
@@ -51,16 +57,49 @@ class Tx:
     (reclaim.free_pending), so expunged content never outlives its expunge.
     """
 
-    def __init__(self, txn: lmdb.Transaction, dbs: dict[bytes, Any]) -> None:
+    def __init__(
+        self, txn: lmdb.Transaction, dbs: dict[bytes, Any], keyring: Keyring | None = None
+    ) -> None:
         self.txn = txn
         self.dbs = dbs
         self.maybe_unused: set[tuple[int, int]] = set()
+        self.keyring = keyring
+        #: Keys of accounts whose encryption this transaction turned on: they count here
+        #: at once, and join the keyring only if it commits (Store.write).
+        self.adopted: dict[int, AccountKey] = {}
+
+    def key_of(self, account: int) -> AccountKey | None:
+        """The account's key if it is encrypted (StoreLocked if not unlocked), else None."""
+        if self.adopted:
+            found = self.adopted.get(account)
+            if found is not None:
+                return found
+        if self.keyring is None or not self.keyring.any:
+            return None
+        return self.keyring.key_of(account)
+
+    def adopt_key(self, account: int, key: AccountKey) -> None:
+        """From now on in this transaction (and, once committed, for good) the account's
+        records are sealed with key."""
+        self.adopted[account] = key
+
+    def _sealing(self, db: bytes, key: bytes) -> AccountKey | None:
+        if not self.adopted and (self.keyring is None or not self.keyring.any):
+            return None
+        account = sealed_account(db, key)
+        return None if account is None else self.key_of(account)
 
     def get(self, db: bytes, key: bytes) -> bytes | None:
         value = self.txn.get(key, db=self.dbs[db])
-        return None if value is None else bytes(value)
+        if value is None:
+            return None
+        sealing = self._sealing(db, key)
+        return bytes(value) if sealing is None else sealing.open(db, key, value)
 
     def put(self, db: bytes, key: bytes, value: bytes | bytearray) -> None:
+        sealing = self._sealing(db, key)
+        if sealing is not None:
+            value = sealing.seal(db, key, value)
         self.txn.put(key, value, db=self.dbs[db])
 
     def delete(self, db: bytes, key: bytes) -> bool:
@@ -84,7 +123,8 @@ class Tx:
             key = bytes(raw_key)
             if not key.startswith(prefix):
                 return
-            yield key, bytes(value)
+            sealing = self._sealing(db, key)
+            yield key, bytes(value) if sealing is None else sealing.open(db, key, value)
 
     def has(self, db: bytes, key: bytes) -> bool:
         """Whether key is there, without copying its value (bodies can be megabytes)."""

@@ -108,6 +108,8 @@ def _let_go(tx: Tx, entry: Entry) -> None:
 
 def remove(tx: Tx, entry: Entry) -> None:
     tx.delete(b"outbox", _key(entry.account, entry.seq))
+    if entry.state != QUEUED:
+        _note_refused(tx, entry.account, entry.seq, False)
     _let_go(tx, entry)
 
 
@@ -160,9 +162,43 @@ def set_refused(tx: Tx, entry: Entry, state: str, reason: str) -> Entry:
     """Take entry out of the queue for good, keeping it (and its data) listed."""
     done = entry.with_(state=state, reason=reason, resolved=time.time())
     _put(tx, done)
+    _note_refused(tx, entry.account, entry.seq, True)
     if state == REFUSED:
         _let_go(tx, done)
     return done
+
+
+# -- which entries were refused, readable without an encrypted account's key ----------------
+
+
+def _refused_key(account: AccountId) -> bytes:
+    return b"outbox_refused:" + u32(account)
+
+
+def refused_seqs(tx: Tx, account: AccountId) -> list[int]:
+    """Sequence numbers of the refused (or failed) entries, kept in clear in the meta
+    database beside the sealed entries, so `imapproxy status` can count them without the
+    key of an encrypted account (numbers only: nothing of what the changes were)."""
+    record = tx.get_record(b"meta", _refused_key(account))
+    if not isinstance(record, list):
+        return []
+    return [seq for seq in record if type(seq) is int]
+
+
+def set_refused_seqs(tx: Tx, account: AccountId, seqs: list[int]) -> None:
+    if seqs:
+        tx.put_record(b"meta", _refused_key(account), sorted(set(seqs)))
+    else:
+        tx.delete(b"meta", _refused_key(account))
+
+
+def _note_refused(tx: Tx, account: AccountId, seq: int, refused: bool) -> None:
+    seqs = set(refused_seqs(tx, account))
+    if refused:
+        seqs.add(seq)
+    else:
+        seqs.discard(seq)
+    set_refused_seqs(tx, account, list(seqs))
 
 
 # -- links: where messages created locally landed upstream --------------------------------

@@ -17,7 +17,9 @@ meta           ``schema_version``                         ``b"1"``
 accounts       sha256(upstream NUL username)              {id, upstream, username, verifier}
                                                           (verifier: scrypt params, salt, hash;
                                                           tokens, local_password: see
-                                                          offline_logins)
+                                                          offline_logins; encryption: key
+                                                          wrappings and key pair of an
+                                                          encrypted account, account_keys)
 mailboxes      account(4) mailbox(4)                      name, delimiter, attributes,
                                                           subscribed, local uidvalidity/uidnext/
                                                           highestmodseq, upstream uidvalidity/
@@ -56,6 +58,8 @@ meta           ``cache_bytes:`` / ``cache_limit:``        body bytes cached / th
                account(4)                                 (usage.py)
 meta           ``subscribed_only:`` account(4)            [names]: subscriptions with no
                                                           mailbox (subscriptions.py)
+meta           ``outbox_refused:`` account(4)             [seq]: refused outbox entries, in
+                                                          clear for `imapproxy status`
 twins          account(4) size(8) hdr hash(8) blob(8)     empty: cached full bodies by length
                                                           and header hash (twins.py)
 twin_of        account(4) blob(8)                         size(8) hash(8): the key above
@@ -63,6 +67,13 @@ held           account(4) blob(8)                         u64 ms: a body kept a 
                                                           the upstream expunged its message
                                                           (held.py)
 =============  =========================================  ===================================
+
+For an encrypted account (keyring.py) the values of mailboxes, messages, cache,
+changes, outbox, links and its ``subscribed_only:`` record are sealed (version, nonce,
+AES-GCM ciphertext; the database and key as associated data), and the header hash in
+twins/twin_of is an HMAC under its key; everything else above stays as shown. This
+needed no version change: an account is encrypted when its record says so, and a store
+without encrypted accounts is byte for byte what it was.
 
 Version 2 added blob_refs, usage and lru; a version 1 store is brought up to date when
 it is opened (``migrate_1_to_2``, one transaction: all or nothing). twins, twin_of and

@@ -23,6 +23,9 @@ from what it sends for ``BODY[]`` gets no twins, never a wrong one.
 The index is a hint: a store written by an imapproxy that did not keep it (or an entry
 that outlived its body) costs a missed twin, never a wrong answer, because the caller
 reads the candidate's body and compares.
+
+For an encrypted account the header hash is an HMAC under a key of that account
+(keyring.py): the index then cannot confirm that a known message is cached.
 """
 
 from __future__ import annotations
@@ -54,6 +57,12 @@ def header_hash(header: bytes) -> bytes:
     return hashlib.sha256(header).digest()[:8]
 
 
+def _digest(tx: Tx, account: AccountId, header: bytes) -> bytes:
+    """The header's hash in keys: keyed for an encrypted account (keyring.py says why)."""
+    key = tx.key_of(account)
+    return header_hash(header) if key is None else key.twin_hash(header)
+
+
 def _key(account: AccountId, size: int, digest: bytes, blob: BlobId) -> bytes:
     return u32(account) + u64(size) + digest + u64(blob)
 
@@ -65,7 +74,7 @@ def _reverse_key(account: AccountId, blob: BlobId) -> bytes:
 def note(tx: Tx, account: AccountId, blob: BlobId, size: int, header: bytes) -> None:
     """blob's full body (size bytes, this header block) is cached."""
     forget(tx, account, blob)
-    digest = header_hash(header)
+    digest = _digest(tx, account, header)
     tx.put(b"twins", _key(account, size, digest, blob), b"")
     tx.put(b"twin_of", _reverse_key(account, blob), u64(size) + digest)
 
@@ -91,6 +100,6 @@ def any_of_size(tx: Tx, account: AccountId, size: int) -> bool:
 
 def candidates(tx: Tx, account: AccountId, size: int, header: bytes) -> Iterator[BlobId]:
     """Blobs whose full body has size bytes and a header block of header's hash."""
-    head = u32(account) + u64(size) + header_hash(header)
+    head = u32(account) + u64(size) + _digest(tx, account, header)
     for key in tx.keys(b"twins", head):
         yield BlobId(read_u64(key, 20))

@@ -81,7 +81,7 @@ class Verifier:
         params = ScryptParams(*costs)
         params.check()
         return cls(
-            params, _hex_field(salt, "salt", SALT_BYTES), _hex_field(digest, "hash", HASH_BYTES)
+            params, hex_field(salt, "salt", SALT_BYTES), hex_field(digest, "hash", HASH_BYTES)
         )
 
     def to_record(self) -> dict[str, object]:
@@ -89,10 +89,11 @@ class Verifier:
         return {"scrypt": [p.n, p.r, p.p], "salt": self.salt.hex(), "hash": self.digest.hex()}
 
     def matches(self, password: bytes) -> bool:
-        return hmac.compare_digest(_derive(password, self.salt, self.params), self.digest)
+        return hmac.compare_digest(derive(password, self.salt, self.params), self.digest)
 
 
-def _hex_field(value: object, name: str, size: int) -> bytes:
+def hex_field(value: object, name: str, size: int) -> bytes:
+    """A hex string of exactly size bytes from a record; InvalidVerifier otherwise."""
     if not isinstance(value, str):
         raise InvalidVerifier(f"verifier {name} is not a string")
     try:
@@ -104,23 +105,26 @@ def _hex_field(value: object, name: str, size: int) -> bytes:
     return raw
 
 
-def _derive(password: bytes, salt: bytes, params: ScryptParams) -> bytes:
+def derive(secret: bytes, salt: bytes, params: ScryptParams, size: int = HASH_BYTES) -> bytes:
+    """scrypt of secret with params checked first (InvalidVerifier if out of bounds).
+    Also the key-encryption keys of encrypted replicas (key_wrapping.py) come from
+    here, so both kinds of record share one cost and one set of bounds."""
     params.check()
     return hashlib.scrypt(
-        password,
+        secret,
         salt=salt,
         n=params.n,
         r=params.r,
         p=params.p,
         maxmem=params.maxmem,
-        dklen=HASH_BYTES,
+        dklen=size,
     )
 
 
 def make(password: bytes, params: ScryptParams = CURRENT) -> dict[str, object]:
     """A new record for password, with a fresh salt (slow: run it off the reactor)."""
     salt = os.urandom(SALT_BYTES)
-    return Verifier(params, salt, _derive(password, salt, params)).to_record()
+    return Verifier(params, salt, derive(password, salt, params)).to_record()
 
 
 def matches(record: object, password: bytes) -> bool:

@@ -35,7 +35,7 @@ def test_check_config_accepts_the_example(tmp_path: Path) -> None:
     assert result.stderr == ""
     lines = result.stdout.splitlines()
     assert len(lines) == 1 and lines[0].startswith("configuration OK:"), result.stdout
-    assert "3 upstreams: work (imaps://imap.example.org:993)" in lines[0]
+    assert "3 upstreams: work (imaps://imap.example.org:993, encrypted)" in lines[0]
 
 
 def test_check_config_names_the_line_of_each_error(tmp_path: Path) -> None:

@@ -52,3 +52,33 @@ def test_queued_and_refused_changes_and_cache_size(tmp_path: Path) -> None:
 def test_missing_replica_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(StatusError, match="no replica"):
         collect(tmp_path)
+
+
+def test_an_encrypted_account_is_reported_without_its_key(tmp_path: Path) -> None:
+    """Depth and refusals from what stays clear; no name or content; 'encrypted, locked'."""
+    from imapproxy.store import account_keys, key_drop, mailboxes
+    from imapproxy.store.keyring import AccountKey
+
+    store = Store(tmp_path / "replica")
+    try:
+        account = store.write(lambda tx: accounts.ensure_account(tx, "imaps://x", "ann"))
+        store.write(lambda tx: mailboxes.create(tx, account.id, "Zebra folder"))
+        store.write(lambda tx: outbox.add(tx, account.id, "create", {"name": "Zebra"}))
+        gone = store.write(lambda tx: outbox.add(tx, account.id, "create", {"name": "Z2"}))
+        store.write(lambda tx: outbox.set_refused(tx, gone, outbox.REFUSED, "no"))
+        store.write(lambda tx: outbox.add(tx, account.id, "create", {"name": "Z3"}))
+        key = AccountKey.new()
+        field = {"wrappings": [], **key_drop.new_pair(key, account.id)}
+        store.write(lambda tx: account_keys.encrypt_in_place(tx, account, key, field))
+    finally:
+        store.close()
+
+    (report,) = collect(tmp_path, now=2000.0)
+    assert report["encryption"] == "encrypted, locked"
+    assert report["queued_changes"] == 2
+    assert report["refused_changes"] == 1
+    text = as_text([report])
+    assert "encrypted, locked" in text and "Zebra" not in text
+    from imapproxy.status_report import as_json
+
+    assert "Zebra" not in as_json([report]) and '"encrypted, locked"' in as_json([report])

@@ -127,6 +127,8 @@ class AccountRegistry:
         self.keys.now = lambda: self.now()
         self._runtimes: dict[str, AccountRuntime] = {}
         self._login_locks: dict[str, defer.DeferredLock] = {}
+        #: Login name -> the newest verifier derivation started (_store_verifier_later).
+        self._verifier_generation: dict[str, int] = {}
         #: The OAuth mechanisms the upstream offers, as last seen (None: not known yet).
         self.offered_mechanisms: frozenset[str] | None = store.read(
             lambda tx: offline_logins.get_mechanisms(tx, address.url())
@@ -269,10 +271,7 @@ class AccountRegistry:
         url = self.address.url()
         account = self.store.write(lambda tx: accounts.ensure_account(tx, url, name))
         if password.mechanism == PASSWORD:
-            record = await self.in_thread(
-                accounts.make_verifier, password.value, self.verifier_params
-            )
-            self.store.write(lambda tx: accounts.set_verifier(tx, account, record))
+            self._store_verifier_later(name, account, password.value)
             await self.keys.accepted(
                 account, username, PASSWORD_KIND, password.value, may_begin=True
             )
@@ -289,6 +288,24 @@ class AccountRegistry:
         runtime = self._runtime(account, link)
         self._runtimes[name] = runtime
         return runtime
+
+    def _store_verifier_later(self, name: str, account: accounts.Account, password: bytes) -> None:
+        """Derive and store the offline verifier of a password the upstream just accepted,
+        after the client has its answer: the scrypt (about 100 ms in a thread) was most
+        of a first login's time on a fast link. Only the newest login's verifier is kept
+        when two derivations overlap; until it is stored, an offline login checks the
+        previous one (the upstream accepted this password moments ago: it is online)."""
+        generation = self._verifier_generation.get(name, 0) + 1
+        self._verifier_generation[name] = generation
+
+        async def derive() -> None:
+            record = await self.in_thread(accounts.make_verifier, password, self.verifier_params)
+            if self._verifier_generation.get(name) == generation:
+                self.store.write(lambda tx: accounts.set_verifier(tx, account, record))
+
+        defer.ensureDeferred(derive()).addErrback(
+            lambda f: log.error("could not store the offline verifier of %r: %s", name, f.value)
+        )
 
     async def _offline_login(
         self,

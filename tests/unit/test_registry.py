@@ -254,10 +254,52 @@ def test_any_exception_after_upstream_accepted_is_no_session_and_closes_the_link
     def broken(*args: object) -> None:
         raise error
 
-    monkeypatch.setattr(accounts, "set_verifier", broken)
+    monkeypatch.setattr(accounts, "ensure_account", broken)
     assert env.login(b"right") is error
     assert env.registry._runtimes == {}
     assert env.upstream.links[-1].closed
+
+
+def test_the_verifier_is_stored_after_the_answer_and_only_the_newest(env: Env) -> None:
+    """The scrypt of the offline verifier runs after the login is answered; when two
+    derivations overlap, the older one's result is not stored over the newer."""
+    pending: list[tuple[defer.Deferred[Any], tuple[Any, ...]]] = []
+
+    def in_thread(f: Any, *args: Any) -> defer.Deferred[Any]:
+        d: defer.Deferred[Any] = defer.Deferred()
+        pending.append((d, (f, *args)))
+        return d
+
+    env.registry.in_thread = in_thread
+    first = env.login(b"right")
+    assert isinstance(first, AccountRuntime)  # answered before any verifier exists
+    assert len(pending) == 1
+    env.upstream.password = b"newer"
+    first.link.logged_in = False
+    assert env.login(b"newer") is first
+    assert len(pending) == 2
+    for d, (f, *args) in reversed(pending):  # the newer derivation finishes first
+        d.callback(f(*args))
+    record = env.stored()
+    assert verifier.matches(record, b"newer") and not verifier.matches(record, b"right")
+
+
+def test_a_verifier_that_cannot_be_stored_is_logged_and_the_old_one_stays(
+    env: Env, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    env.login(b"right")
+    old = env.stored()
+
+    def broken(*args: object) -> None:
+        raise OSError("disk")
+
+    monkeypatch.setattr(accounts, "set_verifier", broken)
+    env.upstream.password = b"newer"
+    for link in env.upstream.links:
+        link.logged_in = False
+    assert isinstance(env.login(b"newer"), AccountRuntime)
+    assert env.stored() == old
+    assert "could not store the offline verifier" in caplog.text
 
 
 @pytest.mark.parametrize("error", [KeyError("x"), TypeError("t"), MemoryError()])

@@ -34,7 +34,7 @@ from imapproxy.types import BlobId
 from imapproxy.upstream.client import UpstreamClient
 from imapproxy.upstream.errors import UpstreamBusy, UpstreamUnavailable
 from imapproxy.upstream.link import UpstreamLink
-from imapproxy.upstream.watcher import MailboxWatcher
+from imapproxy.upstream.watcher import POLL_SECONDS, MailboxWatcher
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +102,7 @@ class AccountRuntime:
         *,
         prefetch: PrefetchPolicy | None = None,
         sync_every: float = DEFAULT_INTERVAL,
+        poll_every: float = POLL_SECONDS,
         cache_limit: int | None = None,
     ) -> None:
         self.reactor = reactor
@@ -133,6 +134,7 @@ class AccountRuntime:
             self.request_sync,
             on_covered=self._covered,
             on_list_change=self._list_changed,
+            poll_seconds=poll_every,
         )
         self.background = BackgroundSync(self, sync_interval(sync_every), prefetch_policy(prefetch))
         notifier.on_watch_change[account.id] = self._watch_changed

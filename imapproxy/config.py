@@ -81,11 +81,12 @@ class PrefetchSettings:
 class Freshness:
     """How stale the replica may get while the upstream is reachable: every folder is
     brought up to date at least every ``sync_interval`` seconds (0: only when a client
-    looks), and a selected mailbox the upstream connection cannot IDLE on is polled
-    every ``poll_interval`` seconds."""
+    looks); where the upstream lacks NOTIFY, each mailbox a client has selected is
+    polled with STATUS every ``poll_interval`` seconds (with NOTIFY the upstream tells,
+    within its own notification delay)."""
 
     sync_interval: float = 300.0
-    poll_interval: float = 60.0
+    poll_interval: float = 2.0
 
 
 #: A day: long enough for a trip without a network, short enough that a token revoked

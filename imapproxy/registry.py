@@ -65,6 +65,7 @@ from imapproxy.upstream.errors import (
     UpstreamUnreachable,
 )
 from imapproxy.upstream.link import UpstreamLink
+from imapproxy.upstream.watcher import POLL_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,7 @@ class AccountRegistry:
         max_message: int = DEFAULT_MAX_LITERAL,
         prefetch: PrefetchPolicy | None = None,
         sync_every: float = DEFAULT_INTERVAL,
+        poll_every: float = POLL_SECONDS,
         token_lifetime: float = offline_logins.DEFAULT_TOKEN_LIFETIME,
         cache_limit: int | None = None,
         encrypt: bool = False,
@@ -105,6 +107,7 @@ class AccountRegistry:
         #: What each account's background work does (from the upstream's configuration).
         self.prefetch = prefetch
         self.sync_every = sync_every
+        self.poll_every = poll_every
         #: Bytes of cached bodies per account (None: no limit).
         self.cache_limit = cache_limit
         #: The largest body accepted from the upstream (larger literals fail its link).
@@ -502,6 +505,7 @@ class AccountRegistry:
             self.write_wait,
             prefetch=self.prefetch,
             sync_every=self.sync_every,
+            poll_every=self.poll_every,
             cache_limit=self.cache_limit,
         )
 

@@ -90,6 +90,7 @@ class ProxyService(Service):
                         u.prefetch.folders, u.prefetch.max_age_days, u.prefetch.max_body_size
                     ),
                     sync_every=u.freshness.sync_interval,
+                    poll_every=u.freshness.poll_interval,
                     token_lifetime=u.offline_token_lifetime,
                     cache_limit=u.cache_limit,
                     encrypt=u.encrypt,

@@ -350,3 +350,11 @@ def test_an_attempt_left_behind_by_an_offline_login_is_closed(env: Env) -> None:
     assert isinstance(env.login(b"wrong"), LoginFailed)
     extra = [link for link in env.upstream.links if link is not runtime.link]
     assert len(extra) == 2 and all(link.closed for link in extra)
+
+
+def test_the_configured_poll_interval_reaches_the_watcher(env: Env) -> None:
+    """[upstream.freshness] poll_interval: how often a selected mailbox is polled where
+    the upstream lacks NOTIFY (it was accepted and then ignored)."""
+    env.registry.poll_every = 7.0
+    runtime = env.login(b"right")
+    assert runtime.watcher.poll_seconds == 7.0

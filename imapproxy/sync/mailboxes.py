@@ -1,9 +1,10 @@
 """Reconcile each mailbox's messages into the replica (the mailbox list: mailbox_list.py).
 
 Messages (on SELECT, NOOP, IDLE news): new upstream UIDs get local UIDs in upstream
-order with their FLAGS, INTERNALDATE and RFC822.SIZE; with CONDSTORE only flags that
-changed since the last HIGHESTMODSEQ are fetched, and expunges are found with one
-UID SEARCH instead of a full flag listing. Each sync is one LMDB transaction.
+order with their FLAGS, INTERNALDATE and RFC822.SIZE; with QRESYNC the EXAMINE itself
+brings the flag changes and expunges since the last HIGHESTMODSEQ (RFC 7162 §3.2.5);
+with CONDSTORE only flags that changed since then are fetched, and expunges are found
+with one UID SEARCH instead of a full flag listing. Each sync is one LMDB transaction.
 
 A message the upstream expunged (or that an UIDVALIDITY change could not re-match)
 may only have moved: its cached body is held a while for a twin (sync/twins.py).
@@ -16,14 +17,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 from imapproxy.notify import MailboxChange
-from imapproxy.protocol import FetchAttribute, SequenceSet, Value
+from imapproxy.protocol import FetchAttribute, QResync, SequenceSet, Value
 from imapproxy.store import Store, Tx, cache, mailboxes, messages
 from imapproxy.store.mailboxes import Mailbox
 from imapproxy.store.messages import Message
 from imapproxy.sync.progress import Progress
 from imapproxy.sync.twins import hold_orphan, release_expired
 from imapproxy.types import UID, UpstreamUID
-from imapproxy.upstream.client import SelectInfo, UpstreamClient, as_int, text
+from imapproxy.upstream.client import SelectInfo, UpstreamClient, as_int, text, uids_within
 
 NEW_MESSAGE_ITEMS = (
     FetchAttribute("FLAGS"),
@@ -57,6 +58,8 @@ class _Fetched:
     #: flags/present describe upstream UIDs 1..examined only (ours above it came from
     #: our own APPEND/COPY and are reported in `new`).
     examined: int = 0
+    #: With QRESYNC: the known UIDs VANISHED (EARLIER) named (expunged upstream).
+    vanished: set[int] | None = None
     #: Upstream messages at or below `examined` that the replica lacks (expunged here,
     #: e.g. by a replayed EXPUNGE the upstream did not carry out): they come back.
     missing: list[dict[str, Value]] = field(default_factory=list)
@@ -79,8 +82,18 @@ async def sync_messages(
     ``changed_after``: the replica's HIGHESTMODSEQ when the caller last made sure no
     queued change touched the mailbox. A message changed locally after it (a client's
     STORE while this sync waited for the link) keeps its flags: its change is queued
-    and not upstream yet, so the upstream's flags are older than ours."""
-    info = await client.select(mailbox.name, readonly=True)
+    and not upstream yet, so the upstream's flags are older than ours.
+
+    The best the upstream offers (its CAPABILITY) decides the cost, never the result:
+    QRESYNC: one EXAMINE with the QRESYNC parameter brings every flag change and
+    expunge since the last sync (VANISHED (EARLIER)); CONDSTORE: flags CHANGEDSINCE the
+    last HIGHESTMODSEQ, and one UID SEARCH for expunges when the count says some went;
+    neither: every message's FLAGS, and what is not listed is gone. New messages come
+    with one UID FETCH above the highest UID known, each way."""
+    known = _known(store, mailbox) if mailbox.upstream_last_uid else []
+    info = await client.select(
+        mailbox.name, readonly=True, qresync=_qresync_parameter(client, mailbox, known)
+    )
     reset = (
         mailbox.upstream_uidvalidity is not None
         and mailbox.upstream_uidvalidity != info.uidvalidity
@@ -90,15 +103,8 @@ async def sync_messages(
     if batched:
         mailbox = await _first_sync_in_batches(client, store, mailbox, info)
         last_uid = mailbox.upstream_last_uid
-    known_count = (
-        0
-        if reset
-        else store.read(
-            lambda tx: sum(
-                1 for up in messages.upstream_map(tx, mailbox.account, mailbox.id) if up <= last_uid
-            )
-        )
-    )
+        known = _known(store, mailbox)
+    examined = [] if reset else [up for up in known if up <= last_uid]
     guard = mailbox.highestmodseq if changed_after is None else changed_after
     fetched = _Fetched(info, examined=last_uid, local_modseq=guard)
     fetched.keywords_allowed = client.keywords_allowed.get(mailbox.name)
@@ -112,7 +118,17 @@ async def sync_messages(
     if last_uid:
         old = SequenceSet(((1, last_uid),))
         condstore = info.highestmodseq is not None and mailbox.upstream_highestmodseq is not None
-        if not condstore:
+        if info.qresync:
+            # Everything changed or expunged since the last sync came with the EXAMINE.
+            fetched.flags = [item for item in info.changed if as_int(item["UID"]) <= last_uid]
+            fetched.vanished = uids_within(info.vanished, examined)
+            left = len(examined) - len(fetched.vanished) + len(fetched.new)
+            if info.exists != left:
+                # The replica and the upstream disagree beyond what VANISHED explains
+                # (a message the replica lacks, e.g. a local expunge the upstream did
+                # not carry out): find out which UIDs are there, as CONDSTORE does.
+                fetched.present = await client.search_uids(old)
+        elif not condstore:
             fetched.flags = await client.fetch(old, FLAG_ITEMS)
             fetched.full_flags = True
         else:
@@ -120,11 +136,65 @@ async def sync_messages(
                 fetched.flags = await client.fetch(
                     old, FLAG_ITEMS, changedsince=mailbox.upstream_highestmodseq
                 )
-            if info.exists != known_count + len(fetched.new):
+            if info.exists != len(examined) + len(fetched.new):
                 fetched.present = await client.search_uids(old)
         await _fetch_missing(client, store, mailbox, fetched)
     synced, change = store.write(lambda tx: _apply(tx, mailbox, fetched, reset))
     return synced, replace(change, added=True) if batched else change
+
+
+def _known(store: Store, mailbox: Mailbox) -> list[int]:
+    """The upstream UIDs the replica holds in mailbox, ascending."""
+    return store.read(lambda tx: sorted(messages.upstream_map(tx, mailbox.account, mailbox.id)))
+
+
+#: Below this many known messages the QRESYNC parameter goes without sequence match
+#: data: the upstream's worst case (it forgot old expunges and names every gap in the
+#: known range) costs less than the pairs would.
+SEQUENCE_MATCH_MIN = 64
+
+
+def _qresync_parameter(
+    client: UpstreamClient, mailbox: Mailbox, known: list[int]
+) -> QResync | None:
+    """SELECT's QRESYNC parameter for a mailbox the replica has synced with modseqs:
+    (uidvalidity, modseq, the known UID range, sequence match data). The range is
+    1:highest-synced-UID, a few bytes however many messages; the match data (RFC 7162
+    §3.2.5.2) samples about log2(n) (message number, UID) pairs, dense towards the
+    end, so an upstream that no longer remembers old expunges still names only the
+    gaps after the last pair that matches instead of every one in the range."""
+    last_uid = mailbox.upstream_last_uid
+    if (
+        not client.qresync
+        or not last_uid
+        or mailbox.upstream_uidvalidity is None
+        or not mailbox.upstream_highestmodseq
+    ):
+        return None
+    synced = [up for up in known if up <= last_uid]
+    match = None
+    if len(synced) >= SEQUENCE_MATCH_MIN:
+        numbers = sequence_sample(len(synced))
+        match = (
+            SequenceSet.from_ints(numbers),
+            SequenceSet.from_ints([synced[n - 1] for n in numbers]),
+        )
+    return (
+        mailbox.upstream_uidvalidity,
+        mailbox.upstream_highestmodseq,
+        SequenceSet(((1, last_uid),)),
+        match,
+    )
+
+
+def sequence_sample(count: int) -> list[int]:
+    """Message numbers 1..count to send as sequence match data: count, count-1,
+    count-3, count-7, ... (powers of two back from the end), ascending."""
+    out, step = set(), 1
+    while step <= count:
+        out.add(count - step + 1)
+        step *= 2
+    return sorted(out)
 
 
 async def _first_sync_in_batches(
@@ -205,6 +275,8 @@ def _apply(
         gone = examined - {as_int(item["UID"]) for item in fetched.flags}
     elif fetched.present is not None:
         gone = examined - fetched.present
+    elif fetched.vanished is not None:
+        gone = examined & fetched.vanished
     for up_uid in sorted(gone):
         gone_message = messages.get(tx, account, mailbox.id, upmap[up_uid])
         if gone_message is not None:

@@ -22,7 +22,7 @@ from imapproxy.store import Store, Tx, cache, mailboxes, messages
 from imapproxy.store.mailboxes import Mailbox
 from imapproxy.store.messages import Message
 from imapproxy.sync.progress import Progress
-from imapproxy.sync.twins import hold_orphan, release_expired
+from imapproxy.sync.twins import gmail_blob, hold_orphan, note_gmail_id, release_expired
 from imapproxy.types import UID, UpstreamUID
 from imapproxy.upstream.client import SelectInfo, UpstreamClient, as_int, text, uids_within
 
@@ -32,6 +32,15 @@ NEW_MESSAGE_ITEMS = (
     FetchAttribute("RFC822.SIZE"),
 )
 FLAG_ITEMS = (FetchAttribute("FLAGS"),)
+#: Gmail's identity of a message across its folders (X-GM-EXT-1; sync/twins.py).
+GMAIL_ID = FetchAttribute("X-GM-MSGID")
+
+
+def new_message_items(client: UpstreamClient) -> tuple[FetchAttribute, ...]:
+    """What a new message is fetched with: X-GM-MSGID too where the upstream has it."""
+    return NEW_MESSAGE_ITEMS + ((GMAIL_ID,) if client.has("X-GM-EXT-1") else ())
+
+
 #: A first sync of a larger mailbox fetches and stores its message list this many
 #: messages at a time, so memory stays flat in the mailbox's size.
 FIRST_SYNC_BATCH = 5000
@@ -113,7 +122,7 @@ async def sync_messages(
     uidnext_moved = info.uidnext is None or info.uidnext > (mailbox.upstream_uidnext or 0)
     if info.exists and (reset or last_uid == 0 or uidnext_moved):
         # "n:*" also matches the highest UID when it is below n: filter it out.
-        new = await client.fetch(SequenceSet(((last_uid + 1, None),)), NEW_MESSAGE_ITEMS)
+        new = await client.fetch(SequenceSet(((last_uid + 1, None),)), new_message_items(client))
         fetched.new = [item for item in new if as_int(item["UID"]) > last_uid]
     if last_uid:
         old = SequenceSet(((1, last_uid),))
@@ -214,7 +223,7 @@ async def _first_sync_in_batches(
         last = min(first + FIRST_SYNC_BATCH - 1, info.exists)
         batch = _Fetched(partial, local_modseq=mailbox.highestmodseq)
         batch.new = await client.fetch(
-            SequenceSet(((first, last),)), NEW_MESSAGE_ITEMS, by_sequence=True
+            SequenceSet(((first, last),)), new_message_items(client), by_sequence=True
         )
         batch.first_sync, batch.recent_found = True, recent_found
         recent_found = recent_found or any(_recent_upstream(item) for item in batch.new)
@@ -243,7 +252,9 @@ async def _fetch_missing(
     known = store.read(lambda tx: messages.upstream_map(tx, mailbox.account, mailbox.id))
     lacking = sorted(uid for uid in upstream if uid not in known and uid <= fetched.examined)
     if lacking:
-        fetched.missing = await client.fetch(SequenceSet.from_ints(lacking), NEW_MESSAGE_ITEMS)
+        fetched.missing = await client.fetch(
+            SequenceSet.from_ints(lacking), new_message_items(client)
+        )
 
 
 def _apply(
@@ -296,15 +307,9 @@ def _apply(
             mailbox = _set_flags(
                 tx, mailbox, upmap[up_uid], flags_of(item.get("FLAGS", ())), changed
             )
+            _note_gmail_id(tx, mailbox, upmap[up_uid], item)
             continue
-        mailbox, added = add_message(
-            tx,
-            mailbox,
-            UpstreamUID(up_uid),
-            flags_of(item.get("FLAGS", ())),
-            text(item.get("INTERNALDATE")),
-            as_int(item.get("RFC822.SIZE")),
-        )
+        mailbox, added = _add_upstream(tx, mailbox, item)
         if upstream_recent is None and _recent_upstream(item):
             upstream_recent = added.uid
     if fetched.first_sync and not fetched.recent_found:
@@ -318,14 +323,7 @@ def _apply(
         up_uid = as_int(item["UID"])
         if up_uid in upmap:
             continue
-        mailbox, _ = add_message(
-            tx,
-            mailbox,
-            UpstreamUID(up_uid),
-            flags_of(item.get("FLAGS", ())),
-            text(item.get("INTERNALDATE")),
-            as_int(item.get("RFC822.SIZE")),
-        )
+        mailbox, _ = _add_upstream(tx, mailbox, item)
 
     info = fetched.info
     if fetched.keywords_allowed is not None:
@@ -344,6 +342,35 @@ def _apply(
         flags=tuple(changed),
     )
     return mailbox, change
+
+
+def _add_upstream(tx: Tx, mailbox: Mailbox, item: dict[str, Value]) -> tuple[Mailbox, Message]:
+    """A message the upstream listed, new to the replica. With an X-GM-MSGID the
+    replica has met (the same Gmail message in another folder), it shares that blob."""
+    msgid = item.get("X-GM-MSGID")
+    gmail_id = as_int(msgid) if msgid is not None else None
+    blob = None if gmail_id is None else gmail_blob(tx, mailbox.account, gmail_id)
+    mailbox, added = add_message(
+        tx,
+        mailbox,
+        UpstreamUID(as_int(item["UID"])),
+        flags_of(item.get("FLAGS", ())),
+        text(item.get("INTERNALDATE")),
+        as_int(item.get("RFC822.SIZE")),
+        blob,
+    )
+    if gmail_id is not None:
+        note_gmail_id(tx, mailbox.account, added.blob, gmail_id)
+    return mailbox, added
+
+
+def _note_gmail_id(tx: Tx, mailbox: Mailbox, uid: UID, item: dict[str, Value]) -> None:
+    """A message of ours (our APPEND or COPY, now linked) seen with its X-GM-MSGID: its
+    other folders' appearances (All Mail) share its blob."""
+    msgid = item.get("X-GM-MSGID")
+    message = messages.get(tx, mailbox.account, mailbox.id, uid)
+    if msgid is not None and message is not None:
+        note_gmail_id(tx, mailbox.account, message.blob, as_int(msgid))
 
 
 def _set_flags(

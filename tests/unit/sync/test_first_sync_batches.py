@@ -29,6 +29,9 @@ class Upstream:
         self.highestmodseq = 50
         self.qresync = False
 
+    def has(self, capability: str) -> bool:
+        return False
+
     async def select(self, name: str, readonly: bool = True, qresync: Any = None) -> SelectInfo:
         return SelectInfo(777, max(self.uids) + 1, len(self.uids), self.highestmodseq, (), None)
 

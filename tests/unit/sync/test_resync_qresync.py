@@ -54,6 +54,9 @@ class Upstream:
             "RFC822.SIZE": 100 + uid,
         }
 
+    def has(self, capability: str) -> bool:
+        return False
+
     async def select(self, name: str, readonly: bool = True, qresync: Any = None) -> SelectInfo:
         self.calls.append("select")
         self.parameters.append(qresync)

@@ -6,8 +6,9 @@ messages are flagged and 10 expunged; then the workload runs once directly and o
 through the proxy (message list without bodies, so a body that happens to be new does
 not blur the figure), and their answers must be equal. Reported: the proxy session's
 time against the direct one, and every byte between the proxy and Dovecot from the
-first change to the end of the session (background sync included). A proxy that syncs
-only what changed keeps both flat as the mailbox grows.
+first change to the end of the session (background sync included), with the number of
+command lines the proxy sent meanwhile (each a round trip unless pipelined). A proxy
+that syncs only what changed keeps all three flat as the mailbox grows.
 """
 
 from __future__ import annotations
@@ -86,10 +87,12 @@ def run(ctx: Context) -> None:
                 proxy_server_s=proxied.server_s,
                 upstream_down=ctx.upstream.bytes_down,
                 upstream_up=ctx.upstream.bytes_up,
+                upstream_commands=ctx.upstream.commands_up,
             )
             log(
                 f"{ctx.label} resync: direct {direct.wall_s:.2f}s, proxy {proxied.wall_s:.2f}s,"
                 f" upstream {ctx.upstream.bytes_down} B down / {ctx.upstream.bytes_up} B up"
+                f" in {ctx.upstream.commands_up} commands"
             )
         finally:
             ctx.stop_proxy(proxy)
@@ -105,7 +108,7 @@ def report(outcome: Outcome) -> str:
         return ""
     header = [
         "N", "rtt ms", "direct s", "proxy s", "ratio", "w/o parse", "direct down/up",
-        "proxy upstream down/up",
+        "proxy upstream down/up", "cmds",
     ]  # fmt: skip
     body = []
     for (size, rtt), items in sorted(group(records, "size", "rtt_ms").items()):
@@ -119,10 +122,12 @@ def report(outcome: Outcome) -> str:
             ratio(_over(d["proxy_server_s"], d["direct_server_s"])),
             f"{human_bytes(d['direct_down'])} / {human_bytes(d['direct_up'])}",
             f"{human_bytes(d['upstream_down'])} / {human_bytes(d['upstream_up'])}",
+            f"{d['upstream_commands']:.0f}" if "upstream_commands" in d else "-",
         ])  # fmt: skip
     return (
         f"Resync after {NEW} new, {FLAGGED} flagged, {EXPUNGED} expunged upstream "
-        "(session without bodies; upstream bytes from the first change on; medians):\n\n"
+        "(session without bodies; upstream bytes from the first change on; cmds: commands\n"
+        "the proxy sent upstream meanwhile, other than NOOP and IDLE; medians):\n\n"
         + table(header, body)
     )
 

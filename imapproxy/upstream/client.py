@@ -106,7 +106,8 @@ class SelectInfo:
     #: ``VANISHED (EARLIER)`` as sorted inclusive UID ranges: expunged since that modseq
     #: (may name UIDs never known). Ranges, not members: ``1:4294967295`` costs nothing.
     vanished: tuple[tuple[int, int], ...] = ()
-    #: The FETCH responses (with UID) the SELECT carried: messages changed since then.
+    #: The FETCH responses (with UID and FLAGS) the SELECT carried: messages whose flags
+    #: changed since then.
     changed: tuple[dict[str, Value], ...] = ()
 
 
@@ -350,7 +351,8 @@ class UpstreamClient:
             permanentflags=_atoms(permanent[0]) if permanent else None,  # type: ignore[arg-type]
             qresync=taken,
             vanished=_vanished_earlier(result) if taken else (),
-            changed=tuple(_fetched_with_uid(result)) if taken else (),
+            # Only a FETCH with FLAGS says what the flags are (RFC 7162 §3.2.5.1).
+            changed=tuple(i for i in _fetched_with_uid(result) if "FLAGS" in i) if taken else (),
         )
 
     async def ensure_selected(self, name: str, writable: bool = False) -> None:

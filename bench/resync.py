@@ -65,6 +65,10 @@ def run(ctx: Context) -> None:
             seed = NEW_SEED_BASE + len(ctx.bench.outcome.records.get("resync", []))
             changes = apply_changes(ctx, user.name, user.password, seed)
             direct, direct_answers = direct_session(ctx, user.name, user.password, 0)
+            # What the proxy exchanged upstream since the first change: the resync it
+            # made on the upstream's news (IDLE, NOTIFY) while the direct session ran.
+            # proxy_session starts its own count, so this is added to it.
+            down, up, commands = _counts(ctx)
             try:
                 proxied, proxy_answers = proxy_session(ctx, proxy, user.name, user.password, 0)
             except (imaplib.IMAP4.error, OSError) as exc:
@@ -85,17 +89,27 @@ def run(ctx: Context) -> None:
                 direct_up=direct.bytes_up,
                 proxy_s=proxied.wall_s,
                 proxy_server_s=proxied.server_s,
-                upstream_down=ctx.upstream.bytes_down,
-                upstream_up=ctx.upstream.bytes_up,
-                upstream_commands=ctx.upstream.commands_up,
+                upstream_down=down + ctx.upstream.bytes_down,
+                upstream_up=up + ctx.upstream.bytes_up,
+                upstream_commands=commands + ctx.upstream.commands_up,
+                before_session_down=down,
+                before_session_commands=commands,
             )
             log(
                 f"{ctx.label} resync: direct {direct.wall_s:.2f}s, proxy {proxied.wall_s:.2f}s,"
-                f" upstream {ctx.upstream.bytes_down} B down / {ctx.upstream.bytes_up} B up"
-                f" in {ctx.upstream.commands_up} commands"
+                f" upstream {down + ctx.upstream.bytes_down} B down"
+                f" / {up + ctx.upstream.bytes_up} B up"
+                f" in {commands + ctx.upstream.commands_up} commands"
+                f" ({commands} before the proxy session)"
             )
         finally:
             ctx.stop_proxy(proxy)
+
+
+def _counts(ctx: Context) -> tuple[int, int, int]:
+    """Bytes down, bytes up and commands across the proxy's upstream link so far."""
+    link = ctx.upstream
+    return link.bytes_down, link.bytes_up, link.commands_up
 
 
 def _over(a: float | None, b: float | None) -> float | None:

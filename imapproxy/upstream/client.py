@@ -205,6 +205,9 @@ class UpstreamClient:
         #: QRESYNC parameter, and the upstream reports expunges as VANISHED, never
         #: EXPUNGE (RFC 7162 §3.2.10), for the rest of the connection.
         self.qresync_enabled = False
+        #: The upstream was seen to forget old expunges: the QRESYNC parameter carries
+        #: sequence match data (sync/mailboxes.py decides, and says why).
+        self.sequence_match = False
 
     @property
     def qresync(self) -> bool:

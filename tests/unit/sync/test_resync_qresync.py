@@ -29,6 +29,10 @@ class Upstream:
         self.expunged_at: dict[int, int] = {}
         self.keywords_allowed: dict[str, bool] = {}
         self.qresync = True
+        self.sequence_match = False
+        #: Names every UID in the known range that is not there (an upstream that no
+        #: longer remembers when expunges happened), not only those since the modseq.
+        self.forgetful = False
         self.calls: list[str] = []
         self.parameters: list[Any] = []
 
@@ -69,6 +73,8 @@ class Upstream:
         vanished = tuple(
             (u, u) for u, at in sorted(self.expunged_at.items()) if at > since and low <= u <= high
         )
+        if self.forgetful:
+            vanished = tuple((u, u) for u in range(low, high + 1) if u not in self.flags)
         changed = tuple(
             self._item(u) for u in sorted(self.flags) if self.changed_at[u] > since and u <= high
         )
@@ -142,14 +148,31 @@ def test_the_examine_alone_brings_flag_changes_and_expunges(replica: Any) -> Non
     assert len(change.expunged) == 5 and len(change.flags) == 2 and change.added
     validity, modseq, known, match = upstream.parameters[-1]
     assert (validity, modseq, str(known)) == (777, 10, "1:100")
-    # Sequence match data: message numbers back from the end by powers of two, and
-    # the UIDs the replica had there.
-    assert str(match[0]) == str(match[1]) == "37,69,85,93,97,99:100"
+    assert match is None  # an upstream that remembers its expunges: it would not pay
     # The next resync starts from the modseq this one kept.
     upstream.calls.clear()
     _sync(store, box, upstream)
     assert upstream.parameters[-1][1] == upstream.modseq
     assert upstream.calls == ["select"]
+
+
+def test_sequence_match_data_once_the_upstream_forgets_old_expunges(replica: Any) -> None:
+    """RFC 7162 §3.2.5.2: an upstream that no longer knows when expunges happened names
+    every gap in the known range; sequence match data then bounds what it names."""
+    store, box = replica
+    upstream = Upstream(dict.fromkeys(range(201, 401), ()))  # 1..200: long gone
+    _sync(store, box, upstream)
+    upstream.forgetful = True
+    upstream.expunge(300)
+    _sync(store, box, upstream)
+    assert _state(store, box) == _expected(upstream)
+    assert upstream.parameters[-1][3] is None and upstream.sequence_match
+    _sync(store, box, upstream)
+    _, _, known, match = upstream.parameters[-1]
+    assert str(known) == "1:400"
+    # Message numbers back from the end by powers of two, and the UIDs held there.
+    assert str(match[0]) == "72,136,168,184,192,196,198:199"
+    assert str(match[1]) == "272,337,369,385,393,397,399:400"
 
 
 def test_a_disagreement_beyond_vanished_is_settled_by_one_search(replica: Any) -> None:
@@ -198,6 +221,7 @@ def test_sequence_sample(count: int, sample: list[int]) -> None:
 def test_few_messages_go_without_sequence_match_data(replica: Any) -> None:
     store, box = replica
     upstream = Upstream(dict.fromkeys(range(1, sync.SEQUENCE_MATCH_MIN), ()))
+    upstream.sequence_match = True
     _sync(store, box, upstream)
     _sync(store, box, upstream)
     assert upstream.parameters[-1][3] is None

@@ -12,22 +12,21 @@ may only have moved: its cached body is held a while for a twin (sync/twins.py).
 
 from __future__ import annotations
 
-import logging
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 from imapproxy.notify import MailboxChange
-from imapproxy.protocol import FetchAttribute, QResync, SequenceSet, Value
+from imapproxy.protocol import FetchAttribute, SequenceSet, Value
 from imapproxy.store import Store, Tx, cache, mailboxes, messages
 from imapproxy.store.mailboxes import Mailbox
 from imapproxy.store.messages import Message
 from imapproxy.sync.progress import Progress
+from imapproxy.sync.qresync import note_forgetful, qresync_parameter
 from imapproxy.sync.twins import gmail_blob, hold_orphan, note_gmail_id, release_expired
 from imapproxy.types import UID, UpstreamUID
-from imapproxy.upstream.client import SelectInfo, UpstreamClient, as_int, text, uids_within
-
-log = logging.getLogger(__name__)
+from imapproxy.upstream.client import SelectInfo, UpstreamClient, as_int, text
+from imapproxy.upstream.vanished import uids_within
 
 NEW_MESSAGE_ITEMS = (
     FetchAttribute("FLAGS"),
@@ -104,7 +103,7 @@ async def sync_messages(
     with one UID FETCH above the highest UID known, each way."""
     known = _known(store, mailbox) if mailbox.upstream_last_uid else []
     info = await client.select(
-        mailbox.name, readonly=True, qresync=_qresync_parameter(client, mailbox, known)
+        mailbox.name, readonly=True, qresync=qresync_parameter(client, mailbox, known)
     )
     reset = (
         mailbox.upstream_uidvalidity is not None
@@ -134,7 +133,7 @@ async def sync_messages(
             # Everything changed or expunged since the last sync came with the EXAMINE.
             fetched.flags = [item for item in info.changed if as_int(item["UID"]) <= last_uid]
             fetched.vanished = uids_within(info.vanished, examined)
-            _note_forgetful(client, info, last_uid, len(fetched.vanished))
+            note_forgetful(client, info, last_uid, len(fetched.vanished))
             left = len(examined) - len(fetched.vanished) + len(fetched.new)
             if info.exists != left:
                 # The replica and the upstream disagree beyond what VANISHED explains
@@ -159,76 +158,6 @@ async def sync_messages(
 def _known(store: Store, mailbox: Mailbox) -> list[int]:
     """The upstream UIDs the replica holds in mailbox, ascending."""
     return store.read(lambda tx: sorted(messages.upstream_map(tx, mailbox.account, mailbox.id)))
-
-
-#: Below this many known messages the QRESYNC parameter goes without sequence match
-#: data: the upstream's worst case (it forgot old expunges and names every gap in the
-#: known range) costs less than the pairs would.
-SEQUENCE_MATCH_MIN = 64
-#: A VANISHED (EARLIER) naming more than this many UIDs the replica did not hold shows
-#: an upstream that no longer remembers the expunges since the modseq asked about (it
-#: names every gap in the range, RFC 7162 §3.2.5.2): from then on, on that connection,
-#: the QRESYNC parameter carries sequence match data. (A few such UIDs are usual: our
-#: own expunges, replayed, come back in VANISHED.)
-FORGETFUL_MIN = 100
-
-
-def _qresync_parameter(
-    client: UpstreamClient, mailbox: Mailbox, known: list[int]
-) -> QResync | None:
-    """SELECT's QRESYNC parameter for a mailbox the replica has synced with modseqs:
-    (uidvalidity, modseq, the known UID range, sequence match data). The range is
-    1:highest-synced-UID, a few bytes however many messages. The match data (RFC 7162
-    §3.2.5.2) samples about log2(n) (message number, UID) pairs, dense towards the end,
-    so an upstream that no longer remembers old expunges names only the gaps after the
-    last pair that matches instead of every one in the range; it is sent only where
-    that pays, once the upstream was seen to forget (``FORGETFUL_MIN``): to one that
-    remembers, as Dovecot does, it would be a few hundred bytes per resync for nothing."""
-    last_uid = mailbox.upstream_last_uid
-    if (
-        not client.qresync
-        or not last_uid
-        or mailbox.upstream_uidvalidity is None
-        or not mailbox.upstream_highestmodseq
-    ):
-        return None
-    synced = [up for up in known if up <= last_uid]
-    match = None
-    if client.sequence_match and len(synced) >= SEQUENCE_MATCH_MIN:
-        numbers = sequence_sample(len(synced))
-        match = (
-            SequenceSet.from_ints(numbers),
-            SequenceSet.from_ints([synced[n - 1] for n in numbers]),
-        )
-    return (
-        mailbox.upstream_uidvalidity,
-        mailbox.upstream_highestmodseq,
-        SequenceSet(((1, last_uid),)),
-        match,
-    )
-
-
-def _note_forgetful(client: UpstreamClient, info: SelectInfo, last_uid: int, gone: int) -> None:
-    """Whether the VANISHED (EARLIER) just read named many UIDs the replica never held
-    (``gone`` of those it did): then sequence match data pays on this connection."""
-    named = sum(min(hi, last_uid) - lo + 1 for lo, hi in info.vanished if lo <= last_uid)
-    if named - gone > FORGETFUL_MIN and not client.sequence_match:
-        log.info(
-            "upstream named %d UIDs expunged long ago in VANISHED; sending sequence match"
-            " data from now on",
-            named - gone,
-        )
-        client.sequence_match = True
-
-
-def sequence_sample(count: int) -> list[int]:
-    """Message numbers 1..count to send as sequence match data: count, count-1,
-    count-3, count-7, ... (powers of two back from the end), ascending."""
-    out, step = set(), 1
-    while step <= count:
-        out.add(count - step + 1)
-        step *= 2
-    return sorted(out)
 
 
 async def _first_sync_in_batches(

@@ -8,7 +8,6 @@ Everything the upstream refuses arrives as UpstreamRefused with its code and tex
 from __future__ import annotations
 
 import base64
-import bisect
 import itertools
 import logging
 from collections.abc import Callable, Iterable
@@ -51,7 +50,6 @@ from imapproxy.protocol import (
     Subscribe,
     Unselect,
     Unsubscribe,
-    UntaggedData,
     Value,
     fetch_items,
     format_append_start,
@@ -74,9 +72,8 @@ from imapproxy.upstream.tls import (
     check_certificate_names,
     client_tls_options,
 )
+from imapproxy.upstream.vanished import vanished_earlier
 
-#: The largest UID there can be (RFC 3501 §2.3.1.1: a 32-bit number).
-MAX_UID = 2**32 - 1
 #: ``connect``'s mechanism for a password: LOGIN, or AUTHENTICATE PLAIN where LOGIN is off.
 PASSWORD = "PASSWORD"
 
@@ -353,7 +350,7 @@ class UpstreamClient:
             flags=flags,
             permanentflags=_atoms(permanent[0]) if permanent else None,  # type: ignore[arg-type]
             qresync=taken,
-            vanished=_vanished_earlier(result) if taken else (),
+            vanished=vanished_earlier(result.data("VANISHED")) if taken else (),
             # Only a FETCH with FLAGS says what the flags are (RFC 7162 §3.2.5.1).
             changed=tuple(i for i in _fetched_with_uid(result) if "FLAGS" in i) if taken else (),
         )
@@ -685,51 +682,6 @@ def _fetched_with_uid(result: Result) -> list[dict[str, Value]]:
         items = fetch_items(data.values[0])  # type: ignore[arg-type]
         if "UID" in items:
             out.append(items)
-    return out
-
-
-def vanished_ranges(data: UntaggedData) -> tuple[bool, list[tuple[int, int]]]:
-    """``* VANISHED [(EARLIER)] uid-set`` as (earlier, inclusive UID ranges) (RFC 7162
-    §3.2.10). Never expanded into members: the set may span the whole UID space."""
-    values = list(data.values)
-    earlier = False
-    if values and isinstance(values[0], tuple):
-        earlier = any(text(v).upper() == "EARLIER" for v in values[0])
-        values = values[1:]
-    if not values:
-        return earlier, []
-    ranges = []
-    for first, last in parse_sequence_set(text(values[0])).ranges:
-        lo, hi = first or MAX_UID, MAX_UID if last is None else last
-        ranges.append((min(lo, hi), max(lo, hi)))
-    return earlier, ranges
-
-
-def _vanished_earlier(result: Result) -> tuple[tuple[int, int], ...]:
-    ranges: list[tuple[int, int]] = []
-    for data in result.data("VANISHED"):
-        earlier, found = vanished_ranges(data)
-        if earlier:
-            ranges.extend(found)
-    return tuple(sorted(ranges))
-
-
-def uids_within(ranges: Iterable[tuple[int, int]], uids: Iterable[int]) -> set[int]:
-    """Those of uids that fall in one of the inclusive ranges."""
-    starts = sorted(ranges)
-    if not starts:
-        return set()
-    los = [lo for lo, _ in starts]
-    # Highest end among ranges starting at or before each one (ranges may overlap).
-    reach, top = [], 0
-    for _, hi in starts:
-        top = max(top, hi)
-        reach.append(top)
-    out = set()
-    for uid in uids:
-        i = bisect.bisect_right(los, uid) - 1
-        if i >= 0 and reach[i] >= uid:
-            out.add(uid)
     return out
 
 

@@ -15,6 +15,7 @@ from twisted.python.failure import Failure
 from imapproxy.protocol import Atom, SequenceSet
 from imapproxy.store import Store, accounts, mailboxes, messages
 from imapproxy.sync import mailboxes as sync
+from imapproxy.sync import qresync
 from imapproxy.upstream.client import SelectInfo
 
 
@@ -215,12 +216,12 @@ def test_an_upstream_that_did_not_take_the_parameter_gets_the_condstore_path(
     [(1, [1]), (2, [1, 2]), (5, [2, 4, 5]), (64, [1, 33, 49, 57, 61, 63, 64])],
 )
 def test_sequence_sample(count: int, sample: list[int]) -> None:
-    assert sync.sequence_sample(count) == sample
+    assert qresync.sequence_sample(count) == sample
 
 
 def test_few_messages_go_without_sequence_match_data(replica: Any) -> None:
     store, box = replica
-    upstream = Upstream(dict.fromkeys(range(1, sync.SEQUENCE_MATCH_MIN), ()))
+    upstream = Upstream(dict.fromkeys(range(1, qresync.SEQUENCE_MATCH_MIN), ()))
     upstream.sequence_match = True
     _sync(store, box, upstream)
     _sync(store, box, upstream)

@@ -11,14 +11,9 @@ import pytest
 from twisted.internet import defer
 
 from imapproxy.protocol import ResponseReader, SequenceSet, UntaggedData
-from imapproxy.upstream.client import (
-    MAX_UID,
-    SelectInfo,
-    UpstreamClient,
-    uids_within,
-    vanished_ranges,
-)
+from imapproxy.upstream.client import SelectInfo, UpstreamClient
 from imapproxy.upstream.connection import UpstreamProtocol
+from imapproxy.upstream.vanished import MAX_UID, uids_within, vanished_ranges
 from tests.unit.upstream.test_client_mailboxes import connected, sent
 from tests.unit.upstream.test_link import FakeServer, idling
 

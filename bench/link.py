@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import re
 import threading
 from collections import deque
 from collections.abc import Coroutine
@@ -54,9 +55,13 @@ COMMAND_TIMEOUT = 10.0
 _SPAWN = multiprocessing.get_context("spawn")
 
 
+#: A command line other than NOOP, IDLE and DONE (see ``_Flow.commands``).
+_WORK = re.compile(rb"^[A-Za-z0-9.]+ (?!NOOP\b|IDLE\b)(UID )?[A-Z]+\b")
+
+
 def _reset_counters(counts: Any) -> None:
     with counts.get_lock():
-        counts[0] = counts[1] = 0
+        counts[0] = counts[1] = counts[2] = 0
 
 
 @dataclass(frozen=True)
@@ -165,6 +170,8 @@ class _Flow:
         self.eof_seen = False
         self.eof_delivered = False
         self.timer: asyncio.TimerHandle | None = None
+        #: The unfinished last line of what went up (see ``commands``).
+        self.partial = b""
 
     def receive(self, data: bytes | None) -> None:
         loop = self.link.loop
@@ -186,6 +193,18 @@ class _Flow:
             if self.queued > self.link.profile.queue_limit and not self.paused:
                 self._pause_source(True)
         self.pump()
+
+    def commands(self, data: bytes) -> int:
+        """How many command lines this chunk completes that ask the server for work:
+        ``TAG VERB ...`` other than NOOP and IDLE (and IDLE's DONE), which a link
+        sends on its own schedule. Upstream only. A line of an APPENDed message that
+        happens to look like a command counts too: read the count where nothing is
+        appended through the link (the resync scenario)."""
+        if not self.upstream:
+            return 0
+        *complete, last = (self.partial + data).split(b"\n")
+        self.partial = last[-512:]
+        return sum(1 for line in complete if _WORK.match(line))
 
     def pump(self) -> None:
         """Deliver every due chunk the destination can take; schedule the next one."""
@@ -210,7 +229,7 @@ class _Flow:
                     self.connection.maybe_finish()
                     break
                 # Counted first: whoever reads the data may look at the counters at once.
-                self.link.count(self.upstream, len(data))
+                self.link.count(self.upstream, len(data), self.commands(data))
                 transport.write(data)
             except OSError:
                 self.connection.abort()  # the destination went away meanwhile
@@ -334,8 +353,10 @@ class Link:
         self.loop = asyncio.new_event_loop()
         self.connections: set[_Connection] = set()
         self._bottlenecks = {True: _Bottleneck(profile), False: _Bottleneck(profile)}
-        #: [bytes up, bytes down] in shared memory, so a parent process can read them.
-        self._counts = counters if counters is not None else _SPAWN.Array("q", 2)
+        #: [bytes up, bytes down, commands up] in shared memory, so a parent process
+        #: can read them. Commands are those that ask the server for work (not NOOP or
+        #: IDLE): round trips, where none is pipelined.
+        self._counts = counters if counters is not None else _SPAWN.Array("q", 3)
         self._server: asyncio.Server | None = None
         self._thread = threading.Thread(target=self._run, name="bench-link", daemon=True)
 
@@ -353,6 +374,10 @@ class Link:
     @property
     def bytes_down(self) -> int:
         return int(self._counts[1])
+
+    @property
+    def commands_up(self) -> int:
+        return int(self._counts[2])
 
     @property
     def active_connections(self) -> int:
@@ -386,10 +411,12 @@ class Link:
     def bottleneck(self, upstream: bool) -> _Bottleneck:
         return self._bottlenecks[upstream]
 
-    def count(self, upstream: bool, size: int) -> None:
+    def count(self, upstream: bool, size: int, lines: int = 0) -> None:
         index = 0 if upstream else 1
         with self._counts.get_lock():
             self._counts[index] += size
+            if upstream:
+                self._counts[2] += lines
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
@@ -429,7 +456,7 @@ class LinkProcess:
         self.profile = profile
         self.host = host
         self.port = 0
-        self._counts = _SPAWN.Array("q", 2)
+        self._counts = _SPAWN.Array("q", 3)
         self._port = _SPAWN.Value("i", 0)
         self._ready = _SPAWN.Event()
         self._stop = _SPAWN.Event()
@@ -455,6 +482,10 @@ class LinkProcess:
     @property
     def bytes_down(self) -> int:
         return int(self._counts[1])
+
+    @property
+    def commands_up(self) -> int:
+        return int(self._counts[2])
 
     def reset_counters(self) -> None:
         _reset_counters(self._counts)

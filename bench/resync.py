@@ -6,8 +6,9 @@ messages are flagged and 10 expunged; then the workload runs once directly and o
 through the proxy (message list without bodies, so a body that happens to be new does
 not blur the figure), and their answers must be equal. Reported: the proxy session's
 time against the direct one, and every byte between the proxy and Dovecot from the
-first change to the end of the session (background sync included). A proxy that syncs
-only what changed keeps both flat as the mailbox grows.
+first change to the end of the session (background sync included), with the number of
+command lines the proxy sent meanwhile (each a round trip unless pipelined). A proxy
+that syncs only what changed keeps all three flat as the mailbox grows.
 """
 
 from __future__ import annotations
@@ -64,6 +65,10 @@ def run(ctx: Context) -> None:
             seed = NEW_SEED_BASE + len(ctx.bench.outcome.records.get("resync", []))
             changes = apply_changes(ctx, user.name, user.password, seed)
             direct, direct_answers = direct_session(ctx, user.name, user.password, 0)
+            # What the proxy exchanged upstream since the first change: the resync it
+            # made on the upstream's news (IDLE, NOTIFY) while the direct session ran.
+            # proxy_session starts its own count, so this is added to it.
+            down, up, commands = _counts(ctx)
             try:
                 proxied, proxy_answers = proxy_session(ctx, proxy, user.name, user.password, 0)
             except (imaplib.IMAP4.error, OSError) as exc:
@@ -84,15 +89,27 @@ def run(ctx: Context) -> None:
                 direct_up=direct.bytes_up,
                 proxy_s=proxied.wall_s,
                 proxy_server_s=proxied.server_s,
-                upstream_down=ctx.upstream.bytes_down,
-                upstream_up=ctx.upstream.bytes_up,
+                upstream_down=down + ctx.upstream.bytes_down,
+                upstream_up=up + ctx.upstream.bytes_up,
+                upstream_commands=commands + ctx.upstream.commands_up,
+                before_session_down=down,
+                before_session_commands=commands,
             )
             log(
                 f"{ctx.label} resync: direct {direct.wall_s:.2f}s, proxy {proxied.wall_s:.2f}s,"
-                f" upstream {ctx.upstream.bytes_down} B down / {ctx.upstream.bytes_up} B up"
+                f" upstream {down + ctx.upstream.bytes_down} B down"
+                f" / {up + ctx.upstream.bytes_up} B up"
+                f" in {commands + ctx.upstream.commands_up} commands"
+                f" ({commands} before the proxy session)"
             )
         finally:
             ctx.stop_proxy(proxy)
+
+
+def _counts(ctx: Context) -> tuple[int, int, int]:
+    """Bytes down, bytes up and commands across the proxy's upstream link so far."""
+    link = ctx.upstream
+    return link.bytes_down, link.bytes_up, link.commands_up
 
 
 def _over(a: float | None, b: float | None) -> float | None:
@@ -105,7 +122,7 @@ def report(outcome: Outcome) -> str:
         return ""
     header = [
         "N", "rtt ms", "direct s", "proxy s", "ratio", "w/o parse", "direct down/up",
-        "proxy upstream down/up",
+        "proxy upstream down/up", "cmds",
     ]  # fmt: skip
     body = []
     for (size, rtt), items in sorted(group(records, "size", "rtt_ms").items()):
@@ -119,10 +136,12 @@ def report(outcome: Outcome) -> str:
             ratio(_over(d["proxy_server_s"], d["direct_server_s"])),
             f"{human_bytes(d['direct_down'])} / {human_bytes(d['direct_up'])}",
             f"{human_bytes(d['upstream_down'])} / {human_bytes(d['upstream_up'])}",
+            f"{d['upstream_commands']:.0f}" if "upstream_commands" in d else "-",
         ])  # fmt: skip
     return (
         f"Resync after {NEW} new, {FLAGGED} flagged, {EXPUNGED} expunged upstream "
-        "(session without bodies; upstream bytes from the first change on; medians):\n\n"
+        "(session without bodies; upstream bytes from the first change on; cmds: commands\n"
+        "the proxy sent upstream meanwhile, other than NOOP and IDLE; medians):\n\n"
         + table(header, body)
     )
 

@@ -34,6 +34,8 @@ DATABASES = (
     b"twins",
     b"twin_of",
     b"held",
+    b"gm_msgid",
+    b"gm_of",
 )
 
 INITIAL_MAP_SIZE = 256 * 2**20

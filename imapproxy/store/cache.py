@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 from enum import Enum
 
-from imapproxy.store import held, twins, usage
+from imapproxy.store import gmail_ids, held, twins, usage
 from imapproxy.store._tx import Tx, u32, u64
 from imapproxy.types import AccountId, BlobId
 
@@ -109,4 +109,5 @@ def drop_all(tx: Tx, account: AccountId, blob: BlobId) -> bool:
     usage.forget(tx, account, blob)
     twins.forget(tx, account, blob)
     held.forget(tx, account, blob)
+    gmail_ids.forget(tx, account, blob)
     return tx.delete_prefix(b"cache", u32(account) + u64(blob)) > 0

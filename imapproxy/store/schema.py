@@ -66,6 +66,9 @@ twin_of        account(4) blob(8)                         size(8) hash(8): the k
 held           account(4) blob(8)                         u64 ms: a body kept a while after
                                                           the upstream expunged its message
                                                           (held.py)
+gm_msgid       account(4) X-GM-MSGID(8)                   blob(8): the blob of the message
+                                                          Gmail calls so (gmail_ids.py)
+gm_of          account(4) blob(8)                         X-GM-MSGID(8): the key above
 =============  =========================================  ===================================
 
 For an encrypted account (keyring.py) the values of mailboxes, messages, cache,
@@ -76,9 +79,10 @@ needed no version change: an account is encrypted when its record says so, and a
 without encrypted accounts is byte for byte what it was.
 
 Version 2 added blob_refs, usage and lru; a version 1 store is brought up to date when
-it is opened (``migrate_1_to_2``, one transaction: all or nothing). twins, twin_of and
-held came later without a version change: they are hints an older store simply lacks
-(a missed twin, never a wrong one: twins.py), and an older imapproxy ignores them.
+it is opened (``migrate_1_to_2``, one transaction: all or nothing). twins, twin_of,
+held, gm_msgid and gm_of came later without a version change: they are hints an older
+store simply lacks (a missed twin, a message of a Gmail label downloaded once more,
+never a wrong answer), and an older imapproxy ignores them.
 """
 
 from __future__ import annotations

@@ -164,8 +164,8 @@ class BackgroundSync:
                 self._resync_watched()
 
     def _resync_watched(self) -> None:
-        """The link had other folders open meanwhile, so it heard no news (EXISTS, EXPUNGE)
-        of the one clients watch, and entering IDLE again does not report what changed
+        """The link had other folders open meanwhile, so it heard no news (EXISTS, EXPUNGE,
+        or VANISHED where QRESYNC is enabled) of the one clients watch, and entering IDLE again does not report what changed
         in between: look once, so nothing that arrived during the pass waits for a poll."""
         watched = self.runtime.link.watched
         if watched is not None:

@@ -1,9 +1,10 @@
 """Reconcile each mailbox's messages into the replica (the mailbox list: mailbox_list.py).
 
 Messages (on SELECT, NOOP, IDLE news): new upstream UIDs get local UIDs in upstream
-order with their FLAGS, INTERNALDATE and RFC822.SIZE; with CONDSTORE only flags that
-changed since the last HIGHESTMODSEQ are fetched, and expunges are found with one
-UID SEARCH instead of a full flag listing. Each sync is one LMDB transaction.
+order with their FLAGS, INTERNALDATE and RFC822.SIZE; with QRESYNC the EXAMINE itself
+brings the flag changes and expunges since the last HIGHESTMODSEQ (RFC 7162 §3.2.5);
+with CONDSTORE only flags that changed since then are fetched, and expunges are found
+with one UID SEARCH instead of a full flag listing. Each sync is one LMDB transaction.
 
 A message the upstream expunged (or that an UIDVALIDITY change could not re-match)
 may only have moved: its cached body is held a while for a twin (sync/twins.py).
@@ -21,9 +22,11 @@ from imapproxy.store import Store, Tx, cache, mailboxes, messages
 from imapproxy.store.mailboxes import Mailbox
 from imapproxy.store.messages import Message
 from imapproxy.sync.progress import Progress
-from imapproxy.sync.twins import hold_orphan, release_expired
+from imapproxy.sync.qresync import note_forgetful, qresync_parameter
+from imapproxy.sync.twins import gmail_blob, hold_orphan, note_gmail_id, release_expired
 from imapproxy.types import UID, UpstreamUID
 from imapproxy.upstream.client import SelectInfo, UpstreamClient, as_int, text
+from imapproxy.upstream.vanished import uids_within
 
 NEW_MESSAGE_ITEMS = (
     FetchAttribute("FLAGS"),
@@ -31,6 +34,15 @@ NEW_MESSAGE_ITEMS = (
     FetchAttribute("RFC822.SIZE"),
 )
 FLAG_ITEMS = (FetchAttribute("FLAGS"),)
+#: Gmail's identity of a message across its folders (X-GM-EXT-1; sync/twins.py).
+GMAIL_ID = FetchAttribute("X-GM-MSGID")
+
+
+def new_message_items(client: UpstreamClient) -> tuple[FetchAttribute, ...]:
+    """What a new message is fetched with: X-GM-MSGID too where the upstream has it."""
+    return NEW_MESSAGE_ITEMS + ((GMAIL_ID,) if client.has("X-GM-EXT-1") else ())
+
+
 #: A first sync of a larger mailbox fetches and stores its message list this many
 #: messages at a time, so memory stays flat in the mailbox's size.
 FIRST_SYNC_BATCH = 5000
@@ -57,6 +69,8 @@ class _Fetched:
     #: flags/present describe upstream UIDs 1..examined only (ours above it came from
     #: our own APPEND/COPY and are reported in `new`).
     examined: int = 0
+    #: With QRESYNC: the known UIDs VANISHED (EARLIER) named (expunged upstream).
+    vanished: set[int] | None = None
     #: Upstream messages at or below `examined` that the replica lacks (expunged here,
     #: e.g. by a replayed EXPUNGE the upstream did not carry out): they come back.
     missing: list[dict[str, Value]] = field(default_factory=list)
@@ -79,8 +93,18 @@ async def sync_messages(
     ``changed_after``: the replica's HIGHESTMODSEQ when the caller last made sure no
     queued change touched the mailbox. A message changed locally after it (a client's
     STORE while this sync waited for the link) keeps its flags: its change is queued
-    and not upstream yet, so the upstream's flags are older than ours."""
-    info = await client.select(mailbox.name, readonly=True)
+    and not upstream yet, so the upstream's flags are older than ours.
+
+    The best the upstream offers (its CAPABILITY) decides the cost, never the result:
+    QRESYNC: one EXAMINE with the QRESYNC parameter brings every flag change and
+    expunge since the last sync (VANISHED (EARLIER)); CONDSTORE: flags CHANGEDSINCE the
+    last HIGHESTMODSEQ, and one UID SEARCH for expunges when the count says some went;
+    neither: every message's FLAGS, and what is not listed is gone. New messages come
+    with one UID FETCH above the highest UID known, each way."""
+    known = _known(store, mailbox) if mailbox.upstream_last_uid else []
+    info = await client.select(
+        mailbox.name, readonly=True, qresync=qresync_parameter(client, mailbox, known)
+    )
     reset = (
         mailbox.upstream_uidvalidity is not None
         and mailbox.upstream_uidvalidity != info.uidvalidity
@@ -90,15 +114,8 @@ async def sync_messages(
     if batched:
         mailbox = await _first_sync_in_batches(client, store, mailbox, info)
         last_uid = mailbox.upstream_last_uid
-    known_count = (
-        0
-        if reset
-        else store.read(
-            lambda tx: sum(
-                1 for up in messages.upstream_map(tx, mailbox.account, mailbox.id) if up <= last_uid
-            )
-        )
-    )
+        known = _known(store, mailbox)
+    examined = [] if reset else [up for up in known if up <= last_uid]
     guard = mailbox.highestmodseq if changed_after is None else changed_after
     fetched = _Fetched(info, examined=last_uid, local_modseq=guard)
     fetched.keywords_allowed = client.keywords_allowed.get(mailbox.name)
@@ -107,12 +124,23 @@ async def sync_messages(
     uidnext_moved = info.uidnext is None or info.uidnext > (mailbox.upstream_uidnext or 0)
     if info.exists and (reset or last_uid == 0 or uidnext_moved):
         # "n:*" also matches the highest UID when it is below n: filter it out.
-        new = await client.fetch(SequenceSet(((last_uid + 1, None),)), NEW_MESSAGE_ITEMS)
+        new = await client.fetch(SequenceSet(((last_uid + 1, None),)), new_message_items(client))
         fetched.new = [item for item in new if as_int(item["UID"]) > last_uid]
     if last_uid:
         old = SequenceSet(((1, last_uid),))
         condstore = info.highestmodseq is not None and mailbox.upstream_highestmodseq is not None
-        if not condstore:
+        if info.qresync:
+            # Everything changed or expunged since the last sync came with the EXAMINE.
+            fetched.flags = [item for item in info.changed if as_int(item["UID"]) <= last_uid]
+            fetched.vanished = uids_within(info.vanished, examined)
+            note_forgetful(client, info, last_uid, len(fetched.vanished))
+            left = len(examined) - len(fetched.vanished) + len(fetched.new)
+            if info.exists != left:
+                # The replica and the upstream disagree beyond what VANISHED explains
+                # (a message the replica lacks, e.g. a local expunge the upstream did
+                # not carry out): find out which UIDs are there, as CONDSTORE does.
+                fetched.present = await client.search_uids(old)
+        elif not condstore:
             fetched.flags = await client.fetch(old, FLAG_ITEMS)
             fetched.full_flags = True
         else:
@@ -120,11 +148,16 @@ async def sync_messages(
                 fetched.flags = await client.fetch(
                     old, FLAG_ITEMS, changedsince=mailbox.upstream_highestmodseq
                 )
-            if info.exists != known_count + len(fetched.new):
+            if info.exists != len(examined) + len(fetched.new):
                 fetched.present = await client.search_uids(old)
         await _fetch_missing(client, store, mailbox, fetched)
     synced, change = store.write(lambda tx: _apply(tx, mailbox, fetched, reset))
     return synced, replace(change, added=True) if batched else change
+
+
+def _known(store: Store, mailbox: Mailbox) -> list[int]:
+    """The upstream UIDs the replica holds in mailbox, ascending."""
+    return store.read(lambda tx: sorted(messages.upstream_map(tx, mailbox.account, mailbox.id)))
 
 
 async def _first_sync_in_batches(
@@ -144,7 +177,7 @@ async def _first_sync_in_batches(
         last = min(first + FIRST_SYNC_BATCH - 1, info.exists)
         batch = _Fetched(partial, local_modseq=mailbox.highestmodseq)
         batch.new = await client.fetch(
-            SequenceSet(((first, last),)), NEW_MESSAGE_ITEMS, by_sequence=True
+            SequenceSet(((first, last),)), new_message_items(client), by_sequence=True
         )
         batch.first_sync, batch.recent_found = True, recent_found
         recent_found = recent_found or any(_recent_upstream(item) for item in batch.new)
@@ -173,7 +206,9 @@ async def _fetch_missing(
     known = store.read(lambda tx: messages.upstream_map(tx, mailbox.account, mailbox.id))
     lacking = sorted(uid for uid in upstream if uid not in known and uid <= fetched.examined)
     if lacking:
-        fetched.missing = await client.fetch(SequenceSet.from_ints(lacking), NEW_MESSAGE_ITEMS)
+        fetched.missing = await client.fetch(
+            SequenceSet.from_ints(lacking), new_message_items(client)
+        )
 
 
 def _apply(
@@ -205,6 +240,8 @@ def _apply(
         gone = examined - {as_int(item["UID"]) for item in fetched.flags}
     elif fetched.present is not None:
         gone = examined - fetched.present
+    elif fetched.vanished is not None:
+        gone = examined & fetched.vanished
     for up_uid in sorted(gone):
         gone_message = messages.get(tx, account, mailbox.id, upmap[up_uid])
         if gone_message is not None:
@@ -224,15 +261,9 @@ def _apply(
             mailbox = _set_flags(
                 tx, mailbox, upmap[up_uid], flags_of(item.get("FLAGS", ())), changed
             )
+            _note_gmail_id(tx, mailbox, upmap[up_uid], item)
             continue
-        mailbox, added = add_message(
-            tx,
-            mailbox,
-            UpstreamUID(up_uid),
-            flags_of(item.get("FLAGS", ())),
-            text(item.get("INTERNALDATE")),
-            as_int(item.get("RFC822.SIZE")),
-        )
+        mailbox, added = _add_upstream(tx, mailbox, item)
         if upstream_recent is None and _recent_upstream(item):
             upstream_recent = added.uid
     if fetched.first_sync and not fetched.recent_found:
@@ -246,14 +277,7 @@ def _apply(
         up_uid = as_int(item["UID"])
         if up_uid in upmap:
             continue
-        mailbox, _ = add_message(
-            tx,
-            mailbox,
-            UpstreamUID(up_uid),
-            flags_of(item.get("FLAGS", ())),
-            text(item.get("INTERNALDATE")),
-            as_int(item.get("RFC822.SIZE")),
-        )
+        mailbox, _ = _add_upstream(tx, mailbox, item)
 
     info = fetched.info
     if fetched.keywords_allowed is not None:
@@ -272,6 +296,35 @@ def _apply(
         flags=tuple(changed),
     )
     return mailbox, change
+
+
+def _add_upstream(tx: Tx, mailbox: Mailbox, item: dict[str, Value]) -> tuple[Mailbox, Message]:
+    """A message the upstream listed, new to the replica. With an X-GM-MSGID the
+    replica has met (the same Gmail message in another folder), it shares that blob."""
+    msgid = item.get("X-GM-MSGID")
+    gmail_id = as_int(msgid) if msgid is not None else None
+    blob = None if gmail_id is None else gmail_blob(tx, mailbox.account, gmail_id)
+    mailbox, added = add_message(
+        tx,
+        mailbox,
+        UpstreamUID(as_int(item["UID"])),
+        flags_of(item.get("FLAGS", ())),
+        text(item.get("INTERNALDATE")),
+        as_int(item.get("RFC822.SIZE")),
+        blob,
+    )
+    if gmail_id is not None:
+        note_gmail_id(tx, mailbox.account, added.blob, gmail_id)
+    return mailbox, added
+
+
+def _note_gmail_id(tx: Tx, mailbox: Mailbox, uid: UID, item: dict[str, Value]) -> None:
+    """A message of ours (our APPEND or COPY, now linked) seen with its X-GM-MSGID: its
+    other folders' appearances (All Mail) share its blob."""
+    msgid = item.get("X-GM-MSGID")
+    message = messages.get(tx, mailbox.account, mailbox.id, uid)
+    if msgid is not None and message is not None:
+        note_gmail_id(tx, mailbox.account, message.blob, as_int(msgid))
 
 
 def _set_flags(

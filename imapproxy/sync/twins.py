@@ -17,13 +17,19 @@ this (store/held.py: the usual end of a move), that blob is freed at once.
 
 A sync that removes a message the upstream expunged calls ``hold_orphan`` so that its
 body waits for the twin that may appear in another folder.
+
+Where the upstream is Gmail (X-GM-EXT-1), no guess is needed: X-GM-MSGID is the
+message's identity in every folder (INBOX and [Gmail]/All Mail hold the same messages
+at once, not only after a move). A new message whose X-GM-MSGID the replica has met
+is given that blob itself when it is added (``gmail_blob``): nothing is copied or
+swapped under a reader, and its metadata and body are fetched once for all folders.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from imapproxy.store import Tx, cache, messages, reclaim, twins, usage
+from imapproxy.store import Tx, cache, gmail_ids, messages, reclaim, twins, usage
 from imapproxy.store import held as held_blobs
 from imapproxy.store.cache import Kind
 from imapproxy.store.messages import Message
@@ -91,3 +97,18 @@ def release_expired(tx: Tx, account: AccountId) -> int:
     """Free what was held longer than HOLD_SECONDS (with no background pass to end the
     wait sooner, every sync of a mailbox ends it on time); returns blobs freed."""
     return reclaim.release_held(tx, account, held_blobs.now_ms() - held_blobs.HOLD_SECONDS * 1000)
+
+
+def gmail_blob(tx: Tx, account: AccountId, msgid: int) -> BlobId | None:
+    """The blob of the message Gmail calls msgid, if the replica has it (in any folder,
+    or held since its last folder lost it): a new appearance of it uses that blob. A
+    held blob is held no more: its message is back."""
+    blob = gmail_ids.blob_of(tx, account, msgid)
+    if blob is not None and held_blobs.is_held(tx, account, blob):
+        held_blobs.forget(tx, account, blob)
+    return blob
+
+
+def note_gmail_id(tx: Tx, account: AccountId, blob: BlobId, msgid: int) -> None:
+    """blob holds the message Gmail calls msgid."""
+    gmail_ids.note(tx, account, blob, msgid)

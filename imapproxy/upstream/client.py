@@ -36,6 +36,7 @@ from imapproxy.protocol import (
     Login,
     Logout,
     Move,
+    QResync,
     Rename,
     ResponseCode,
     ResponseReader,
@@ -72,6 +73,7 @@ from imapproxy.upstream.tls import (
     check_certificate_names,
     client_tls_options,
 )
+from imapproxy.upstream.vanished import vanished_earlier
 
 #: ``connect``'s mechanism for a password: LOGIN, or AUTHENTICATE PLAIN where LOGIN is off.
 PASSWORD = "PASSWORD"
@@ -91,9 +93,20 @@ class SelectInfo:
     uidvalidity: int
     uidnext: int | None
     exists: int
+    #: None without CONDSTORE in CAPABILITY, or for a mailbox without modseqs (NOMODSEQ).
     highestmodseq: int | None
     flags: tuple[str, ...]
     permanentflags: tuple[str, ...] | None
+    #: Whether the QRESYNC parameter was taken (RFC 7162 §3.2.5): sent, the UIDVALIDITY
+    #: it named still holds and the mailbox keeps modseqs. Only then do ``vanished`` and
+    #: ``changed`` tell every expunge and flag change since the modseq it named.
+    qresync: bool = False
+    #: ``VANISHED (EARLIER)`` as sorted inclusive UID ranges: expunged since that modseq
+    #: (may name UIDs never known). Ranges, not members: ``1:4294967295`` costs nothing.
+    vanished: tuple[tuple[int, int], ...] = ()
+    #: The FETCH responses (with UID and FLAGS) the SELECT carried: messages whose flags
+    #: changed since then.
+    changed: tuple[dict[str, Value], ...] = ()
 
 
 def text(value: Value) -> str:
@@ -183,6 +196,22 @@ class UpstreamClient:
         self.keywords_allowed: dict[str, bool] = {}
         #: The OAuth mechanisms offered before login (AUTH=XOAUTH2, AUTH=OAUTHBEARER).
         self.offered_mechanisms: frozenset[str] = frozenset()
+        #: Whether a SELECT/EXAMINE was ever sent here: ENABLE must come before the
+        #: first one (RFC 5161 §3.1), so QRESYNC is enabled with it or never.
+        self._selected_once = False
+        #: ``ENABLE QRESYNC`` was answered with ``ENABLED QRESYNC``: SELECT takes the
+        #: QRESYNC parameter, and the upstream reports expunges as VANISHED, never
+        #: EXPUNGE (RFC 7162 §3.2.10), for the rest of the connection.
+        self.qresync_enabled = False
+        #: The upstream was seen to forget old expunges: the QRESYNC parameter carries
+        #: sequence match data (sync/mailboxes.py decides, and says why).
+        self.sequence_match = False
+
+    @property
+    def qresync(self) -> bool:
+        """Whether resyncs here can use SELECT's QRESYNC parameter (or still may: the
+        first SELECT enables it)."""
+        return self.qresync_enabled or (self.has("QRESYNC") and not self._selected_once)
 
     def has(self, capability: str) -> bool:
         return capability.upper() in self.capabilities
@@ -236,17 +265,59 @@ class UpstreamClient:
         result = await self._run(lambda tag: List(tag, "", ("*",), lsub=True))
         return {text(data.values[2]) for data in result.data("LSUB")}
 
-    async def select(self, name: str, readonly: bool = True) -> SelectInfo:
+    async def select(
+        self, name: str, readonly: bool = True, qresync: QResync | None = None
+    ) -> SelectInfo:
+        """SELECT (EXAMINE when readonly). Where the upstream offers QRESYNC, the first
+        one on the connection carries ``ENABLE QRESYNC`` in front of it (pipelined, no
+        round trip of its own); ``qresync`` (uidvalidity, modseq, known UIDs, sequence
+        match) is then sent as SELECT's QRESYNC parameter, and the answer's VANISHED
+        (EARLIER) and FETCH responses come back in SelectInfo. An upstream that takes
+        the ENABLE but refuses the parameter (BAD) is asked again without it, and not
+        offered it again on this connection."""
+        enable = self.has("QRESYNC") and not self._selected_once and not self.qresync_enabled
+        use = qresync if (enable or self.qresync_enabled) else None
+        try:
+            return await self._select(name, readonly, use, enable)
+        except UpstreamRefused as exc:
+            if use is None or exc.status != "BAD":
+                raise
+            log.info("upstream refused SELECT's QRESYNC parameter (%s); not using it", exc.text)
+            self.qresync_enabled = False
+            return await self._select(name, readonly, None, False)
+
+    async def _select(
+        self, name: str, readonly: bool, qresync: QResync | None, enable: bool
+    ) -> SelectInfo:
         condstore = self.has("CONDSTORE")
         self.selected = None
-        result = await self._run(
-            lambda tag: Select(tag, name, readonly=readonly, condstore=condstore)
+        self._selected_once = True
+        result = await self.protocol.run(
+            lambda tag: _groups(
+                Select(
+                    tag,
+                    name,
+                    readonly=readonly,
+                    condstore=condstore and qresync is None,
+                    qresync=qresync,
+                ),
+                self.literal_plus,
+            ),
+            before=(lambda tag: f"{tag} ENABLE QRESYNC\r\n".encode()) if enable else None,
         )
+        if enable:
+            self.qresync_enabled = (
+                result.before is not None
+                and result.before.status == "OK"
+                and any(
+                    text(v).upper() == "QRESYNC" for d in result.data("ENABLED") for v in d.values
+                )
+            )
         self.selected, self.selected_readonly = name, readonly
         codes = {c.name: c.args for c in result.codes()}
         validity = codes.get("UIDVALIDITY")
         self.selected_validity = int(text(validity[0])) if validity else None
-        highest = codes.get("HIGHESTMODSEQ")
+        highest = codes.get("HIGHESTMODSEQ") if condstore or self.qresync_enabled else None
         #: None when the mailbox keeps no modseqs (NOMODSEQ) or the upstream lacks CONDSTORE.
         self.selected_highestmodseq = int(text(highest[0])) if highest else None
         exists = next((d.number for d in result.data("EXISTS") if d.number is not None), 0)
@@ -266,13 +337,23 @@ class UpstreamClient:
         if not readonly and permanent:
             allowed = "\\*" in _atoms(permanent[0])  # type: ignore[arg-type]
             self.keywords_allowed[name] = allowed
+        taken = (
+            qresync is not None
+            and self.qresync_enabled
+            and uidvalidity == qresync[0]
+            and self.selected_highestmodseq is not None
+        )
         return SelectInfo(
             uidvalidity=uidvalidity,
             uidnext=number("UIDNEXT"),
             exists=exists,
-            highestmodseq=number("HIGHESTMODSEQ"),
+            highestmodseq=self.selected_highestmodseq,
             flags=flags,
             permanentflags=_atoms(permanent[0]) if permanent else None,  # type: ignore[arg-type]
+            qresync=taken,
+            vanished=vanished_earlier(result.data("VANISHED")) if taken else (),
+            # Only a FETCH with FLAGS says what the flags are (RFC 7162 §3.2.5.1).
+            changed=tuple(i for i in _fetched_with_uid(result) if "FLAGS" in i) if taken else (),
         )
 
     async def ensure_selected(self, name: str, writable: bool = False) -> None:
@@ -380,12 +461,7 @@ class UpstreamClient:
             lambda tag: Fetch(tag, not by_sequence, uids, attributes, changedsince=changedsince),
             timeout=600.0,
         )
-        out = []
-        for data in result.data("FETCH"):
-            items = fetch_items(data.values[0])  # type: ignore[arg-type]
-            if "UID" in items:
-                out.append(items)
-        return out
+        return _fetched_with_uid(result)
 
     async def search_uids(self, uids: SequenceSet) -> set[int]:
         """Which of these UIDs still exist (expunge detection without refetching flags)."""
@@ -610,6 +686,16 @@ async def _compress(protocol: UpstreamProtocol) -> None:
         await protocol.compress()
     except UpstreamRefused as exc:
         log.info("upstream refused COMPRESS DEFLATE: %s", exc.text)
+
+
+def _fetched_with_uid(result: Result) -> list[dict[str, Value]]:
+    """The FETCH responses of an answer that name their UID, as dicts."""
+    out = []
+    for data in result.data("FETCH"):
+        items = fetch_items(data.values[0])  # type: ignore[arg-type]
+        if "UID" in items:
+            out.append(items)
+    return out
 
 
 def _list_entries(result: Result) -> list[ListEntry]:

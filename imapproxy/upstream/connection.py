@@ -61,6 +61,9 @@ class Result:
     code: ResponseCode | None
     text: str
     untagged: list[Untagged] = field(default_factory=list)
+    #: The tagged answer to a command pipelined in front of this one (``run``'s
+    #: ``before``); None when there was none or it never came.
+    before: TaggedResponse | None = None
 
     def data(self, name: str) -> list[UntaggedData]:
         return [u for u in self.untagged if isinstance(u, UntaggedData) and u.name == name]
@@ -79,6 +82,9 @@ class _Running:
     untagged: list[Untagged] = field(default_factory=list)
     #: Wire bytes of the untagged responses kept in ``untagged``.
     retained: int = 0
+    #: Tag of a command pipelined in front of this one, until its tagged answer comes.
+    leading: str | None = None
+    before: TaggedResponse | None = None
 
 
 #: Chunks larger than this are streamed to the transport in slices of SLICE bytes.
@@ -278,6 +284,7 @@ class UpstreamProtocol(Protocol):
         timeout: float | None = None,
         patience: float | None = None,
         deadline: float | None = None,
+        before: Callable[[str], bytes] | None = None,
     ) -> Result:
         """Send one command: groups of chunks, each group after the upstream's '+'.
 
@@ -286,18 +293,29 @@ class UpstreamProtocol(Protocol):
         long the upstream may stay silent (STALL_SECONDS unless the command is one a
         server may think about before answering); ``deadline``, if given, is how soon
         it must be answered (IDLE: its "+").
+
+        ``before`` pipelines a one-line command (no literal) in front, in the same
+        write, so it costs no round trip of its own (``ENABLE QRESYNC`` before the first
+        EXAMINE: RFC 5161 §3.1 allows pipelining ENABLE). Its untagged responses join
+        this command's; its tagged answer, whatever it is, is ``Result.before`` (a
+        refusal of it fails nothing by itself: the caller decides).
         """
         await self._lock.acquire()
         try:
             if not self.connected_ok or self.broken:
                 raise UpstreamUnreachable("not connected to the upstream")
+            leading = self.next_tag() if before is not None else None
             tag = self.next_tag()
             groups = make_groups(tag)
+            first: list[Chunk] = list(groups[0])
+            if before is not None and leading is not None:
+                first.insert(0, before(leading))
             running = _Running(tag, list(groups[1:]), defer.Deferred(), on_continuation)
+            running.leading = leading
             running.done.addTimeout(timeout or self.command_timeout, self.clock, self._timed_out)
             self._running = running
             self.watch_progress(patience, deadline)
-            self._write_group(groups[0])
+            self._write_group(first)
             return await running.done
         finally:
             self._running = None
@@ -449,6 +467,9 @@ class UpstreamProtocol(Protocol):
             return
         running = self._running
         if isinstance(event, TaggedResponse):
+            if running is not None and running.leading is not None and event.tag == running.leading:
+                running.leading, running.before = None, event
+                return
             if running is None or event.tag != running.tag:
                 self._fail(UpstreamUnavailable(f"unexpected tagged response {event.tag!r}"))
                 return
@@ -458,7 +479,9 @@ class UpstreamProtocol(Protocol):
                     # Before anything else reads on: what follows this OK is deflated.
                     self._compress_tag = None
                     self._start_compression()
-                running.done.callback(Result(event.code, event.text, running.untagged))
+                running.done.callback(
+                    Result(event.code, event.text, running.untagged, running.before)
+                )
             else:
                 running.done.errback(UpstreamRefused(event.status, event.code, event.text))
         elif isinstance(event, ContinuationRequest):

@@ -5,7 +5,8 @@ The link (``link.py``) can IDLE on one mailbox only, and only while no operation
 Clients may have several mailboxes selected at once (phone on INBOX, laptop on a
 list folder); news of each must reach them within about a second. This connection
 gives that, staying within RFC 4549 §5.3's "about two connections per account" and
-never selecting a mailbox (so no mailbox is ever selected on two connections):
+never selecting a mailbox (so no mailbox is ever selected on two connections, and
+this one never ENABLEs QRESYNC: it hears neither EXPUNGE nor VANISHED, only STATUS):
 
 - **NOTIFY** (RFC 5465), when the upstream offers it: ``NOTIFY SET (mailboxes (A B …)
   (MessageNew MessageExpunge FlagChange))``. The upstream then sends ``* STATUS name

@@ -204,3 +204,24 @@ def test_profiles_refuse_nonsense() -> None:
         Profile(rtt_s=-1)
     with pytest.raises(ValueError):
         Profile(bandwidth_bps=0)
+
+
+def test_commands_sent_upstream_are_counted_across_chunks_but_not_keepalives() -> None:
+    """The resync scenario's round-trip count: work commands, not NOOP/IDLE/DONE, and
+    nothing the server sends."""
+    with _link(_Echo, Profile()) as link, _connect(link) as sock:
+        for chunk in (
+            b"P1 NOOP\r\nP2 EXA",
+            b"MINE INBOX\r\nP3 IDLE\r\nDONE\r\n",
+            b"P4 UID FETCH 1:* (FLAGS)\r\n",
+        ):
+            sock.sendall(chunk)
+            time.sleep(0.05)
+        expected = b"P1 NOOP\r\nP2 EXAMINE INBOX\r\nP3 IDLE\r\nDONE\r\nP4 UID FETCH 1:* (FLAGS)\r\n"
+        got = b""
+        while len(got) < len(expected):
+            got += sock.recv(4096)
+        assert got == expected
+        assert link.commands_up == 2
+        link.reset_counters()
+        assert link.commands_up == 0

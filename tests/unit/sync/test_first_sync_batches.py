@@ -27,8 +27,12 @@ class Upstream:
         self.keywords_allowed: dict[str, bool] = {}
         self.fail_at: int | None = None
         self.highestmodseq = 50
+        self.qresync = False
 
-    async def select(self, name: str, readonly: bool = True) -> SelectInfo:
+    def has(self, capability: str) -> bool:
+        return False
+
+    async def select(self, name: str, readonly: bool = True, qresync: Any = None) -> SelectInfo:
         return SelectInfo(777, max(self.uids) + 1, len(self.uids), self.highestmodseq, (), None)
 
     def _item(self, uid: int) -> dict[str, Any]:

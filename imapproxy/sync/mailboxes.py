@@ -220,6 +220,10 @@ def _apply(
         # apply, and nothing wrong with the upstream's answer.
         return synced, MailboxChange(synced.id)
     account = mailbox.account
+    # A client changed the replica since the caller found the queue clear: a message it
+    # lacks may be one that client expunged, its EXPUNGE still queued. Not brought back
+    # now; the next sync, after the replay, decides.
+    changed_here = mailbox.highestmodseq > fetched.local_modseq
     release_expired(tx, account)
     expunged: list[UID] = []
     changed: list[UID] = []
@@ -275,7 +279,7 @@ def _apply(
 
     for item in fetched.missing:
         up_uid = as_int(item["UID"])
-        if up_uid in upmap:
+        if up_uid in upmap or changed_here:
             continue
         mailbox, _ = _add_upstream(tx, mailbox, item)
 

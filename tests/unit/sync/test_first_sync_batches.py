@@ -157,3 +157,35 @@ def test_a_change_made_while_the_sync_waited_for_the_link_keeps_its_flags(
     # Unchanged messages still take the upstream's flags.
     other = store.read(lambda tx: messages.get(tx, box.account, box.id, 2))
     assert other.flags == ("\\Seen",)
+
+
+def test_a_message_expunged_here_while_the_sync_waited_does_not_come_back(
+    replica: Any,
+) -> None:
+    """The same race for an EXPUNGE: a client expunged a message (applied to the replica,
+    queued) while the sync waited for the link. The upstream still has it, and the
+    replica lacks it: it must not be brought back as a new message (test_condstore saw
+    it as two UIDs that appeared and vanished again once the EXPUNGE was replayed)."""
+    store, box = replica
+    upstream = Upstream([1, 2, 3])
+    _run(sync.sync_messages(upstream, store, box))  # type: ignore[arg-type]
+    current = store.read(lambda tx: mailboxes.get(tx, box.account, box.id))
+    clear_at = current.highestmodseq
+
+    def client_expunge(tx: Any) -> None:  # as the outbox applies an EXPUNGE locally
+        mailbox = mailboxes.get(tx, box.account, box.id)
+        message = messages.get(tx, box.account, box.id, 2)
+        messages.remove(tx, box.account, box.id, message)
+        mailbox, modseq = mailboxes.next_modseq(tx, mailbox)
+        mailboxes.log_change(tx, mailbox, modseq, {"uid": 2, "what": "expunge"})
+        mailboxes.put(tx, mailbox)
+
+    store.write(client_expunge)
+    upstream.highestmodseq = 51
+    current = store.read(lambda tx: mailboxes.get(tx, box.account, box.id))
+    _run(sync.sync_messages(upstream, store, current, changed_after=clear_at))  # type: ignore[arg-type]
+    assert _upstream_uids(store, box) == [1, 3]
+    # Once nothing local is in flight, a message the replica lacks does come back.
+    current = store.read(lambda tx: mailboxes.get(tx, box.account, box.id))
+    _run(sync.sync_messages(upstream, store, current))  # type: ignore[arg-type]
+    assert sorted(_upstream_uids(store, box)) == [1, 2, 3]

@@ -129,20 +129,6 @@ class _SliceSender:
         self.view.release()
 
 
-def _refused_or_raise(
-    outcome: defer.Deferred[Result | UpstreamRefused],
-) -> Callable[[Failure], None]:
-    """A refusal becomes the command's outcome; any other failure fails it."""
-
-    def errback(failure: Failure) -> None:
-        if failure.check(UpstreamRefused):
-            outcome.callback(failure.value)
-        else:
-            outcome.errback(failure)
-
-    return errback
-
-
 class UpstreamProtocol(Protocol):
     """Sends tagged commands and routes responses; knows nothing of mailboxes."""
 
@@ -169,8 +155,6 @@ class UpstreamProtocol(Protocol):
         self.on_untagged: Callable[[Untagged], None] | None = None
         self._tags = (f"P{n}" for n in itertools.count(1))
         self._running: _Running | None = None
-        #: Commands sent behind the running one (``run_pipelined``), oldest first.
-        self._queued: list[_Running] = []
         self._lock = defer.DeferredLock()
         self._got_greeting = False
         self.connected_ok = False
@@ -245,7 +229,9 @@ class UpstreamProtocol(Protocol):
         if not self._got_greeting:
             self._got_greeting = True
             self.greeting.errback(error)
-        self._fail_running(error)
+        if self._running is not None:
+            running, self._running = self._running, None
+            running.done.errback(error)
         if not self.closed.called:
             self.closed.callback(None)
 
@@ -322,52 +308,6 @@ class UpstreamProtocol(Protocol):
             self.pause_watchdog()
             self._lock.release()
 
-    async def run_pipelined(
-        self,
-        makers: Sequence[Callable[[str], Sequence[Chunk]]],
-        timeout: float | None = None,
-        patience: float | None = None,
-    ) -> list[Result | UpstreamRefused]:
-        """Send several commands in one write and collect their answers: one round trip
-        where one after the other would cost one each (an EXAMINE and the FETCH that
-        reads the mailbox it opens). Each command is one group of chunks: nothing may
-        wait for a '+' (literals only with LITERAL+).
-
-        A server runs commands that depend on each other in order (RFC 3501 §5.5), so
-        the untagged responses before a tagged one belong to that command. A command
-        the upstream refuses gives its UpstreamRefused in its place (the ones after it
-        were sent anyway: a FETCH after a refused EXAMINE is refused too, harmlessly);
-        a lost connection or a timeout fails them all, as with ``run``.
-        """
-        await self._lock.acquire()
-        try:
-            if not self.connected_ok or self.broken:
-                raise UpstreamUnreachable("not connected to the upstream")
-            commands = []
-            for make in makers:
-                tag = self.next_tag()
-                commands.append((_Running(tag, [], defer.Deferred()), make(tag)))
-            outcomes: list[defer.Deferred[Result | UpstreamRefused]] = []
-            for running, _ in commands:
-                outcome: defer.Deferred[Result | UpstreamRefused] = defer.Deferred()
-                running.done.addCallbacks(outcome.callback, _refused_or_raise(outcome))
-                outcomes.append(outcome)
-            last = commands[-1][0].done
-            last.addTimeout(timeout or self.command_timeout, self.clock, self._timed_out)
-            self._running = commands[0][0]
-            self._queued = [running for running, _ in commands[1:]]
-            self.watch_progress(patience)
-            self._write_group([chunk for _, chunks in commands for chunk in chunks])
-            try:
-                return list(await defer.gatherResults(outcomes, consumeErrors=True))
-            except defer.FirstError as first:
-                first.subFailure.raiseException()
-                raise  # not reached: raiseException always raises
-        finally:
-            self._running, self._queued = None, []
-            self.pause_watchdog()
-            self._lock.release()
-
     def _timed_out(self, result: object, timeout: float) -> None:
         self.broken = True
         self.abort()
@@ -383,16 +323,10 @@ class UpstreamProtocol(Protocol):
         # Free what the upstream made us buffer (up to a line or literal cap) now, not
         # when the last reference to this protocol (a Failure's frames) goes away.
         self.reader = ResponseReader(raw_fetch_items=RAW_FETCH_ITEMS)
-        self._fail_running(error)
+        if self._running is not None:
+            running, self._running = self._running, None
+            running.done.errback(error)
         self.abort()
-
-    def _fail_running(self, error: Exception) -> None:
-        """Every command sent and not answered fails with error (the running one first)."""
-        waiting = ([self._running] if self._running is not None else []) + self._queued
-        self._running, self._queued = None, []
-        for running in waiting:
-            if not running.done.called:
-                running.done.errback(error)
 
     def limit_messages(self, max_message: int) -> None:
         """Accept literals (bodies) up to max_message, the largest the proxy takes."""
@@ -473,7 +407,7 @@ class UpstreamProtocol(Protocol):
             if running is None or event.tag != running.tag:
                 self._fail(UpstreamUnavailable(f"unexpected tagged response {event.tag!r}"))
                 return
-            self._running = self._queued.pop(0) if self._queued else None
+            self._running = None
             if event.status == "OK":
                 if event.tag == self._compress_tag:
                     # Before anything else reads on: what follows this OK is deflated.

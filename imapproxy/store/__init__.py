@@ -23,6 +23,7 @@ from imapproxy.store._env import Environment
 from imapproxy.store._tx import Tx
 from imapproxy.store.compact import StoreLock
 from imapproxy.store.reads import ReadLog
+from imapproxy.store.resident import ResidentPages
 from imapproxy.store.schema import SchemaError, check_or_initialize
 from imapproxy.types import AccountId, BlobId
 
@@ -46,6 +47,8 @@ __all__ = [
 class Store:
     def __init__(self, path: Path, map_size: int | None = None) -> None:
         self._lock = StoreLock.shared(path)
+        #: The map's pages that transactions touched, released now and then (resident.py).
+        self.resident = ResidentPages(path / "data.mdb")
         try:
             self._env = Environment(path) if map_size is None else Environment(path, map_size)
             self.write(check_or_initialize)
@@ -55,7 +58,9 @@ class Store:
         self.reads = ReadLog()
 
     def read(self, body: Callable[[Tx], T]) -> T:
-        return self._env.read(lambda txn: body(Tx(txn, self._env.dbs)))
+        result = self._env.read(lambda txn: body(Tx(txn, self._env.dbs)))
+        self.resident.tick()
+        return result
 
     def write(self, body: Callable[[Tx], T]) -> T:
         def run(txn: object) -> T:
@@ -64,7 +69,9 @@ class Store:
             reclaim.free_pending(tx)
             return result
 
-        return self._env.write(run)
+        result = self._env.write(run)
+        self.resident.tick()
+        return result
 
     # -- the cache limit ---------------------------------------------------------------
 

@@ -43,7 +43,9 @@ RENDER_BATCH = 200
 #: The step when each answer carries message content (up to max_append each): a few
 #: bodies in memory at a time, not 200.
 BODY_RENDER_BATCH = 10
-#: Messages whose missing content is fetched upstream together (one UID FETCH).
+#: Messages whose records are read together (one read transaction) and whose missing
+#: metadata is fetched upstream together (one UID FETCH); missing bodies go
+#: BODY_FILL_GROUP at a time.
 FILL_GROUP = 1000
 BODY_FILL_GROUP = 50
 BODY_KINDS = {Kind.FULL, Kind.SECTION}
@@ -308,9 +310,9 @@ class _Group:
 @handles(p.Fetch, SELECTED)
 async def fetch(session: Session, cmd: p.Fetch) -> list[bytes]:
     """Streams: the targets are loaded, completed from the upstream and sent a group
-    at a time (FILL_GROUP messages, BODY_FILL_GROUP when bodies are read), and the
-    client's reading paces it (``drained``), so a FETCH of a whole 100,000-message
-    mailbox holds one or two groups in memory, not the mailbox."""
+    of FILL_GROUP at a time, and the client's reading paces it (``drained``), so a
+    FETCH of a whole 100,000-message mailbox holds one or two groups in memory, not
+    the mailbox. \\Seen is set per group too (one queued change each)."""
     view = session.selected
     if cmd.vanished and not session.modes.qresync:
         raise CommandFailed("VANISHED needs ENABLE QRESYNC first", status="BAD")
@@ -423,6 +425,13 @@ async def fetch(session: Session, cmd: p.Fetch) -> list[bytes]:
         return True
 
     missing = 0
+    #: Groups whose upstream fetch was started and whose answer is not sent yet.
+    inflight: list[_Group] = []
+
+    def start_fill(group: _Group) -> None:
+        if group.misses and needs and not unavailable:
+            group.fill = defer.Deferred.fromCoroutine(fill(group.misses))
+            inflight.append(group)
 
     async def finish(group: _Group) -> None:
         """Send what the upstream just gave for the group's misses."""
@@ -431,6 +440,7 @@ async def fetch(session: Session, cmd: p.Fetch) -> list[bytes]:
         if group.fill is not None:
             if not await group.fill:
                 unavailable = True
+            inflight.remove(group)
             misses = await send(misses, group.seq_of)
             if reads_bodies:
                 # Bodies came from the upstream: back under the cache limit now that
@@ -439,35 +449,34 @@ async def fetch(session: Session, cmd: p.Fetch) -> list[bytes]:
                 read.clear()
         missing += len(misses)
 
-    # Render what the cache can answer; fetch what it cannot, group by group, and
-    # render that. One cache lookup per item when everything is cached (the usual case).
-    # Metadata of the next group is fetched while this one is sent; bodies one group
-    # at a time, so the cache limit is overshot by one group at most.
-    group_size = BODY_FILL_GROUP if batch == BODY_RENDER_BATCH else FILL_GROUP
+    # Per group of FILL_GROUP records: send what the cache can answer, then fetch what
+    # it cannot and send that. Metadata of the next group is fetched while this one is
+    # sent; bodies BODY_FILL_GROUP at a time, each sent before the next is asked for,
+    # so the cache limit is overshot by one such group at most.
     pending: _Group | None = None
     try:
-        for chunk in _groups(pairs, group_size):
+        for chunk in _groups(pairs, FILL_GROUP):
             group = load(chunk)
             group.misses = await send(group.messages, group.seq_of)
             if needs:  # content was asked for: the cache answered it, or not
                 METRICS.cache_hits.inc(len(group.messages) - len(group.misses))
                 METRICS.cache_misses.inc(len(group.misses))
-            if group.misses and needs and not unavailable:
-                group.fill = defer.Deferred.fromCoroutine(fill(group.misses))
+            if reads_bodies:
+                for start in range(0, len(group.misses), BODY_FILL_GROUP):
+                    part = _Group([], group.seq_of, group.misses[start : start + BODY_FILL_GROUP])
+                    start_fill(part)
+                    await finish(part)
+                continue
+            start_fill(group)
             if pending is not None:
                 await finish(pending)
-                pending = None
-            if reads_bodies:
-                await finish(group)
-            else:
-                pending = group
+            pending = group
         if pending is not None:
             await finish(pending)
-            pending = None
     finally:
-        if pending is not None and pending.fill is not None:
-            # The command failed meanwhile: the fetch goes on, its outcome unused.
-            pending.fill.addErrback(lambda failure: log.debug("FETCH fill: %s", failure))
+        for group in inflight:  # the command failed meanwhile: the fetch goes on, unused
+            assert group.fill is not None
+            group.fill.addErrback(lambda failure: log.debug("FETCH fill: %s", failure))
     session.account.status.served(served + (lines.served if lines is not None else 0))
     if read:
         session.account.content_read(read, fetched=False)

@@ -81,9 +81,19 @@ class Client:
         self.modes = view.modes
         self.filled: list[int] = []  # messages per ensure_content call
 
-        async def ensure_content(mailbox: object, wanted: list[Message], needs: object) -> None:
+        async def ensure_content(mailbox: object, wanted: list[Message], needs: Any) -> None:
             self.filled.append(len(wanted))
-            view.store.write(lambda tx: [_cache(tx, int(m.uid)) for m in wanted])
+            bodies = any(need.kind is cache.Kind.FULL for need in needs)
+
+            def keep(tx: Any) -> None:
+                for m in wanted:
+                    _cache(tx, int(m.uid))
+                    if bodies:
+                        cache.put(
+                            tx, 1, m.blob, cache.Kind.FULL, b"Subject: %d\r\n\r\nx\r\n" % m.uid
+                        )
+
+            view.store.write(keep)
 
         self.account = SimpleNamespace(
             store=view.store,
@@ -194,3 +204,17 @@ def test_missing_metadata_is_fetched_group_by_group(
     seqs = [int(line.split()[1]) for line in received.split(b"\r\n") if b" FETCH (" in line]
     assert seqs == list(range(1, 451))
     assert b'"<450@x>"' in received
+
+
+def test_missing_bodies_are_fetched_a_few_at_a_time(
+    tmp_path: Path, loaded: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fetch_handler, "FILL_GROUP", 100)
+    monkeypatch.setattr(fetch_handler, "BODY_FILL_GROUP", 30)
+    view = _mailbox(tmp_path, 130, cached=False)
+    client = Client(tmp_path, view)
+    received = client.run(b"a1 FETCH 1:* (UID BODY.PEEK[])")
+    assert client.filled == [30, 30, 30, 10, 30]
+    assert max(b - a for a, b in zip([0, *loaded], loaded, strict=False)) <= 100
+    assert received.count(b" FETCH (") == 130
+    assert b"Subject: 130\r\n" in received

@@ -3,9 +3,10 @@
 The header FETCH a mail client sends for a whole mailbox (``UID FLAGS INTERNALDATE
 RFC822.SIZE ENVELOPE BODYSTRUCTURE``) is answered with one line per message. Building
 a tuple of values per message and walking it in the generic serializer cost about
-70 µs per message, several times what Dovecot spends. Here what is the same for every
-line is done once per command (the item names, each distinct flag list, the cache
-keys' shape), and a line is one ``bytes.join`` of its pieces.
+30 µs of CPU per message: 2 to 3 times Dovecot's time to serve a cached header FETCH
+of 10,000 messages (bench/serve_fetch.py). Here what is the same for every line is
+done once per command (the item names, each distinct flag list, the cache keys'
+shape), and a line is one ``bytes.join`` of its pieces: about 13 µs.
 
 Only items whose whole wire form is known here take this path: UID, FLAGS,
 INTERNALDATE, RFC822.SIZE, MODSEQ, and ENVELOPE, BODYSTRUCTURE and BODY, which the

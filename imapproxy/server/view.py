@@ -15,7 +15,7 @@ announced it (RFC 3501 §7.2.6).
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from imapproxy.notify import MailboxChange
@@ -243,7 +243,17 @@ class SelectedView:
         return None
 
     def resolve(self, sequence_set: SequenceSet, by_uid: bool) -> list[tuple[SeqNum, UID]]:
+        """(seq, uid) pairs the set names, in sequence order (see ``resolve_lazily``)."""
+        return list(self.resolve_lazily(sequence_set, by_uid))
+
+    def resolve_lazily(
+        self, sequence_set: SequenceSet, by_uid: bool
+    ) -> Iterator[tuple[SeqNum, UID]]:
         """(seq, uid) pairs the set names, in sequence order; unknown numbers are skipped.
+
+        The pairs are made as they are taken, from the UID list as it is now: a FETCH
+        of a whole large mailbox holds one group of them at a time, not 100,000 tuples.
+        The set is checked before this returns.
 
         Work is O(ranges · log + messages named), never O(highest UID): a UID range is
         cut out of the sorted UID list by bisection, so ``UID FETCH 1:4294967295`` on a
@@ -254,7 +264,7 @@ class SelectedView:
         """
         if sequence_set.saved:
             pairs = ((self.seq(uid), uid) for uid in sorted(self.saved))
-            return [(seq, uid) for seq, uid in pairs if seq is not None]
+            return iter([(seq, uid) for seq, uid in pairs if seq is not None])
         if by_uid:
             spans = [
                 (bisect_left(self.uids, lo), bisect_right(self.uids, hi))
@@ -267,7 +277,9 @@ class SelectedView:
             if any(lo < 1 or lo > count for lo, _ in ranges):
                 raise replies.CommandFailed("message sequence number out of range", status="BAD")
             spans = [(lo - 1, min(hi, count)) for lo, hi in _merged(ranges)]
-        return [(SeqNum(i + 1), self.uids[i]) for start, end in spans for i in range(start, end)]
+        # Slices: a later change of the view does not move these pairs.
+        named = [(start, self.uids[start:end]) for start, end in spans]
+        return ((SeqNum(start + i + 1), uid) for start, uids in named for i, uid in enumerate(uids))
 
 
 def intervals(sequence_set: SequenceSet, largest: int) -> list[tuple[int, int]]:

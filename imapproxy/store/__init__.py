@@ -30,6 +30,7 @@ from imapproxy.store.account_keys import encrypted_accounts
 from imapproxy.store.compact import StoreLock
 from imapproxy.store.keyring import Keyring, RecordTampered, StoreLocked
 from imapproxy.store.reads import ReadLog
+from imapproxy.store.resident import ResidentPages
 from imapproxy.store.schema import SchemaError, check_or_initialize
 from imapproxy.types import AccountId, BlobId
 
@@ -57,6 +58,8 @@ class Store:
         self._lock = StoreLock.shared(path)
         #: Which accounts are encrypted, and the keys unlocked so far (keyring.py).
         self.keyring = Keyring()
+        #: The map's pages that transactions touched, released now and then (resident.py).
+        self.resident = ResidentPages(path / "data.mdb")
         try:
             self._env = Environment(path) if map_size is None else Environment(path, map_size)
             self.write(check_or_initialize)
@@ -68,7 +71,9 @@ class Store:
         self.reads = ReadLog()
 
     def read(self, body: Callable[[Tx], T]) -> T:
-        return self._env.read(lambda txn: body(Tx(txn, self._env.dbs, self.keyring)))
+        result = self._env.read(lambda txn: body(Tx(txn, self._env.dbs, self.keyring)))
+        self.resident.tick()
+        return result
 
     def write(self, body: Callable[[Tx], T]) -> T:
         def run(txn: object) -> tuple[T, Tx]:
@@ -81,6 +86,7 @@ class Store:
         # Committed: accounts whose encryption the transaction turned on count from now.
         for account, key in tx.adopted.items():
             self.keyring.unlock(account, key)
+        self.resident.tick()
         return result
 
     # -- the cache limit ---------------------------------------------------------------

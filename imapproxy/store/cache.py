@@ -13,6 +13,7 @@ met again under another blob can take this one's body instead of a download.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from enum import Enum
 
 from imapproxy.store import gmail_ids, held, twins, usage
@@ -44,6 +45,14 @@ def _key(account: AccountId, blob: BlobId, kind: Kind, section: str = "") -> byt
 
 def get(tx: Tx, account: AccountId, blob: BlobId, kind: Kind, section: str = "") -> bytes | None:
     return tx.get(b"cache", _key(account, blob, kind, section))
+
+
+def getter(tx: Tx, account: AccountId, kind: Kind) -> Callable[[BlobId], bytes | None]:
+    """``get`` of one kind (not SECTION) for many blobs of an account in tx: the key's
+    fixed parts made once, for a FETCH that reads the ENVELOPE of 100,000 messages."""
+    assert kind is not Kind.SECTION
+    head, tail, read = u32(account), kind.value, tx.get
+    return lambda blob: read(b"cache", head + u64(blob) + tail)
 
 
 def has(tx: Tx, account: AccountId, blob: BlobId, kind: Kind, section: str = "") -> bool:

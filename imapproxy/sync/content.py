@@ -239,14 +239,16 @@ def _keep(
     prefetched: bool = False,
 ) -> int:
     kept = 0
+    # Each need's item name once per batch, not per message (it builds a FetchAttribute).
+    named = [(need, need.response_name()) for need in needs]
     for item in items:
         message = by_upstream.get(as_int(item["UID"]))
         if message is None:
             continue
-        for need in needs:
-            value = item.get(need.response_name())
-            if need.response_name() not in item:
+        for need, name in named:
+            if name not in item:
                 continue
+            value = item[name]
             if need.kind in (Kind.ENVELOPE, Kind.BODYSTRUCTURE, Kind.BODY):
                 # Mostly the upstream's own bytes already (protocol._fetch_raw).
                 data = value.data if isinstance(value, Raw) else serialize_value(value)

@@ -8,13 +8,20 @@ the section the upstream returned and we kept.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from functools import partial
+from itertools import islice
+
+from twisted.internet import defer
 
 from imapproxy import message as mime
 from imapproxy import protocol as p
 from imapproxy.metrics import METRICS
 from imapproxy.server import condstore, replies
+from imapproxy.server.handlers import fetch_lines
+from imapproxy.server.handlers.fetch_lines import LineFormat
 from imapproxy.server.handlers.general import ok
 from imapproxy.server.handlers.messages import flag_change
 from imapproxy.server.replies import CommandFailed
@@ -25,7 +32,7 @@ from imapproxy.store import messages as store_messages
 from imapproxy.store.cache import Kind
 from imapproxy.store.messages import Message
 from imapproxy.sync.content import Need
-from imapproxy.types import BlobId
+from imapproxy.types import UID, BlobId, SeqNum
 from imapproxy.upstream.errors import UpstreamUnavailable
 
 SIMPLE = {"UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE", "MODSEQ"}
@@ -36,10 +43,14 @@ RENDER_BATCH = 200
 #: The step when each answer carries message content (up to max_append each): a few
 #: bodies in memory at a time, not 200.
 BODY_RENDER_BATCH = 10
-#: Messages whose missing content is fetched upstream together (one UID FETCH).
+#: Messages whose records are read together (one read transaction) and whose missing
+#: metadata is fetched upstream together (one UID FETCH); missing bodies go
+#: BODY_FILL_GROUP at a time.
 FILL_GROUP = 1000
 BODY_FILL_GROUP = 50
 BODY_KINDS = {Kind.FULL, Kind.SECTION}
+
+log = logging.getLogger(__name__)
 
 
 def render_batch(needs: set[Need]) -> int:
@@ -213,8 +224,9 @@ def _content_size(value: p.Value) -> int:
 
 async def _send_rendered(
     session: Session,
-    render: Callable[[Tx, Message], list[bytes] | None],
+    render: Callable[[Tx, Message, int], list[bytes] | None],
     messages: list[Message],
+    seq_of: dict[UID, SeqNum],
     batch: int,
 ) -> list[Message]:
     """Send the FETCH lines of messages the cache can answer, batch by batch as the
@@ -222,7 +234,7 @@ async def _send_rendered(
     misses: list[Message] = []
     for start in range(0, len(messages), batch):
         chunk = messages[start : start + batch]
-        rendered = session.account.store.read(partial(_render_all, render, chunk))
+        rendered = session.account.store.read(partial(_render_all, render, chunk, seq_of))
         for message, lines in zip(chunk, rendered, strict=True):
             if lines is None:
                 misses.append(message)
@@ -233,9 +245,34 @@ async def _send_rendered(
 
 
 def _render_all(
-    render: Callable[[Tx, Message], list[bytes] | None], chunk: list[Message], tx: Tx
+    render: Callable[[Tx, Message, int], list[bytes] | None],
+    chunk: list[Message],
+    seq_of: dict[UID, SeqNum],
+    tx: Tx,
 ) -> list[list[bytes] | None]:
-    return [render(tx, m) for m in chunk]
+    return [render(tx, m, seq_of[m.uid]) for m in chunk]
+
+
+async def _send_lines(
+    session: Session,
+    lines: LineFormat,
+    messages: list[Message],
+    seq_of: dict[UID, SeqNum],
+    batch: int,
+) -> list[Message]:
+    """``_send_rendered`` for a FETCH of metadata only (fetch_lines.py): each batch's
+    lines go out in one write."""
+    misses: list[Message] = []
+    for start in range(0, len(messages), batch):
+        chunk = messages[start : start + batch]
+        out, lacking = session.account.store.read(
+            partial(lines.lines, messages=chunk, seq_of=seq_of)
+        )
+        if out:
+            session.send(out)
+        misses += lacking
+        await session.connection.drained()
+    return misses
 
 
 def _mark_seen(session: Session, view: SelectedView, targets: list[Message]) -> set[int]:
@@ -254,8 +291,28 @@ def _mark_seen(session: Session, view: SelectedView, targets: list[Message]) -> 
     return {m.uid for m in unseen}
 
 
+def _groups(pairs: Iterator[tuple[SeqNum, UID]], size: int) -> Iterator[list[tuple[SeqNum, UID]]]:
+    while group := list(islice(pairs, size)):
+        yield group
+
+
+@dataclass
+class _Group:
+    """Messages of one FETCH group: loaded in one read, served before the next is read
+    (while the upstream already works on the next group's missing metadata)."""
+
+    messages: list[Message]
+    seq_of: dict[UID, SeqNum]
+    misses: list[Message] = field(default_factory=list)
+    fill: defer.Deferred[bool] | None = None
+
+
 @handles(p.Fetch, SELECTED)
 async def fetch(session: Session, cmd: p.Fetch) -> list[bytes]:
+    """Streams: the targets are loaded, completed from the upstream and sent a group
+    of FILL_GROUP at a time, and the client's reading paces it (``drained``), so a
+    FETCH of a whole 100,000-message mailbox holds one or two groups in memory, not
+    the mailbox. \\Seen is set per group too (one queued change each)."""
     view = session.selected
     if cmd.vanished and not session.modes.qresync:
         raise CommandFailed("VANISHED needs ENABLE QRESYNC first", status="BAD")
@@ -268,37 +325,21 @@ async def fetch(session: Session, cmd: p.Fetch) -> list[bytes]:
     needs: set[Need] = set()
     for attribute in attributes:
         needs |= needs_of(attribute)
-    pairs = view.resolve(cmd.sequence_set, cmd.uid)
-    seq_of = {uid: seq for seq, uid in pairs}
-    uids = [uid for _, uid in pairs]
-
-    def load_targets(tx: Tx) -> list[Message]:
-        return store_messages.get_many(tx, mailbox.account, mailbox.id, uids)
-
-    targets = store.read(load_targets)
-    if cmd.changedsince is not None:
+    pairs = view.resolve_lazily(cmd.sequence_set, cmd.uid)
+    since = cmd.changedsince
+    if since is not None:
         # RFC 7162 §3.1.4.1: only what changed since, with MODSEQ; VANISHED (EARLIER)
         # first for what was expunged since (§3.2.6).
-        since = cmd.changedsince
         if cmd.vanished:
             session.send(condstore.vanished_earlier(view, since, cmd.sequence_set))
-        targets = [m for m in targets if m.modseq > since]
-        uids = [m.uid for m in targets]
         if not asks_modseq:
             attributes.append(p.FetchAttribute("MODSEQ"))
             asks_modseq = True
-    seen_now: set[int] = set()
-    if any(sets_seen(a) for a in attributes):
-        seen_now = _mark_seen(session, view, targets)
-        if seen_now:
-            targets = store.read(load_targets)  # with the \Seen just set
+    sets_seen_flag = any(sets_seen(a) for a in attributes)
     wants_flags = any(a.name == "FLAGS" for a in attributes)
-    if wants_flags or seen_now:
-        # A keyword this client has not been told of yet: FLAGS first (RFC 3501 §7.2.6).
-        news = view.keyword_news(m.flags for m in targets)
-        if news:
-            session.send(news)
-    if asks_modseq or (seen_now and session.modes.condstore):
+    guard_told = False
+    if asks_modseq:
+        guard_told = True
         guard = view.modseq_guard()
         if guard:
             session.send(guard)
@@ -306,8 +347,10 @@ async def fetch(session: Session, cmd: p.Fetch) -> list[bytes]:
     served = 0
     reads_bodies = any(n.kind in BODY_KINDS for n in needs)
     read: list[BlobId] = []  # bodies served, for the cache's least-recently-read order
+    seen_now: set[int] = set()
+    lines = LineFormat(view, attributes) if fetch_lines.applies(attributes) else None
 
-    def render(tx: Tx, message: Message) -> list[bytes] | None:
+    def render(tx: Tx, message: Message, seq: int) -> list[bytes] | None:
         nonlocal served
         items: list[p.Value] = [p.Atom("UID"), message.uid]
         content = MessageContent(tx, mailbox.account, message)
@@ -331,33 +374,110 @@ async def fetch(session: Session, cmd: p.Fetch) -> list[bytes]:
             items += [p.Atom("FLAGS"), view.flags_of(message)]
         if message.uid in seen_now and session.modes.condstore and not asks_modseq:
             items += [p.Atom("MODSEQ"), (message.modseq,)]  # RFC 7162 §3.2.4
-        return replies.untagged("FETCH", tuple(items), number=seq_of[message.uid])
+        return replies.untagged("FETCH", tuple(items), number=seq)
 
-    # Render what the cache can answer; fetch what it cannot, group by group, and
-    # render that. One cache lookup per item when everything is cached (the usual case).
-    missing = 0
-    unavailable = False
+    def load(group: list[tuple[SeqNum, UID]]) -> _Group:
+        """One group's records, \\Seen set where bodies are read, and the FLAGS news
+        its lines need first."""
+        nonlocal guard_told
+        uids = [uid for _, uid in group]
+
+        def read_targets(tx: Tx) -> list[Message]:
+            return store_messages.get_many(tx, mailbox.account, mailbox.id, uids)
+
+        targets = store.read(read_targets)
+        if since is not None:
+            targets = [m for m in targets if m.modseq > since]
+            uids = [m.uid for m in targets]
+        seen: set[int] = set()
+        if sets_seen_flag:
+            seen = _mark_seen(session, view, targets)
+            if seen:
+                seen_now.update(seen)
+                targets = store.read(read_targets)  # with the \Seen just set
+        if wants_flags or seen:
+            # A keyword this client has not been told of yet: FLAGS first (RFC 3501 §7.2.6).
+            news = view.keyword_news(m.flags for m in targets)
+            if news:
+                session.send(news)
+        if seen and session.modes.condstore and not guard_told:
+            guard_told = True
+            guard = view.modseq_guard()
+            if guard:
+                session.send(guard)
+        return _Group(targets, {uid: seq for seq, uid in group})
+
     batch = render_batch(needs)
-    group_size = BODY_FILL_GROUP if batch == BODY_RENDER_BATCH else FILL_GROUP
-    for start in range(0, len(targets), group_size):
-        group = targets[start : start + group_size]
-        misses = await _send_rendered(session, render, group, batch)
-        if needs:  # content was asked for: the cache answered it, or not
-            METRICS.cache_hits.inc(len(group) - len(misses))
-            METRICS.cache_misses.inc(len(misses))
-        if misses and needs and not unavailable:
-            try:
-                await session.account.ensure_content(mailbox, misses, needs)
-            except UpstreamUnavailable:
+
+    async def send(messages: list[Message], seq_of: dict[UID, SeqNum]) -> list[Message]:
+        if lines is not None:
+            return await _send_lines(session, lines, messages, seq_of, batch)
+        return await _send_rendered(session, render, messages, seq_of, batch)
+
+    unavailable = False
+
+    async def fill(misses: list[Message]) -> bool:
+        """Fetch what the cache lacks of misses; False if the upstream is unreachable."""
+        try:
+            await session.account.ensure_content(mailbox, misses, needs)
+        except UpstreamUnavailable:
+            return False
+        return True
+
+    missing = 0
+    #: Groups whose upstream fetch was started and whose answer is not sent yet.
+    inflight: list[_Group] = []
+
+    def start_fill(group: _Group) -> None:
+        if group.misses and needs and not unavailable:
+            group.fill = defer.Deferred.fromCoroutine(fill(group.misses))
+            inflight.append(group)
+
+    async def finish(group: _Group) -> None:
+        """Send what the upstream just gave for the group's misses."""
+        nonlocal unavailable, missing
+        misses = group.misses
+        if group.fill is not None:
+            if not await group.fill:
                 unavailable = True
-            misses = await _send_rendered(session, render, misses, batch)
+            inflight.remove(group)
+            misses = await send(misses, group.seq_of)
             if reads_bodies:
                 # Bodies came from the upstream: back under the cache limit now that
                 # they were sent, so a long FETCH overshoots it by one group at most.
                 session.account.content_read(read, fetched=True)
                 read.clear()
         missing += len(misses)
-    session.account.status.served(served)
+
+    # Per group of FILL_GROUP records: send what the cache can answer, then fetch what
+    # it cannot and send that. Metadata of the next group is fetched while this one is
+    # sent; bodies BODY_FILL_GROUP at a time, each sent before the next is asked for,
+    # so the cache limit is overshot by one such group at most.
+    pending: _Group | None = None
+    try:
+        for chunk in _groups(pairs, FILL_GROUP):
+            group = load(chunk)
+            group.misses = await send(group.messages, group.seq_of)
+            if needs:  # content was asked for: the cache answered it, or not
+                METRICS.cache_hits.inc(len(group.messages) - len(group.misses))
+                METRICS.cache_misses.inc(len(group.misses))
+            if reads_bodies:
+                for start in range(0, len(group.misses), BODY_FILL_GROUP):
+                    part = _Group([], group.seq_of, group.misses[start : start + BODY_FILL_GROUP])
+                    start_fill(part)
+                    await finish(part)
+                continue
+            start_fill(group)
+            if pending is not None:
+                await finish(pending)
+            pending = group
+        if pending is not None:
+            await finish(pending)
+    finally:
+        for group in inflight:  # the command failed meanwhile: the fetch goes on, unused
+            assert group.fill is not None
+            group.fill.addErrback(lambda failure: log.debug("FETCH fill: %s", failure))
+    session.account.status.served(served + (lines.served if lines is not None else 0))
     if read:
         session.account.content_read(read, fetched=False)
     if seen_now:

@@ -282,7 +282,7 @@ class FetchSession:
         self.most_between_drains = 0
 
     def send(self, chunks: list[bytes]) -> None:
-        self.pending += 1
+        self.pending += sum(chunk.count(b" FETCH (") for chunk in chunks)
 
     def drained(self) -> defer.Deferred[None]:
         self.most_between_drains = max(self.most_between_drains, self.pending)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -22,6 +23,9 @@ class SlowClientTransport(StringTransport):
         super().write(data)
         if len(self.value()) > self.bufferSize and self.producer is not None:
             self.producer.pauseProducing()
+
+    def writeSequence(self, data: Iterable[bytes]) -> None:
+        self.write(b"".join(data))
 
     def client_reads(self) -> bytes:
         taken = self.value()

@@ -1,0 +1,73 @@
+"""Pages of the replica's map that reads touched leave the resident set, the data stays."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from imapproxy.store import Store, cache
+from imapproxy.store.cache import Kind
+from imapproxy.store.resident import ResidentPages
+from imapproxy.types import AccountId, BlobId
+
+COUNT = 4000
+VALUE = b"(" + b"x" * 4000 + b")"  # 16 MB in all
+
+
+def _mapped_kib(data_file: Path) -> int:
+    """Resident KiB of this process's mappings of data_file (/proc/self/smaps)."""
+    inode = str(data_file.stat().st_ino)
+    total, inside = 0, False
+    with open("/proc/self/smaps", encoding="ascii", errors="replace") as smaps:
+        for line in smaps:
+            fields = line.split()
+            if "-" in fields[0] and len(fields) >= 5 and ":" in fields[3]:
+                inside = fields[4] == inode
+            elif inside and fields[0] == "Rss:":
+                total += int(fields[1])
+    return total
+
+
+def _read_all(store: Store) -> bytes:
+    def read(tx: object) -> bytes:
+        last = b""
+        for blob in range(1, COUNT + 1):
+            data = cache.get(tx, AccountId(1), BlobId(blob), Kind.ENVELOPE)  # type: ignore[arg-type]
+            assert data is not None
+            last = data
+        return last
+
+    return store.read(read)
+
+
+def test_released_pages_leave_the_resident_set_and_read_back_the_same(tmp_path: Path) -> None:
+    now = [0.0]
+    store = Store(tmp_path / "r")
+    store.resident = ResidentPages(tmp_path / "r" / "data.mdb", clock=lambda: now[0])
+
+    def fill(tx: object) -> None:
+        for blob in range(1, COUNT + 1):
+            cache.put(tx, AccountId(1), BlobId(blob), Kind.ENVELOPE, VALUE)  # type: ignore[arg-type]
+
+    store.write(fill)
+    data_file = tmp_path / "r" / "data.mdb"
+    assert _read_all(store) == VALUE
+    touched = _mapped_kib(data_file)
+    assert touched > 12 * 1024  # the reads mapped the 16 MB in
+    store.resident.release()
+    assert _mapped_kib(data_file) < 1024
+    assert _read_all(store) == VALUE  # mapped back from the page cache, unchanged
+    store.close()
+
+
+def test_a_release_is_due_once_per_interval(tmp_path: Path) -> None:
+    now = [0.0]
+    resident = ResidentPages(tmp_path / "none", clock=lambda: now[0])
+    released: list[float] = []
+    resident.release = lambda: released.append(now[0])  # type: ignore[method-assign]
+    resident.tick()
+    now[0] = 0.5
+    resident.tick()
+    assert released == []
+    now[0] = 1.0
+    resident.tick()
+    assert released == [1.0]

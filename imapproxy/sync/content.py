@@ -249,6 +249,12 @@ def _keep(
             if name not in item:
                 continue
             value = item[name]
+            if value is None and need.kind not in (Kind.SECTION,):
+                # NIL for a whole message, its header or its structure: the upstream no
+                # longer has it (expunged meanwhile). Nothing is kept, so the client
+                # hears that, never an empty message. (A part that does not exist may
+                # be NIL: sections keep the upstream's empty answer.)
+                continue
             if need.kind in (Kind.ENVELOPE, Kind.BODYSTRUCTURE, Kind.BODY):
                 # Mostly the upstream's own bytes already (protocol._fetch_raw).
                 data = value.data if isinstance(value, Raw) else serialize_value(value)

@@ -1,0 +1,37 @@
+"""What a batch of upstream FETCH answers leaves in the cache (sync/content.py _keep)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from imapproxy.store import Store, accounts, cache, mailboxes, messages
+from imapproxy.store.cache import Kind
+from imapproxy.store.messages import Message
+from imapproxy.sync import content
+from imapproxy.types import UID, UpstreamUID
+
+
+def test_a_nil_body_is_not_kept_as_an_empty_message(tmp_path: Path) -> None:
+    """The upstream answers ``BODY[] NIL`` for a message expunged while the FETCH was on
+    its way: caching b"" made the proxy answer ``BODY[] ""`` with OK (seen once in
+    test_expunged_meanwhile). Nothing is kept; the next read says it is gone."""
+    store = Store(tmp_path / "replica")
+    try:
+        account = store.write(lambda tx: accounts.ensure_account(tx, "imaps://x", "ann")).id
+        box = store.write(lambda tx: mailboxes.create(tx, account, "INBOX"))
+
+        def add(tx: object) -> Message:
+            blob = cache.new_blob(tx, account)  # type: ignore[arg-type]
+            message = Message(UID(1), UpstreamUID(7), (), "01-Jan-2026 00:00:00 +0000", 5, 1, blob)
+            messages.put(tx, account, box.id, message)  # type: ignore[arg-type]
+            return message
+
+        message = store.write(add)
+        needs = frozenset({content.Need(Kind.FULL), content.HEADER_NEED})
+        answer = {"UID": 7, "BODY[]": None, "BODY[HEADER]": None}
+        kept = store.write(lambda tx: content._keep(tx, box, {7: message}, needs, [answer]))
+        assert kept == 0
+        for kind in (Kind.FULL, Kind.HEADER):
+            assert not store.read(lambda tx, k=kind: cache.has(tx, account, message.blob, k))
+    finally:
+        store.close()

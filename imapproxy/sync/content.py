@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from imapproxy.message import fetch_structure
+from imapproxy.message.structure_wire import body_bytes, envelope_bytes
 from imapproxy.protocol import (
     FetchAttribute,
     ParseError,
@@ -32,7 +33,6 @@ from imapproxy.protocol import (
     Value,
     parse_datetime,
     parse_fetch_attribute,
-    serialize_value,
 )
 from imapproxy.store import Store, Tx, cache, messages, twins, usage
 from imapproxy.store.cache import Kind
@@ -255,9 +255,11 @@ def _keep(
                 # hears that, never an empty message. (A part that does not exist may
                 # be NIL: sections keep the upstream's empty answer.)
                 continue
-            if need.kind in (Kind.ENVELOPE, Kind.BODYSTRUCTURE, Kind.BODY):
+            if need.kind is Kind.ENVELOPE:
                 # Mostly the upstream's own bytes already (protocol._fetch_raw).
-                data = value.data if isinstance(value, Raw) else serialize_value(value)
+                data = value.data if isinstance(value, Raw) else envelope_bytes(value)
+            elif need.kind in (Kind.BODYSTRUCTURE, Kind.BODY):
+                data = value.data if isinstance(value, Raw) else body_bytes(value)
             else:
                 data = value if isinstance(value, bytes) else b""
             stamp = _prefetch_stamp(message) if prefetched and need.is_body else None
@@ -290,9 +292,9 @@ def keep_local_structure(tx: Tx, account: int, blob: int, raw: bytes | bytearray
     data = bytes(raw)
     try:
         built = {
-            Kind.ENVELOPE: serialize_value(fetch_structure.envelope(data)),
-            Kind.BODYSTRUCTURE: serialize_value(fetch_structure.bodystructure(data)),
-            Kind.BODY: serialize_value(fetch_structure.body(data)),
+            Kind.ENVELOPE: envelope_bytes(fetch_structure.envelope(data)),
+            Kind.BODYSTRUCTURE: body_bytes(fetch_structure.bodystructure(data)),
+            Kind.BODY: body_bytes(fetch_structure.body(data)),
         }
     except Exception:  # a message we cannot describe stays undescribed
         log.exception("could not build ENVELOPE/BODYSTRUCTURE of a local message")

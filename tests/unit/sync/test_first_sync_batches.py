@@ -4,17 +4,15 @@ batches leaves a replica the next sync completes."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
-from twisted.internet import defer
-from twisted.python.failure import Failure
 
 from imapproxy.protocol import Atom, SequenceSet
-from imapproxy.store import Store, accounts, mailboxes, messages
+from imapproxy.store import Store, mailboxes, messages
 from imapproxy.sync import mailboxes as sync
 from imapproxy.upstream.client import SelectInfo
+from tests.unit.sync.conftest import run_now
 
 
 class Upstream:
@@ -61,25 +59,6 @@ class Upstream:
         return set(self.uids)
 
 
-def _run(coro: Any) -> Any:
-    result = defer.ensureDeferred(coro)
-    out: list[Any] = []
-    result.addBoth(out.append)
-    assert out, "the sync did not finish synchronously"
-    if isinstance(out[0], Failure):
-        out[0].raiseException()
-    return out[0]
-
-
-@pytest.fixture
-def replica(tmp_path: Path) -> Any:
-    store = Store(tmp_path / "replica")
-    account = store.write(lambda tx: accounts.ensure_account(tx, "imaps://x", "ann")).id
-    box = store.write(lambda tx: mailboxes.create(tx, account, "INBOX"))
-    yield store, box
-    store.close()
-
-
 def _upstream_uids(store: Store, box: Any) -> list[int]:
     listed = store.read(lambda tx: list(messages.iterate(tx, box.account, box.id)))
     return [int(m.upstream_uid) for m in sorted(listed, key=lambda m: m.uid)]
@@ -92,7 +71,7 @@ def test_a_large_first_sync_goes_in_batches_and_keeps_upstream_order(
     monkeypatch.setattr(sync, "FIRST_SYNC_BATCH", 4)
     uids = [3, 5, 6, 9, 10, 20, 21, 22, 40, 41]
     upstream = Upstream(uids, recent=frozenset({40, 41}))
-    synced, change = _run(sync.sync_messages(upstream, store, box))  # type: ignore[arg-type]
+    synced, change = run_now(sync.sync_messages(upstream, store, box))  # type: ignore[arg-type]
     assert upstream.fetches[:3] == [("1:4", True), ("5:8", True), ("9:10", True)]
     assert all(not by_seq for _, by_seq in upstream.fetches[3:])
     assert _upstream_uids(store, box) == uids
@@ -111,18 +90,18 @@ def test_a_sync_stopped_between_batches_is_completed_by_the_next(
     upstream = Upstream(uids)
     upstream.fail_at = 2
     with pytest.raises(ConnectionError):
-        _run(sync.sync_messages(upstream, store, box))  # type: ignore[arg-type]
+        run_now(sync.sync_messages(upstream, store, box))  # type: ignore[arg-type]
     assert _upstream_uids(store, box) == [1, 2, 3, 4]
     upstream.fail_at = None
     current = store.read(lambda tx: mailboxes.get(tx, box.account, box.id))
-    _run(sync.sync_messages(upstream, store, current))  # type: ignore[arg-type]
+    run_now(sync.sync_messages(upstream, store, current))  # type: ignore[arg-type]
     assert _upstream_uids(store, box) == uids
 
 
 def test_a_small_first_sync_is_one_fetch(replica: Any) -> None:
     store, box = replica
     upstream = Upstream([1, 2, 3])
-    _run(sync.sync_messages(upstream, store, box))  # type: ignore[arg-type]
+    run_now(sync.sync_messages(upstream, store, box))  # type: ignore[arg-type]
     assert upstream.fetches == [("1:*", False)]
 
 
@@ -135,7 +114,7 @@ def test_a_change_made_while_the_sync_waited_for_the_link_keeps_its_flags(
     or the client's EXPUNGE that follows finds nothing to expunge."""
     store, box = replica
     upstream = Upstream([1, 2, 3])
-    _run(sync.sync_messages(upstream, store, box))  # type: ignore[arg-type]
+    run_now(sync.sync_messages(upstream, store, box))  # type: ignore[arg-type]
     current = store.read(lambda tx: mailboxes.get(tx, box.account, box.id))
     clear_at = current.highestmodseq  # the caller's "nothing queued" moment
 
@@ -151,7 +130,7 @@ def test_a_change_made_while_the_sync_waited_for_the_link_keeps_its_flags(
     store.write(client_store)
     upstream.highestmodseq = 51  # something changed upstream: flags are fetched
     current = store.read(lambda tx: mailboxes.get(tx, box.account, box.id))
-    _run(sync.sync_messages(upstream, store, current, changed_after=clear_at))  # type: ignore[arg-type]
+    run_now(sync.sync_messages(upstream, store, current, changed_after=clear_at))  # type: ignore[arg-type]
     kept = store.read(lambda tx: messages.get(tx, box.account, box.id, 1))
     assert "\\Deleted" in kept.flags
     # Unchanged messages still take the upstream's flags.
@@ -168,7 +147,7 @@ def test_a_message_expunged_here_while_the_sync_waited_does_not_come_back(
     it as two UIDs that appeared and vanished again once the EXPUNGE was replayed)."""
     store, box = replica
     upstream = Upstream([1, 2, 3])
-    _run(sync.sync_messages(upstream, store, box))  # type: ignore[arg-type]
+    run_now(sync.sync_messages(upstream, store, box))  # type: ignore[arg-type]
     current = store.read(lambda tx: mailboxes.get(tx, box.account, box.id))
     clear_at = current.highestmodseq
 
@@ -183,9 +162,9 @@ def test_a_message_expunged_here_while_the_sync_waited_does_not_come_back(
     store.write(client_expunge)
     upstream.highestmodseq = 51
     current = store.read(lambda tx: mailboxes.get(tx, box.account, box.id))
-    _run(sync.sync_messages(upstream, store, current, changed_after=clear_at))  # type: ignore[arg-type]
+    run_now(sync.sync_messages(upstream, store, current, changed_after=clear_at))  # type: ignore[arg-type]
     assert _upstream_uids(store, box) == [1, 3]
     # Once nothing local is in flight, a message the replica lacks does come back.
     current = store.read(lambda tx: mailboxes.get(tx, box.account, box.id))
-    _run(sync.sync_messages(upstream, store, current))  # type: ignore[arg-type]
+    run_now(sync.sync_messages(upstream, store, current))  # type: ignore[arg-type]
     assert sorted(_upstream_uids(store, box)) == [1, 2, 3]

@@ -14,8 +14,6 @@ from typing import Any
 
 import lmdb
 import pytest
-from twisted.internet import defer
-from twisted.python.failure import Failure
 
 from imapproxy.protocol import Atom, FetchAttribute, SequenceSet
 from imapproxy.store import Store, Tx, accounts, cache, gmail_ids, held, mailboxes, messages
@@ -24,6 +22,7 @@ from imapproxy.sync import mailboxes as sync
 from imapproxy.sync.content import Need, missing
 from imapproxy.types import AccountId, BlobId
 from imapproxy.upstream.client import SelectInfo
+from tests.unit.sync.conftest import run_now
 
 BODY = b"Subject: hi\r\nMessage-ID: <g@x>\r\n\r\nhello\r\n"
 ALL_MAIL = "[Gmail]/All Mail"
@@ -72,16 +71,6 @@ class Gmail:
         return {uid for uid, _ in self.folders[self.selected]}
 
 
-def _run(coro: Any) -> Any:
-    result = defer.ensureDeferred(coro)
-    out: list[Any] = []
-    result.addBoth(out.append)
-    assert out, "the sync did not finish synchronously"
-    if isinstance(out[0], Failure):
-        out[0].raiseException()
-    return out[0]
-
-
 @pytest.fixture
 def store(tmp_path: Path) -> Any:
     opened = Store(tmp_path / "replica")
@@ -97,7 +86,7 @@ def _sync(store: Store, account: AccountId, upstream: Gmail, name: str) -> mailb
     box = store.read(lambda tx: mailboxes.find(tx, account, name))
     if box is None:
         box = store.write(lambda tx: mailboxes.create(tx, account, name))
-    synced, _ = _run(sync.sync_messages(upstream, store, box))  # type: ignore[arg-type]
+    synced, _ = run_now(sync.sync_messages(upstream, store, box))  # type: ignore[arg-type]
     return synced
 
 

@@ -5,18 +5,16 @@ and the upstream disagree beyond what VANISHED explains, one UID SEARCH settles 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
-from twisted.internet import defer
-from twisted.python.failure import Failure
 
 from imapproxy.protocol import Atom, SequenceSet
-from imapproxy.store import Store, accounts, mailboxes, messages
+from imapproxy.store import Store, mailboxes, messages
 from imapproxy.sync import mailboxes as sync
 from imapproxy.sync import qresync
 from imapproxy.upstream.client import SelectInfo
+from tests.unit.sync.conftest import run_now
 
 
 class Upstream:
@@ -97,25 +95,6 @@ class Upstream:
         return set(self.flags)
 
 
-def _run(coro: Any) -> Any:
-    result = defer.ensureDeferred(coro)
-    out: list[Any] = []
-    result.addBoth(out.append)
-    assert out, "the sync did not finish synchronously"
-    if isinstance(out[0], Failure):
-        out[0].raiseException()
-    return out[0]
-
-
-@pytest.fixture
-def replica(tmp_path: Path) -> Any:
-    store = Store(tmp_path / "replica")
-    account = store.write(lambda tx: accounts.ensure_account(tx, "imaps://x", "ann")).id
-    box = store.write(lambda tx: mailboxes.create(tx, account, "INBOX"))
-    yield store, box
-    store.close()
-
-
 def _state(store: Store, box: Any) -> dict[int, frozenset[str]]:
     listed = store.read(lambda tx: list(messages.iterate(tx, box.account, box.id)))
     return {int(m.upstream_uid): frozenset(m.flags) for m in listed}
@@ -123,7 +102,7 @@ def _state(store: Store, box: Any) -> dict[int, frozenset[str]]:
 
 def _sync(store: Store, box: Any, upstream: Upstream) -> Any:
     current = store.read(lambda tx: mailboxes.get(tx, box.account, box.id))
-    synced, change = _run(sync.sync_messages(upstream, store, current))  # type: ignore[arg-type]
+    synced, change = run_now(sync.sync_messages(upstream, store, current))  # type: ignore[arg-type]
     return synced, change
 
 

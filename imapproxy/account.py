@@ -288,8 +288,9 @@ class AccountRuntime:
         self._refresh_list_in_background()
 
     def _refresh_list_in_background(self) -> None:
-        """(Subscriptions without a mailbox wait for a client's LSUB: news made them
-        stale, so it asks.)"""
+        """Fetch the folder list on the link's background turn. Subscriptions without a
+        mailbox are not asked for here: the news made them stale, so a client's LSUB
+        asks when it needs them."""
         defer.ensureDeferred(self.refresh_mailboxes(force=True, background=True)).addErrback(
             lambda f: log.warning("folder list refresh after upstream news failed: %s", f.value)
         )

@@ -46,6 +46,10 @@ def new_message_items(client: UpstreamClient) -> tuple[FetchAttribute, ...]:
 #: A first sync of a larger mailbox fetches and stores its message list this many
 #: messages at a time, so memory stays flat in the mailbox's size.
 FIRST_SYNC_BATCH = 5000
+#: A mailbox the replica never had: the UID FETCH of its messages at UIDs up to this
+#: (so at most this many) goes in the same write as its EXAMINE, one round trip for
+#: both; a small folder's whole first sync. Larger ones fetch the rest after it.
+PIPELINED_FIRST_UIDS = 1000
 
 
 def flags_of(value: Value) -> tuple[str, ...]:
@@ -102,8 +106,17 @@ async def sync_messages(
     neither: every message's FLAGS, and what is not listed is gone. New messages come
     with one UID FETCH above the highest UID known, each way."""
     known = _known(store, mailbox) if mailbox.upstream_last_uid else []
+    never_seen = mailbox.upstream_uidvalidity is None and not mailbox.upstream_last_uid
+    first = (
+        (SequenceSet(((1, PIPELINED_FIRST_UIDS),)), new_message_items(client))
+        if never_seen
+        else None
+    )
     info = await client.select(
-        mailbox.name, readonly=True, qresync=qresync_parameter(client, mailbox, known)
+        mailbox.name,
+        readonly=True,
+        qresync=qresync_parameter(client, mailbox, known),
+        first=first,
     )
     reset = (
         mailbox.upstream_uidvalidity is not None
@@ -112,7 +125,7 @@ async def sync_messages(
     last_uid = 0 if reset else mailbox.upstream_last_uid
     batched = not reset and last_uid == 0 and info.exists > FIRST_SYNC_BATCH
     if batched:
-        mailbox = await _first_sync_in_batches(client, store, mailbox, info)
+        mailbox = await _first_sync_in_batches(client, store, mailbox, info, info.first or ())
         last_uid = mailbox.upstream_last_uid
         known = _known(store, mailbox)
     examined = [] if reset else [up for up in known if up <= last_uid]
@@ -122,10 +135,12 @@ async def sync_messages(
     fetched.first_sync = mailbox.upstream_uidvalidity is None
 
     uidnext_moved = info.uidnext is None or info.uidnext > (mailbox.upstream_uidnext or 0)
-    if info.exists and (reset or last_uid == 0 or uidnext_moved):
-        # "n:*" also matches the highest UID when it is below n: filter it out.
-        new = await client.fetch(SequenceSet(((last_uid + 1, None),)), new_message_items(client))
-        fetched.new = [item for item in new if as_int(item["UID"]) > last_uid]
+    if info.exists and info.first is not None and not reset and last_uid == 0:
+        fetched.new = list(info.first)
+        if len(fetched.new) < info.exists:  # more, above the pipelined UIDs
+            fetched.new += await _fetch_above(client, PIPELINED_FIRST_UIDS)
+    elif info.exists and (reset or last_uid == 0 or uidnext_moved):
+        fetched.new = await _fetch_above(client, last_uid)
     if last_uid:
         old = SequenceSet(((1, last_uid),))
         condstore = info.highestmodseq is not None and mailbox.upstream_highestmodseq is not None
@@ -155,30 +170,50 @@ async def sync_messages(
     return synced, replace(change, added=True) if batched else change
 
 
+async def _fetch_above(client: UpstreamClient, last_uid: int) -> list[dict[str, Value]]:
+    """The new-message items of every message above last_uid."""
+    new = await client.fetch(SequenceSet(((last_uid + 1, None),)), new_message_items(client))
+    # "n:*" also matches the highest UID when it is below n: filter it out.
+    return [item for item in new if as_int(item["UID"]) > last_uid]
+
+
 def _known(store: Store, mailbox: Mailbox) -> list[int]:
     """The upstream UIDs the replica holds in mailbox, ascending."""
     return store.read(lambda tx: sorted(messages.upstream_map(tx, mailbox.account, mailbox.id)))
 
 
 async def _first_sync_in_batches(
-    client: UpstreamClient, store: Store, mailbox: Mailbox, info: SelectInfo
+    client: UpstreamClient,
+    store: Store,
+    mailbox: Mailbox,
+    info: SelectInfo,
+    prefetched: tuple[dict[str, Value], ...] = (),
 ) -> Mailbox:
     """The message list of a mailbox the replica never had, FIRST_SYNC_BATCH messages
     (by message number) at a time, each batch stored in its own transaction: what is
     held in memory stays one batch, however large the mailbox. Afterwards the replica
     reads as synced up to the last UID seen; the caller's usual resync covers what
-    arrived or went meanwhile."""
+    arrived or went meanwhile. ``prefetched``: the lowest UIDs' items, fetched with the
+    EXAMINE; they are the first messages by number, stored first."""
     recent_found = False
     # No UIDNEXT recorded until the caller's own pass: were we stopped between batches,
     # the next sync must still fetch everything above the last UID stored.
     partial = replace(info, uidnext=None)
     progress = Progress(f"first sync of {mailbox.name!r}", info.exists)
-    for first in range(1, info.exists + 1, FIRST_SYNC_BATCH):
-        last = min(first + FIRST_SYNC_BATCH - 1, info.exists)
+    batches: list[tuple[int, int] | None] = [None] if prefetched else []
+    start = len(prefetched) + 1
+    batches += [
+        (first, min(first + FIRST_SYNC_BATCH - 1, info.exists))
+        for first in range(start, info.exists + 1, FIRST_SYNC_BATCH)
+    ]
+    for numbers in batches:
         batch = _Fetched(partial, local_modseq=mailbox.highestmodseq)
-        batch.new = await client.fetch(
-            SequenceSet(((first, last),)), new_message_items(client), by_sequence=True
-        )
+        if numbers is None:
+            batch.new = list(prefetched)
+        else:
+            batch.new = await client.fetch(
+                SequenceSet((numbers,)), new_message_items(client), by_sequence=True
+            )
         batch.first_sync, batch.recent_found = True, recent_found
         recent_found = recent_found or any(_recent_upstream(item) for item in batch.new)
         mailbox = _store_batch(store, mailbox, batch)

@@ -107,6 +107,9 @@ class SelectInfo:
     #: The FETCH responses (with UID and FLAGS) the SELECT carried: messages whose flags
     #: changed since then.
     changed: tuple[dict[str, Value], ...] = ()
+    #: The answer to the UID FETCH pipelined behind the SELECT (``select``'s ``first``);
+    #: None when none was sent or it was refused.
+    first: tuple[dict[str, Value], ...] | None = None
 
 
 def text(value: Value) -> str:
@@ -266,7 +269,11 @@ class UpstreamClient:
         return {text(data.values[2]) for data in result.data("LSUB")}
 
     async def select(
-        self, name: str, readonly: bool = True, qresync: QResync | None = None
+        self,
+        name: str,
+        readonly: bool = True,
+        qresync: QResync | None = None,
+        first: tuple[SequenceSet, tuple[FetchAttribute, ...]] | None = None,
     ) -> SelectInfo:
         """SELECT (EXAMINE when readonly). Where the upstream offers QRESYNC, the first
         one on the connection carries ``ENABLE QRESYNC`` in front of it (pipelined, no
@@ -274,20 +281,29 @@ class UpstreamClient:
         match) is then sent as SELECT's QRESYNC parameter, and the answer's VANISHED
         (EARLIER) and FETCH responses come back in SelectInfo. An upstream that takes
         the ENABLE but refuses the parameter (BAD) is asked again without it, and not
-        offered it again on this connection."""
+        offered it again on this connection.
+
+        ``first`` (UIDs, items): a UID FETCH pipelined behind the SELECT, in the same
+        write, for a mailbox the replica never had: its message list costs no round
+        trip of its own. Its answer is ``SelectInfo.first``."""
         enable = self.has("QRESYNC") and not self._selected_once and not self.qresync_enabled
         use = qresync if (enable or self.qresync_enabled) else None
         try:
-            return await self._select(name, readonly, use, enable)
+            return await self._select(name, readonly, use, enable, first)
         except UpstreamRefused as exc:
             if use is None or exc.status != "BAD":
                 raise
             log.info("upstream refused SELECT's QRESYNC parameter (%s); not using it", exc.text)
             self.qresync_enabled = False
-            return await self._select(name, readonly, None, False)
+            return await self._select(name, readonly, None, False, first)
 
     async def _select(
-        self, name: str, readonly: bool, qresync: QResync | None, enable: bool
+        self,
+        name: str,
+        readonly: bool,
+        qresync: QResync | None,
+        enable: bool,
+        first: tuple[SequenceSet, tuple[FetchAttribute, ...]] | None = None,
     ) -> SelectInfo:
         condstore = self.has("CONDSTORE")
         self.selected = None
@@ -304,6 +320,7 @@ class UpstreamClient:
                 self.literal_plus,
             ),
             before=(lambda tag: f"{tag} ENABLE QRESYNC\r\n".encode()) if enable else None,
+            after=None if first is None else self._fetch_line(*first),
         )
         if enable:
             self.qresync_enabled = (
@@ -354,7 +371,19 @@ class UpstreamClient:
             vanished=vanished_earlier(result.data("VANISHED")) if taken else (),
             # Only a FETCH with FLAGS says what the flags are (RFC 7162 §3.2.5.1).
             changed=tuple(i for i in _fetched_with_uid(result) if "FLAGS" in i) if taken else (),
+            first=_pipelined_fetch(result) if first is not None else None,
         )
+
+    def _fetch_line(
+        self, uids: SequenceSet, attributes: tuple[FetchAttribute, ...]
+    ) -> Callable[[str], bytes]:
+        """A one-line UID FETCH (no literal in it) for ``run``'s ``after``."""
+
+        def line(tag: str) -> bytes:
+            command = Fetch(tag, True, uids, (FetchAttribute("UID"), *attributes))
+            return b"".join(format_command(command, self.literal_plus))
+
+        return line
 
     async def ensure_selected(self, name: str, writable: bool = False) -> None:
         if self.selected != name or (writable and self.selected_readonly):
@@ -686,6 +715,19 @@ async def _compress(protocol: UpstreamProtocol) -> None:
         await protocol.compress()
     except UpstreamRefused as exc:
         log.info("upstream refused COMPRESS DEFLATE: %s", exc.text)
+
+
+def _pipelined_fetch(result: Result) -> tuple[dict[str, Value], ...] | None:
+    """The FETCH answers behind the SELECT (``run``'s ``after``); None if refused."""
+    if result.after is None or result.after.status != "OK":
+        return None
+    out = []
+    for data in result.after_untagged:
+        if isinstance(data, UntaggedData) and data.name == "FETCH":
+            items = fetch_items(data.values[0])  # type: ignore[arg-type]
+            if "UID" in items:
+                out.append(items)
+    return tuple(out)
 
 
 def _fetched_with_uid(result: Result) -> list[dict[str, Value]]:

@@ -64,6 +64,10 @@ class Result:
     #: The tagged answer to a command pipelined in front of this one (``run``'s
     #: ``before``); None when there was none or it never came.
     before: TaggedResponse | None = None
+    #: The tagged answer to a command pipelined behind this one (``run``'s ``after``),
+    #: and the untagged responses that came after this command's own tagged answer.
+    after: TaggedResponse | None = None
+    after_untagged: list[Untagged] = field(default_factory=list)
 
     def data(self, name: str) -> list[UntaggedData]:
         return [u for u in self.untagged if isinstance(u, UntaggedData) and u.name == name]
@@ -85,6 +89,11 @@ class _Running:
     #: Tag of a command pipelined in front of this one, until its tagged answer comes.
     leading: str | None = None
     before: TaggedResponse | None = None
+    #: Tag of a command pipelined behind this one, and this command's own tagged answer
+    #: once it came (the untagged responses after it belong to the trailing command).
+    trailing: str | None = None
+    own: TaggedResponse | None = None
+    after_untagged: list[Untagged] = field(default_factory=list)
 
 
 #: Chunks larger than this are streamed to the transport in slices of SLICE bytes.
@@ -271,6 +280,7 @@ class UpstreamProtocol(Protocol):
         patience: float | None = None,
         deadline: float | None = None,
         before: Callable[[str], bytes] | None = None,
+        after: Callable[[str], bytes] | None = None,
     ) -> Result:
         """Send one command: groups of chunks, each group after the upstream's '+'.
 
@@ -285,6 +295,13 @@ class UpstreamProtocol(Protocol):
         EXAMINE: RFC 5161 §3.1 allows pipelining ENABLE). Its untagged responses join
         this command's; its tagged answer, whatever it is, is ``Result.before`` (a
         refusal of it fails nothing by itself: the caller decides).
+
+        ``after`` pipelines a one-line command behind a command of one group (the FETCH
+        of a mailbox the EXAMINE opens): its untagged responses and tagged answer come
+        back as ``Result.after_untagged`` and ``Result.after``. A server runs commands
+        that depend on each other in order (RFC 3501 §5.5), so what comes after this
+        command's tagged answer is the trailing one's. This command's refusal is raised
+        once both are answered.
         """
         await self._lock.acquire()
         try:
@@ -296,8 +313,14 @@ class UpstreamProtocol(Protocol):
             first: list[Chunk] = list(groups[0])
             if before is not None and leading is not None:
                 first.insert(0, before(leading))
+            trailing = None
+            if after is not None:
+                if len(groups) != 1:
+                    raise ValueError("a command waiting for '+' cannot have one behind it")
+                trailing = self.next_tag()
+                first.append(after(trailing))
             running = _Running(tag, list(groups[1:]), defer.Deferred(), on_continuation)
-            running.leading = leading
+            running.leading, running.trailing = leading, trailing
             running.done.addTimeout(timeout or self.command_timeout, self.clock, self._timed_out)
             self._running = running
             self.watch_progress(patience, deadline)
@@ -404,7 +427,21 @@ class UpstreamProtocol(Protocol):
             if running is not None and running.leading is not None and event.tag == running.leading:
                 running.leading, running.before = None, event
                 return
-            if running is None or event.tag != running.tag:
+            if running is not None and running.trailing is not None:
+                if running.own is None and event.tag == running.tag:
+                    running.own = event  # what follows is the trailing command's
+                    return
+                if running.own is not None and event.tag == running.trailing:
+                    self._running = None
+                    own = running.own
+                    if own.status != "OK":
+                        running.done.errback(UpstreamRefused(own.status, own.code, own.text))
+                        return
+                    result = Result(own.code, own.text, running.untagged, running.before)
+                    result.after, result.after_untagged = event, running.after_untagged
+                    running.done.callback(result)
+                    return
+            if running is None or event.tag != running.tag or running.trailing is not None:
                 self._fail(UpstreamUnavailable(f"unexpected tagged response {event.tag!r}"))
                 return
             self._running = None
@@ -433,7 +470,10 @@ class UpstreamProtocol(Protocol):
                     running.untagged.append(event)
                 return  # the connection closes next; connectionLost reports it
             if running is not None:
-                running.untagged.append(event)
+                if running.own is not None:
+                    running.after_untagged.append(event)
+                else:
+                    running.untagged.append(event)
                 running.retained += self.reader.last_size
                 if running.retained > self.max_retained:
                     self._fail(

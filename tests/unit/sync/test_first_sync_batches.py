@@ -30,8 +30,17 @@ class Upstream:
     def has(self, capability: str) -> bool:
         return False
 
-    async def select(self, name: str, readonly: bool = True, qresync: Any = None) -> SelectInfo:
-        return SelectInfo(777, max(self.uids) + 1, len(self.uids), self.highestmodseq, (), None)
+    async def select(
+        self, name: str, readonly: bool = True, qresync: Any = None, first: Any = None
+    ) -> SelectInfo:
+        pipelined = None
+        if first is not None:  # the UID FETCH behind the EXAMINE, as Dovecot answers it
+            ((low, high),) = first[0].ranges
+            self.fetches.append((f"with EXAMINE {low}:{high}", False))
+            pipelined = tuple(self._item(u) for u in self.uids if low <= u <= high)
+        return SelectInfo(
+            777, max(self.uids) + 1, len(self.uids), self.highestmodseq, (), None, first=pipelined
+        )
 
     def _item(self, uid: int) -> dict[str, Any]:
         flags = (Atom("\\Recent"),) if uid in self.recent else (Atom("\\Seen"),)
@@ -69,10 +78,12 @@ def test_a_large_first_sync_goes_in_batches_and_keeps_upstream_order(
 ) -> None:
     store, box = replica
     monkeypatch.setattr(sync, "FIRST_SYNC_BATCH", 4)
+    monkeypatch.setattr(sync, "PIPELINED_FIRST_UIDS", 5)
     uids = [3, 5, 6, 9, 10, 20, 21, 22, 40, 41]
     upstream = Upstream(uids, recent=frozenset({40, 41}))
     synced, change = run_now(sync.sync_messages(upstream, store, box))  # type: ignore[arg-type]
-    assert upstream.fetches[:3] == [("1:4", True), ("5:8", True), ("9:10", True)]
+    # UIDs 3 and 5 came with the EXAMINE: they are messages 1 and 2; batches go on at 3.
+    assert upstream.fetches[:3] == [("with EXAMINE 1:5", False), ("3:6", True), ("7:10", True)]
     assert all(not by_seq for _, by_seq in upstream.fetches[3:])
     assert _upstream_uids(store, box) == uids
     assert change.added
@@ -86,6 +97,7 @@ def test_a_sync_stopped_between_batches_is_completed_by_the_next(
 ) -> None:
     store, box = replica
     monkeypatch.setattr(sync, "FIRST_SYNC_BATCH", 4)
+    monkeypatch.setattr(sync, "PIPELINED_FIRST_UIDS", 4)
     uids = list(range(1, 11))
     upstream = Upstream(uids)
     upstream.fail_at = 2
@@ -98,11 +110,25 @@ def test_a_sync_stopped_between_batches_is_completed_by_the_next(
     assert _upstream_uids(store, box) == uids
 
 
-def test_a_small_first_sync_is_one_fetch(replica: Any) -> None:
+def test_a_small_first_sync_goes_with_its_examine(replica: Any) -> None:
+    """A folder the replica never had: its message list is asked for in the same write
+    as its EXAMINE (one round trip where a client's STATUS costs one too)."""
     store, box = replica
     upstream = Upstream([1, 2, 3])
     run_now(sync.sync_messages(upstream, store, box))  # type: ignore[arg-type]
-    assert upstream.fetches == [("1:*", False)]
+    assert upstream.fetches == [("with EXAMINE 1:1000", False)]
+    assert _upstream_uids(store, box) == [1, 2, 3]
+
+
+def test_messages_above_the_pipelined_uids_are_fetched_after(
+    replica: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, box = replica
+    monkeypatch.setattr(sync, "PIPELINED_FIRST_UIDS", 3)
+    upstream = Upstream([1, 2, 3, 7, 8])
+    run_now(sync.sync_messages(upstream, store, box))  # type: ignore[arg-type]
+    assert upstream.fetches == [("with EXAMINE 1:3", False), ("4:*", False)]
+    assert _upstream_uids(store, box) == [1, 2, 3, 7, 8]
 
 
 def test_a_change_made_while_the_sync_waited_for_the_link_keeps_its_flags(

@@ -42,7 +42,9 @@ class Gmail:
     def has(self, capability: str) -> bool:
         return self.extension and capability == "X-GM-EXT-1"
 
-    async def select(self, name: str, readonly: bool = True, qresync: Any = None) -> SelectInfo:
+    async def select(
+        self, name: str, readonly: bool = True, qresync: Any = None, first: Any = None
+    ) -> SelectInfo:
         self.selected = name
         listed = self.folders[name]
         uidnext = max((uid for uid, _ in listed), default=0) + 1

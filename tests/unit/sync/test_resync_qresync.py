@@ -60,7 +60,9 @@ class Upstream:
     def has(self, capability: str) -> bool:
         return False
 
-    async def select(self, name: str, readonly: bool = True, qresync: Any = None) -> SelectInfo:
+    async def select(
+        self, name: str, readonly: bool = True, qresync: Any = None, first: Any = None
+    ) -> SelectInfo:
         self.calls.append("select")
         self.parameters.append(qresync)
         uidnext = max([*self.flags, *self.expunged_at]) + 1

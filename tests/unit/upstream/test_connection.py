@@ -82,3 +82,48 @@ def test_unexpected_tag_drops_the_link() -> None:
     assert isinstance(d.result.value, UpstreamUnavailable)
     assert transport.disconnecting or transport.disconnected
     d.addErrback(lambda _: None)
+
+
+def with_after(protocol: UpstreamProtocol, line: bytes, trailing: bytes) -> defer.Deferred:
+    return defer.ensureDeferred(
+        protocol.run(
+            lambda tag: [[tag.encode() + b" " + line + b"\r\n"]],
+            after=lambda tag: tag.encode() + b" " + trailing + b"\r\n",
+        )
+    )
+
+
+def test_a_command_pipelined_behind_goes_in_the_same_write_and_keeps_its_answers() -> None:
+    protocol, transport, _ = connected()
+    d = with_after(protocol, b"EXAMINE INBOX", b"UID FETCH 1:100 (FLAGS)")
+    assert transport.value() == b"P1 EXAMINE INBOX\r\nP2 UID FETCH 1:100 (FLAGS)\r\n"
+    protocol.dataReceived(b"* 2 EXISTS\r\nP1 OK [READ-ONLY] examined\r\n")
+    assert not d.called
+    protocol.dataReceived(b"* 1 FETCH (UID 7 FLAGS ())\r\nP2 OK fetched\r\n")
+    result = d.result
+    assert [u.number for u in result.data("EXISTS")] == [2] and result.data("FETCH") == []
+    assert result.after.status == "OK"
+    assert [u.name for u in result.after_untagged] == ["FETCH"]
+    after = run(protocol, b"NOOP")  # the link is free again
+    protocol.dataReceived(b"P3 OK\r\n")
+    assert after.result.text == ""
+
+
+def test_a_refused_command_with_one_behind_it_waits_for_both_then_fails() -> None:
+    protocol, transport, _ = connected()
+    d = with_after(protocol, b"EXAMINE Gone", b"UID FETCH 1:100 (FLAGS)")
+    protocol.dataReceived(b"P1 NO [NONEXISTENT] no such mailbox\r\n")
+    assert not d.called  # the trailing answer is still to come: the link stays in step
+    protocol.dataReceived(b"P2 BAD no mailbox selected\r\n")
+    assert isinstance(d.result.value, UpstreamRefused) and d.result.value.code.name == "NONEXISTENT"
+    d.addErrback(lambda _: None)
+    assert not (transport.disconnecting or transport.disconnected)
+
+
+def test_the_trailing_answer_first_drops_the_link() -> None:
+    protocol, transport, _ = connected()
+    d = with_after(protocol, b"EXAMINE INBOX", b"NOOP")
+    protocol.dataReceived(b"P2 OK\r\n")
+    assert isinstance(d.result.value, UpstreamUnavailable)
+    d.addErrback(lambda _: None)
+    assert transport.disconnecting or transport.disconnected

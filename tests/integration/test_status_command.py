@@ -56,12 +56,15 @@ def test_status_shows_link_sync_cache_and_traffic(make_proxy, fresh_user: Accoun
         client.fetch([1, 2, 3], ["BODY.PEEK[]"])  # the second time from the cache
         body_bytes = sum(len(m[b"BODY[]"]) for m in bodies.values())
 
-        online = _until(state, fresh_user.user, lambda a: a["served_from_cache_bytes"] > 0)
+        # The second read came from the cache (the first too when the background prefetch
+        # was quicker than the client); the status record is written every few seconds.
+        online = _until(
+            state, fresh_user.user, lambda a: a["served_from_cache_bytes"] >= body_bytes
+        )
         assert online["proxy_running"] and online["online"] is True
         assert online["pid"] == proxy.pid
         assert online["last_sync"] is not None and online["since"] is not None
         assert online["queued_changes"] == 0 and online["refused_changes"] == 0
-        assert online["served_from_cache_bytes"] >= 2 * body_bytes
         assert online["fetched_bytes"] >= body_bytes
         assert online["cache_bytes"] >= body_bytes
 

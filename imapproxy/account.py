@@ -470,10 +470,13 @@ class AccountRuntime:
         session's first folders used to be examined twice); the list needs one more
         fetch. Later STATUS, SELECT and LIST then need no round trip."""
         covered_at = self.reactor.seconds()
+        # Read the queue once, not once per mailbox (None: unreadable, so all count).
+        queued = self.outbox.mailboxes_pending()
         for mailbox in self.mailboxes():
             if mailbox.name not in names or not mailbox.contents_known or self.fresh(mailbox):
                 continue
-            if self._matches(mailbox, statuses.get(mailbox.name)):
+            touched = queued is None or mailbox.id in queued
+            if not touched and self._matches(mailbox, statuses.get(mailbox.name)):
                 self._synced_at[mailbox.id] = covered_at
             else:
                 self.request_sync(mailbox.name)
@@ -483,7 +486,8 @@ class AccountRuntime:
     def _matches(self, mailbox: Mailbox, status: dict[str, int] | None) -> bool:
         """Whether the upstream's STATUS says nothing changed since the replica's last
         sync: the same UIDVALIDITY, UIDNEXT and HIGHESTMODSEQ (without a modseq a flag
-        change would not show, so no match), the same count, and no queued change."""
+        change would not show, so no match) and the same count. (The caller checked
+        that no queued change touches it.)"""
         if status is None or mailbox.upstream_highestmodseq is None:
             return False
         same = (
@@ -491,7 +495,7 @@ class AccountRuntime:
             and status.get("UIDNEXT") == mailbox.upstream_uidnext
             and status.get("HIGHESTMODSEQ") == mailbox.upstream_highestmodseq
         )
-        if not same or self.outbox.touches(mailbox.id):
+        if not same:
             return False
         held = self.store.read(
             lambda tx: len(messages.upstream_map(tx, self.account.id, mailbox.id))

@@ -721,19 +721,18 @@ def _pipelined_fetch(result: Result) -> tuple[dict[str, Value], ...] | None:
     """The FETCH answers behind the SELECT (``run``'s ``after``); None if refused."""
     if result.after is None or result.after.status != "OK":
         return None
-    out = []
-    for data in result.after_untagged:
-        if isinstance(data, UntaggedData) and data.name == "FETCH":
-            items = fetch_items(data.values[0])  # type: ignore[arg-type]
-            if "UID" in items:
-                out.append(items)
-    return tuple(out)
+    fetched = [u for u in result.after_untagged if isinstance(u, UntaggedData)]
+    return tuple(_with_uid(u for u in fetched if u.name == "FETCH"))
 
 
 def _fetched_with_uid(result: Result) -> list[dict[str, Value]]:
     """The FETCH responses of an answer that name their UID, as dicts."""
+    return _with_uid(result.data("FETCH"))
+
+
+def _with_uid(responses: Iterable[UntaggedData]) -> list[dict[str, Value]]:
     out = []
-    for data in result.data("FETCH"):
+    for data in responses:
         items = fetch_items(data.values[0])  # type: ignore[arg-type]
         if "UID" in items:
             out.append(items)

@@ -128,7 +128,8 @@ class ResponseReader:
                 raise ParseError("response line too long")
             assert isinstance(line, bytes)
             self._size += len(line) + 2
-            m = _LITERAL_MARKER.search(line)
+            # A marker is at most 24 bytes at the very end: no need to scan the line.
+            m = _LITERAL_MARKER.search(line, len(line) - 24) if line[-1:] == b"}" else None
             if m and not (not self._parts and is_text_line(line)):
                 size = int(m.group(1))
                 if size > self.max_literal:

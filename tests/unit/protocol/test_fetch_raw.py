@@ -4,6 +4,8 @@ read as values (as before) where they cannot."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from imapproxy.protocol import (
     RAW_FETCH_ITEMS,
@@ -66,13 +68,15 @@ def test_other_items_and_sections_are_read_as_values() -> None:
     assert items["RFC822.SIZE"] == 10 and items["UID"] == 3
 
 
-def test_a_value_with_a_literal_or_8bit_data_is_read_as_values() -> None:
+def test_a_literal_is_kept_raw_and_8bit_quoted_data_is_read_as_values() -> None:
     head = b"* 1 FETCH (UID 3 ENVELOPE (NIL "
     items = _fetch(
         head + b"\x00" + b" NIL NIL NIL NIL NIL NIL NIL NIL NIL))", b"Gr\xc3\xbc\xc3\x9fe"
     )
-    envelope = items["ENVELOPE"]
-    assert isinstance(envelope, tuple) and envelope[1] == "Grüße".encode()
+    # A literal is passed on as a literal: 8-bit data is valid there for any client.
+    assert items["ENVELOPE"] == Raw(
+        b"(NIL {7}\r\nGr\xc3\xbc\xc3\x9fe NIL NIL NIL NIL NIL NIL NIL NIL NIL)"
+    )
     items = _fetch(b'* 1 FETCH (UID 3 ENVELOPE (NIL "Gr\xc3\xbc" NIL NIL NIL NIL NIL NIL NIL NIL))')
     assert isinstance(items["ENVELOPE"], tuple)
     # Our serializer then makes it valid for any client (a literal, not 8-bit quoted).
@@ -110,3 +114,123 @@ def test_the_reader_keeps_raw_items_only_when_asked() -> None:
         event = reader.next_event()
         assert isinstance(event, UntaggedData)
         assert isinstance(fetch_items(event.values[0])["ENVELOPE"], expected)  # type: ignore[arg-type]
+
+
+# The shortcuts (one match per everyday item, one per balanced list) must read exactly
+# what the general reader reads, and fall back to it wherever they are not sure.
+
+
+def _general(parts: list[bytes]) -> dict[str, object]:
+    response = parse_response(parts)
+    assert isinstance(response, UntaggedData)
+    return fetch_items(response.values[0])  # type: ignore[arg-type]
+
+
+def _meaning(value: object) -> object:
+    """A raw item's values, read back by the general reader."""
+    if not isinstance(value, Raw):
+        return value
+    reader = ResponseReader()
+    reader.receive_data(b"* 1 FETCH (X " + value.data + b")\r\n")
+    event = reader.next_event()
+    assert isinstance(event, UntaggedData)
+    return fetch_items(event.values[0])["X"]  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'* 1 FETCH (UID 5 FLAGS (\\Seen $Label1 \\Answered) INTERNALDATE "01-Jan-2023 09:00:45'
+        b' +0000" RFC822.SIZE 16834 MODSEQ (12))',
+        b"* 1 FETCH (FLAGS (\\Seen 123 NIL nil) UID 5)",  # a number and NIL to the general one
+        b"* 1 FETCH (UID 007 RFC822.SIZE 0)",  # "007" is an atom, not 7
+        b"* 1 FETCH (UID 5 FLAGS ())",
+        b"* 1 FETCH (UID 5 FLAGS (\\Seen  \\Deleted ))",
+        b'* 1 FETCH (INTERNALDATE "a \\"quoted\\" date" UID 5)',
+        b"* 1 FETCH (uid 5 flags (\\Seen))",  # lower case: the general reader's
+        b"* 1 FETCH (UID 99999999999999999999999 X-GM-MSGID 1278455344230334865)",
+        b"* 1 FETCH (MODSEQ (18446744073709551615) UID 2)",
+        b"* 1 FETCH (UID 5 FLAGS (\\Seen [x]))",
+    ],
+)
+def test_everyday_items_read_as_the_general_reader_reads_them(line: bytes) -> None:
+    assert _fetch(line) == _general([line])
+
+
+def test_a_literal_inside_a_raw_item_is_kept_with_it() -> None:
+    # Dovecot sends a file name in raw UTF-8 as a literal.
+    name = "Übersicht.pdf".encode()
+    head = b'* 3 FETCH (UID 9 BODYSTRUCTURE ("application" "pdf" ("name" '
+    tail = b') NIL NIL "base64" 11150 NIL ("attachment" ("filename" '
+    end = b")) NIL NIL) FLAGS (\\Seen))"
+    parts = [head, name, tail, name, end]
+    response = parse_response(parts, raw_fetch_items=RAW_FETCH_ITEMS)
+    assert isinstance(response, UntaggedData)
+    items = fetch_items(response.values[0])  # type: ignore[arg-type]
+    raw = items["BODYSTRUCTURE"]
+    assert isinstance(raw, Raw)
+    assert raw.data.count(b"{%d}\r\n" % len(name) + name) == 2
+    assert items["FLAGS"] == (Atom("\\Seen"),) and items["UID"] == 9
+    assert _meaning(raw) == _general(parts)["BODYSTRUCTURE"]
+
+
+def test_a_literal_with_nul_or_after_an_atom_is_read_as_values() -> None:
+    for before, literal in ((b'("name" ', b"a\x00b"), (b'("name" x', b"abc")):
+        parts = [b"* 3 FETCH (UID 9 BODYSTRUCTURE " + before, literal, b"))"]
+        response = parse_response(parts, raw_fetch_items=RAW_FETCH_ITEMS)
+        assert isinstance(response, UntaggedData)
+        items = fetch_items(response.values[0])  # type: ignore[arg-type]
+        assert isinstance(items["BODYSTRUCTURE"], tuple)
+
+
+def test_nesting_deeper_than_the_one_pass_pattern_is_still_kept_raw() -> None:
+    deep = b"(" * 40 + b'"x"' + b")" * 40
+    items = _fetch(b"* 1 FETCH (BODYSTRUCTURE " + deep + b" UID 4)")
+    assert items["BODYSTRUCTURE"] == Raw(deep) and items["UID"] == 4
+
+
+_atoms = st.sampled_from(
+    [b"NIL", b"nil", b"0", b"12", b"007", b"\\Seen", b"$Label1", b"x[y]", b"a.b", b"BASE64"]
+)
+_quoted = st.binary(max_size=12).map(
+    lambda b: b'"' + b.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+)
+_leaf = st.one_of(_atoms, _quoted, st.just(b"\x00LIT"))
+
+
+def _lists(children: st.SearchStrategy[bytes]) -> st.SearchStrategy[bytes]:
+    return st.lists(children, max_size=5).map(lambda xs: b"(" + b" ".join(xs) + b")")
+
+
+_values = st.recursive(_leaf, _lists, max_leaves=25)
+_item = st.one_of(
+    st.tuples(st.sampled_from([b"UID", b"RFC822.SIZE", b"MODSEQ"]), _atoms),
+    st.tuples(
+        st.just(b"FLAGS"), st.lists(_atoms, max_size=4).map(lambda xs: b"(" + b" ".join(xs) + b")")
+    ),
+    st.tuples(st.just(b"INTERNALDATE"), _quoted),
+    st.tuples(st.sampled_from([b"ENVELOPE", b"BODYSTRUCTURE", b"BODY"]), _lists(_values)),
+)
+
+
+@given(st.lists(_item, min_size=1, max_size=5), st.binary(min_size=1, max_size=8))
+def test_any_fetch_response_means_the_same_read_either_way(
+    items: list[tuple[bytes, bytes]], literal: bytes
+) -> None:
+    """Whatever the shortcuts take, kept raw or not, it means what the general reader
+    reads; what neither can read is refused by both."""
+    line = b"* 1 FETCH (" + b" ".join(name + b" " + value for name, value in items) + b")"
+    texts = line.split(b"\x00LIT")
+    parts = [texts[0]]
+    for text in texts[1:]:
+        parts += [literal, text]
+    try:
+        expected = _general(parts)
+    except ParseError:
+        with pytest.raises(ParseError):
+            parse_response(parts, raw_fetch_items=RAW_FETCH_ITEMS)
+        return
+    response = parse_response(parts, raw_fetch_items=RAW_FETCH_ITEMS)
+    assert isinstance(response, UntaggedData)
+    got = fetch_items(response.values[0])  # type: ignore[arg-type]
+    assert {k: _meaning(v) for k, v in got.items()} == expected

@@ -12,12 +12,20 @@ re-serialize (an answer with literals in it).
 
 from __future__ import annotations
 
-from imapproxy.protocol import Value, serialize_value
+from imapproxy.protocol import Raw, Value, serialize_value
 
 #: ENVELOPE fields that are address lists: from, sender, reply-to, to, cc, bcc.
 _ADDRESS_FIELDS = range(2, 8)
 #: In a message/rfc822 part: its envelope and body follow the common fields.
 _RFC822_ENVELOPE, _RFC822_BODY = 7, 8
+
+
+def upstream_structure_bytes(name: str, value: Value) -> bytes:
+    """What is kept of an upstream's ENVELOPE, BODYSTRUCTURE or BODY (``name``): its
+    own bytes where the response reader kept them, else the values written out."""
+    if isinstance(value, Raw):
+        return value.data
+    return envelope_bytes(value) if name == "ENVELOPE" else body_bytes(value)
 
 
 def envelope_bytes(envelope: Value) -> bytes:

@@ -148,10 +148,11 @@ class Tx:
             self.delete(db, key)
         return len(keys)
 
-    def counter(self, name: bytes, start: int = 1) -> int:
-        """Next value of a persistent counter in the meta database."""
+    def counter(self, name: bytes, start: int = 1, count: int = 1) -> int:
+        """Next value of a persistent counter in the meta database; with count, the
+        first of that many consecutive values, all taken."""
         key = b"counter:" + name
         raw = self.get(b"meta", key)
         value = start if raw is None else read_u64(raw)
-        self.put(b"meta", key, u64(value + 1))
+        self.put(b"meta", key, u64(value + count))
         return value

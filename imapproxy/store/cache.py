@@ -13,7 +13,7 @@ met again under another blob can take this one's body instead of a download.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from enum import Enum
 
 from imapproxy.store import gmail_ids, held, twins, usage
@@ -88,6 +88,14 @@ def put(
 
 def new_blob(tx: Tx, account: AccountId) -> BlobId:
     return BlobId(tx.counter(b"blob:" + u32(account)))
+
+
+def new_blobs(tx: Tx, account: AccountId, count: int) -> Iterator[BlobId]:
+    """count new blob ids, taken with one counter update (a first sync adds thousands)."""
+    if count <= 0:
+        return iter(())
+    first = tx.counter(b"blob:" + u32(account), count=count)
+    return (BlobId(blob) for blob in range(first, first + count))
 
 
 def delete(tx: Tx, account: AccountId, blob: BlobId, kind: Kind, section: str = "") -> None:

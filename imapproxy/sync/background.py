@@ -3,8 +3,10 @@
 Offline, a mail client's header sync must work for every folder, not only those a
 client happened to open. So while the link is up this keeps, for every folder, the
 message list current and, for every message it learns of, FLAGS, INTERNALDATE,
-RFC822.SIZE (with the list), ENVELOPE, BODYSTRUCTURE and the header block (in
-batches of many messages per UID FETCH, never one round trip per message).
+RFC822.SIZE, ENVELOPE and BODYSTRUCTURE (with the list), and the header block (in
+batches of many messages per UID FETCH, never one round trip per message; also the
+ENVELOPE and BODYSTRUCTURE of a message the list came without, e.g. one expunged
+while listed, or an older replica's).
 
 A full pass runs after every (re)connection and every `interval` seconds: the folder
 list, then one STATUS per folder (a folder whose UIDVALIDITY, UIDNEXT, MESSAGES and,

@@ -23,11 +23,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from imapproxy.message import fetch_structure
-from imapproxy.message.structure_wire import body_bytes, envelope_bytes
+from imapproxy.message.structure_wire import (
+    body_bytes,
+    envelope_bytes,
+    upstream_structure_bytes,
+)
 from imapproxy.protocol import (
     FetchAttribute,
     ParseError,
-    Raw,
     Section,
     SequenceSet,
     Value,
@@ -255,11 +258,8 @@ def _keep(
                 # hears that, never an empty message. (A part that does not exist may
                 # be NIL: sections keep the upstream's empty answer.)
                 continue
-            if need.kind is Kind.ENVELOPE:
-                # Mostly the upstream's own bytes already (protocol._fetch_raw).
-                data = value.data if isinstance(value, Raw) else envelope_bytes(value)
-            elif need.kind in (Kind.BODYSTRUCTURE, Kind.BODY):
-                data = value.data if isinstance(value, Raw) else body_bytes(value)
+            if need.kind in (Kind.ENVELOPE, Kind.BODYSTRUCTURE, Kind.BODY):
+                data = upstream_structure_bytes(name, value)
             else:
                 data = value if isinstance(value, bytes) else b""
             stamp = _prefetch_stamp(message) if prefetched and need.is_body else None

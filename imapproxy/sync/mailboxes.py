@@ -1,7 +1,10 @@
 """Reconcile each mailbox's messages into the replica (the mailbox list: mailbox_list.py).
 
 Messages (on SELECT, NOOP, IDLE news): new upstream UIDs get local UIDs in upstream
-order with their FLAGS, INTERNALDATE and RFC822.SIZE; with QRESYNC the EXAMINE itself
+order with their FLAGS, INTERNALDATE and RFC822.SIZE, and their ENVELOPE and
+BODYSTRUCTURE are cached as they come (the first thing a client asks of a message
+list, and what the background would fetch next anyway: in the same FETCH it costs no
+round trip and no second pass over the list); with QRESYNC the EXAMINE itself
 brings the flag changes and expunges since the last HIGHESTMODSEQ (RFC 7162 §3.2.5);
 with CONDSTORE only flags that changed since then are fetched, and expunges are found
 with one UID SEARCH instead of a full flag listing. Each sync is one LMDB transaction.
@@ -16,9 +19,11 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
+from imapproxy.message.structure_wire import upstream_structure_bytes
 from imapproxy.notify import MailboxChange
 from imapproxy.protocol import FetchAttribute, SequenceSet, Value
 from imapproxy.store import Store, Tx, cache, mailboxes, messages
+from imapproxy.store.cache import Kind
 from imapproxy.store.mailboxes import Mailbox
 from imapproxy.store.messages import Message
 from imapproxy.sync.progress import Progress
@@ -32,7 +37,11 @@ NEW_MESSAGE_ITEMS = (
     FetchAttribute("FLAGS"),
     FetchAttribute("INTERNALDATE"),
     FetchAttribute("RFC822.SIZE"),
+    FetchAttribute("ENVELOPE"),
+    FetchAttribute("BODYSTRUCTURE"),
 )
+#: Items of a new message's FETCH kept in the cache under its blob.
+_STRUCTURE_ITEMS = (("ENVELOPE", Kind.ENVELOPE), ("BODYSTRUCTURE", Kind.BODYSTRUCTURE))
 FLAG_ITEMS = (FetchAttribute("FLAGS"),)
 #: Gmail's identity of a message across its folders (X-GM-EXT-1; sync/twins.py).
 GMAIL_ID = FetchAttribute("X-GM-MSGID")
@@ -291,7 +300,7 @@ def _apply(
             expunged.append(gone_message.uid)
 
     last_uid = mailbox.upstream_last_uid
-    upstream_recent: int | None = None
+    adding: list[dict[str, Value]] = []
     for item in sorted(fetched.new, key=lambda i: as_int(i["UID"])):
         up_uid = as_int(item["UID"])
         last_uid = max(last_uid, up_uid)
@@ -302,9 +311,8 @@ def _apply(
             )
             _note_gmail_id(tx, mailbox, upmap[up_uid], item)
             continue
-        mailbox, added = _add_upstream(tx, mailbox, item)
-        if upstream_recent is None and _recent_upstream(item):
-            upstream_recent = added.uid
+        adding.append(item)
+    mailbox, upstream_recent = _add_upstream(tx, mailbox, adding)
     if fetched.first_sync and not fetched.recent_found:
         # Everything is new to the replica the first time: only what the upstream still
         # calls \Recent (no session there has seen it) is recent for our sessions. (In
@@ -312,11 +320,9 @@ def _apply(
         first = mailbox.uidnext if upstream_recent is None else upstream_recent
         mailbox = mailbox.with_(first_recent_uid=max(mailbox.first_recent_uid, first))
 
-    for item in fetched.missing:
-        up_uid = as_int(item["UID"])
-        if up_uid in upmap or changed_here:
-            continue
-        mailbox, _ = _add_upstream(tx, mailbox, item)
+    if not changed_here:
+        back = [item for item in fetched.missing if as_int(item["UID"]) not in upmap]
+        mailbox, _ = _add_upstream(tx, mailbox, back)
 
     info = fetched.info
     if fetched.keywords_allowed is not None:
@@ -337,24 +343,49 @@ def _apply(
     return mailbox, change
 
 
-def _add_upstream(tx: Tx, mailbox: Mailbox, item: dict[str, Value]) -> tuple[Mailbox, Message]:
-    """A message the upstream listed, new to the replica. With an X-GM-MSGID the
-    replica has met (the same Gmail message in another folder), it shares that blob."""
-    msgid = item.get("X-GM-MSGID")
-    gmail_id = as_int(msgid) if msgid is not None else None
-    blob = None if gmail_id is None else gmail_blob(tx, mailbox.account, gmail_id)
-    mailbox, added = add_message(
-        tx,
-        mailbox,
-        UpstreamUID(as_int(item["UID"])),
-        flags_of(item.get("FLAGS", ())),
-        text(item.get("INTERNALDATE")),
-        as_int(item.get("RFC822.SIZE")),
-        blob,
-    )
-    if gmail_id is not None:
-        note_gmail_id(tx, mailbox.account, added.blob, gmail_id)
-    return mailbox, added
+def _add_upstream(
+    tx: Tx, mailbox: Mailbox, items: list[dict[str, Value]]
+) -> tuple[Mailbox, UID | None]:
+    """Messages the upstream listed, new to the replica, at the end of the local UID
+    space in the order given (upstream order), each with a new modseq; returns the
+    mailbox and the local UID of the first one the upstream calls \\Recent.
+
+    A message with an X-GM-MSGID the replica has met (the same Gmail message in
+    another folder) shares that blob. A first sync adds every message here, so the
+    mailbox record is built once and the blob counter moved once, not per message."""
+    account, mailbox_id = mailbox.account, mailbox.id
+    uid, modseq = mailbox.uidnext, mailbox.highestmodseq
+    fresh = cache.new_blobs(tx, account, len(items))
+    recent: UID | None = None
+    for item in items:
+        msgid = item.get("X-GM-MSGID")
+        gmail_id = as_int(msgid) if msgid is not None else None
+        shared = None if gmail_id is None else gmail_blob(tx, account, gmail_id)
+        blob = next(fresh) if shared is None else shared
+        modseq += 1
+        message = Message(
+            UID(uid),
+            UpstreamUID(as_int(item["UID"])),
+            flags_of(item.get("FLAGS", ())),
+            text(item.get("INTERNALDATE")),
+            as_int(item.get("RFC822.SIZE")),
+            modseq,
+            blob,
+        )
+        messages.put(tx, account, mailbox_id, message)
+        if gmail_id is not None:
+            note_gmail_id(tx, account, blob, gmail_id)
+        for name, kind in _STRUCTURE_ITEMS:
+            value = item.get(name)
+            # NIL: expunged upstream while listed; nothing is kept, as for any fetch.
+            if value is not None and (shared is None or not cache.has(tx, account, blob, kind)):
+                cache.put(tx, account, blob, kind, upstream_structure_bytes(name, value))
+        if recent is None and _recent_upstream(item):
+            recent = UID(uid)
+        uid += 1
+    if items:
+        mailbox = mailbox.with_(uidnext=uid, highestmodseq=modseq)
+    return mailbox, recent
 
 
 def _note_gmail_id(tx: Tx, mailbox: Mailbox, uid: UID, item: dict[str, Value]) -> None:
@@ -435,32 +466,3 @@ def _rematch(tx: Tx, mailbox: Mailbox, fetched: _Fetched) -> tuple[Mailbox, list
             expunged.append(message.uid)
     highest = max((as_int(item["UID"]) for items in news.values() for item in items), default=0)
     return mailbox.with_(upstream_last_uid=highest), expunged, changed
-
-
-def add_message(
-    tx: Tx,
-    mailbox: Mailbox,
-    upstream_uid: UpstreamUID | None,
-    flags: tuple[str, ...],
-    internaldate: str,
-    size: int,
-    blob: int | None = None,
-) -> tuple[Mailbox, Message]:
-    """A new message at the end of the local UID space (new local UIDs follow upstream order).
-
-    The caller stores the returned mailbox (once, after adding a batch).
-    """
-    # One record copy per message, not two (a first sync adds every message here).
-    modseq = mailbox.highestmodseq + 1
-    uid = UID(mailbox.uidnext)
-    message = Message(
-        uid,
-        upstream_uid,
-        flags,
-        internaldate,
-        size,
-        modseq,
-        cache.new_blob(tx, mailbox.account) if blob is None else blob,  # type: ignore[arg-type]
-    )
-    messages.put(tx, mailbox.account, mailbox.id, message)
-    return mailbox.with_(uidnext=uid + 1, highestmodseq=modseq), message

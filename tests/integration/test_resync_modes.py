@@ -15,12 +15,10 @@ only; a plain FLAGS listing and neither with nothing.
 from __future__ import annotations
 
 import re
-import threading
 import time
 import uuid
-from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pytest
 from imapclient import IMAPClient
@@ -30,7 +28,7 @@ from tests.support.corpus import Account, open_mailboxes
 from tests.support.dovecot import Dovecot
 from tests.support.maildir import seed_mailbox
 from tests.support.proxy import ProxyProcess
-from tests.support.relay import Relay
+from tests.support.relay import CommandLog, Relay
 
 SEEDED = 80
 VARIANTS = {
@@ -52,45 +50,11 @@ def _message(n: int, tag: str) -> bytes:
 
 
 @dataclass
-class Commands:
-    """Command lines the proxy sent upstream, per relayed connection (the relay's tap)."""
-
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    partial: dict[object, bytes] = field(default_factory=lambda: defaultdict(bytes))
-    #: (connection, command without its tag), in the order sent.
-    sent: list[tuple[object, str]] = field(default_factory=list)
-
-    def tap(self, key: object, data: bytes) -> None:
-        with self.lock:
-            *complete, self.partial[key] = (self.partial[key] + data).split(b"\r\n")
-            for line in complete:
-                # Commands only, "TAG VERB ...": not literal data, not IDLE's DONE.
-                if re.match(rb"^[A-Za-z0-9]+ [A-Z]", line):
-                    self.sent.append((key, line.split(b" ", 1)[1].decode("latin-1")))
-
-    def mark(self) -> int:
-        with self.lock:
-            return len(self.sent)
-
-    def since(self, mark: int) -> list[str]:
-        with self.lock:
-            return [line for _, line in self.sent[mark:]]
-
-    def per_connection(self) -> list[list[str]]:
-        """Every command of each connection since it opened."""
-        with self.lock:
-            out: dict[object, list[str]] = defaultdict(list)
-            for key, line in self.sent:
-                out[key].append(line)
-            return list(out.values())
-
-
-@dataclass
 class Variant:
     name: str
     dovecot: Dovecot
     relay: Relay
-    commands: Commands
+    commands: CommandLog
     proxy: ProxyProcess
     account: Account
 
@@ -102,7 +66,7 @@ def variant(
     """A Dovecot announcing one variant's CAPABILITY, an account with SEEDED messages in
     INBOX, and a proxy in front of it through a recording relay."""
     name = request.param
-    commands = Commands()
+    commands = CommandLog()
     state = tmp_path_factory.mktemp(f"resync-{name}")
     with Dovecot(without_capabilities=VARIANTS[name]) as dovecot:
         user = f"user-{uuid.uuid4().hex[:8]}"

@@ -18,7 +18,9 @@ import selectors
 import socket
 import struct
 import threading
+from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
 
@@ -37,6 +39,41 @@ def _reset(sock: socket.socket) -> None:
     except OSError:
         pass
     sock.close()
+
+
+@dataclass
+class CommandLog:
+    """Command lines the proxy sent upstream, per relayed connection: pass ``tap`` as a
+    Relay's tap, then read what was sent."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    partial: dict[object, bytes] = field(default_factory=lambda: defaultdict(bytes))
+    #: (connection, command without its tag), in the order sent.
+    sent: list[tuple[object, str]] = field(default_factory=list)
+
+    def tap(self, key: object, data: bytes) -> None:
+        with self.lock:
+            *complete, self.partial[key] = (self.partial[key] + data).split(b"\r\n")
+            for line in complete:
+                # Commands only, "TAG VERB ...": not literal data, not IDLE's DONE.
+                if re.match(rb"^[A-Za-z0-9]+ [A-Z]", line):
+                    self.sent.append((key, line.split(b" ", 1)[1].decode("latin-1")))
+
+    def mark(self) -> int:
+        with self.lock:
+            return len(self.sent)
+
+    def since(self, mark: int) -> list[str]:
+        with self.lock:
+            return [line for _, line in self.sent[mark:]]
+
+    def per_connection(self) -> list[list[str]]:
+        """Every command of each connection since it opened."""
+        with self.lock:
+            out: dict[object, list[str]] = defaultdict(list)
+            for key, line in self.sent:
+                out[key].append(line)
+            return list(out.values())
 
 
 class _Direction:

@@ -28,11 +28,16 @@ from imapproxy.store.messages import Message
 from imapproxy.sync.background import DEFAULT_INTERVAL, BackgroundSync
 from imapproxy.sync.content import Need, fetch_missing
 from imapproxy.sync.mailbox_list import sync_mailbox_list, sync_subscriptions
-from imapproxy.sync.mailboxes import sync_messages
+from imapproxy.sync.mailboxes import (
+    NEW_FOLDERS_AT_ONCE,
+    FirstLook,
+    sync_messages,
+    sync_new_mailboxes,
+)
 from imapproxy.sync.prefetch import PolicyError, PrefetchPolicy
-from imapproxy.types import BlobId
+from imapproxy.types import BlobId, MailboxId
 from imapproxy.upstream.client import UpstreamClient
-from imapproxy.upstream.errors import UpstreamBusy, UpstreamUnavailable
+from imapproxy.upstream.errors import UpstreamBusy, UpstreamRefused, UpstreamUnavailable
 from imapproxy.upstream.link import UpstreamLink
 from imapproxy.upstream.watcher import POLL_SECONDS, MailboxWatcher
 
@@ -122,6 +127,9 @@ class AccountRuntime:
         self._tracked: UpstreamClient | None = None
         #: Mailbox id -> reactor time its last successful sync began.
         self._synced_at: dict[int, float] = {}
+        #: Never-synced mailboxes examined with another one's first sync, whose message
+        #: lists did not all come: their own first sync goes on from there.
+        self._first_looks: dict[MailboxId, FirstLook] = {}
         #: When the last successful fetch of the folder list, and of the subscriptions
         #: without a mailbox, began (None: not since the link last came up).
         self._listed_at: float | None = None
@@ -367,12 +375,28 @@ class AccountRuntime:
         # link is queued, and must not be overwritten by the upstream's older flags.
         clear_at = (self.mailbox(mailbox.name) or mailbox).highestmodseq
         started: list[float] = []
+        also: list[tuple[Mailbox, MailboxChange]] = []
 
         async def run(client: UpstreamClient) -> tuple[Mailbox, MailboxChange]:
             self._track(client)
             started.append(self.reactor.seconds())
             current = self.mailbox(mailbox.name) or mailbox
-            return await sync_messages(client, self.store, current, changed_after=clear_at)
+            others = self._never_synced_besides(current)
+            if others:
+                try:
+                    done, looks = await sync_new_mailboxes(client, self.store, [current, *others])
+                except UpstreamRefused:
+                    done, looks = [], {}  # the mailbox's own sync below says why
+                self._first_looks.update(looks)
+                also.extend(pair for pair in done if pair[0].id != current.id)
+                mine = [pair for pair in done if pair[0].id == current.id]
+                if mine:
+                    return mine[0]
+                current = self.mailbox(mailbox.name) or current
+            look = self._first_looks.pop(current.id, None)
+            return await sync_messages(
+                client, self.store, current, changed_after=clear_at, look=look
+            )
 
         try:
             with METRICS.sync_seconds.time():
@@ -382,13 +406,35 @@ class AccountRuntime:
             if required:
                 raise
             return self.mailbox(mailbox.name) or mailbox
-        self._synced_at[synced.id] = started[-1]
-        self.notifier.publish(self.account.id, change)
-        if change.added and not background:
-            self.background.request_metadata(synced.id)
+        for done, done_change in [*also, (synced, change)]:
+            self._synced_at[done.id] = started[-1]
+            self.notifier.publish(self.account.id, done_change)
+            if done_change.added and not background:
+                self.background.request_metadata(done.id)
         if change.expunged and not background:
             self.background.request_release()  # a body held for a moved twin (sync/twins.py)
         return synced
+
+    def _never_synced_besides(self, mailbox: Mailbox) -> list[Mailbox]:
+        """Mailboxes to take along with a never-synced one's first sync: the others
+        never synced, with no change queued for them (so nothing to keep from the
+        upstream's older view), not looked at already, up to NEW_FOLDERS_AT_ONCE."""
+        if not mailbox.never_synced or mailbox.id in self._first_looks:
+            return []
+        queued = self.outbox.mailboxes_pending()
+        if queued is None:
+            return []
+        others = [
+            m
+            for m in self.mailboxes()
+            if m.id != mailbox.id
+            and m.never_synced
+            and m.selectable
+            and not is_local(m)
+            and m.id not in queued
+            and m.id not in self._first_looks
+        ]
+        return others[:NEW_FOLDERS_AT_ONCE]
 
     def stats(self, mailbox: Mailbox) -> MailboxStats:
         """Counts over the whole mailbox, recomputed only when it changed: every change

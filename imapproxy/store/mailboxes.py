@@ -46,6 +46,11 @@ class Mailbox:
         return replace(self, **changes)  # type: ignore[arg-type]
 
     @property
+    def never_synced(self) -> bool:
+        """Whether the replica never had this mailbox's message list from the upstream."""
+        return self.upstream_uidvalidity is None and not self.upstream_last_uid
+
+    @property
     def contents_known(self) -> bool:
         """Whether the replica knows this mailbox's message list, so that counting it
         is a true answer: it was synced with the upstream at least once, or it was

@@ -29,8 +29,9 @@ from imapproxy.store.messages import Message
 from imapproxy.sync.progress import Progress
 from imapproxy.sync.qresync import note_forgetful, qresync_parameter
 from imapproxy.sync.twins import gmail_blob, hold_orphan, note_gmail_id, release_expired
-from imapproxy.types import UID, UpstreamUID
+from imapproxy.types import UID, MailboxId, UpstreamUID
 from imapproxy.upstream.client import SelectInfo, UpstreamClient, as_int, text
+from imapproxy.upstream.errors import UpstreamRefused
 from imapproxy.upstream.vanished import uids_within
 
 NEW_MESSAGE_ITEMS = (
@@ -59,6 +60,21 @@ FIRST_SYNC_BATCH = 5000
 #: (so at most this many) goes in the same write as its EXAMINE, one round trip for
 #: both; a small folder's whole first sync. Larger ones fetch the rest after it.
 PIPELINED_FIRST_UIDS = 1000
+#: The other never-seen mailboxes examined in that same write (sync_new_mailboxes),
+#: at most this many, each with its messages at UIDs up to NEW_FOLDER_UIDS: what one
+#: write brings stays a few MB however many folders an account has.
+NEW_FOLDERS_AT_ONCE = 15
+NEW_FOLDER_UIDS = 200
+
+
+@dataclass(frozen=True)
+class FirstLook:
+    """A never-seen mailbox's EXAMINE answer with its messages at UIDs 1..upto, taken
+    with other mailboxes' but with more messages than came: its own first sync uses
+    them if the mailbox did not change since (same UIDNEXT, count and HIGHESTMODSEQ)."""
+
+    info: SelectInfo
+    upto: int
 
 
 def flags_of(value: Value) -> tuple[str, ...]:
@@ -98,8 +114,65 @@ class _Fetched:
     recent_found: bool = False
 
 
+async def sync_new_mailboxes(
+    client: UpstreamClient, store: Store, mailboxes: list[Mailbox]
+) -> tuple[list[tuple[Mailbox, MailboxChange]], dict[MailboxId, FirstLook]]:
+    """First syncs of mailboxes the replica never had, in one round trip: each EXAMINE
+    with the UID FETCH of its message list behind it, all in one write (the first
+    mailbox's up to PIPELINED_FIRST_UIDS, the others' up to NEW_FOLDER_UIDS). A client
+    that opens one folder of a new account is about to open the others: a cold
+    session's STATUS of each folder cost one round trip per folder.
+
+    Returns the mailboxes synced whole, and the looks at those whose message list did
+    not all come (their own sync goes on from there, see FirstLook). Raises
+    UpstreamRefused when the first mailbox's EXAMINE is refused."""
+    firsts = [PIPELINED_FIRST_UIDS] + [NEW_FOLDER_UIDS] * (len(mailboxes) - 1)
+    infos = await client.examine_new(
+        [m.name for m in mailboxes],
+        [SequenceSet(((1, upto),)) for upto in firsts],
+        new_message_items(client),
+    )
+    synced: list[tuple[Mailbox, MailboxChange]] = []
+    looks: dict[MailboxId, FirstLook] = {}
+    for mailbox, info, upto in zip(mailboxes, infos, firsts, strict=True):
+        if isinstance(info, UpstreamRefused) or info.first is None:
+            continue  # gone meanwhile, or its FETCH refused: its own sync tells
+        if len(info.first) < info.exists:
+            looks[mailbox.id] = FirstLook(info, upto)
+            continue
+        fetched = _Fetched(info, new=list(info.first), local_modseq=mailbox.highestmodseq)
+        fetched.first_sync = True
+        synced.append(_store_whole(store, mailbox, fetched))
+    return synced, looks
+
+
+def _store_whole(
+    store: Store, mailbox: Mailbox, fetched: _Fetched
+) -> tuple[Mailbox, MailboxChange]:
+    return store.write(lambda tx: _apply(tx, mailbox, fetched, False))
+
+
+def _usable_look(look: FirstLook | None, info: SelectInfo) -> bool:
+    """Whether the messages of an earlier look are still the mailbox's first ones, with
+    their flags: nothing arrived, went or changed since (a modseq says so; without
+    one, a flag change would not show)."""
+    if look is None or look.info.first is None or info.highestmodseq is None:
+        return False
+    before = look.info
+    return (before.uidvalidity, before.uidnext, before.exists, before.highestmodseq) == (
+        info.uidvalidity,
+        info.uidnext,
+        info.exists,
+        info.highestmodseq,
+    )
+
+
 async def sync_messages(
-    client: UpstreamClient, store: Store, mailbox: Mailbox, changed_after: int | None = None
+    client: UpstreamClient,
+    store: Store,
+    mailbox: Mailbox,
+    changed_after: int | None = None,
+    look: FirstLook | None = None,
 ) -> tuple[Mailbox, MailboxChange]:
     """Bring one replica mailbox up to date with the upstream; returns what changed.
 
@@ -113,12 +186,17 @@ async def sync_messages(
     expunge since the last sync (VANISHED (EARLIER)); CONDSTORE: flags CHANGEDSINCE the
     last HIGHESTMODSEQ, and one UID SEARCH for expunges when the count says some went;
     neither: every message's FLAGS, and what is not listed is gone. New messages come
-    with one UID FETCH above the highest UID known, each way."""
+    with one UID FETCH above the highest UID known, each way.
+
+    ``look``: this mailbox's answers from sync_new_mailboxes, used in place of the
+    message list's first part if the mailbox did not change since."""
     known = _known(store, mailbox) if mailbox.upstream_last_uid else []
     never_seen = mailbox.upstream_uidvalidity is None and not mailbox.upstream_last_uid
+    look = look if never_seen else None
+    upto = PIPELINED_FIRST_UIDS if look is None else look.upto
     first = (
-        (SequenceSet(((1, PIPELINED_FIRST_UIDS),)), new_message_items(client))
-        if never_seen
+        (SequenceSet(((1, upto),)), new_message_items(client))
+        if never_seen and look is None
         else None
     )
     info = await client.select(
@@ -127,6 +205,11 @@ async def sync_messages(
         qresync=qresync_parameter(client, mailbox, known),
         first=first,
     )
+    if look is not None:
+        if _usable_look(look, info):
+            info = replace(info, first=look.info.first)
+        else:
+            upto = 0  # changed meanwhile: the list is fetched as if never looked at
     reset = (
         mailbox.upstream_uidvalidity is not None
         and mailbox.upstream_uidvalidity != info.uidvalidity
@@ -147,7 +230,7 @@ async def sync_messages(
     if info.exists and info.first is not None and not reset and last_uid == 0:
         fetched.new = list(info.first)
         if len(fetched.new) < info.exists:  # more, above the pipelined UIDs
-            fetched.new += await _fetch_above(client, PIPELINED_FIRST_UIDS)
+            fetched.new += await _fetch_above(client, upto)
     elif info.exists and (reset or last_uid == 0 or uidnext_moved):
         fetched.new = await _fetch_above(client, last_uid)
     if last_uid:

@@ -309,27 +309,107 @@ class UpstreamClient:
         self.selected = None
         self._selected_once = True
         result = await self.protocol.run(
-            lambda tag: _groups(
-                Select(
-                    tag,
-                    name,
-                    readonly=readonly,
-                    condstore=condstore and qresync is None,
-                    qresync=qresync,
-                ),
-                self.literal_plus,
-            ),
+            lambda tag: self._select_groups(tag, name, readonly, qresync),
             before=(lambda tag: f"{tag} ENABLE QRESYNC\r\n".encode()) if enable else None,
             after=None if first is None else self._fetch_line(*first),
         )
         if enable:
-            self.qresync_enabled = (
-                result.before is not None
-                and result.before.status == "OK"
-                and any(
-                    text(v).upper() == "QRESYNC" for d in result.data("ENABLED") for v in d.values
-                )
+            self._note_enabled(result)
+        return self._selected(name, readonly, qresync, condstore, result, first is not None)
+
+    async def examine_new(
+        self, names: list[str], firsts: list[SequenceSet], items: tuple[FetchAttribute, ...]
+    ) -> list[SelectInfo | UpstreamRefused]:
+        """EXAMINE each of names, each with a UID FETCH of items at its ``firsts`` entry
+        behind it, all in one write: the message lists of mailboxes the replica never
+        had, for the cost of one round trip however many there are. Each answer is its
+        mailbox's SelectInfo (its ``first``: the FETCH's answer), or the refusal of its
+        EXAMINE; the last mailbox examined stays selected. Raises UpstreamRefused when
+        the first EXAMINE is refused (the caller examines them one by one instead)."""
+        if not names:
+            return []
+        if any(len(self._select_groups("T", name, True, None)) > 1 for name in names):
+            raise UpstreamRefused("NO", None, "a mailbox name needs a synchronizing literal")
+        enable = self.has("QRESYNC") and not self._selected_once and not self.qresync_enabled
+        condstore = self.has("CONDSTORE")
+        after: list[Callable[[str], bytes]] = [self._fetch_line(firsts[0], items)]
+        for name, uids in zip(names[1:], firsts[1:], strict=True):
+            after += (self._examine_line(name), self._fetch_line(uids, items))
+        self.selected = None
+        self._selected_once = True
+        result = await self.protocol.run(
+            lambda tag: self._select_groups(tag, names[0], True, None),
+            before=(lambda tag: f"{tag} ENABLE QRESYNC\r\n".encode()) if enable else None,
+            after=after,
+        )
+        if enable:
+            self._note_enabled(result)
+        infos: list[SelectInfo | UpstreamRefused] = []
+        results = [result] + [
+            Result(
+                examined.tagged.code if examined.tagged else None,
+                examined.tagged.text if examined.tagged else "",
+                examined.untagged,
+                followers=[fetched],
             )
+            for examined, fetched in zip(
+                result.followers[1::2], result.followers[2::2], strict=True
+            )
+        ]
+        statuses = ["OK"] + [f.tagged.status if f.tagged else "NO" for f in result.followers[1::2]]
+        for name, status, answer in zip(names, statuses, results, strict=True):
+            if status != "OK":
+                self.selected = None
+                infos.append(UpstreamRefused(status, answer.code, answer.text))
+                continue
+            try:
+                infos.append(self._selected(name, True, None, condstore, answer, True))
+            except ValueError as exc:  # an EXAMINE answered without UIDVALIDITY or EXISTS
+                infos.append(UpstreamRefused("NO", None, str(exc)))
+        return infos
+
+    def _examine_line(self, name: str) -> Callable[[str], bytes]:
+        """A one-line EXAMINE of name (no literal in it) for ``run``'s ``after``."""
+
+        def line(tag: str) -> bytes:
+            [group] = self._select_groups(tag, name, True, None)
+            return b"".join(group)
+
+        return line
+
+    def _select_groups(
+        self, tag: str, name: str, readonly: bool, qresync: QResync | None
+    ) -> list[list[bytes]]:
+        condstore = self.has("CONDSTORE")
+        return _groups(
+            Select(
+                tag,
+                name,
+                readonly=readonly,
+                condstore=condstore and qresync is None,
+                qresync=qresync,
+            ),
+            self.literal_plus,
+        )
+
+    def _note_enabled(self, result: Result) -> None:
+        """Whether the ENABLE QRESYNC pipelined in front of a SELECT was taken."""
+        self.qresync_enabled = (
+            result.before is not None
+            and result.before.status == "OK"
+            and any(text(v).upper() == "QRESYNC" for d in result.data("ENABLED") for v in d.values)
+        )
+
+    def _selected(
+        self,
+        name: str,
+        readonly: bool,
+        qresync: QResync | None,
+        condstore: bool,
+        result: Result,
+        first: bool,
+    ) -> SelectInfo:
+        """The connection's state after an OK to SELECT name, and what it said."""
         self.selected, self.selected_readonly = name, readonly
         codes = {c.name: c.args for c in result.codes()}
         validity = codes.get("UIDVALIDITY")
@@ -371,7 +451,7 @@ class UpstreamClient:
             vanished=vanished_earlier(result.data("VANISHED")) if taken else (),
             # Only a FETCH with FLAGS says what the flags are (RFC 7162 §3.2.5.1).
             changed=tuple(i for i in _fetched_with_uid(result) if "FLAGS" in i) if taken else (),
-            first=_pipelined_fetch(result) if first is not None else None,
+            first=_pipelined_fetch(result) if first else None,
         )
 
     def _fetch_line(

@@ -55,6 +55,16 @@ Chunk = bytes | bytearray
 
 
 @dataclass
+class Follower:
+    """A command pipelined behind another (``run``'s ``after``): its tagged answer, and
+    the untagged responses between the tagged answer before it and its own."""
+
+    tag: str
+    tagged: TaggedResponse | None = None
+    untagged: list[Untagged] = field(default_factory=list)
+
+
+@dataclass
 class Result:
     """The outcome of one upstream command that the upstream answered OK."""
 
@@ -64,10 +74,17 @@ class Result:
     #: The tagged answer to a command pipelined in front of this one (``run``'s
     #: ``before``); None when there was none or it never came.
     before: TaggedResponse | None = None
-    #: The tagged answer to a command pipelined behind this one (``run``'s ``after``),
-    #: and the untagged responses that came after this command's own tagged answer.
-    after: TaggedResponse | None = None
-    after_untagged: list[Untagged] = field(default_factory=list)
+    #: The commands pipelined behind this one (``run``'s ``after``), in order.
+    followers: list[Follower] = field(default_factory=list)
+
+    @property
+    def after(self) -> TaggedResponse | None:
+        """The tagged answer to the first command pipelined behind this one."""
+        return self.followers[0].tagged if self.followers else None
+
+    @property
+    def after_untagged(self) -> list[Untagged]:
+        return self.followers[0].untagged if self.followers else []
 
     def data(self, name: str) -> list[UntaggedData]:
         return [u for u in self.untagged if isinstance(u, UntaggedData) and u.name == name]
@@ -89,11 +106,11 @@ class _Running:
     #: Tag of a command pipelined in front of this one, until its tagged answer comes.
     leading: str | None = None
     before: TaggedResponse | None = None
-    #: Tag of a command pipelined behind this one, and this command's own tagged answer
-    #: once it came (the untagged responses after it belong to the trailing command).
-    trailing: str | None = None
+    #: Commands pipelined behind this one, and this command's own tagged answer once it
+    #: came (the untagged responses after it belong to the first follower not answered).
+    followers: list[Follower] = field(default_factory=list)
     own: TaggedResponse | None = None
-    after_untagged: list[Untagged] = field(default_factory=list)
+    answered: int = 0
 
 
 #: Chunks larger than this are streamed to the transport in slices of SLICE bytes.
@@ -280,7 +297,7 @@ class UpstreamProtocol(Protocol):
         patience: float | None = None,
         deadline: float | None = None,
         before: Callable[[str], bytes] | None = None,
-        after: Callable[[str], bytes] | None = None,
+        after: Callable[[str], bytes] | Sequence[Callable[[str], bytes]] | None = None,
     ) -> Result:
         """Send one command: groups of chunks, each group after the upstream's '+'.
 
@@ -296,12 +313,13 @@ class UpstreamProtocol(Protocol):
         this command's; its tagged answer, whatever it is, is ``Result.before`` (a
         refusal of it fails nothing by itself: the caller decides).
 
-        ``after`` pipelines a one-line command behind a command of one group (the FETCH
-        of a mailbox the EXAMINE opens): its untagged responses and tagged answer come
-        back as ``Result.after_untagged`` and ``Result.after``. A server runs commands
-        that depend on each other in order (RFC 3501 §5.5), so what comes after this
-        command's tagged answer is the trailing one's. This command's refusal is raised
-        once both are answered.
+        ``after`` pipelines one-line commands behind a command of one group (the FETCH
+        of a mailbox the EXAMINE opens; the EXAMINEs and FETCHes of more mailboxes): each
+        one's untagged responses and tagged answer come back as a ``Result.followers``
+        entry (the first also as ``Result.after_untagged`` and ``Result.after``). A
+        server runs commands that depend on each other in order (RFC 3501 §5.5), so what
+        comes after one tagged answer belongs to the next command. This command's
+        refusal is raised once all are answered; a follower's refusal is its entry's.
         """
         await self._lock.acquire()
         try:
@@ -313,14 +331,14 @@ class UpstreamProtocol(Protocol):
             first: list[Chunk] = list(groups[0])
             if before is not None and leading is not None:
                 first.insert(0, before(leading))
-            trailing = None
-            if after is not None:
+            followers: list[Follower] = []
+            for line in [after] if callable(after) else after or ():
                 if len(groups) != 1:
                     raise ValueError("a command waiting for '+' cannot have one behind it")
-                trailing = self.next_tag()
-                first.append(after(trailing))
+                followers.append(Follower(self.next_tag()))
+                first.append(line(followers[-1].tag))
             running = _Running(tag, list(groups[1:]), defer.Deferred(), on_continuation)
-            running.leading, running.trailing = leading, trailing
+            running.leading, running.followers = leading, followers
             running.done.addTimeout(timeout or self.command_timeout, self.clock, self._timed_out)
             self._running = running
             self.watch_progress(patience, deadline)
@@ -427,21 +445,27 @@ class UpstreamProtocol(Protocol):
             if running is not None and running.leading is not None and event.tag == running.leading:
                 running.leading, running.before = None, event
                 return
-            if running is not None and running.trailing is not None:
+            if running is not None and running.followers:
                 if running.own is None and event.tag == running.tag:
-                    running.own = event  # what follows is the trailing command's
+                    running.own = event  # what follows is the first follower's
                     return
-                if running.own is not None and event.tag == running.trailing:
+                following = running.followers[running.answered] if running.own else None
+                if following is not None and event.tag == following.tag:
+                    following.tagged = event
+                    running.answered += 1
+                    if running.answered < len(running.followers):
+                        return
                     self._running = None
                     own = running.own
+                    assert own is not None
                     if own.status != "OK":
                         running.done.errback(UpstreamRefused(own.status, own.code, own.text))
                         return
                     result = Result(own.code, own.text, running.untagged, running.before)
-                    result.after, result.after_untagged = event, running.after_untagged
+                    result.followers = running.followers
                     running.done.callback(result)
                     return
-            if running is None or event.tag != running.tag or running.trailing is not None:
+            if running is None or event.tag != running.tag or running.followers:
                 self._fail(UpstreamUnavailable(f"unexpected tagged response {event.tag!r}"))
                 return
             self._running = None
@@ -471,7 +495,7 @@ class UpstreamProtocol(Protocol):
                 return  # the connection closes next; connectionLost reports it
             if running is not None:
                 if running.own is not None:
-                    running.after_untagged.append(event)
+                    running.followers[running.answered].untagged.append(event)
                 else:
                     running.untagged.append(event)
                 running.retained += self.reader.last_size

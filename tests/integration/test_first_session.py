@@ -1,15 +1,18 @@
 """A first session costs no more upstream work than the client's own commands need
 (issue 6): the message list a SELECT brings in carries each message's ENVELOPE and
 BODYSTRUCTURE, so the header FETCH a client sends next is answered from the replica,
-with no second pass over the list."""
+with no second pass over the list; and a client's STATUS of its first folder brings in
+the other folders never synced in the same round trip."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from imapclient import IMAPClient
 
 from tests.integration.clients import imap
 from tests.support.corpus import Account, make_messages, open_mailboxes, seed_messages
@@ -18,6 +21,9 @@ from tests.support.proxy import ProxyProcess
 from tests.support.relay import CommandLog, Relay
 
 MESSAGES = 60
+#: Folders besides INBOX, with their sizes: one larger than the part of a folder's list
+#: that comes along with another folder's first sync (NEW_FOLDER_UIDS, 200).
+FOLDERS = {"Work": 5, "Lists/python": 12, "Empty": 0, "Big": 230}
 HEADER_ITEMS = ["FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODYSTRUCTURE"]
 
 
@@ -27,7 +33,9 @@ def recorded(dovecot: Dovecot, tmp_path: Path) -> Iterator[tuple[Account, Comman
     user = f"first-{uuid.uuid4().hex[:8]}"
     dovecot.add_user(user, f"{user}-pw")
     seed_messages(dovecot.mail_root(user), "INBOX", make_messages(MESSAGES, seed=7))
-    open_mailboxes(dovecot, user, ["INBOX"])
+    for n, (folder, count) in enumerate(FOLDERS.items()):
+        seed_messages(dovecot.mail_root(user), folder, make_messages(count, seed=20 + n))
+    open_mailboxes(dovecot, user, ["INBOX", *FOLDERS])
     commands = CommandLog()
     with (
         Relay(dovecot.host, dovecot.port, tap=commands.tap) as relay,
@@ -58,3 +66,35 @@ def test_the_header_fetch_after_a_first_select_asks_the_upstream_nothing(
     for uid, item in expected.items():
         for name in (b"ENVELOPE", b"BODYSTRUCTURE", b"RFC822.SIZE", b"INTERNALDATE"):
             assert through[uid][name] == item[name], (uid, name)
+
+
+def _status(client: IMAPClient, folders: list[str]) -> dict[str, dict[bytes, int]]:
+    return {f: client.folder_status(f, ["MESSAGES", "UNSEEN"]) for f in folders}
+
+
+def test_the_first_status_brings_in_every_new_folder_in_one_round_trip(
+    dovecot: Dovecot, recorded: tuple[Account, CommandLog, int]
+) -> None:
+    account, commands, port = recorded
+    folders = ["INBOX", *FOLDERS]
+    with imap("127.0.0.1", port, account) as client:
+        through = _status(client, folders)
+    with imap(dovecot.host, dovecot.port, account) as direct:
+        assert through == _status(direct, folders)
+        direct.select_folder("Big", readonly=True)
+        big = sorted(direct.fetch(direct.search("ALL"), ["INTERNALDATE"]).items())
+    # One write carried every folder's EXAMINE with its message list behind it (and
+    # those of the folders Dovecot creates for every user).
+    chunk = max(commands.chunks, key=lambda c: sum(x.startswith("EXAMINE ") for x in c))
+    for folder in folders:
+        assert f'EXAMINE "{folder}" (CONDSTORE)' in chunk, chunk
+    examined = sum(c.startswith("EXAMINE ") for c in chunk)
+    # Each folder's list was fetched once: Big's first 200 with the others, the rest
+    # when its own STATUS came (its EXAMINE then without a FETCH of the first part).
+    firsts = [c for c in commands.since(0) if re.match(r"UID FETCH 1:\d+ .*INTERNALDATE", c)]
+    assert len(firsts) == examined, firsts
+    assert [c for c in commands.since(0) if c.startswith("UID FETCH 201:*")] != []
+    with imap("127.0.0.1", port, account) as client:
+        client.select_folder("Big", readonly=True)
+        mine = sorted(client.fetch(client.search("ALL"), ["INTERNALDATE"]).items())
+    assert [v[b"INTERNALDATE"] for _, v in mine] == [v[b"INTERNALDATE"] for _, v in big]

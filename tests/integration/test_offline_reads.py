@@ -64,9 +64,9 @@ def test_partial_fetch_returns_what_it_has_and_says_how_many_it_lacks(
 
 
 def test_status_and_select_of_a_never_synced_mailbox_offline_are_unavailable(
-    make_proxy, fresh_user: Account, monkeypatch: pytest.MonkeyPatch
+    make_proxy, dovecot: Dovecot, fresh_user: Account, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("IMAPPROXY_SYNC_INTERVAL", "0")  # so that Sent stays never synced
+    monkeypatch.setenv("IMAPPROXY_SYNC_INTERVAL", "0")  # so that Later stays never synced
     proxy: ProxyProcess = make_proxy()
     raw = _logged_in(proxy, fresh_user)
     try:
@@ -74,17 +74,28 @@ def test_status_and_select_of_a_never_synced_mailbox_offline_are_unavailable(
         assert tagged.startswith(b"l1 OK"), tagged
         _, tagged = raw.command(b"s0", b"STATUS INBOX (MESSAGES)")
         assert tagged.startswith(b"s0 OK"), tagged
+        # (That first sync took the other folders along.) A folder created upstream
+        # afterwards is listed, but its messages never fetched.
+        with imap(dovecot.host, dovecot.port, fresh_user) as direct:
+            direct.create_folder("Later")
+        _append_upstream(dovecot, fresh_user, "Later", 4, seed=9)
+
+        def listed() -> bool:
+            untagged, _ = raw.command(b"l2", b'LIST "" Later')
+            return any(b"Later" in line for line in untagged)
+
+        assert _eventually(listed, 15.0)
         assert proxy.relay is not None
         proxy.relay.cut()
         # INBOX was synced: served from the replica as online.
         untagged, tagged = raw.command(b"s1", b"STATUS INBOX (MESSAGES UIDNEXT)")
         assert tagged.startswith(b"s1 OK"), tagged
         assert any(b"MESSAGES 60" in line for line in untagged), untagged
-        # Sent holds 4 messages upstream but was never opened: no made-up zero.
+        # Later holds 4 messages upstream but was never opened: no made-up zero.
         for tag, command in (
-            (b"s2", b"STATUS Sent (MESSAGES)"),
-            (b"s3", b"SELECT Sent"),
-            (b"s4", b"EXAMINE Sent"),
+            (b"s2", b"STATUS Later (MESSAGES)"),
+            (b"s3", b"SELECT Later"),
+            (b"s4", b"EXAMINE Later"),
         ):
             untagged, tagged = raw.command(tag, command)
             assert not any(b"MESSAGES 0" in u or b"0 EXISTS" in u for u in untagged), untagged

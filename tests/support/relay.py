@@ -50,14 +50,21 @@ class CommandLog:
     partial: dict[object, bytes] = field(default_factory=lambda: defaultdict(bytes))
     #: (connection, command without its tag), in the order sent.
     sent: list[tuple[object, str]] = field(default_factory=list)
+    #: The commands completed by each chunk the relay read: commands the proxy wrote
+    #: at once (pipelined) arrive together on loopback.
+    chunks: list[list[str]] = field(default_factory=list)
 
     def tap(self, key: object, data: bytes) -> None:
         with self.lock:
             *complete, self.partial[key] = (self.partial[key] + data).split(b"\r\n")
+            chunk = []
             for line in complete:
                 # Commands only, "TAG VERB ...": not literal data, not IDLE's DONE.
                 if re.match(rb"^[A-Za-z0-9]+ [A-Z]", line):
-                    self.sent.append((key, line.split(b" ", 1)[1].decode("latin-1")))
+                    chunk.append(line.split(b" ", 1)[1].decode("latin-1"))
+                    self.sent.append((key, chunk[-1]))
+            if chunk:
+                self.chunks.append(chunk)
 
     def mark(self) -> int:
         with self.lock:

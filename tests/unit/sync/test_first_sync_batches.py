@@ -194,3 +194,39 @@ def test_a_message_expunged_here_while_the_sync_waited_does_not_come_back(
     current = store.read(lambda tx: mailboxes.get(tx, box.account, box.id))
     run_now(sync.sync_messages(upstream, store, current))  # type: ignore[arg-type]
     assert sorted(_upstream_uids(store, box)) == [1, 2, 3]
+
+
+def _look(upstream: Upstream, upto: int) -> sync.FirstLook:
+    """What sync_new_mailboxes kept of a mailbox examined with another's first sync."""
+    items = tuple(upstream._item(u) for u in upstream.uids if u <= upto)
+    info = SelectInfo(
+        777,
+        max(upstream.uids) + 1,
+        len(upstream.uids),
+        upstream.highestmodseq,
+        (),
+        None,
+        first=items,
+    )
+    return sync.FirstLook(info, upto)
+
+
+def test_a_first_sync_goes_on_from_an_unchanged_look(replica: Any) -> None:
+    store, box = replica
+    upstream = Upstream(list(range(1, 11)))
+    look = _look(upstream, 4)
+    run_now(sync.sync_messages(upstream, store, box, look=look))  # type: ignore[arg-type]
+    # No FETCH behind the EXAMINE: the look's first part stands, the rest is fetched.
+    assert upstream.fetches == [("5:*", False)]
+    assert _upstream_uids(store, box) == list(range(1, 11))
+
+
+def test_a_look_at_a_mailbox_that_changed_since_is_not_used(replica: Any) -> None:
+    store, box = replica
+    upstream = Upstream(list(range(1, 11)))
+    look = _look(upstream, 4)
+    upstream.uids = [2, 3, 4, 5, 6, 7, 8, 9, 10, 11]  # 1 expunged, 11 arrived meanwhile
+    upstream.highestmodseq += 2
+    run_now(sync.sync_messages(upstream, store, box, look=look))  # type: ignore[arg-type]
+    assert upstream.fetches == [("1:*", False)]
+    assert _upstream_uids(store, box) == list(range(2, 12))

@@ -109,6 +109,45 @@ def test_a_command_pipelined_behind_goes_in_the_same_write_and_keeps_its_answers
     assert after.result.text == ""
 
 
+def test_several_commands_pipelined_behind_each_keep_their_own_answers() -> None:
+    protocol, transport, _ = connected()
+    lines = [b"UID FETCH 1:100 (FLAGS)", b"EXAMINE Gone", b"UID FETCH 1:100 (FLAGS)"]
+    d = defer.ensureDeferred(
+        protocol.run(
+            lambda tag: [[tag.encode() + b" EXAMINE INBOX\r\n"]],
+            after=[lambda tag, line=line: tag.encode() + b" " + line + b"\r\n" for line in lines],
+        )
+    )
+    assert transport.value() == (
+        b"P1 EXAMINE INBOX\r\nP2 UID FETCH 1:100 (FLAGS)\r\nP3 EXAMINE Gone\r\n"
+        b"P4 UID FETCH 1:100 (FLAGS)\r\n"
+    )
+    protocol.dataReceived(b"* 2 EXISTS\r\nP1 OK [READ-ONLY] examined\r\n")
+    protocol.dataReceived(b"* 1 FETCH (UID 7 FLAGS ())\r\nP2 OK fetched\r\n")
+    protocol.dataReceived(b"P3 NO [NONEXISTENT] no such mailbox\r\n")
+    assert not d.called
+    protocol.dataReceived(b"* 9 EXISTS\r\nP4 BAD no mailbox selected\r\n")
+    result = d.result
+    assert [u.number for u in result.data("EXISTS")] == [2]
+    answers = [(f.tag, f.tagged.status, [u.name for u in f.untagged]) for f in result.followers]
+    assert answers == [("P2", "OK", ["FETCH"]), ("P3", "NO", []), ("P4", "BAD", ["EXISTS"])]
+    assert not (transport.disconnecting or transport.disconnected)
+
+
+def test_a_follower_answered_out_of_order_drops_the_link() -> None:
+    protocol, transport, _ = connected()
+    d = defer.ensureDeferred(
+        protocol.run(
+            lambda tag: [[tag.encode() + b" EXAMINE INBOX\r\n"]],
+            after=[lambda tag: tag.encode() + b" NOOP\r\n"] * 2,
+        )
+    )
+    protocol.dataReceived(b"P1 OK examined\r\nP3 OK\r\n")
+    assert isinstance(d.result.value, UpstreamUnavailable)
+    d.addErrback(lambda _: None)
+    assert transport.disconnecting or transport.disconnected
+
+
 def test_a_refused_command_with_one_behind_it_waits_for_both_then_fails() -> None:
     protocol, transport, _ = connected()
     d = with_after(protocol, b"EXAMINE Gone", b"UID FETCH 1:100 (FLAGS)")

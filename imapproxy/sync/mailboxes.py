@@ -19,6 +19,8 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
+from twisted.internet import defer
+
 from imapproxy.message.structure_wire import upstream_structure_bytes
 from imapproxy.notify import MailboxChange
 from imapproxy.protocol import FetchAttribute, SequenceSet, Value
@@ -55,7 +57,7 @@ def new_message_items(client: UpstreamClient) -> tuple[FetchAttribute, ...]:
 
 #: A first sync of a larger mailbox fetches and stores its message list this many
 #: messages at a time, so memory stays flat in the mailbox's size.
-FIRST_SYNC_BATCH = 5000
+FIRST_SYNC_BATCH = 2500
 #: A mailbox the replica never had: the UID FETCH of its messages at UIDs up to this
 #: (so at most this many) goes in the same write as its EXAMINE, one round trip for
 #: both; a small folder's whole first sync. Larger ones fetch the rest after it.
@@ -283,10 +285,13 @@ async def _first_sync_in_batches(
 ) -> Mailbox:
     """The message list of a mailbox the replica never had, FIRST_SYNC_BATCH messages
     (by message number) at a time, each batch stored in its own transaction: what is
-    held in memory stays one batch, however large the mailbox. Afterwards the replica
-    reads as synced up to the last UID seen; the caller's usual resync covers what
-    arrived or went meanwhile. ``prefetched``: the lowest UIDs' items, fetched with the
-    EXAMINE; they are the first messages by number, stored first."""
+    held in memory stays two batches (the one being stored, the next arriving),
+    however large the mailbox. Each batch is asked for before the one before it is
+    stored, so the upstream's sending and our storing overlap and no batch waits a
+    round trip. Afterwards the replica reads as synced up to the last UID seen; the
+    caller's usual resync covers what arrived or went meanwhile. ``prefetched``: the
+    lowest UIDs' items, fetched with the EXAMINE; they are the first messages by
+    number, stored first."""
     recent_found = False
     # No UIDNEXT recorded until the caller's own pass: were we stopped between batches,
     # the next sync must still fetch everything above the last UID stored.
@@ -298,17 +303,28 @@ async def _first_sync_in_batches(
         (first, min(first + FIRST_SYNC_BATCH - 1, info.exists))
         for first in range(start, info.exists + 1, FIRST_SYNC_BATCH)
     ]
-    for numbers in batches:
-        batch = _Fetched(partial, local_modseq=mailbox.highestmodseq)
+
+    def ask(numbers: tuple[int, int] | None) -> defer.Deferred[list[dict[str, Value]]]:
         if numbers is None:
-            batch.new = list(prefetched)
-        else:
-            batch.new = await client.fetch(
-                SequenceSet((numbers,)), new_message_items(client), by_sequence=True
-            )
+            return defer.succeed(list(prefetched))
+        return defer.Deferred.fromCoroutine(
+            client.fetch(SequenceSet((numbers,)), new_message_items(client), by_sequence=True)
+        )
+
+    coming = ask(batches[0]) if batches else None
+    for index in range(len(batches)):
+        assert coming is not None
+        items = await coming
+        coming = ask(batches[index + 1]) if index + 1 < len(batches) else None
+        batch = _Fetched(partial, new=items, local_modseq=mailbox.highestmodseq)
         batch.first_sync, batch.recent_found = True, recent_found
         recent_found = recent_found or any(_recent_upstream(item) for item in batch.new)
-        mailbox = _store_batch(store, mailbox, batch)
+        try:
+            mailbox = _store_batch(store, mailbox, batch)
+        except BaseException:
+            if coming is not None:
+                coming.addErrback(lambda _: None)  # its answer is not wanted any more
+            raise
         progress.advance(len(batch.new))
     progress.finish()
     return mailbox

@@ -230,3 +230,31 @@ def test_a_look_at_a_mailbox_that_changed_since_is_not_used(replica: Any) -> Non
     run_now(sync.sync_messages(upstream, store, box, look=look))  # type: ignore[arg-type]
     assert upstream.fetches == [("1:*", False)]
     assert _upstream_uids(store, box) == list(range(2, 12))
+
+
+def test_each_batch_is_asked_for_before_the_one_before_it_is_stored(
+    replica: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The upstream sends the next batch while the proxy stores one: no batch waits a
+    round trip behind the storing of the one before."""
+    store, box = replica
+    monkeypatch.setattr(sync, "FIRST_SYNC_BATCH", 4)
+    monkeypatch.setattr(sync, "PIPELINED_FIRST_UIDS", 2)
+    upstream = Upstream(list(range(1, 11)))
+    store_batch = sync._store_batch
+
+    def noted(store: Store, mailbox: Any, batch: Any) -> Any:
+        upstream.fetches.append((f"store {len(batch.new)}", False))
+        return store_batch(store, mailbox, batch)
+
+    monkeypatch.setattr(sync, "_store_batch", noted)
+    run_now(sync.sync_messages(upstream, store, box))  # type: ignore[arg-type]
+    assert [f for f, _ in upstream.fetches[:6]] == [
+        "with EXAMINE 1:2",
+        "3:6",  # asked before the pipelined two are stored
+        "store 2",
+        "7:10",
+        "store 4",
+        "store 4",
+    ]
+    assert _upstream_uids(store, box) == list(range(1, 11))

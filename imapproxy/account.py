@@ -130,6 +130,8 @@ class AccountRuntime:
         #: Never-synced mailboxes examined with another one's first sync, whose message
         #: lists did not all come: their own first sync goes on from there.
         self._first_looks: dict[MailboxId, FirstLook] = {}
+        #: The upstream's STATUS of each mailbox as the last NOTIFY SET stated it.
+        self._cover_statuses: dict[str, dict[str, int]] = {}
         #: When the last successful fetch of the folder list, and of the subscriptions
         #: without a mailbox, began (None: not since the link last came up).
         self._listed_at: float | None = None
@@ -407,13 +409,28 @@ class AccountRuntime:
                 raise
             return self.mailbox(mailbox.name) or mailbox
         for done, done_change in [*also, (synced, change)]:
-            self._synced_at[done.id] = started[-1]
+            self._synced_at[done.id] = self._current_from(done, started[-1])
             self.notifier.publish(self.account.id, done_change)
             if done_change.added and not background:
                 self.background.request_metadata(done.id)
         if change.expunged and not background:
             self.background.request_release()  # a body held for a moved twin (sync/twins.py)
         return synced
+
+    def _current_from(self, mailbox: Mailbox, began: float) -> float:
+        """From when the replica of mailbox, just synced by a sync that began at began,
+        is known current. A NOTIFY SET that came to cover it while the sync ran stated
+        its STATUS then: if the sync's result matches it (and no news came since), the
+        replica is current from the cover on, and the next STATUS needs no resync."""
+        covered = self.watcher.covered_since(mailbox.name)
+        if covered is None or covered <= began:
+            return began
+        heard = self.watcher.heard_at(mailbox.name)
+        if heard is not None and heard >= covered:
+            return began
+        if self._matches(mailbox, self._cover_statuses.get(mailbox.name)):
+            return covered
+        return began
 
     def _never_synced_besides(self, mailbox: Mailbox) -> list[Mailbox]:
         """Mailboxes to take along with a never-synced one's first sync: the others
@@ -516,6 +533,7 @@ class AccountRuntime:
         session's first folders used to be examined twice); the list needs one more
         fetch. Later STATUS, SELECT and LIST then need no round trip."""
         covered_at = self.reactor.seconds()
+        self._cover_statuses = dict(statuses)
         # Read the queue once, not once per mailbox (None: unreadable, so all count).
         queued = self.outbox.mailboxes_pending()
         for mailbox in self.mailboxes():

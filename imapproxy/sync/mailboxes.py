@@ -121,14 +121,17 @@ async def sync_new_mailboxes(
 ) -> tuple[list[tuple[Mailbox, MailboxChange]], dict[MailboxId, FirstLook]]:
     """First syncs of mailboxes the replica never had, in one round trip: each EXAMINE
     with the UID FETCH of its message list behind it, all in one write (the first
-    mailbox's up to PIPELINED_FIRST_UIDS, the others' up to NEW_FOLDER_UIDS). A client
+    mailbox's and INBOX's up to PIPELINED_FIRST_UIDS, the others' up to
+    NEW_FOLDER_UIDS: INBOX is the folder every client opens). A client
     that opens one folder of a new account is about to open the others: a cold
     session's STATUS of each folder cost one round trip per folder.
 
     Returns the mailboxes synced whole, and the looks at those whose message list did
     not all come (their own sync goes on from there, see FirstLook). Raises
     UpstreamRefused when the first mailbox's EXAMINE is refused."""
-    firsts = [PIPELINED_FIRST_UIDS] + [NEW_FOLDER_UIDS] * (len(mailboxes) - 1)
+    firsts = [PIPELINED_FIRST_UIDS] + [
+        PIPELINED_FIRST_UIDS if m.name == "INBOX" else NEW_FOLDER_UIDS for m in mailboxes[1:]
+    ]
     infos = await client.examine_new(
         [m.name for m in mailboxes],
         [SequenceSet(((1, upto),)) for upto in firsts],

@@ -386,7 +386,9 @@ class AccountRuntime:
             others = self._never_synced_besides(current)
             if others:
                 try:
-                    done, looks = await sync_new_mailboxes(client, self.store, [current, *others])
+                    done, looks = await sync_new_mailboxes(
+                        client, self.store, [current, *others], changed_after=clear_at
+                    )
                 except UpstreamRefused:
                     done, looks = [], {}  # the mailbox's own sync below says why
                 self._first_looks.update(looks)

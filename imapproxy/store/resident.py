@@ -28,8 +28,10 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-#: Seconds between releases.
-INTERVAL = 1.0
+#: Seconds between releases: a header FETCH of a 100,000-message INBOX reads its
+#: ENVELOPEs at about 25 MB a second, so what stays mapped is about a quarter of that.
+#: (One madvise of the map costs well under a millisecond.)
+INTERVAL = 0.25
 MADV_DONTNEED = 4
 
 

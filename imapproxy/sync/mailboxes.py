@@ -31,7 +31,7 @@ from imapproxy.store.messages import Message
 from imapproxy.sync.progress import Progress
 from imapproxy.sync.qresync import note_forgetful, qresync_parameter
 from imapproxy.sync.twins import gmail_blob, hold_orphan, note_gmail_id, release_expired
-from imapproxy.types import UID, MailboxId, UpstreamUID
+from imapproxy.types import UID, BlobId, MailboxId, UpstreamUID
 from imapproxy.upstream.client import SelectInfo, UpstreamClient, as_int, text
 from imapproxy.upstream.errors import UpstreamRefused
 from imapproxy.upstream.vanished import uids_within
@@ -57,7 +57,7 @@ def new_message_items(client: UpstreamClient) -> tuple[FetchAttribute, ...]:
 
 #: A first sync of a larger mailbox fetches and stores its message list this many
 #: messages at a time, so memory stays flat in the mailbox's size.
-FIRST_SYNC_BATCH = 2500
+FIRST_SYNC_BATCH = 1000
 #: A mailbox the replica never had: the UID FETCH of its messages at UIDs up to this
 #: (so at most this many) goes in the same write as its EXAMINE, one round trip for
 #: both; a small folder's whole first sync. Larger ones fetch the rest after it.
@@ -117,7 +117,10 @@ class _Fetched:
 
 
 async def sync_new_mailboxes(
-    client: UpstreamClient, store: Store, mailboxes: list[Mailbox]
+    client: UpstreamClient,
+    store: Store,
+    mailboxes: list[Mailbox],
+    changed_after: int | None = None,
 ) -> tuple[list[tuple[Mailbox, MailboxChange]], dict[MailboxId, FirstLook]]:
     """First syncs of mailboxes the replica never had, in one round trip: each EXAMINE
     with the UID FETCH of its message list behind it, all in one write (the first
@@ -128,7 +131,8 @@ async def sync_new_mailboxes(
 
     Returns the mailboxes synced whole, and the looks at those whose message list did
     not all come (their own sync goes on from there, see FirstLook). Raises
-    UpstreamRefused when the first mailbox's EXAMINE is refused."""
+    UpstreamRefused when the first mailbox's EXAMINE is refused. ``changed_after``: as
+    sync_messages's, for the first mailbox."""
     firsts = [PIPELINED_FIRST_UIDS] + [
         PIPELINED_FIRST_UIDS if m.name == "INBOX" else NEW_FOLDER_UIDS for m in mailboxes[1:]
     ]
@@ -145,7 +149,12 @@ async def sync_new_mailboxes(
         if len(info.first) < info.exists:
             looks[mailbox.id] = FirstLook(info, upto)
             continue
-        fetched = _Fetched(info, new=list(info.first), local_modseq=mailbox.highestmodseq)
+        guard = changed_after if mailbox is mailboxes[0] and changed_after is not None else None
+        fetched = _Fetched(
+            info,
+            new=list(info.first),
+            local_modseq=mailbox.highestmodseq if guard is None else guard,
+        )
         fetched.first_sync = True
         synced.append(_store_whole(store, mailbox, fetched))
     return synced, looks
@@ -196,7 +205,7 @@ async def sync_messages(
     ``look``: this mailbox's answers from sync_new_mailboxes, used in place of the
     message list's first part if the mailbox did not change since."""
     known = _known(store, mailbox) if mailbox.upstream_last_uid else []
-    never_seen = mailbox.upstream_uidvalidity is None and not mailbox.upstream_last_uid
+    never_seen = mailbox.never_synced
     look = look if never_seen else None
     upto = PIPELINED_FIRST_UIDS if look is None else look.upto
     first = (
@@ -210,11 +219,9 @@ async def sync_messages(
         qresync=qresync_parameter(client, mailbox, known),
         first=first,
     )
-    if look is not None:
-        if _usable_look(look, info):
-            info = replace(info, first=look.info.first)
-        else:
-            upto = 0  # changed meanwhile: the list is fetched as if never looked at
+    if look is not None and _usable_look(look, info):
+        info = replace(info, first=look.info.first)
+    # (A look that no longer holds: info.first stays None, the list is fetched whole.)
     reset = (
         mailbox.upstream_uidvalidity is not None
         and mailbox.upstream_uidvalidity != info.uidvalidity
@@ -334,8 +341,7 @@ async def _first_sync_in_batches(
 
 
 def _store_batch(store: Store, mailbox: Mailbox, batch: _Fetched) -> Mailbox:
-    synced, _ = store.write(lambda tx: _apply(tx, mailbox, batch, False))
-    return synced
+    return _store_whole(store, mailbox, batch)[0]
 
 
 async def _fetch_missing(
@@ -375,7 +381,7 @@ def _apply(
     changed: list[UID] = []
     if reset:
         mailbox, expunged, changed = _rematch(tx, mailbox, fetched)
-    upmap = messages.upstream_map(tx, account, mailbox.id)
+    upmap = _upstream_map(tx, mailbox, fetched, reset)
 
     for item in fetched.flags:
         uid = upmap.get(as_int(item["UID"]))
@@ -445,6 +451,29 @@ def _apply(
     return mailbox, change
 
 
+def _upstream_map(tx: Tx, mailbox: Mailbox, fetched: _Fetched, reset: bool) -> dict[int, UID]:
+    """Upstream UID -> local UID for what this sync needs to look up. A sync that only
+    adds messages (a first sync's batches) needs only its new UIDs looked up; the whole
+    map, read once per batch, made a 100,000-message first sync quadratic."""
+    only_adds = not (
+        reset
+        or fetched.flags
+        or fetched.full_flags
+        or fetched.present is not None
+        or fetched.vanished is not None
+        or fetched.missing
+    )
+    if not only_adds:
+        return messages.upstream_map(tx, mailbox.account, mailbox.id)
+    found: dict[int, UID] = {}
+    for item in fetched.new:
+        up_uid = as_int(item["UID"])
+        local = messages.local_uid(tx, mailbox.account, mailbox.id, up_uid)
+        if local is not None:
+            found[up_uid] = local
+    return found
+
+
 def _add_upstream(
     tx: Tx, mailbox: Mailbox, items: list[dict[str, Value]]
 ) -> tuple[Mailbox, UID | None]:
@@ -459,6 +488,7 @@ def _add_upstream(
     uid, modseq = mailbox.uidnext, mailbox.highestmodseq
     fresh = cache.new_blobs(tx, account, len(items))
     recent: UID | None = None
+    structures: list[tuple[BlobId, Kind, bytes]] = []
     for item in items:
         msgid = item.get("X-GM-MSGID")
         gmail_id = as_int(msgid) if msgid is not None else None
@@ -481,10 +511,17 @@ def _add_upstream(
             value = item.get(name)
             # NIL: expunged upstream while listed; nothing is kept, as for any fetch.
             if value is not None and (shared is None or not cache.has(tx, account, blob, kind)):
-                cache.put(tx, account, blob, kind, upstream_structure_bytes(name, value))
+                structures.append((blob, kind, upstream_structure_bytes(name, value)))
         if recent is None and _recent_upstream(item):
             recent = UID(uid)
         uid += 1
+    # After the message records, not between them: LMDB places the pages a transaction
+    # writes in the order it writes them, and a later scan of the message records
+    # (STATUS counts) maps the pages around each one it reads (the kernel's
+    # fault-around): with every record beside ENVELOPEs, a scan of a 100,000-message
+    # mailbox mapped the whole 86 MB file.
+    for blob, kind, data in structures:
+        cache.put(tx, account, blob, kind, data)
     if items:
         mailbox = mailbox.with_(uidnext=uid, highestmodseq=modseq)
     return mailbox, recent

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from imapproxy.store import Store, cache
 from imapproxy.store.cache import Kind
-from imapproxy.store.resident import ResidentPages
+from imapproxy.store.resident import INTERVAL, ResidentPages
 from imapproxy.types import AccountId, BlobId
 
 COUNT = 4000
@@ -65,9 +65,9 @@ def test_a_release_is_due_once_per_interval(tmp_path: Path) -> None:
     released: list[float] = []
     resident.release = lambda: released.append(now[0])  # type: ignore[method-assign]
     resident.tick()
-    now[0] = 0.5
+    now[0] = INTERVAL / 2
     resident.tick()
     assert released == []
-    now[0] = 1.0
+    now[0] = INTERVAL
     resident.tick()
-    assert released == [1.0]
+    assert released == [INTERVAL]

@@ -84,3 +84,44 @@ def test_outbox_keeps_order_per_account(tmp_path: Path) -> None:
     store.close()
     reopened = Store(tmp_path)
     assert [e.args["n"] for e in reopened.read(lambda tx: outbox.pending(tx, 1))] == [3]
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        Message(
+            UID(5),
+            UpstreamUID(12345),
+            ("\\Seen", "$Label1"),
+            "01-Jan-2023 +0000",
+            16834,
+            7,
+            BlobId(9),
+        ),
+        Message(UID(6), None, (), "01-Jan-2023 09:00:45 +0000", 0, 1, BlobId(1)),
+        Message(UID(7), UpstreamUID(2**32 - 1), ("Grüße",), "x", 2**40, 2**60, BlobId(3)),
+        Message(UID(8), UpstreamUID(1), ("a b", ""), "x", 1, 1, BlobId(3)),  # kept as JSON
+    ],
+)
+def test_a_message_record_reads_back_as_written(tmp_path: Path, message: Message) -> None:
+    store = Store(tmp_path / "replica")
+    account = store.write(lambda tx: accounts.ensure_account(tx, "imaps://x", "ann")).id
+    box = store.write(lambda tx: mailboxes.create(tx, account, "INBOX"))
+    store.write(lambda tx: messages.put(tx, account, box.id, message))
+    assert store.read(lambda tx: messages.get(tx, account, box.id, message.uid)) == message
+    store.close()
+
+
+def test_a_message_record_written_as_json_still_reads(tmp_path: Path) -> None:
+    """Replicas written before the compact record keep working."""
+    store = Store(tmp_path / "replica")
+    account = store.write(lambda tx: accounts.ensure_account(tx, "imaps://x", "ann")).id
+    box = store.write(lambda tx: mailboxes.create(tx, account, "INBOX"))
+    key = messages.prefix(account, box.id) + (3).to_bytes(4, "big")
+    old = b'[12,["\\\\Seen"],"01-Jan-2023 09:00:45 +0000",5,6,7]'
+    store.write(lambda tx: tx.put(b"messages", key, old))
+    found = store.read(lambda tx: messages.get(tx, account, box.id, UID(3)))
+    assert found == Message(
+        UID(3), UpstreamUID(12), ("\\Seen",), "01-Jan-2023 09:00:45 +0000", 5, 6, BlobId(7)
+    )
+    store.close()

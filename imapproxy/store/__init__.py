@@ -75,14 +75,17 @@ class Store:
         self.resident.tick()
         return result
 
-    def write(self, body: Callable[[Tx], T]) -> T:
+    def write(self, body: Callable[[Tx], T], durable: bool = True) -> T:
+        """Run body in one write transaction. ``durable=False`` only for content the
+        upstream can give again (_env.py: a power loss may take it back)."""
+
         def run(txn: object) -> tuple[T, Tx]:
             tx = Tx(txn, self._env.dbs, self.keyring)  # type: ignore[arg-type]
             result = body(tx)
             reclaim.free_pending(tx)
             return result, tx
 
-        result, tx = self._env.write(run)
+        result, tx = self._env.write(run, durable)
         # Committed: accounts whose encryption the transaction turned on count from now.
         for account, key in tx.adopted.items():
             self.keyring.unlock(account, key)

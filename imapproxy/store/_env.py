@@ -4,6 +4,13 @@ LMDB fails a write with MapFullError when the memory map is full. We double the 
 and retry the whole transaction body instead, so a growing cache never turns into a
 failed client command. Every transaction is short and synchronous on the reactor
 thread: nothing here ever waits on the network.
+
+Durability: a write is on disk when ``write`` returns (LMDB syncs the data pages, then
+we sync again for the meta page: MDB_NOMETASYNC plus ``sync``), except a write made
+with ``durable=False``: content fetched from the upstream, which a power loss may take
+back (it is fetched again) but never half (the meta page still follows its data, so
+the file stays whole). A first body read through the proxy waited 1.5 to 5 ms for the
+second sync, under load, on top of its round trip.
 """
 
 from __future__ import annotations
@@ -54,7 +61,7 @@ class Environment:
             max_dbs=len(DATABASES) + 2,
             subdir=True,
             sync=True,
-            metasync=True,
+            metasync=False,
             mode=0o600,
         )
         self.dbs: dict[bytes, lmdb._Database] = {}
@@ -73,19 +80,24 @@ class Environment:
             except lmdb.MapResizedError:
                 self.adopt_size()
 
-    def write(self, body: Callable[[lmdb.Transaction], T]) -> T:
+    def write(self, body: Callable[[lmdb.Transaction], T], durable: bool = True) -> T:
         """Run body in a write transaction; on a full map, grow it and run body again.
+        ``durable``: on disk when this returns (see the module docstring).
 
         body must not have side effects outside the transaction, since it may run twice.
         """
         while True:
             try:
                 with self.env.begin(write=True) as txn:
-                    return body(txn)
+                    result = body(txn)
             except lmdb.MapFullError:
                 self.grow()
             except lmdb.MapResizedError:
                 self.adopt_size()
+            else:
+                if durable:
+                    self.env.sync(True)
+                return result
 
     def grow(self) -> None:
         self.env.set_mapsize(self.env.info()["map_size"] * 2)

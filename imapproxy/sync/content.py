@@ -222,7 +222,11 @@ async def fetch_batch(
         return await client.fetch(SequenceSet.from_ints(by_upstream), attributes)
 
     items = await link.use(fetch, background=background)
-    return store.write(lambda tx: _keep(tx, mailbox, by_upstream, needs, items, prefetched))
+    # Not durable: fetched again if a power loss takes it back, and a client's read
+    # does not wait for a second disk sync (store/_env.py).
+    return store.write(
+        lambda tx: _keep(tx, mailbox, by_upstream, needs, items, prefetched), durable=False
+    )
 
 
 def _prefetch_stamp(message: Message) -> int:

@@ -125,3 +125,39 @@ def test_a_message_record_written_as_json_still_reads(tmp_path: Path) -> None:
         UID(3), UpstreamUID(12), ("\\Seen",), "01-Jan-2023 09:00:45 +0000", 5, 6, BlobId(7)
     )
     store.close()
+
+
+class _CountingEnv:
+    """An LMDB environment that counts explicit disk syncs."""
+
+    def __init__(self, env: object) -> None:
+        self.env = env
+        self.syncs = 0
+
+    def sync(self, force: bool = False) -> None:
+        self.syncs += 1
+        self.env.sync(force)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.env, name)
+
+
+def test_a_write_is_synced_to_disk_unless_it_is_content_fetched_again(tmp_path: Path) -> None:
+    """LMDB syncs only the data pages at commit (MDB_NOMETASYNC); a durable write syncs
+    again for the meta page before it returns, a write of fetched content does not."""
+    store = Store(tmp_path / "replica")
+    account = store.write(lambda tx: accounts.ensure_account(tx, "imaps://x", "ann")).id
+    assert store._env.env.flags()["metasync"] is False
+    counting = _CountingEnv(store._env.env)
+    store._env.env = counting  # type: ignore[assignment]
+    store.write(lambda tx: cache.put(tx, account, BlobId(1), cache.Kind.ENVELOPE, b"(NIL)"))
+    assert counting.syncs == 1
+    store.write(
+        lambda tx: cache.put(tx, account, BlobId(2), cache.Kind.FULL, b"x\r\n\r\ny"), durable=False
+    )
+    assert counting.syncs == 1
+    assert (
+        store.read(lambda tx: cache.get(tx, account, BlobId(2), cache.Kind.FULL)) == b"x\r\n\r\ny"
+    )
+    store._env.env = counting.env  # type: ignore[assignment]
+    store.close()

@@ -10,10 +10,12 @@ items they were the rest of that CPU (about 45 µs a response through the genera
 reader, which a 100,000-message first sync pays 100,000 times).
 
 Each shortcut takes only text whose meaning it is sure of, and yields exactly the
-values the general reader would; anything else (a literal, 8-bit data, a digit-only
-keyword, nesting deeper than the pattern, an unusual spelling) is read the ordinary
-way. Only printable 7-bit ASCII is kept raw: a quoted string with 8-bit data is not
-valid towards an IMAP4rev1 client, so such a value is read and serialized by us.
+values the general reader would; anything else (8-bit data outside a literal, a
+digit-only keyword, an unusual spelling) is read the ordinary way. A raw item keeps
+its literals (Dovecot sends a file name in raw UTF-8 as one), re-announced as ``{n}``:
+8-bit data is valid in a literal for any client. Outside literals only printable 7-bit
+ASCII is kept raw: a quoted string with 8-bit data is not valid towards an IMAP4rev1
+client, so such a value is read and serialized by us.
 """
 
 from __future__ import annotations

@@ -56,8 +56,10 @@ def new_message_items(client: UpstreamClient) -> tuple[FetchAttribute, ...]:
 
 
 #: A first sync of a larger mailbox fetches and stores its message list this many
-#: messages at a time, so memory stays flat in the mailbox's size.
-FIRST_SYNC_BATCH = 1000
+#: messages at a time, so memory stays flat in the mailbox's size. Each batch costs a
+#: round trip (the next is asked for once one has arrived): at 1,000 a 10,000-message
+#: INBOX took 0.4 s longer over a 50 ms link, for no less memory at 100,000.
+FIRST_SYNC_BATCH = 2500
 #: A mailbox the replica never had: the UID FETCH of its messages at UIDs up to this
 #: (so at most this many) goes in the same write as its EXAMINE, one round trip for
 #: both; a small folder's whole first sync. Larger ones fetch the rest after it.

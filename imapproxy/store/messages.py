@@ -55,11 +55,13 @@ def _encode(message: Message) -> bytes:
     date = message.internaldate.encode()
     flags = [flag.encode() for flag in message.flags]
     up = message.upstream_uid
-    if (
-        len(date) > 0xFFFF
-        or (up is not None and not 0 < up <= _MAX_UID)
-        or any(not flag or b" " in flag for flag in flags)
-    ):  # nothing IMAP would send; kept all the same, the older way
+    try:
+        if (up is not None and not 0 < up <= _MAX_UID) or any(
+            not flag or b" " in flag for flag in flags
+        ):
+            raise ValueError("not a compact record")
+        head = _RECORD.pack(_FORMAT, up or 0, message.size, message.modseq, message.blob, len(date))
+    except (ValueError, struct.error):  # nothing IMAP would send; kept the older way
         return encode(
             [
                 up,
@@ -70,7 +72,6 @@ def _encode(message: Message) -> bytes:
                 message.blob,
             ]
         )
-    head = _RECORD.pack(_FORMAT, up or 0, message.size, message.modseq, message.blob, len(date))
     return b" ".join([head + date, *flags])
 
 

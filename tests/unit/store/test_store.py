@@ -101,6 +101,7 @@ def test_outbox_keeps_order_per_account(tmp_path: Path) -> None:
         Message(UID(6), None, (), "01-Jan-2023 09:00:45 +0000", 0, 1, BlobId(1)),
         Message(UID(7), UpstreamUID(2**32 - 1), ("Grüße",), "x", 2**40, 2**60, BlobId(3)),
         Message(UID(8), UpstreamUID(1), ("a b", ""), "x", 1, 1, BlobId(3)),  # kept as JSON
+        Message(UID(9), UpstreamUID(1), (), "x" * 70000, -1, 2**70, BlobId(3)),  # JSON too
     ],
 )
 def test_a_message_record_reads_back_as_written(tmp_path: Path, message: Message) -> None:

@@ -44,7 +44,7 @@ def recorded(dovecot: Dovecot, tmp_path: Path) -> Iterator[tuple[Account, Comman
         yield Account(user, f"{user}-pw", {}), commands, proxy.port
 
 
-def test_the_header_fetch_after_a_first_select_asks_the_upstream_nothing(
+def test_the_header_fetch_after_a_first_select_needs_no_second_pass(
     dovecot: Dovecot, recorded: tuple[Account, CommandLog, int]
 ) -> None:
     account, commands, port = recorded

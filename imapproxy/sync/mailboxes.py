@@ -151,12 +151,9 @@ async def sync_new_mailboxes(
         if len(info.first) < info.exists:
             looks[mailbox.id] = FirstLook(info, upto)
             continue
-        guard = changed_after if mailbox is mailboxes[0] and changed_after is not None else None
-        fetched = _Fetched(
-            info,
-            new=list(info.first),
-            local_modseq=mailbox.highestmodseq if guard is None else guard,
-        )
+        first = mailbox is mailboxes[0]
+        guard = changed_after if first and changed_after is not None else mailbox.highestmodseq
+        fetched = _Fetched(info, new=list(info.first), local_modseq=guard)
         fetched.first_sync = True
         synced.append(_store_whole(store, mailbox, fetched))
     return synced, looks

@@ -238,6 +238,11 @@ async def sync_messages(
     fetched.first_sync = mailbox.upstream_uidvalidity is None
 
     uidnext_moved = info.uidnext is None or info.uidnext > (mailbox.upstream_uidnext or 0)
+    if batched and info.uidnext is not None and len(known) == info.exists:
+        # The batches, by message number, fetched every message the EXAMINE counted (no
+        # EXPUNGE renumbers them during FETCH, RFC 3501 §7.4.1): nothing below its
+        # UIDNEXT is left, and what came since is above it, for the next sync.
+        uidnext_moved = False
     if info.exists and info.first is not None and not reset and last_uid == 0:
         fetched.new = list(info.first)
         if len(fetched.new) < info.exists:  # more, above the pipelined UIDs
@@ -325,6 +330,8 @@ async def _first_sync_in_batches(
         assert coming is not None
         items = await coming
         coming = ask(batches[index + 1]) if index + 1 < len(batches) else None
+        if coming is not None:
+            await client.on_the_wire()  # the upstream works on it while we store this one
         batch = _Fetched(partial, new=items, local_modseq=mailbox.highestmodseq)
         batch.first_sync, batch.recent_found = True, recent_found
         recent_found = recent_found or any(_recent_upstream(item) for item in batch.new)

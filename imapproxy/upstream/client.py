@@ -219,6 +219,10 @@ class UpstreamClient:
     def has(self, capability: str) -> bool:
         return capability.upper() in self.capabilities
 
+    async def on_the_wire(self) -> None:
+        """Returns once what was sent so far has left (UpstreamProtocol.on_the_wire)."""
+        await self.protocol.on_the_wire()
+
     @property
     def literal_plus(self) -> bool:
         return self.has("LITERAL+")

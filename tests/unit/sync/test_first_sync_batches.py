@@ -67,6 +67,9 @@ class Upstream:
     async def search_uids(self, uids: SequenceSet) -> set[int]:
         return set(self.uids)
 
+    async def on_the_wire(self) -> None:
+        self.fetches.append(("on the wire", False))
+
 
 def _upstream_uids(store: Store, box: Any) -> list[int]:
     listed = store.read(lambda tx: list(messages.iterate(tx, box.account, box.id)))
@@ -83,13 +86,36 @@ def test_a_large_first_sync_goes_in_batches_and_keeps_upstream_order(
     upstream = Upstream(uids, recent=frozenset({40, 41}))
     synced, change = run_now(sync.sync_messages(upstream, store, box))  # type: ignore[arg-type]
     # UIDs 3 and 5 came with the EXAMINE: they are messages 1 and 2; batches go on at 3.
-    assert upstream.fetches[:3] == [("with EXAMINE 1:5", False), ("3:6", True), ("7:10", True)]
-    assert all(not by_seq for _, by_seq in upstream.fetches[3:])
+    asked = [f for f in upstream.fetches if f[0] != "on the wire"]
+    # Every message the EXAMINE counted came: nothing is asked for above them.
+    assert asked == [("with EXAMINE 1:5", False), ("3:6", True), ("7:10", True)]
     assert _upstream_uids(store, box) == uids
     assert change.added
     assert synced.upstream_last_uid == 41 and synced.upstream_uidnext == 42
     # \Recent: exactly the messages the upstream still calls recent (local UIDs 9, 10).
     assert synced.first_recent_uid == 9
+
+
+def test_batches_that_came_short_are_completed_above_the_last_uid(
+    replica: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch that lacks a message the EXAMINE counted (gone meanwhile, or an upstream
+    that skipped it): the sync asks for everything above the last UID it got."""
+    store, box = replica
+    monkeypatch.setattr(sync, "FIRST_SYNC_BATCH", 4)
+    monkeypatch.setattr(sync, "PIPELINED_FIRST_UIDS", 2)
+    upstream = Upstream(list(range(1, 11)))
+    fetch = upstream.fetch
+
+    async def skipping(numbers: SequenceSet, attributes: Any, **kw: Any) -> list[dict[str, Any]]:
+        got = await fetch(numbers, attributes, **kw)
+        return [item for item in got if item["UID"] != 8]
+
+    monkeypatch.setattr(upstream, "fetch", skipping)
+    run_now(sync.sync_messages(upstream, store, box))  # type: ignore[arg-type]
+    asked = [f for f, _ in upstream.fetches if f != "on the wire"]
+    # ...and, since the count still disagrees, for the one the upstream says it has.
+    assert asked == ["with EXAMINE 1:2", "3:6", "7:10", "11:*", "8"]
 
 
 def test_a_sync_stopped_between_batches_is_completed_by_the_next(
@@ -236,7 +262,8 @@ def test_each_batch_is_asked_for_before_the_one_before_it_is_stored(
     replica: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The upstream sends the next batch while the proxy stores one: no batch waits a
-    round trip behind the storing of the one before."""
+    round trip behind the storing of the one before, and the command has left before
+    the storing blocks the reactor."""
     store, box = replica
     monkeypatch.setattr(sync, "FIRST_SYNC_BATCH", 4)
     monkeypatch.setattr(sync, "PIPELINED_FIRST_UIDS", 2)
@@ -249,12 +276,14 @@ def test_each_batch_is_asked_for_before_the_one_before_it_is_stored(
 
     monkeypatch.setattr(sync, "_store_batch", noted)
     run_now(sync.sync_messages(upstream, store, box))  # type: ignore[arg-type]
-    assert [f for f, _ in upstream.fetches[:6]] == [
+    assert [f for f, _ in upstream.fetches[:8]] == [
         "with EXAMINE 1:2",
         "3:6",  # asked before the pipelined two are stored
+        "on the wire",
         "store 2",
         "7:10",
+        "on the wire",
         "store 4",
-        "store 4",
+        "store 4",  # nothing asked behind the last batch: nothing to wait for
     ]
     assert _upstream_uids(store, box) == list(range(1, 11))

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
+import pytest_twisted
 from twisted.internet import defer
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
@@ -166,3 +170,29 @@ def test_the_trailing_answer_first_drops_the_link() -> None:
     assert isinstance(d.result.value, UpstreamUnavailable)
     d.addErrback(lambda _: None)
     assert transport.disconnecting or transport.disconnected
+
+
+@pytest_twisted.ensureDeferred
+async def test_on_the_wire_returns_once_a_command_written_has_left() -> None:
+    """Twisted only buffers a write until the reactor next polls: a command asked ahead
+    and then followed by blocking work (storing a batch) would sit in the buffer
+    meanwhile. on_the_wire returns once it is in the peer's socket."""
+    from twisted.internet import reactor
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    try:
+        protocol = UpstreamProtocol(reactor)
+        protocol.greeting.addErrback(lambda _: None)  # no greeting comes in this test
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", listener.getsockname()[1])
+        await connectProtocol(endpoint, protocol)
+        peer, _ = listener.accept()
+        peer.setblocking(False)
+        protocol.write(b"P9 FETCH 3:4 (UID)\r\n")
+        with pytest.raises(BlockingIOError):
+            peer.recv(100)  # written, but not sent yet
+        await protocol.on_the_wire()
+        assert peer.recv(100) == b"P9 FETCH 3:4 (UID)\r\n"
+        protocol.transport.loseConnection()
+        peer.close()
+    finally:
+        listener.close()

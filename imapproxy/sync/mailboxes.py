@@ -19,8 +19,6 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
-from twisted.internet import defer
-
 from imapproxy.message.structure_wire import upstream_structure_bytes
 from imapproxy.notify import MailboxChange
 from imapproxy.protocol import FetchAttribute, SequenceSet, Value
@@ -55,11 +53,12 @@ def new_message_items(client: UpstreamClient) -> tuple[FetchAttribute, ...]:
     return NEW_MESSAGE_ITEMS + ((GMAIL_ID,) if client.has("X-GM-EXT-1") else ())
 
 
-#: A first sync of a larger mailbox fetches and stores its message list this many
-#: messages at a time, so memory stays flat in the mailbox's size. Each batch costs a
-#: round trip (the next is asked for once one has arrived): at 1,000 a 10,000-message
-#: INBOX took 0.4 s longer over a 50 ms link, for no less memory at 100,000.
+#: A first sync of a larger mailbox stores its message list this many messages at a
+#: time, as they arrive, so memory stays flat in the mailbox's size.
 FIRST_SYNC_BATCH = 2500
+#: ... and asks for it in FETCH commands of up to this many messages: each command must
+#: finish within the FETCH timeout (600 s), which this many take at 25 kB/s.
+FIRST_SYNC_COMMAND = 20_000
 #: A mailbox the replica never had: the UID FETCH of its messages at UIDs up to this
 #: (so at most this many) goes in the same write as its EXAMINE, one round trip for
 #: both; a small folder's whole first sync. Larger ones fetch the rest after it.
@@ -297,51 +296,54 @@ async def _first_sync_in_batches(
     info: SelectInfo,
     prefetched: tuple[dict[str, Value], ...] = (),
 ) -> Mailbox:
-    """The message list of a mailbox the replica never had, FIRST_SYNC_BATCH messages
-    (by message number) at a time, each batch stored in its own transaction: what is
-    held in memory stays two batches (the one being stored, the next arriving),
-    however large the mailbox. Each batch is asked for before the one before it is
-    stored, so the upstream's sending and our storing overlap and no batch waits a
-    round trip. Afterwards the replica reads as synced up to the last UID seen; the
-    caller's usual resync covers what arrived or went meanwhile. ``prefetched``: the
-    lowest UIDs' items, fetched with the EXAMINE; they are the first messages by
-    number, stored first."""
+    """The message list of a mailbox the replica never had, streamed: FETCH by message
+    number, each response taken as it arrives and the messages stored FIRST_SYNC_BATCH
+    at a time, each batch in its own transaction. The upstream goes on sending while a
+    batch is stored (the kernel holds what we have not read yet), so no batch waits a
+    round trip, and what is held stays one batch however large the mailbox. (Batches of
+    FETCH commands, each asked for when the one before had come, cost a round trip and
+    the upstream's work on each: 0.73 s of a 10,000-message INBOX's sync at 50 ms.)
+
+    Afterwards the replica reads as synced up to the last UID stored; the caller's
+    usual resync covers what arrived or went meanwhile. ``prefetched``: the lowest UIDs'
+    items, fetched with the EXAMINE; they are the first messages by number."""
     recent_found = False
     # No UIDNEXT recorded until the caller's own pass: were we stopped between batches,
     # the next sync must still fetch everything above the last UID stored.
     partial = replace(info, uidnext=None)
     progress = Progress(f"first sync of {mailbox.name!r}", info.exists)
-    batches: list[tuple[int, int] | None] = [None] if prefetched else []
-    start = len(prefetched) + 1
-    batches += [
-        (first, min(first + FIRST_SYNC_BATCH - 1, info.exists))
-        for first in range(start, info.exists + 1, FIRST_SYNC_BATCH)
-    ]
+    pending: list[dict[str, Value]] = list(prefetched)
+    failed: list[Exception] = []
 
-    def ask(numbers: tuple[int, int] | None) -> defer.Deferred[list[dict[str, Value]]]:
-        if numbers is None:
-            return defer.succeed(list(prefetched))
-        return defer.Deferred.fromCoroutine(
-            client.fetch(SequenceSet((numbers,)), new_message_items(client), by_sequence=True)
-        )
-
-    coming = ask(batches[0]) if batches else None
-    for index in range(len(batches)):
-        assert coming is not None
-        items = await coming
-        coming = ask(batches[index + 1]) if index + 1 < len(batches) else None
-        if coming is not None:
-            await client.on_the_wire()  # the upstream works on it while we store this one
-        batch = _Fetched(partial, new=items, local_modseq=mailbox.highestmodseq)
+    def store_pending() -> None:
+        nonlocal mailbox, recent_found
+        batch = _Fetched(partial, new=pending[:], local_modseq=mailbox.highestmodseq)
+        pending.clear()
         batch.first_sync, batch.recent_found = True, recent_found
         recent_found = recent_found or any(_recent_upstream(item) for item in batch.new)
-        try:
-            mailbox = _store_batch(store, mailbox, batch)
-        except BaseException:
-            if coming is not None:
-                coming.addErrback(lambda _: None)  # its answer is not wanted any more
-            raise
+        mailbox = _store_batch(store, mailbox, batch)
         progress.advance(len(batch.new))
+
+    def take(item: dict[str, Value]) -> None:
+        if failed:
+            return  # the sync fails once the command is answered; nothing more is stored
+        pending.append(item)
+        if len(pending) >= FIRST_SYNC_BATCH:
+            try:
+                store_pending()
+            except Exception as exc:
+                failed.append(exc)
+
+    try:
+        for first in range(len(prefetched) + 1, info.exists + 1, FIRST_SYNC_COMMAND):
+            last = min(first + FIRST_SYNC_COMMAND - 1, info.exists)
+            numbers = SequenceSet(((first, last),))
+            await client.fetch_each(numbers, new_message_items(client), take, by_sequence=True)
+            if failed:
+                raise failed[0]
+    finally:
+        if pending and not failed:
+            store_pending()  # what came before the link went is kept: less to fetch again
     progress.finish()
     return mailbox
 

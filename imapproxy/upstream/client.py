@@ -219,10 +219,6 @@ class UpstreamClient:
     def has(self, capability: str) -> bool:
         return capability.upper() in self.capabilities
 
-    async def on_the_wire(self) -> None:
-        """Returns once what was sent so far has left (UpstreamProtocol.on_the_wire)."""
-        await self.protocol.on_the_wire()
-
     @property
     def literal_plus(self) -> bool:
         return self.has("LITERAL+")
@@ -232,9 +228,13 @@ class UpstreamClient:
         build: Callable[[str], Any],
         timeout: float | None = None,
         patience: float | None = None,
+        consume: Callable[[UntaggedData], bool] | None = None,
     ) -> Result:
         return await self.protocol.run(
-            lambda tag: _groups(build(tag), self.literal_plus), timeout=timeout, patience=patience
+            lambda tag: _groups(build(tag), self.literal_plus),
+            timeout=timeout,
+            patience=patience,
+            consume=consume,
         )
 
     # mailboxes ---------------------------------------------------------------
@@ -575,6 +575,32 @@ class UpstreamClient:
             timeout=600.0,
         )
         return _fetched_with_uid(result)
+
+    async def fetch_each(
+        self,
+        numbers: SequenceSet,
+        attributes: tuple[FetchAttribute, ...],
+        each: Callable[[dict[str, Value]], None],
+        by_sequence: bool = False,
+    ) -> None:
+        """fetch, with each message's dict handed to ``each`` as its response arrives
+        instead of all of them returned at the end: what is held is what ``each`` holds."""
+        attributes = (FetchAttribute("UID"), *attributes)
+
+        def consume(data: UntaggedData) -> bool:
+            if data.name != "FETCH":
+                return False
+            items = fetch_items(data.values[0])  # type: ignore[arg-type]
+            if "UID" not in items:
+                return False  # an unsolicited flag update, for on_untagged
+            each(items)
+            return True
+
+        await self._run(
+            lambda tag: Fetch(tag, not by_sequence, numbers, attributes),
+            timeout=600.0,
+            consume=consume,
+        )
 
     async def search_uids(self, uids: SequenceSet) -> set[int]:
         """Which of these UIDs still exist (expunge detection without refetching flags)."""

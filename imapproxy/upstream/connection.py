@@ -111,6 +111,20 @@ class _Running:
     followers: list[Follower] = field(default_factory=list)
     own: TaggedResponse | None = None
     answered: int = 0
+    #: Takes untagged data as it arrives; what it takes (returns True for) is not kept.
+    consume: Callable[[UntaggedData], bool] | None = None
+
+
+def _kept(running: _Running, event: UntaggedData | UntaggedStatus) -> bool:
+    """File an untagged response with the command it belongs to; False if the
+    command's consume took it instead."""
+    if running.own is not None:
+        running.followers[running.answered].untagged.append(event)
+    elif running.consume is not None and isinstance(event, UntaggedData) and running.consume(event):
+        return False
+    else:
+        running.untagged.append(event)
+    return True
 
 
 #: Chunks larger than this are streamed to the transport in slices of SLICE bytes.
@@ -263,20 +277,6 @@ class UpstreamProtocol(Protocol):
 
     # sending -----------------------------------------------------------------
 
-    def on_the_wire(self) -> defer.Deferred[None]:
-        """Fires once the reactor has polled its sockets, so that a command just sent is
-        with the upstream before the caller blocks the reactor with work of its own.
-
-        A Twisted transport only buffers a write; the data goes out when the reactor
-        next polls. A command asked ahead and followed at once by storing a batch would
-        leave only after the storing, and the upstream would wait idle meanwhile (the
-        first sync of 10,000 messages at 50 ms lost about 60 ms a batch so). Delayed
-        calls made while the reactor runs delayed calls wait for its next turn, so two in
-        a row put one poll of the sockets between now and the callback."""
-        done: defer.Deferred[None] = defer.Deferred()
-        self.clock.callLater(0, lambda: self.clock.callLater(0, done.callback, None))
-        return done
-
     def write(self, data: bytes) -> None:
         assert self.transport is not None
         if self._deflate is not None:
@@ -312,6 +312,7 @@ class UpstreamProtocol(Protocol):
         deadline: float | None = None,
         before: Callable[[str], bytes] | None = None,
         after: Callable[[str], bytes] | Sequence[Callable[[str], bytes]] | None = None,
+        consume: Callable[[UntaggedData], bool] | None = None,
     ) -> Result:
         """Send one command: groups of chunks, each group after the upstream's '+'.
 
@@ -334,6 +335,11 @@ class UpstreamProtocol(Protocol):
         server runs commands that depend on each other in order (RFC 3501 §5.5), so what
         comes after one tagged answer belongs to the next command. This command's
         refusal is raised once all are answered; a follower's refusal is its entry's.
+
+        ``consume`` takes this command's untagged data as each response arrives; what
+        it takes is neither kept in the Result nor counted against max_retained, so an
+        answer of any size (a first sync's message list) is handled in constant memory.
+        It must not raise: a failure of its own is its caller's to keep and report.
         """
         await self._lock.acquire()
         try:
@@ -353,6 +359,7 @@ class UpstreamProtocol(Protocol):
                 first.append(line(followers[-1].tag))
             running = _Running(tag, list(groups[1:]), defer.Deferred(), on_continuation)
             running.leading, running.followers = leading, followers
+            running.consume = consume
             running.done.addTimeout(timeout or self.command_timeout, self.clock, self._timed_out)
             self._running = running
             self.watch_progress(patience, deadline)
@@ -507,11 +514,7 @@ class UpstreamProtocol(Protocol):
                 if running is not None:
                     running.untagged.append(event)
                 return  # the connection closes next; connectionLost reports it
-            if running is not None:
-                if running.own is not None:
-                    running.followers[running.answered].untagged.append(event)
-                else:
-                    running.untagged.append(event)
+            if running is not None and _kept(running, event):
                 running.retained += self.reader.last_size
                 if running.retained > self.max_retained:
                     self._fail(

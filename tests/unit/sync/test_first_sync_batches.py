@@ -23,7 +23,10 @@ class Upstream:
         self.recent = recent
         self.fetches: list[tuple[str, bool]] = []
         self.keywords_allowed: dict[str, bool] = {}
-        self.fail_at: int | None = None
+        #: fetch_each: the link goes after this many messages; these are not sent.
+        self.lost_after: int | None = None
+        self.delivered = 0
+        self.skipped: set[int] = set()
         self.highestmodseq = 50
         self.qresync = False
 
@@ -55,8 +58,6 @@ class Upstream:
         self, numbers: SequenceSet, attributes: Any, by_sequence: bool = False, **_: Any
     ) -> list[dict[str, Any]]:
         self.fetches.append((str(numbers), by_sequence))
-        if self.fail_at is not None and len(self.fetches) == self.fail_at:
-            raise ConnectionError("link lost")
         ((low, high),) = numbers.ranges  # type: ignore[attr-defined]
         if by_sequence:
             return [self._item(uid) for uid in self.uids[low - 1 : high]]
@@ -67,8 +68,18 @@ class Upstream:
     async def search_uids(self, uids: SequenceSet) -> set[int]:
         return set(self.uids)
 
-    async def on_the_wire(self) -> None:
-        self.fetches.append(("on the wire", False))
+    async def fetch_each(
+        self, numbers: SequenceSet, attributes: Any, each: Any, by_sequence: bool = False
+    ) -> None:
+        self.fetches.append((str(numbers), by_sequence))
+        ((low, high),) = numbers.ranges  # type: ignore[attr-defined]
+        for uid in self.uids[low - 1 : high]:
+            if self.lost_after is not None and self.delivered == self.lost_after:
+                raise ConnectionError("link lost")
+            self.delivered += 1
+            if uid not in self.skipped:
+                each(self._item(uid))
+        self.fetches.append((f"{numbers} answered", by_sequence))
 
 
 def _upstream_uids(store: Store, box: Any) -> list[int]:
@@ -85,10 +96,14 @@ def test_a_large_first_sync_goes_in_batches_and_keeps_upstream_order(
     uids = [3, 5, 6, 9, 10, 20, 21, 22, 40, 41]
     upstream = Upstream(uids, recent=frozenset({40, 41}))
     synced, change = run_now(sync.sync_messages(upstream, store, box))  # type: ignore[arg-type]
-    # UIDs 3 and 5 came with the EXAMINE: they are messages 1 and 2; batches go on at 3.
-    asked = [f for f in upstream.fetches if f[0] != "on the wire"]
-    # Every message the EXAMINE counted came: nothing is asked for above them.
-    assert asked == [("with EXAMINE 1:5", False), ("3:6", True), ("7:10", True)]
+    # UIDs 3 and 5 came with the EXAMINE: they are messages 1 and 2; the rest streams
+    # from message 3 in one FETCH. Every message the EXAMINE counted came: nothing is
+    # asked for above them.
+    assert upstream.fetches == [
+        ("with EXAMINE 1:5", False),
+        ("3:10", True),
+        ("3:10 answered", True),
+    ]
     assert _upstream_uids(store, box) == uids
     assert change.added
     assert synced.upstream_last_uid == 41 and synced.upstream_uidnext == 42
@@ -105,17 +120,11 @@ def test_batches_that_came_short_are_completed_above_the_last_uid(
     monkeypatch.setattr(sync, "FIRST_SYNC_BATCH", 4)
     monkeypatch.setattr(sync, "PIPELINED_FIRST_UIDS", 2)
     upstream = Upstream(list(range(1, 11)))
-    fetch = upstream.fetch
-
-    async def skipping(numbers: SequenceSet, attributes: Any, **kw: Any) -> list[dict[str, Any]]:
-        got = await fetch(numbers, attributes, **kw)
-        return [item for item in got if item["UID"] != 8]
-
-    monkeypatch.setattr(upstream, "fetch", skipping)
+    upstream.skipped = {8}
     run_now(sync.sync_messages(upstream, store, box))  # type: ignore[arg-type]
-    asked = [f for f, _ in upstream.fetches if f != "on the wire"]
+    asked = [f for f, _ in upstream.fetches if not f.endswith("answered")]
     # ...and, since the count still disagrees, for the one the upstream says it has.
-    assert asked == ["with EXAMINE 1:2", "3:6", "7:10", "11:*", "8"]
+    assert asked == ["with EXAMINE 1:2", "3:10", "11:*", "8"]
 
 
 def test_a_sync_stopped_between_batches_is_completed_by_the_next(
@@ -123,17 +132,44 @@ def test_a_sync_stopped_between_batches_is_completed_by_the_next(
 ) -> None:
     store, box = replica
     monkeypatch.setattr(sync, "FIRST_SYNC_BATCH", 4)
-    monkeypatch.setattr(sync, "PIPELINED_FIRST_UIDS", 4)
+    monkeypatch.setattr(sync, "PIPELINED_FIRST_UIDS", 2)
     uids = list(range(1, 11))
     upstream = Upstream(uids)
-    upstream.fail_at = 2
+    upstream.lost_after = 5  # messages 3 to 7 came, then the link went
     with pytest.raises(ConnectionError):
         run_now(sync.sync_messages(upstream, store, box))  # type: ignore[arg-type]
-    assert _upstream_uids(store, box) == [1, 2, 3, 4]
-    upstream.fail_at = None
+    # A whole batch (1 to 4) was stored as it came; what came after it is kept too.
+    assert _upstream_uids(store, box) == [1, 2, 3, 4, 5, 6, 7]
+    upstream.lost_after = None
     current = store.read(lambda tx: mailboxes.get(tx, box.account, box.id))
     run_now(sync.sync_messages(upstream, store, current))  # type: ignore[arg-type]
     assert _upstream_uids(store, box) == uids
+
+
+def test_a_batch_that_cannot_be_stored_fails_the_sync_once_the_fetch_is_answered(
+    replica: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store error while the answer streams in (a full disk): nothing after it is
+    stored, the FETCH is read to its end (the link stays usable), then the sync fails."""
+    store, box = replica
+    monkeypatch.setattr(sync, "FIRST_SYNC_BATCH", 4)
+    monkeypatch.setattr(sync, "PIPELINED_FIRST_UIDS", 2)
+    upstream = Upstream(list(range(1, 13)))
+    store_batch = sync._store_batch
+    calls: list[int] = []
+
+    def failing(store: Store, mailbox: Any, batch: Any) -> Any:
+        calls.append(len(batch.new))
+        if len(calls) == 2:
+            raise OSError("disk full")
+        return store_batch(store, mailbox, batch)
+
+    monkeypatch.setattr(sync, "_store_batch", failing)
+    with pytest.raises(OSError, match="disk full"):
+        run_now(sync.sync_messages(upstream, store, box))  # type: ignore[arg-type]
+    assert calls == [4, 4]
+    assert ("3:12 answered", True) in upstream.fetches
+    assert _upstream_uids(store, box) == [1, 2, 3, 4]
 
 
 def test_a_small_first_sync_goes_with_its_examine(replica: Any) -> None:
@@ -258,16 +294,17 @@ def test_a_look_at_a_mailbox_that_changed_since_is_not_used(replica: Any) -> Non
     assert _upstream_uids(store, box) == list(range(2, 12))
 
 
-def test_each_batch_is_asked_for_before_the_one_before_it_is_stored(
+def test_batches_are_stored_as_the_answer_streams_in(
     replica: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The upstream sends the next batch while the proxy stores one: no batch waits a
-    round trip behind the storing of the one before, and the command has left before
-    the storing blocks the reactor."""
+    """The message list comes in one FETCH (FIRST_SYNC_COMMAND messages at most) and is
+    stored a batch at a time while it arrives: no batch waits for the whole answer or
+    costs a round trip, and what is held stays one batch."""
     store, box = replica
     monkeypatch.setattr(sync, "FIRST_SYNC_BATCH", 4)
+    monkeypatch.setattr(sync, "FIRST_SYNC_COMMAND", 6)
     monkeypatch.setattr(sync, "PIPELINED_FIRST_UIDS", 2)
-    upstream = Upstream(list(range(1, 11)))
+    upstream = Upstream(list(range(1, 13)))
     store_batch = sync._store_batch
 
     def noted(store: Store, mailbox: Any, batch: Any) -> Any:
@@ -276,14 +313,14 @@ def test_each_batch_is_asked_for_before_the_one_before_it_is_stored(
 
     monkeypatch.setattr(sync, "_store_batch", noted)
     run_now(sync.sync_messages(upstream, store, box))  # type: ignore[arg-type]
-    assert [f for f, _ in upstream.fetches[:8]] == [
+    assert [f for f, _ in upstream.fetches] == [
         "with EXAMINE 1:2",
-        "3:6",  # asked before the pipelined two are stored
-        "on the wire",
-        "store 2",
-        "7:10",
-        "on the wire",
+        "3:8",
+        "store 4",  # the two with the EXAMINE and messages 3 and 4, while 5 to 8 come
         "store 4",
-        "store 4",  # nothing asked behind the last batch: nothing to wait for
+        "3:8 answered",
+        "9:12",
+        "store 4",
+        "9:12 answered",
     ]
-    assert _upstream_uids(store, box) == list(range(1, 11))
+    assert _upstream_uids(store, box) == list(range(1, 13))

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
-import pytest_twisted
 from twisted.internet import defer
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
+from imapproxy.protocol import UntaggedData
 from imapproxy.upstream.connection import UpstreamProtocol
 from imapproxy.upstream.errors import UpstreamRefused, UpstreamUnavailable
 
@@ -172,27 +169,45 @@ def test_the_trailing_answer_first_drops_the_link() -> None:
     assert transport.disconnecting or transport.disconnected
 
 
-@pytest_twisted.ensureDeferred
-async def test_on_the_wire_returns_once_a_command_written_has_left() -> None:
-    """Twisted only buffers a write until the reactor next polls: a command asked ahead
-    and then followed by blocking work (storing a batch) would sit in the buffer
-    meanwhile. on_the_wire returns once it is in the peer's socket."""
-    from twisted.internet import reactor
+def test_consume_takes_responses_as_they_come_and_they_are_not_kept() -> None:
+    """A first sync's message list of any size: each response goes to consume as it
+    arrives, is not kept in the Result and does not count against max_retained."""
+    protocol, _, _ = connected()
+    protocol.max_retained = 200
+    taken: list[int | None] = []
 
-    listener = socket.create_server(("127.0.0.1", 0))
-    try:
-        protocol = UpstreamProtocol(reactor)
-        protocol.greeting.addErrback(lambda _: None)  # no greeting comes in this test
-        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", listener.getsockname()[1])
-        await connectProtocol(endpoint, protocol)
-        peer, _ = listener.accept()
-        peer.setblocking(False)
-        protocol.write(b"P9 FETCH 3:4 (UID)\r\n")
-        with pytest.raises(BlockingIOError):
-            peer.recv(100)  # written, but not sent yet
-        await protocol.on_the_wire()
-        assert peer.recv(100) == b"P9 FETCH 3:4 (UID)\r\n"
-        protocol.transport.loseConnection()
-        peer.close()
-    finally:
-        listener.close()
+    def consume(data: UntaggedData) -> bool:
+        if data.name != "FETCH":
+            return False
+        taken.append(data.number)
+        return True
+
+    d = defer.ensureDeferred(
+        protocol.run(lambda tag: [[tag.encode() + b" FETCH 1:9 (UID)\r\n"]], consume=consume)
+    )
+    for number in range(1, 10):
+        protocol.dataReceived(
+            b"* %d FETCH (UID %d FLAGS (\\Seen \\Answered))\r\n" % (number, number)
+        )
+        assert taken[-1] == number  # taken at once, not at the tagged answer
+    protocol.dataReceived(b"* 10 EXISTS\r\nP1 OK done\r\n")
+    result = d.result
+    assert result.data("FETCH") == []
+    assert [u.number for u in result.data("EXISTS")] == [10]  # what consume left is kept
+    assert not protocol.broken
+
+
+def test_what_consume_leaves_still_counts_against_max_retained() -> None:
+    protocol, _, _ = connected()
+    protocol.max_retained = 100
+    d = defer.ensureDeferred(
+        protocol.run(
+            lambda tag: [[tag.encode() + b" FETCH 1:9 (UID)\r\n"]], consume=lambda _: False
+        )
+    )
+    for number in range(1, 10):
+        protocol.dataReceived(
+            b"* %d FETCH (UID %d FLAGS (\\Seen \\Answered))\r\n" % (number, number)
+        )
+    assert isinstance(d.result.value, UpstreamUnavailable)
+    d.addErrback(lambda _: None)

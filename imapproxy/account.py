@@ -83,16 +83,17 @@ class MailboxStats:
 
 def _compute_stats(tx: Tx, mailbox: Mailbox) -> MailboxStats:
     count = unseen = size = 0
-    keywords: set[str] = set()
+    keywords: set[bytes] = set()
     first_unseen = None
-    for message in messages.iterate(tx, mailbox.account, mailbox.id):
+    for message_size, flags in messages.sizes_and_flags(tx, mailbox.account, mailbox.id):
         count += 1
-        size += message.size
-        if not any(f.upper() == "\\SEEN" for f in message.flags):
+        size += message_size
+        if b"\\Seen" not in flags and not any(f.upper() == b"\\SEEN" for f in flags):
             unseen += 1
             first_unseen = first_unseen or count
-        keywords.update(f for f in message.flags if not f.startswith("\\"))
-    return MailboxStats(count, unseen, size, tuple(sorted(keywords)), first_unseen)
+        keywords.update(f for f in flags if not f.startswith(b"\\"))
+    names = sorted(keyword.decode() for keyword in keywords)
+    return MailboxStats(count, unseen, size, tuple(names), first_unseen)
 
 
 class AccountRuntime:

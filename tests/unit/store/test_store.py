@@ -110,6 +110,9 @@ def test_a_message_record_reads_back_as_written(tmp_path: Path, message: Message
     box = store.write(lambda tx: mailboxes.create(tx, account, "INBOX"))
     store.write(lambda tx: messages.put(tx, account, box.id, message))
     assert store.read(lambda tx: messages.get(tx, account, box.id, message.uid)) == message
+    # What STATUS counts, read without building the Message, says the same.
+    listed = store.read(lambda tx: list(messages.sizes_and_flags(tx, account, box.id)))
+    assert listed == [(message.size, [flag.encode() for flag in message.flags])]
     store.close()
 
 

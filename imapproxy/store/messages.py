@@ -149,7 +149,9 @@ def iterate(tx: Tx, account: AccountId, mailbox: MailboxId) -> Iterator[Message]
 
 
 def uids(tx: Tx, account: AccountId, mailbox: MailboxId) -> list[UID]:
-    return [UID(read_u32(key, 8)) for key, _ in tx.scan(b"messages", prefix(account, mailbox))]
+    """Every SELECT lists them all: from the keys alone (half the time of reading, and
+    for an encrypted account opening, every record)."""
+    return [UID(read_u32(key, 8)) for key in tx.keys(b"messages", prefix(account, mailbox))]
 
 
 def local_uid(tx: Tx, account: AccountId, mailbox: MailboxId, upstream_uid: int) -> UID | None:

@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 
 #: Seconds between full background syncs of every folder; 0 turns them off.
 SYNC_INTERVAL_ENV = "IMAPPROXY_SYNC_INTERVAL"
+#: Once NOTIFY first covers the folder list, it is fetched once more this much later
+#: (see _covered).
+LIST_REFRESH_DELAY = 1.0
 
 
 def prefetch_policy(configured: PrefetchPolicy | None = None) -> PrefetchPolicy:
@@ -136,6 +139,7 @@ class AccountRuntime:
         #: When the last successful fetch of the folder list, and of the subscriptions
         #: without a mailbox, began (None: not since the link last came up).
         self._listed_at: float | None = None
+        self._list_refresh: Any = None  # the delayed call of _refresh_list_if_stale
         self._subscriptions_at: float | None = None
         self.status = LinkStatus(reactor, store, account.id)
         #: News of every mailbox a client has selected, on a connection of its own.
@@ -502,6 +506,8 @@ class AccountRuntime:
         builds a new runtime)."""
         self.background.close()
         self.status.close()
+        if self._list_refresh is not None and self._list_refresh.active():
+            self._list_refresh.cancel()
         defer.ensureDeferred(self.watcher.close()).addErrback(
             lambda f: log.info("closing the upstream watcher: %s", f.value)
         )
@@ -547,6 +553,16 @@ class AccountRuntime:
                 self._synced_at[mailbox.id] = covered_at
             else:
                 self.request_sync(mailbox.name)
+        if self._list_refresh is None or not self._list_refresh.active():
+            # Not at once: the cover comes in the middle of a new session's STATUS of
+            # each folder, and a LIST now took the link from them for a round trip (the
+            # INBOX's first sync waited behind it). Until then LIST asks the upstream,
+            # as it did before the cover.
+            self._list_refresh = self.reactor.callLater(
+                LIST_REFRESH_DELAY, self._refresh_list_if_stale
+            )
+
+    def _refresh_list_if_stale(self) -> None:
         if self.watcher.list_covered_since() is not None and not self.list_fresh():
             self._refresh_list_in_background()
 

@@ -1,14 +1,17 @@
 """When a just-synced replica counts as current (AccountRuntime._current_from): a NOTIFY SET
 that came to cover the mailbox while its sync ran makes it current from the cover on,
 but only if the sync's result matches the STATUS the SET stated, and no news came
-since. Otherwise the sync's own start stands (and the next STATUS asks again)."""
+since. Otherwise the sync's own start stands (and the next STATUS asks again). And when
+the folder list is fetched again once NOTIFY covers it (AccountRuntime._covered)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
-from imapproxy.account import AccountRuntime
+from twisted.internet.task import Clock
+
+from imapproxy.account import LIST_REFRESH_DELAY, AccountRuntime
 
 
 @dataclass
@@ -66,3 +69,61 @@ def test_no_cover_or_a_cover_before_the_sync_leaves_the_sync_start() -> None:
 def test_a_cover_with_no_status_for_the_mailbox_leaves_the_sync_start() -> None:
     runtime = _Runtime(_Watcher(covered=12.0), _cover_statuses={})
     assert _current_from(runtime, began=10.0) == 10.0
+
+
+class _ListWatcher:
+    def list_covered_since(self) -> float | None:
+        return 1.0
+
+
+class _Outbox:
+    def mailboxes_pending(self) -> set[int]:
+        return set()
+
+
+class _CoverRuntime:
+    """What _covered uses of an AccountRuntime, with a folder list that is not fresh."""
+
+    def __init__(self) -> None:
+        self.reactor = Clock()
+        self.watcher = _ListWatcher()
+        self.outbox = _Outbox()
+        self._cover_statuses: dict[str, dict[str, int]] = {}
+        self._list_refresh: Any = None
+        self.refreshes = 0
+        self.fresh_list = False
+
+    def mailboxes(self) -> list[Any]:
+        return []
+
+    def list_fresh(self) -> bool:
+        return self.fresh_list
+
+    def _refresh_list_in_background(self) -> None:
+        self.refreshes += 1
+
+    def _refresh_list_if_stale(self) -> None:
+        AccountRuntime._refresh_list_if_stale(self)  # type: ignore[arg-type]
+
+
+def _cover(runtime: _CoverRuntime) -> None:
+    AccountRuntime._covered(runtime, frozenset(), {})  # type: ignore[arg-type]
+
+
+def test_the_list_is_fetched_again_a_while_after_the_first_cover_not_at_once() -> None:
+    """A new session's STATUS of each folder runs when NOTIFY first covers: a LIST then
+    took the link from them for a round trip."""
+    runtime = _CoverRuntime()
+    _cover(runtime)
+    _cover(runtime)  # a second SET meanwhile: still one refresh
+    assert runtime.refreshes == 0
+    runtime.reactor.advance(LIST_REFRESH_DELAY)
+    assert runtime.refreshes == 1
+
+
+def test_no_list_is_fetched_when_a_client_made_it_fresh_meanwhile() -> None:
+    runtime = _CoverRuntime()
+    _cover(runtime)
+    runtime.fresh_list = True  # a client's LIST asked the upstream after the cover
+    runtime.reactor.advance(LIST_REFRESH_DELAY)
+    assert runtime.refreshes == 0

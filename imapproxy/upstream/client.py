@@ -584,15 +584,20 @@ class UpstreamClient:
         by_sequence: bool = False,
     ) -> None:
         """fetch, with each message's dict handed to ``each`` as its response arrives
-        instead of all of them returned at the end: what is held is what ``each`` holds."""
+        instead of all of them returned at the end: what is held is what ``each`` holds.
+
+        Only responses with every item asked for count: a flag change made elsewhere
+        meanwhile comes as an unsolicited FETCH, with a UID once QRESYNC is enabled
+        (RFC 7162 §3.2.10), and is no message of the list; it is left to on_untagged."""
         attributes = (FetchAttribute("UID"), *attributes)
+        asked = {a.response_name() for a in attributes}
 
         def consume(data: UntaggedData) -> bool:
             if data.name != "FETCH":
                 return False
             items = fetch_items(data.values[0])  # type: ignore[arg-type]
-            if "UID" not in items:
-                return False  # an unsolicited flag update, for on_untagged
+            if not asked <= items.keys():
+                return False
             each(items)
             return True
 

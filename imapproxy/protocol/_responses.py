@@ -81,6 +81,11 @@ _CODE_NAME = re.compile(rb"[^\x00-\x20\x7f\[\]()\"{]+")
 _TEXT_LINE = re.compile(rb"(?:\+|[^ ]+ (?:OK|NO|BAD|BYE|PREAUTH)(?: |\Z))", re.IGNORECASE)
 
 
+#: The head of an untagged FETCH, the response a message list is made of: read in one
+#: match. What it does not take (another spelling of FETCH) goes word by word.
+_FETCH_HEAD = re.compile(rb"\* ([0-9]{1,10}) FETCH(?= )")
+
+
 def is_text_line(first: bytes) -> bool:
     """True for lines whose tail is free text (a trailing ``{n}`` is not a literal)."""
     return bool(_TEXT_LINE.match(first))
@@ -141,6 +146,8 @@ def parse_response(
     ``raw_fetch_items``: FETCH items (such as ENVELOPE) whose values are kept as the
     server's bytes (``Raw``) where they can be passed on unchanged (``_fetch_raw``)."""
     first = parts[0]
+    if raw_fetch_items and (head := _FETCH_HEAD.match(first)) is not None:
+        return _fetch(parts, head.end(), int(head.group(1)), max_depth, raw_fetch_items)
     if first[:1] == b"+":
         if len(parts) > 1:
             raise ParseError("literal in continuation request")
@@ -169,11 +176,7 @@ def parse_response(
         code, text = _status_tail(first, pos)
         return UntaggedStatus(name, code, text)
     if name == "FETCH" and raw_fetch_items and number is not None:
-        scanner = Scanner(parts, numbers=True, max_depth=max_depth, pos=pos)
-        attributes = read_fetch_attributes(scanner, raw_fetch_items)
-        if not scanner.at_end():
-            raise ParseError("malformed FETCH response")
-        return UntaggedData(number, name, (attributes,))
+        return _fetch(parts, pos, number, max_depth, raw_fetch_items)
     try:
         values = Scanner(parts, numbers=True, max_depth=max_depth, pos=pos).read_all()
     except ParseError:
@@ -183,6 +186,17 @@ def parse_response(
     if name == "FETCH" and (number is None or len(values) != 1 or not isinstance(values[0], tuple)):
         raise ParseError("malformed FETCH response")
     return UntaggedData(number, name, tuple(values))
+
+
+def _fetch(
+    parts: list[bytes], pos: int, number: int, max_depth: int, raw_fetch_items: frozenset[str]
+) -> UntaggedData:
+    """An untagged FETCH whose attribute list starts at pos (_fetch_raw's shortcuts)."""
+    scanner = Scanner(parts, numbers=True, max_depth=max_depth, pos=pos)
+    attributes = read_fetch_attributes(scanner, raw_fetch_items)
+    if not scanner.at_end():
+        raise ParseError("malformed FETCH response")
+    return UntaggedData(number, "FETCH", (attributes,))
 
 
 #: Responses whose syntax we rely on; anything else falls back to Raw on error.

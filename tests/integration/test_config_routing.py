@@ -18,6 +18,7 @@ import pytest
 from imapclient import IMAPClient
 from imapclient.exceptions import LoginError
 
+from imapproxy.account import LIST_REFRESH_DELAY
 from tests.integration.clients import imap
 from tests.integration.conftest import ProxyFactory
 from tests.support.configured_proxy import ConfiguredProxy
@@ -101,11 +102,13 @@ def _by_pattern(relays: tuple[Relay, Relay]) -> str:
 
 
 def _settled(count: Callable[[], int]) -> int:
-    """A counter's value once it has not moved for half a second."""
+    """A counter's value once it has not moved for longer than the proxy's delayed work
+    (the folder list is fetched again LIST_REFRESH_DELAY after NOTIFY first covers it)."""
+    quiet = LIST_REFRESH_DELAY + 0.5
     value = count()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
-        time.sleep(0.5)
+        time.sleep(quiet)
         if count() == value:
             return value
         value = count()

@@ -45,9 +45,11 @@ log = logging.getLogger(__name__)
 
 #: Seconds between full background syncs of every folder; 0 turns them off.
 SYNC_INTERVAL_ENV = "IMAPPROXY_SYNC_INTERVAL"
-#: Once NOTIFY first covers the folder list, it is fetched once more this much later
-#: (see _covered).
+#: Once NOTIFY first covers the folder list, it is fetched once more when the link has
+#: had nothing to do for this long (see _covered)...
 LIST_REFRESH_DELAY = 1.0
+#: ... or at the latest this long after the cover.
+LIST_REFRESH_LATEST = 30.0
 
 
 def prefetch_policy(configured: PrefetchPolicy | None = None) -> PrefetchPolicy:
@@ -409,7 +411,8 @@ class AccountRuntime:
 
         try:
             with METRICS.sync_seconds.time():
-                synced, change = await self.link.use(run, background=patient)
+                # EXAMINE, FETCH and SEARCH only: nothing upstream changes.
+                synced, change = await self.link.use(run, background=patient, reads_only=True)
         except UpstreamUnavailable as exc:
             self._went_offline(exc)
             if required:
@@ -555,16 +558,23 @@ class AccountRuntime:
                 self.request_sync(mailbox.name)
         if self._list_refresh is None or not self._list_refresh.active():
             # Not at once: the cover comes in the middle of a new session's STATUS of
-            # each folder, and a LIST now took the link from them for a round trip (the
-            # INBOX's first sync waited behind it). Until then LIST asks the upstream,
-            # as it did before the cover.
+            # each folder, and a LIST then took the link from them for a round trip (the
+            # INBOX's first sync waited behind it); nor while the session reads bodies.
+            # Until then LIST asks the upstream, as it did before the cover.
             self._list_refresh = self.reactor.callLater(
-                LIST_REFRESH_DELAY, self._refresh_list_if_stale
+                LIST_REFRESH_DELAY, self._refresh_list_if_stale, covered_at
             )
 
-    def _refresh_list_if_stale(self) -> None:
-        if self.watcher.list_covered_since() is not None and not self.list_fresh():
-            self._refresh_list_in_background()
+    def _refresh_list_if_stale(self, covered_at: float) -> None:
+        if self.watcher.list_covered_since() is None or self.list_fresh():
+            return
+        now = self.reactor.seconds()
+        if self.link.quiet_for() < LIST_REFRESH_DELAY and now - covered_at < LIST_REFRESH_LATEST:
+            self._list_refresh = self.reactor.callLater(
+                LIST_REFRESH_DELAY, self._refresh_list_if_stale, covered_at
+            )
+            return
+        self._refresh_list_in_background()
 
     def _matches(self, mailbox: Mailbox, status: dict[str, int] | None) -> bool:
         """Whether the upstream's STATUS says nothing changed since the replica's last

@@ -221,7 +221,7 @@ async def fetch_batch(
         await client.ensure_selected(mailbox.name)
         return await client.fetch(SequenceSet.from_ints(by_upstream), attributes)
 
-    items = await link.use(fetch, background=background)
+    items = await link.use(fetch, background=background, reads_only=True)
     # Not durable: fetched again if a power loss takes it back, and a client's read
     # does not wait for a second disk sync (store/_env.py).
     return store.write(

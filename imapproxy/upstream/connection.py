@@ -47,7 +47,12 @@ from imapproxy.protocol import (
     UntaggedData,
     UntaggedStatus,
 )
-from imapproxy.upstream.errors import UpstreamRefused, UpstreamUnavailable, UpstreamUnreachable
+from imapproxy.upstream.errors import (
+    ClosedAsIdleEnded,
+    UpstreamRefused,
+    UpstreamUnavailable,
+    UpstreamUnreachable,
+)
 
 Untagged = UntaggedData | UntaggedStatus
 #: Bytes written upstream as they are (a message being appended is not copied).
@@ -113,6 +118,40 @@ class _Running:
     answered: int = 0
     #: Takes untagged data as it arrives; what it takes (returns True for) is not kept.
     consume: Callable[[UntaggedData], bool] | None = None
+
+
+@dataclass
+class _Command:
+    """A command's tags and what to write: the first group of chunks (with the command
+    pipelined in front and those behind), then the groups sent after each '+'."""
+
+    tag: str
+    leading: str | None
+    groups: Sequence[Sequence[Chunk]]
+    first: list[Chunk]
+    followers: list[Follower]
+
+    @classmethod
+    def build(
+        cls,
+        protocol: UpstreamProtocol,
+        make_groups: Callable[[str], Sequence[Sequence[Chunk]]],
+        before: Callable[[str], bytes] | None,
+        after: Callable[[str], bytes] | Sequence[Callable[[str], bytes]] | None,
+    ) -> _Command:
+        leading = protocol.next_tag() if before is not None else None
+        tag = protocol.next_tag()
+        groups = make_groups(tag)
+        first: list[Chunk] = list(groups[0])
+        if before is not None and leading is not None:
+            first.insert(0, before(leading))
+        followers: list[Follower] = []
+        for line in [after] if callable(after) else after or ():
+            if len(groups) != 1:
+                raise ValueError("a command waiting for '+' cannot have one behind it")
+            followers.append(Follower(protocol.next_tag()))
+            first.append(line(followers[-1].tag))
+        return cls(tag, leading, groups, first, followers)
 
 
 def _kept(running: _Running, event: UntaggedData | UntaggedStatus) -> bool:
@@ -195,6 +234,8 @@ class UpstreamProtocol(Protocol):
         self.on_untagged: Callable[[Untagged], None] | None = None
         self._tags = (f"P{n}" for n in itertools.count(1))
         self._running: _Running | None = None
+        #: The IDLE that end_idle ended, until its tagged answer.
+        self._ending: _Running | None = None
         self._lock = defer.DeferredLock()
         self._got_greeting = False
         self.connected_ok = False
@@ -341,34 +382,43 @@ class UpstreamProtocol(Protocol):
         answer of any size (a first sync's message list) is handled in constant memory.
         It must not raise: a failure of its own is its caller's to keep and report.
         """
+        written: _Command | None = None
+        ending = self._ending
+        if ending is not None and ending is self._running and self.connected_ok:
+            command = _Command.build(self, make_groups, before, after)
+            if len(command.groups) == 1:
+                # Behind an IDLE being ended: the upstream reads DONE first, so the command
+                # may follow at once (RFC 2177), a round trip before IDLE's OK comes.
+                self._write_group(command.first)
+                written = command
         await self._lock.acquire()
         try:
             if not self.connected_ok or self.broken:
+                if written is not None:
+                    raise ClosedAsIdleEnded("the connection closed as IDLE ended")
                 raise UpstreamUnreachable("not connected to the upstream")
-            leading = self.next_tag() if before is not None else None
-            tag = self.next_tag()
-            groups = make_groups(tag)
-            first: list[Chunk] = list(groups[0])
-            if before is not None and leading is not None:
-                first.insert(0, before(leading))
-            followers: list[Follower] = []
-            for line in [after] if callable(after) else after or ():
-                if len(groups) != 1:
-                    raise ValueError("a command waiting for '+' cannot have one behind it")
-                followers.append(Follower(self.next_tag()))
-                first.append(line(followers[-1].tag))
-            running = _Running(tag, list(groups[1:]), defer.Deferred(), on_continuation)
-            running.leading, running.followers = leading, followers
+            command = written or _Command.build(self, make_groups, before, after)
+            running = _Running(
+                command.tag, list(command.groups[1:]), defer.Deferred(), on_continuation
+            )
+            running.leading, running.followers = command.leading, command.followers
             running.consume = consume
             running.done.addTimeout(timeout or self.command_timeout, self.clock, self._timed_out)
             self._running = running
             self.watch_progress(patience, deadline)
-            self._write_group(first)
+            if written is None:
+                self._write_group(command.first)
             return await running.done
         finally:
             self._running = None
             self.pause_watchdog()
             self._lock.release()
+
+    def end_idle(self) -> None:
+        """Send DONE for the running IDLE. The next command run() is given goes out at
+        once, behind it, instead of after IDLE's tagged answer."""
+        self._ending = self._running
+        self.write(b"DONE\r\n")
 
     def _timed_out(self, result: object, timeout: float) -> None:
         self.broken = True

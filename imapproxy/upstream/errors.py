@@ -17,6 +17,12 @@ class UpstreamUnreachable(UpstreamUnavailable):
     """No connection could be made: nothing of the current operation was sent."""
 
 
+class ClosedAsIdleEnded(UpstreamUnavailable):
+    """The connection closed as IDLE ended, before the command sent behind DONE was
+    answered (a BYE already on its way, say): whether the upstream read the command is
+    unknown, so only a command that changes nothing may simply go again."""
+
+
 class UpstreamBusy(UpstreamUnavailable):
     """Another operation held the account's link longer than a client may wait: nothing
     was sent; the replica answers (the upstream is not known to be down)."""

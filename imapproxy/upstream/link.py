@@ -55,6 +55,7 @@ from imapproxy.upstream.client import PASSWORD, UpstreamClient, connect
 from imapproxy.upstream.connection import Result, Untagged
 from imapproxy.upstream.errors import (
     AuthenticationFailed,
+    ClosedAsIdleEnded,
     UpstreamBusy,
     UpstreamError,
     UpstreamUnavailable,
@@ -158,6 +159,7 @@ class UpstreamLink:
         self._watched: str | None = None
         self._on_change: Callable[[str], None] | None = None
         self._idle: _Idle | None = None
+        self._last_done = float("-inf")
         self._change_call: Any = None
         self._idle_call: Any = None
         self._keepalive_call: Any = None
@@ -205,7 +207,11 @@ class UpstreamLink:
     # the one way in ----------------------------------------------------------
 
     async def use(
-        self, operation: Callable[[UpstreamClient], Awaitable[T]], *, background: bool = False
+        self,
+        operation: Callable[[UpstreamClient], Awaitable[T]],
+        *,
+        background: bool = False,
+        reads_only: bool = False,
     ) -> T:
         """Run operation with the connection to itself; reconnect first if needed.
 
@@ -213,6 +219,11 @@ class UpstreamLink:
         UpstreamUnavailable when the connection fails during the operation, and (unless
         ``background``) UpstreamBusy when another operation kept the link for longer
         than ``client_wait`` seconds.
+
+        ``reads_only``: the operation changes nothing upstream (EXAMINE, FETCH of
+        content, SEARCH). Its first command then follows IDLE's DONE at once, instead of
+        a round trip later, and runs again on a new connection if the old one closed as
+        IDLE ended.
         """
         acquired = self._lock.acquire()
         if not background and not acquired.called:
@@ -220,25 +231,42 @@ class UpstreamLink:
         else:
             await acquired
         try:
-            await self._leave_idle()
+            if not (reads_only and self._end_idle_pipelined()):
+                await self._leave_idle()
             client = await self._connected()
             try:
-                return await operation(client)
-            except UpstreamUnavailable as exc:
-                self._failed(client, str(exc))
-                raise
-            except _MALFORMED as exc:
-                # An answer that parsed as IMAP but not as what was asked for (a FETCH
-                # without a UID, FLAGS that are not a list): the connection is no longer
-                # trusted, and for the caller it is as if the link broke mid-command.
-                log.warning("upstream answer not understood: %s", exc)
-                log.debug("where the upstream answer was not understood", exc_info=True)
-                client.protocol.broken = True
-                self._failed(client, f"upstream sent a malformed answer: {exc}")
-                raise UpstreamUnavailable(f"upstream sent a malformed answer: {exc}") from exc
+                return await self._run_on(client, operation)
+            except ClosedAsIdleEnded:
+                return await self._run_on(await self._connected(), operation)
         finally:
+            self._last_done = self.reactor.seconds()
             self._lock.release()
             self._schedule_idle()
+
+    def quiet_for(self) -> float:
+        """Seconds since the last operation ended (0 while one runs): how long the link
+        has had nothing to do, for work that should not get in a client's way."""
+        if self._lock.locked:
+            return 0.0
+        return self.reactor.seconds() - self._last_done
+
+    async def _run_on(
+        self, client: UpstreamClient, operation: Callable[[UpstreamClient], Awaitable[T]]
+    ) -> T:
+        try:
+            return await operation(client)
+        except UpstreamUnavailable as exc:
+            self._failed(client, str(exc))
+            raise
+        except _MALFORMED as exc:
+            # An answer that parsed as IMAP but not as what was asked for (a FETCH
+            # without a UID, FLAGS that are not a list): the connection is no longer
+            # trusted, and for the caller it is as if the link broke mid-command.
+            log.warning("upstream answer not understood: %s", exc)
+            log.debug("where the upstream answer was not understood", exc_info=True)
+            client.protocol.broken = True
+            self._failed(client, f"upstream sent a malformed answer: {exc}")
+            raise UpstreamUnavailable(f"upstream sent a malformed answer: {exc}") from exc
 
     async def _wait_turn(self, acquired: defer.Deferred[Any]) -> None:
         """A client's wait for the link: as long as the operation ahead is seen to
@@ -616,6 +644,20 @@ class UpstreamLink:
         self._keepalive_call = None
         if self._idle is not None and self._idle.ended is ended:
             self._background(self.use(_noop, background=True), "keepalive")
+
+    def _end_idle_pipelined(self) -> bool:
+        """End IDLE without waiting for its answer (UpstreamProtocol.end_idle); False
+        when there is no IDLE to end so. How IDLE ended shows in the next command on
+        that connection (ClosedAsIdleEnded, or the connection's failure)."""
+        idle = self._idle
+        if idle is None or self._client is not idle.client or not idle.client.protocol.usable:
+            return False
+        self._idle = None
+        self._cancel(self._keepalive_call)
+        self._set_state(LinkState.READY)
+        idle.client.protocol.end_idle()
+        idle.client.protocol.watch_progress(IDLE_SWITCH_SECONDS, deadline=IDLE_SWITCH_SECONDS)
+        return True
 
     async def _leave_idle(self) -> None:
         """End IDLE; raises UpstreamUnavailable when the upstream does not confirm in

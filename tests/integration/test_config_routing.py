@@ -103,8 +103,9 @@ def _by_pattern(relays: tuple[Relay, Relay]) -> str:
 
 def _settled(count: Callable[[], int]) -> int:
     """A counter's value once it has not moved for longer than the proxy's delayed work
-    (the folder list is fetched again LIST_REFRESH_DELAY after NOTIFY first covers it)."""
-    quiet = LIST_REFRESH_DELAY + 0.5
+    (the folder list is fetched again once the link has been quiet LIST_REFRESH_DELAY,
+    checked every LIST_REFRESH_DELAY, after NOTIFY first covers it)."""
+    quiet = 2 * LIST_REFRESH_DELAY + 0.5
     value = count()
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:

@@ -11,7 +11,7 @@ from typing import Any
 
 from twisted.internet.task import Clock
 
-from imapproxy.account import LIST_REFRESH_DELAY, AccountRuntime
+from imapproxy.account import LIST_REFRESH_DELAY, LIST_REFRESH_LATEST, AccountRuntime
 
 
 @dataclass
@@ -81,11 +81,21 @@ class _Outbox:
         return set()
 
 
+class _Link:
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.busy_until = 0.0
+
+    def quiet_for(self) -> float:
+        return max(self.clock.seconds() - self.busy_until, 0.0)
+
+
 class _CoverRuntime:
     """What _covered uses of an AccountRuntime, with a folder list that is not fresh."""
 
     def __init__(self) -> None:
         self.reactor = Clock()
+        self.link = _Link(self.reactor)
         self.watcher = _ListWatcher()
         self.outbox = _Outbox()
         self._cover_statuses: dict[str, dict[str, int]] = {}
@@ -102,8 +112,8 @@ class _CoverRuntime:
     def _refresh_list_in_background(self) -> None:
         self.refreshes += 1
 
-    def _refresh_list_if_stale(self) -> None:
-        AccountRuntime._refresh_list_if_stale(self)  # type: ignore[arg-type]
+    def _refresh_list_if_stale(self, covered_at: float) -> None:
+        AccountRuntime._refresh_list_if_stale(self, covered_at)  # type: ignore[arg-type]
 
 
 def _cover(runtime: _CoverRuntime) -> None:
@@ -127,3 +137,23 @@ def test_no_list_is_fetched_when_a_client_made_it_fresh_meanwhile() -> None:
     runtime.fresh_list = True  # a client's LIST asked the upstream after the cover
     runtime.reactor.advance(LIST_REFRESH_DELAY)
     assert runtime.refreshes == 0
+
+
+def test_the_list_refresh_waits_while_the_link_works_for_clients() -> None:
+    """A short session reads bodies a second after the cover: the LIST waits until the
+    link has had nothing to do for a while, and at most LIST_REFRESH_LATEST."""
+    runtime = _CoverRuntime()
+    _cover(runtime)
+    runtime.link.busy_until = 5.0  # body reads, one after another
+    for _ in range(5):
+        runtime.reactor.advance(LIST_REFRESH_DELAY)  # up to 5.0: busy, later
+    assert runtime.refreshes == 0
+    runtime.reactor.advance(LIST_REFRESH_DELAY)  # quiet since 5.0 for a second: now
+    assert runtime.refreshes == 1
+
+    busy = _CoverRuntime()
+    _cover(busy)
+    busy.link.busy_until = 1000.0
+    for _ in range(int(LIST_REFRESH_LATEST / LIST_REFRESH_DELAY) + 1):
+        busy.reactor.advance(LIST_REFRESH_DELAY)
+    assert busy.refreshes == 1  # never quiet: done anyway

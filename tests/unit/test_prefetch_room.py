@@ -39,7 +39,10 @@ class FakeLink:
         self.client = FakeClient()
 
     async def use(
-        self, operation: Callable[[Any], Awaitable[Any]], background: bool = False
+        self,
+        operation: Callable[[Any], Awaitable[Any]],
+        background: bool = False,
+        reads_only: bool = False,
     ) -> Any:
         return await operation(self.client)
 

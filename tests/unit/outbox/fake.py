@@ -227,7 +227,11 @@ class ScriptedLink:
         self.uses = 0
 
     async def use(
-        self, operation: Callable[[Any], Awaitable[Any]], *, background: bool = False
+        self,
+        operation: Callable[[Any], Awaitable[Any]],
+        *,
+        background: bool = False,
+        reads_only: bool = False,
     ) -> Any:
         self.uses += 1
         outcome = self.outcomes.pop(0) if self.outcomes else None

@@ -9,7 +9,7 @@ from twisted.internet.testing import StringTransport
 
 from imapproxy.protocol import UntaggedData
 from imapproxy.upstream.connection import UpstreamProtocol
-from imapproxy.upstream.errors import UpstreamRefused, UpstreamUnavailable
+from imapproxy.upstream.errors import ClosedAsIdleEnded, UpstreamRefused, UpstreamUnavailable
 
 
 def connected() -> tuple[UpstreamProtocol, StringTransport, Clock]:
@@ -211,3 +211,50 @@ def test_what_consume_leaves_still_counts_against_max_retained() -> None:
         )
     assert isinstance(d.result.value, UpstreamUnavailable)
     d.addErrback(lambda _: None)
+
+
+def _idling(protocol: UpstreamProtocol, transport: StringTransport) -> defer.Deferred:
+    idle = defer.ensureDeferred(
+        protocol.run(lambda tag: [[tag.encode() + b" IDLE\r\n"]], lambda _: None)
+    )
+    protocol.dataReceived(b"+ idling\r\n")
+    transport.clear()
+    return idle
+
+
+def test_a_command_behind_an_ending_idle_goes_out_at_once_and_gets_its_answer() -> None:
+    protocol, transport, _ = connected()
+    idle = _idling(protocol, transport)
+    protocol.end_idle()
+    noop = run(protocol, b"NOOP")
+    assert transport.value() == b"DONE\r\nP2 NOOP\r\n"  # before IDLE's OK
+    assert not noop.called
+    # Both answers in one read: IDLE's, then the one for the command behind it.
+    protocol.dataReceived(b"* 4 EXISTS\r\nP1 OK idle done\r\nP2 OK noop done\r\n")
+    assert idle.result.text == "idle done"
+    assert [u.number for u in idle.result.data("EXISTS")] == [4]  # IDLE's news stays IDLE's
+    assert noop.result.text == "noop done"
+    assert not protocol.broken
+
+
+def test_a_command_behind_an_ending_idle_fails_as_such_when_the_connection_closes() -> None:
+    protocol, transport, _ = connected()
+    idle = _idling(protocol, transport)
+    idle.addErrback(lambda _: None)
+    protocol.end_idle()
+    noop = run(protocol, b"NOOP")
+    protocol.connectionLost(None)
+    assert isinstance(noop.result.value, ClosedAsIdleEnded)
+    noop.addErrback(lambda _: None)
+
+
+def test_without_end_idle_a_command_waits_for_the_one_running() -> None:
+    protocol, transport, _ = connected()
+    idle = _idling(protocol, transport)
+    protocol.write(b"DONE\r\n")
+    noop = run(protocol, b"NOOP")
+    assert transport.value() == b"DONE\r\n"
+    protocol.dataReceived(b"P1 OK idle done\r\n")
+    assert idle.called and transport.value() == b"DONE\r\nP2 NOOP\r\n"
+    protocol.dataReceived(b"P2 OK noop done\r\n")
+    assert noop.result.text == "noop done"

@@ -81,15 +81,21 @@ class FakeConnection:
         self.pending = b""
         self.idle_tag: bytes | None = None
         self.commands: list[bytes] = []
+        #: The command lines of each read: lines sent together arrive in one.
+        self.reads: list[list[bytes]] = []
 
     def received(self) -> None:
         self.pending += self.transport.value()
         self.transport.clear()
+        lines: list[bytes] = []
         while b"\r\n" in self.pending:
             line, self.pending = self.pending.split(b"\r\n", 1)
             self.commands.append(line)
+            lines.append(line)
             if not self.server.stalled and not self.transport.disconnected:
                 self.answer(line)
+        if lines:
+            self.reads.append(lines)
 
     def send(self, data: bytes) -> None:
         self.protocol.dataReceived(data)
@@ -97,6 +103,8 @@ class FakeConnection:
     def answer(self, line: bytes) -> None:
         if line == b"DONE" and self.server.done_reply is not None:
             self.send(self.server.done_reply)
+            if self.server.close_after_done:
+                self.transport.abortConnection()
             return
         if line == b"DONE":
             assert self.idle_tag is not None
@@ -128,6 +136,7 @@ class FakeServer:
         self.hang = False
         self.fetch_reply = b"* 1 FETCH (UID 1 FLAGS ())\r\n"
         self.done_reply: bytes | None = None
+        self.close_after_done = False
 
     async def connect(self, *args: Any, **kwargs: Any) -> UpstreamClient:
         self.attempts.append(self.clock.seconds())
@@ -285,6 +294,59 @@ def test_a_stalled_command_fails_within_the_stall_limit() -> None:
     server.run(9.5)
     assert isinstance(error_of(d), UpstreamUnavailable)
     assert link.state is LinkState.BACKING_OFF
+
+
+def _read_noop(link: UpstreamLink, server: FakeServer) -> defer.Deferred:
+    d = defer.ensureDeferred(link.use(_noop, reads_only=True))
+    server.clock.advance(0)
+    return d
+
+
+def test_a_read_goes_out_with_done_not_a_round_trip_after_it() -> None:
+    """A command that changes nothing follows IDLE's DONE in the same write (RFC 2177
+    lets it): a body read after a quiet spell costs one round trip, not two."""
+    server = FakeServer()
+    link, connection = idling(server)
+    d = _read_noop(link, server)
+    assert d.called and d.result is None
+    assert [line.split(b" ")[-1] for line in connection.reads[-1]] == [b"DONE", b"NOOP"]
+    server.run(link_module.IDLE_DELAY_SECONDS + 0.2)
+    assert link.state is LinkState.IDLING  # and back to IDLE afterwards
+
+
+def test_other_work_waits_for_idles_answer_before_its_command() -> None:
+    server = FakeServer()
+    link, connection = idling(server)
+    d = start(link, server)
+    assert d.called and d.result is None
+    last = [[line.split(b" ")[-1] for line in read] for read in connection.reads[-2:]]
+    assert last == [[b"DONE"], [b"NOOP"]]
+
+
+def test_a_read_behind_done_runs_again_when_the_connection_closed_as_idle_ended() -> None:
+    """The upstream said BYE and closed instead of answering DONE: the read sent behind
+    it may not have been read at all, and it changes nothing, so it simply goes again on
+    a new connection, as it would have had it waited for IDLE's answer."""
+    server = FakeServer()
+    link, _ = idling(server)
+    server.done_reply = b"* BYE shutting down\r\n"
+    server.close_after_done = True
+    d = _read_noop(link, server)
+    server.run(0.2)
+    assert d.called and d.result is None
+    assert len(server.connections) == 2
+    assert server.connections[-1].commands[-1].endswith(b"NOOP")
+
+
+def test_a_wrong_answer_to_done_fails_the_read_behind_it_and_backs_off() -> None:
+    server = FakeServer()
+    link, connection = idling(server)
+    server.done_reply = b"\x00\xff garbage\r\n"
+    d = _read_noop(link, server)
+    server.run(0.2)
+    assert isinstance(error_of(d), UpstreamUnavailable)
+    assert connection.transport.disconnected
+    assert link.state in (LinkState.BACKING_OFF, LinkState.CONNECTING)
 
 
 # -- keepalive -----------------------------------------------------------------------

@@ -214,7 +214,10 @@ class MailboxWatcher:
                 except UpstreamError as exc:
                     healthy = self.reactor.seconds() - started > HEALTHY_SECONDS
                     failures = 1 if healthy else failures + 1
-                    log.info("upstream watcher connection ended: %s", exc)
+                    # Closing ends it on purpose: no news, and by then the proxy may
+                    # have logged that it stopped (its last line).
+                    if not self._closed:
+                        log.info("upstream watcher connection ended: %s", exc)
                 finally:
                     if self._client is client:
                         self._client = None

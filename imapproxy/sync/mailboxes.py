@@ -419,6 +419,11 @@ def _apply(
     adding: list[dict[str, Value]] = []
     for item in sorted(fetched.new, key=lambda i: as_int(i["UID"])):
         up_uid = as_int(item["UID"])
+        if up_uid not in upmap and "RFC822.SIZE" not in item:
+            # A flag change made elsewhere meanwhile, unsolicited (with its UID once
+            # QRESYNC is enabled, RFC 7162 §3.2.10): no message of the list. Taken for
+            # one, it would move the last UID synced past messages not fetched yet.
+            continue
         last_uid = max(last_uid, up_uid)
         if up_uid in upmap:
             # Ours already (our own APPEND/COPY linked it): now part of the synced range.

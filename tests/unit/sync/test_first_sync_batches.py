@@ -324,3 +324,24 @@ def test_batches_are_stored_as_the_answer_streams_in(
         "9:12 answered",
     ]
     assert _upstream_uids(store, box) == list(range(1, 13))
+
+
+def test_an_unsolicited_flag_change_in_the_list_is_no_new_message(
+    replica: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With QRESYNC enabled an unsolicited FETCH names its UID: one for a message not
+    listed yet must neither become a message nor move the last UID synced past the
+    messages between."""
+    store, box = replica
+    monkeypatch.setattr(sync, "PIPELINED_FIRST_UIDS", 2)
+    upstream = Upstream([1, 2, 3, 4, 5])
+    fetch = upstream.fetch
+
+    async def with_news(numbers: SequenceSet, attributes: Any, **kw: Any) -> list[Any]:
+        got = await fetch(numbers, attributes, **kw)
+        return [{"UID": 40, "FLAGS": (Atom("\\Seen"),)}, *got]
+
+    monkeypatch.setattr(upstream, "fetch", with_news)
+    synced, _ = run_now(sync.sync_messages(upstream, store, box))  # type: ignore[arg-type]
+    assert _upstream_uids(store, box) == [1, 2, 3, 4, 5]
+    assert synced.upstream_last_uid == 5

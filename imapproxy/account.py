@@ -561,18 +561,19 @@ class AccountRuntime:
             # each folder, and a LIST then took the link from them for a round trip (the
             # INBOX's first sync waited behind it); nor while the session reads bodies.
             # Until then LIST asks the upstream, as it did before the cover.
-            self._list_refresh = self.reactor.callLater(
-                LIST_REFRESH_DELAY, self._refresh_list_if_stale, covered_at
-            )
+            self._refresh_list_later(covered_at)
+
+    def _refresh_list_later(self, covered_at: float) -> None:
+        self._list_refresh = self.reactor.callLater(
+            LIST_REFRESH_DELAY, self._refresh_list_if_stale, covered_at
+        )
 
     def _refresh_list_if_stale(self, covered_at: float) -> None:
         if self.watcher.list_covered_since() is None or self.list_fresh():
             return
         now = self.reactor.seconds()
         if self.link.quiet_for() < LIST_REFRESH_DELAY and now - covered_at < LIST_REFRESH_LATEST:
-            self._list_refresh = self.reactor.callLater(
-                LIST_REFRESH_DELAY, self._refresh_list_if_stale, covered_at
-            )
+            self._refresh_list_later(covered_at)
             return
         self._refresh_list_in_background()
 

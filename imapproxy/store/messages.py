@@ -93,12 +93,6 @@ def _decode(uid: int, value: bytes) -> Message:
     )
 
 
-_SIZE = struct.Struct("<Q")
-_SIZE_AT = 5  # after the format byte and the upstream UID
-_LENGTH = struct.Struct("<H")
-_LENGTH_AT = _RECORD.size - _LENGTH.size
-
-
 def sizes_and_flags(
     tx: Tx, account: AccountId, mailbox: MailboxId
 ) -> Iterator[tuple[int, list[bytes]]]:
@@ -110,9 +104,9 @@ def sizes_and_flags(
             message = _decode(0, value)
             yield message.size, [flag.encode() for flag in message.flags]
             continue
-        start = _RECORD.size + _LENGTH.unpack_from(value, _LENGTH_AT)[0]
-        flags = value[start + 1 :]
-        yield _SIZE.unpack_from(value, _SIZE_AT)[0], flags.split(b" ") if flags else []
+        _, _, size, _, _, length = _RECORD.unpack_from(value)
+        flags = value[_RECORD.size + length + 1 :]
+        yield size, flags.split(b" ") if flags else []
 
 
 def _ref_key(account: AccountId, blob: BlobId, mailbox: MailboxId, uid: UID) -> bytes:

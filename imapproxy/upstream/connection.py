@@ -382,22 +382,23 @@ class UpstreamProtocol(Protocol):
         answer of any size (a first sync's message list) is handled in constant memory.
         It must not raise: a failure of its own is its caller's to keep and report.
         """
-        written: _Command | None = None
-        ending = self._ending
-        if ending is not None and ending is self._running and self.connected_ok:
+        command: _Command | None = None
+        written = False
+        if self._ending is not None and self._ending is self._running and self.connected_ok:
             command = _Command.build(self, make_groups, before, after)
             if len(command.groups) == 1:
                 # Behind an IDLE being ended: the upstream reads DONE first, so the command
                 # may follow at once (RFC 2177), a round trip before IDLE's OK comes.
                 self._write_group(command.first)
-                written = command
+                written = True
         await self._lock.acquire()
         try:
             if not self.connected_ok or self.broken:
-                if written is not None:
+                if written:
                     raise ClosedAsIdleEnded("the connection closed as IDLE ended")
                 raise UpstreamUnreachable("not connected to the upstream")
-            command = written or _Command.build(self, make_groups, before, after)
+            if command is None:
+                command = _Command.build(self, make_groups, before, after)
             running = _Running(
                 command.tag, list(command.groups[1:]), defer.Deferred(), on_continuation
             )
@@ -406,7 +407,7 @@ class UpstreamProtocol(Protocol):
             running.done.addTimeout(timeout or self.command_timeout, self.clock, self._timed_out)
             self._running = running
             self.watch_progress(patience, deadline)
-            if written is None:
+            if not written:
                 self._write_group(command.first)
             return await running.done
         finally:

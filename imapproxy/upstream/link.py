@@ -652,11 +652,7 @@ class UpstreamLink:
         idle = self._idle
         if idle is None or self._client is not idle.client or not idle.client.protocol.usable:
             return False
-        self._idle = None
-        self._cancel(self._keepalive_call)
-        self._set_state(LinkState.READY)
-        idle.client.protocol.end_idle()
-        idle.client.protocol.watch_progress(IDLE_SWITCH_SECONDS, deadline=IDLE_SWITCH_SECONDS)
+        self._end_idle(idle)
         return True
 
     async def _leave_idle(self) -> None:
@@ -665,14 +661,8 @@ class UpstreamLink:
         idle = self._idle
         if idle is None:
             return
-        self._idle = None
-        self._cancel(self._keepalive_call)
+        self._end_idle(idle)
         client = idle.client
-        if self._client is client:
-            self._set_state(LinkState.READY)
-        if client.protocol.usable:
-            client.protocol.write(b"DONE\r\n")
-            client.protocol.watch_progress(IDLE_SWITCH_SECONDS, deadline=IDLE_SWITCH_SECONDS)
         error = await idle.ended
         if error is not None:
             reason = f"leaving IDLE failed: {error}"
@@ -680,6 +670,17 @@ class UpstreamLink:
             if client.protocol.broken:
                 raise UpstreamUnavailable(reason)
             # The server closed the connection (a BYE): the operation reconnects.
+
+    def _end_idle(self, idle: _Idle) -> None:
+        """DONE for idle (if its connection still takes it), watched for IDLE's answer."""
+        self._idle = None
+        self._cancel(self._keepalive_call)
+        client = idle.client
+        if self._client is client:
+            self._set_state(LinkState.READY)
+        if client.protocol.usable:
+            client.protocol.end_idle()
+            client.protocol.watch_progress(IDLE_SWITCH_SECONDS, deadline=IDLE_SWITCH_SECONDS)
 
     # closing -------------------------------------------------------------------
 

@@ -112,6 +112,9 @@ class _CoverRuntime:
     def _refresh_list_in_background(self) -> None:
         self.refreshes += 1
 
+    def _refresh_list_later(self, covered_at: float) -> None:
+        AccountRuntime._refresh_list_later(self, covered_at)  # type: ignore[arg-type]
+
     def _refresh_list_if_stale(self, covered_at: float) -> None:
         AccountRuntime._refresh_list_if_stale(self, covered_at)  # type: ignore[arg-type]
 

@@ -26,7 +26,7 @@ from imapproxy.store.accounts import Account
 from imapproxy.store.mailboxes import Mailbox
 from imapproxy.store.messages import Message
 from imapproxy.sync.background import DEFAULT_INTERVAL, BackgroundSync
-from imapproxy.sync.content import Need, fetch_missing
+from imapproxy.sync.content import Fetched, Need, fetch_missing
 from imapproxy.sync.mailbox_list import sync_mailbox_list, sync_subscriptions
 from imapproxy.sync.mailboxes import (
     NEW_FOLDERS_AT_ONCE,
@@ -475,10 +475,16 @@ class AccountRuntime:
         return stats
 
     async def ensure_content(
-        self, mailbox: Mailbox, wanted: Iterable[Message], needs: set[Need]
+        self,
+        mailbox: Mailbox,
+        wanted: Iterable[Message],
+        needs: set[Need],
+        fresh: Fetched | None = None,
     ) -> None:
+        """Fetch what the cache lacks of needs; kept at once, or held in ``fresh`` for
+        the caller to serve first and keep after (sync/content.py)."""
         try:
-            fetched = await fetch_missing(self.link, self.store, mailbox, wanted, needs)
+            fetched = await fetch_missing(self.link, self.store, mailbox, wanted, needs, fresh)
         except UpstreamUnavailable as exc:
             self._went_offline(exc)
             raise

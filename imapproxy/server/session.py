@@ -102,6 +102,8 @@ class Session:
         self._append_batch: list[Any] = []
         #: CONDSTORE/QRESYNC as enabled for this connection (every view shares it).
         self.modes = Modes()
+        #: Work the running command leaves for after its answer (``after_answer``).
+        self._after_answer: list[Callable[[], None]] = []
 
     # plumbing ----------------------------------------------------------------
 
@@ -156,6 +158,22 @@ class Session:
     def send(self, chunks: list[bytes]) -> None:
         self.connection.write_chunks(chunks)
 
+    def after_answer(self, work: Callable[[], None]) -> None:
+        """Run work once the running command's tagged answer has gone to the client,
+        whatever that answer is: what the client waits for does not wait for it."""
+        self._after_answer.append(work)
+
+    def _answered(self) -> None:
+        if not self._after_answer:
+            return
+        works, self._after_answer = self._after_answer, []
+        self.connection.flush()
+        for work in works:
+            try:
+                work()
+            except Exception:
+                log.exception("work after an answer failed")
+
     @property
     def runtime(self) -> AccountRuntime | None:
         return self._runtime
@@ -205,6 +223,12 @@ class Session:
         await self.run_handler(tag, handler(self, command), type(command).__name__.upper())
 
     async def run_handler(self, tag: str, work: Awaitable[list[bytes] | None], name: str) -> None:
+        try:
+            await self._answer(tag, work, name)
+        finally:
+            self._answered()
+
+    async def _answer(self, tag: str, work: Awaitable[list[bytes] | None], name: str) -> None:
         try:
             tail = await work
         except CommandFailed as failed:

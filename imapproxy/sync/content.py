@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from imapproxy.message import fetch_structure
@@ -42,6 +42,7 @@ from imapproxy.store.cache import Kind
 from imapproxy.store.mailboxes import Mailbox
 from imapproxy.store.messages import Message
 from imapproxy.sync.twins import take_cached
+from imapproxy.types import BlobId
 from imapproxy.upstream.client import UpstreamClient, as_int
 from imapproxy.upstream.link import UpstreamLink
 
@@ -85,6 +86,48 @@ class Need:
 
 HEADER_NEED = Need(Kind.HEADER)
 
+#: One fetched message, its upstream item, and each need the item answered with the
+#: bytes the cache keeps for it.
+_Content = tuple[Message, dict[str, Value], list[tuple[Need, bytes]]]
+
+
+class Fetched:
+    """Content fetched for a client's FETCH, served from memory before it is kept.
+
+    The client's answer does not wait for the disk: keeping a body (a write
+    transaction and its disk sync, about a millisecond of a first read's three) runs
+    once the answer is out (issue 6). It is content the upstream can give again, so a
+    keep that fails costs a later fetch, never data."""
+
+    def __init__(self) -> None:
+        self._pieces: dict[tuple[BlobId, Kind, str], bytes] = {}
+        self._keeps: list[Callable[[], int]] = []
+
+    def get(self, blob: BlobId, kind: Kind, section: str = "") -> bytes | None:
+        return self._pieces.get((blob, kind, section))
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._keeps)
+
+    def add(self, content: list[_Content], keep: Callable[[], int]) -> None:
+        for message, _, pieces in content:
+            for need, data in pieces:
+                self._pieces[(message.blob, need.kind, need.section)] = data
+        self._keeps.append(keep)
+
+    def keep(self) -> int:
+        """Write what came and let go of it in memory; returns the bytes kept."""
+        keeps, self._keeps = self._keeps, []
+        self._pieces.clear()
+        kept = 0
+        for keep in keeps:
+            try:
+                kept += keep()
+            except Exception:  # served already; not cached, so fetched again if asked
+                log.exception("could not keep fetched content")
+        return kept
+
 
 def _derivable(tx: Tx, message: Message, account: int, need: Need) -> bool:
     if need.kind in (Kind.HEADER, Kind.SECTION):
@@ -116,9 +159,18 @@ def missing(
 
 
 async def fetch_missing(
-    link: UpstreamLink, store: Store, mailbox: Mailbox, wanted: Iterable[Message], needs: set[Need]
+    link: UpstreamLink,
+    store: Store,
+    mailbox: Mailbox,
+    wanted: Iterable[Message],
+    needs: set[Need],
+    fresh: Fetched | None = None,
 ) -> int:
     """Fetch and keep what the cache lacks of needs for wanted; returns the bytes fetched.
+
+    With ``fresh``, what comes is held there to be served first and kept later
+    (``Fetched.keep``); a twin's body is still taken at once, since it decides what
+    is fetched.
 
     A body larger than the link accepts (its ``max_message``) is not asked for: it stays
     missing, and the caller answers that message as unavailable instead of the upstream
@@ -142,7 +194,7 @@ async def fetch_missing(
         else:
             batches = [group[i : i + METADATA_BATCH] for i in range(0, len(group), METADATA_BATCH)]
         for batch in batches:
-            fetched += await fetch_batch(link, store, mailbox, batch, group_needs)
+            fetched += await fetch_batch(link, store, mailbox, batch, group_needs, fresh=fresh)
     return fetched
 
 
@@ -205,8 +257,10 @@ async def fetch_batch(
     *,
     prefetched: bool = False,
     background: bool = False,
+    fresh: Fetched | None = None,
 ) -> int:
-    """One upstream UID FETCH of needs for batch (one turn on the link); returns bytes kept.
+    """One upstream UID FETCH of needs for batch (one turn on the link); returns bytes kept
+    (with ``fresh``: held there, to be kept later).
 
     Bodies fetched for a client count as read now; ``prefetched`` ones as not read yet
     (store/usage.py: they are evicted before anything a client read). A client's fetch
@@ -222,11 +276,17 @@ async def fetch_batch(
         return await client.fetch(SequenceSet.from_ints(by_upstream), attributes)
 
     items = await link.use(fetch, background=background, reads_only=True)
-    # Not durable: fetched again if a power loss takes it back, and a client's read
-    # does not wait for a second disk sync (store/_env.py).
-    return store.write(
-        lambda tx: _keep(tx, mailbox, by_upstream, needs, items, prefetched), durable=False
-    )
+    content = list(_content(by_upstream, needs, items))
+
+    def keep() -> int:
+        # Not durable: fetched again if a power loss takes it back, and a client's read
+        # does not wait for a second disk sync (store/_env.py).
+        return store.write(lambda tx: _keep(tx, mailbox, needs, content, prefetched), durable=False)
+
+    if fresh is None:
+        return keep()
+    fresh.add(content, keep)
+    return sum(len(data) for _, _, pieces in content for _, data in pieces)
 
 
 def _prefetch_stamp(message: Message) -> int:
@@ -237,21 +297,17 @@ def _prefetch_stamp(message: Message) -> int:
     return usage.prefetch_stamp(received)
 
 
-def _keep(
-    tx: Tx,
-    mailbox: Mailbox,
-    by_upstream: dict[int, Message],
-    needs: frozenset[Need],
-    items: list[dict[str, Value]],
-    prefetched: bool = False,
-) -> int:
-    kept = 0
+def _content(
+    by_upstream: dict[int, Message], needs: frozenset[Need], items: list[dict[str, Value]]
+) -> Iterator[_Content]:
+    """Each message the upstream answered for, with what of it the cache keeps."""
     # Each need's item name once per batch, not per message (it builds a FetchAttribute).
     named = [(need, need.response_name()) for need in needs]
     for item in items:
         message = by_upstream.get(as_int(item["UID"]))
         if message is None:
             continue
+        pieces: list[tuple[Need, bytes]] = []
         for need, name in named:
             if name not in item:
                 continue
@@ -266,6 +322,20 @@ def _keep(
                 data = upstream_structure_bytes(name, value)
             else:
                 data = value if isinstance(value, bytes) else b""
+            pieces.append((need, data))
+        yield message, item, pieces
+
+
+def _keep(
+    tx: Tx,
+    mailbox: Mailbox,
+    needs: frozenset[Need],
+    content: list[_Content],
+    prefetched: bool = False,
+) -> int:
+    kept = 0
+    for message, item, pieces in content:
+        for need, data in pieces:
             stamp = _prefetch_stamp(message) if prefetched and need.is_body else None
             cache.put(tx, mailbox.account, message.blob, need.kind, data, need.section, stamp=stamp)
             kept += len(data)

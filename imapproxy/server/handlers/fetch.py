@@ -31,7 +31,7 @@ from imapproxy.store import Tx, cache
 from imapproxy.store import messages as store_messages
 from imapproxy.store.cache import Kind
 from imapproxy.store.messages import Message
-from imapproxy.sync.content import Need
+from imapproxy.sync.content import Fetched, Need
 from imapproxy.types import UID, BlobId, SeqNum
 from imapproxy.upstream.errors import UpstreamUnavailable
 
@@ -99,15 +99,23 @@ class MessageContent:
 
     _MISSING = object()
 
-    def __init__(self, tx: Tx, account: int, message: Message) -> None:
+    def __init__(
+        self, tx: Tx, account: int, message: Message, fresh: Fetched | None = None
+    ) -> None:
         self.tx = tx
         self.account = account
         self.message = message
+        #: Content just fetched for this FETCH and not kept yet (sync/content.py).
+        self.fresh = fresh
         self._full: object = self._MISSING
         self._header: object = self._MISSING
         self._parsed: mime.ParsedMessage | None = None
 
     def get(self, kind: Kind, section: str = "") -> bytes | None:
+        if self.fresh is not None:
+            found = self.fresh.get(self.message.blob, kind, section)
+            if found is not None:
+                return found
         return cache.get(self.tx, self.account, self.message.blob, kind, section)  # type: ignore[arg-type]
 
     @property
@@ -349,11 +357,30 @@ async def fetch(session: Session, cmd: p.Fetch) -> list[bytes]:
     read: list[BlobId] = []  # bodies served, for the cache's least-recently-read order
     seen_now: set[int] = set()
     lines = LineFormat(view, attributes) if fetch_lines.applies(attributes) else None
+    # What the upstream gives is served from memory and kept once sent (the lines of
+    # metadata alone read the cache, so there it is kept first).
+    fresh = Fetched() if lines is None else None
+
+    def keep_sent() -> None:
+        """Keep the content of the groups sent so far, then bring the cache back under
+        its limit: a long FETCH overshoots it by one group at most."""
+        if fresh is not None and fresh.pending:
+            fresh.keep()
+            if reads_bodies:
+                session.account.content_read(read, fetched=True)
+                read.clear()
+
+    def after_answer() -> None:
+        keep_sent()
+        if read:
+            session.account.content_read(read, fetched=False)
+
+    session.after_answer(after_answer)
 
     def render(tx: Tx, message: Message, seq: int) -> list[bytes] | None:
         nonlocal served
         items: list[p.Value] = [p.Atom("UID"), message.uid]
-        content = MessageContent(tx, mailbox.account, message)
+        content = MessageContent(tx, mailbox.account, message, fresh)
         size = 0
         try:
             for attribute in attributes:
@@ -419,7 +446,7 @@ async def fetch(session: Session, cmd: p.Fetch) -> list[bytes]:
     async def fill(misses: list[Message]) -> bool:
         """Fetch what the cache lacks of misses; False if the upstream is unreachable."""
         try:
-            await session.account.ensure_content(mailbox, misses, needs)
+            await session.account.ensure_content(mailbox, misses, needs, fresh)
         except UpstreamUnavailable:
             return False
         return True
@@ -438,15 +465,11 @@ async def fetch(session: Session, cmd: p.Fetch) -> list[bytes]:
         nonlocal unavailable, missing
         misses = group.misses
         if group.fill is not None:
+            keep_sent()  # while the upstream works on this group
             if not await group.fill:
                 unavailable = True
             inflight.remove(group)
             misses = await send(misses, group.seq_of)
-            if reads_bodies:
-                # Bodies came from the upstream: back under the cache limit now that
-                # they were sent, so a long FETCH overshoots it by one group at most.
-                session.account.content_read(read, fetched=True)
-                read.clear()
         missing += len(misses)
 
     # Per group of FILL_GROUP records: send what the cache can answer, then fetch what
@@ -478,8 +501,6 @@ async def fetch(session: Session, cmd: p.Fetch) -> list[bytes]:
             assert group.fill is not None
             group.fill.addErrback(lambda failure: log.debug("FETCH fill: %s", failure))
     session.account.status.served(served + (lines.served if lines is not None else 0))
-    if read:
-        session.account.content_read(read, fetched=False)
     if seen_now:
         session.account.outbox.drain_soon()  # the \Seen goes upstream after the bodies
     if missing and unavailable:

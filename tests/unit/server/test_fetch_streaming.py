@@ -4,12 +4,14 @@ straight to bytes (fetch_lines.py) equal the generic serializer's."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from twisted.internet import defer
+from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactorClock
 
 from imapproxy import protocol as p
@@ -21,6 +23,7 @@ from imapproxy.server.session import ServerContext
 from imapproxy.server.view import SelectedView
 from imapproxy.store import Store, cache, mailboxes, messages
 from imapproxy.store.messages import Message
+from imapproxy.sync.content import Need
 from imapproxy.types import UID, BlobId, UpstreamUID
 from imapproxy.upstream.address import UpstreamAddress
 from tests.unit.server.test_output_flow import SlowClientTransport
@@ -33,6 +36,10 @@ def _message(uid: int) -> Message:
     flags = [(), ("\\Seen",), ("\\Seen", "$Work"), ("\\Flagged", "\\Answered")][uid % 4]
     date = "01-Jan-2020 10:00:00 +0000" if uid % 7 else 'odd "date" \\ here'
     return Message(UID(uid), UpstreamUID(uid), flags, date, 1000 + uid, uid, BlobId(uid))
+
+
+def _body(message: Message) -> bytes:
+    return b"Subject: %d\r\n\r\nx\r\n" % message.uid
 
 
 def _mailbox(
@@ -66,7 +73,7 @@ class Client:
     """What the FETCH handler uses of a session, on a real ClientConnection whose
     transport pauses it like TCP when the client does not read."""
 
-    def __init__(self, tmp_path: Path, view: SelectedView) -> None:
+    def __init__(self, tmp_path: Path, view: SelectedView, hold: bool = False) -> None:
         self.clock = MemoryReactorClock()
         registry = AccountRegistry(
             self.clock,
@@ -80,8 +87,11 @@ class Client:
         self.selected = view
         self.modes = view.modes
         self.filled: list[int] = []  # messages per ensure_content call
+        self.after: list[Callable[[], None]] = []
 
-        async def ensure_content(mailbox: object, wanted: list[Message], needs: Any) -> None:
+        async def ensure_content(
+            mailbox: object, wanted: list[Message], needs: Any, fresh: Any = None
+        ) -> None:
             self.filled.append(len(wanted))
             bodies = any(need.kind is cache.Kind.FULL for need in needs)
 
@@ -89,11 +99,14 @@ class Client:
                 for m in wanted:
                     _cache(tx, int(m.uid))
                     if bodies:
-                        cache.put(
-                            tx, 1, m.blob, cache.Kind.FULL, b"Subject: %d\r\n\r\nx\r\n" % m.uid
-                        )
+                        cache.put(tx, 1, m.blob, cache.Kind.FULL, _body(m))
 
-            view.store.write(keep)
+            if hold and fresh is not None:  # as the account does: served first, kept later
+                await deferLater(self.clock, 0, lambda: None)  # the upstream's round trip
+                body = [(m, {}, [(Need(cache.Kind.FULL), _body(m))]) for m in wanted]
+                fresh.add(body, lambda: view.store.write(keep) or 0)
+            else:
+                view.store.write(keep)
 
         self.account = SimpleNamespace(
             store=view.store,
@@ -105,6 +118,9 @@ class Client:
 
     def send(self, chunks: list[bytes]) -> None:
         self.connection.write_chunks(chunks)
+
+    def after_answer(self, work: Callable[[], None]) -> None:
+        self.after.append(work)
 
     def updates(self, allow_expunge: bool = True) -> list[bytes]:
         return []
@@ -218,3 +234,26 @@ def test_missing_bodies_are_fetched_a_few_at_a_time(
     assert max(b - a for a, b in zip([0, *loaded], loaded, strict=False)) <= 100
     assert received.count(b" FETCH (") == 130
     assert b"Subject: 130\r\n" in received
+
+
+def test_fetched_bodies_are_answered_before_they_are_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The answer does not wait for the disk: each group's bodies are kept once sent,
+    the last group's after the tagged answer (session.after_answer)."""
+    monkeypatch.setattr(fetch_handler, "BODY_FILL_GROUP", 30)
+    view = _mailbox(tmp_path, 70, cached=False)
+    client = Client(tmp_path, view, hold=True)
+
+    def bodies_kept() -> int:
+        return view.store.read(
+            lambda tx: sum(cache.has(tx, 1, BlobId(u), cache.Kind.FULL) for u in range(1, 71))
+        )
+
+    received = client.run(b"a1 FETCH 1:* (UID BODY.PEEK[])")
+    assert received.count(b" FETCH (") == 70
+    assert b"Subject: 70\r\n" in received
+    assert bodies_kept() == 60  # the groups sent before the last
+    assert len(client.after) == 1
+    client.after[0]()
+    assert bodies_kept() == 70

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -280,6 +281,10 @@ class FetchSession:
         self.connection = self
         self.pending = 0
         self.most_between_drains = 0
+        self.after: list[Callable[[], None]] = []
+
+    def after_answer(self, work: Callable[[], None]) -> None:
+        self.after.append(work)
 
     def send(self, chunks: list[bytes]) -> None:
         self.pending += sum(chunk.count(b" FETCH (") for chunk in chunks)

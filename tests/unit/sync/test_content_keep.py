@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+
+import pytest
 
 from imapproxy.store import Store, accounts, cache, mailboxes, messages
 from imapproxy.store.cache import Kind
 from imapproxy.store.messages import Message
 from imapproxy.sync import content
-from imapproxy.types import UID, UpstreamUID
+from imapproxy.types import UID, BlobId, UpstreamUID
 
 
 def test_a_nil_body_is_not_kept_as_an_empty_message(tmp_path: Path) -> None:
@@ -29,9 +32,36 @@ def test_a_nil_body_is_not_kept_as_an_empty_message(tmp_path: Path) -> None:
         message = store.write(add)
         needs = frozenset({content.Need(Kind.FULL), content.HEADER_NEED})
         answer = {"UID": 7, "BODY[]": None, "BODY[HEADER]": None}
-        kept = store.write(lambda tx: content._keep(tx, box, {7: message}, needs, [answer]))
+        fetched = list(content._content({7: message}, needs, [answer]))
+        assert fetched == [(message, answer, [])]  # nothing to serve either
+        kept = store.write(lambda tx: content._keep(tx, box, needs, fetched))
         assert kept == 0
         for kind in (Kind.FULL, Kind.HEADER):
             assert not store.read(lambda tx, k=kind: cache.has(tx, account, message.blob, k))
     finally:
         store.close()
+
+
+def test_fetched_content_is_served_until_kept_and_a_failed_keep_loses_no_other(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    message = Message(UID(1), UpstreamUID(7), (), "01-Jan-2026 00:00:00 +0000", 5, 1, BlobId(3))
+    fresh = content.Fetched()
+    full = content.Need(Kind.FULL)
+    kept: list[str] = []
+
+    def broken() -> int:
+        raise OSError("disk full")
+
+    fresh.add([(message, {}, [(full, b"hello")])], broken)
+    fresh.add([], lambda: kept.append("second") or 4)
+    assert fresh.pending
+    assert fresh.get(BlobId(3), Kind.FULL) == b"hello"
+    assert fresh.get(BlobId(3), Kind.HEADER) is None
+    with caplog.at_level(logging.ERROR):
+        assert fresh.keep() == 4
+    assert kept == ["second"]
+    assert "could not keep fetched content" in caplog.text
+    # Let go of: what was kept is read from the cache from now on.
+    assert not fresh.pending
+    assert fresh.get(BlobId(3), Kind.FULL) is None

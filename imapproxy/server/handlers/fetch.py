@@ -375,7 +375,8 @@ async def fetch(session: Session, cmd: p.Fetch) -> list[bytes]:
         if read:
             session.account.content_read(read, fetched=False)
 
-    session.after_answer(after_answer)
+    if fresh is not None:  # the lines of metadata leave nothing for after
+        session.after_answer(after_answer)
 
     def render(tx: Tx, message: Message, seq: int) -> list[bytes] | None:
         nonlocal served

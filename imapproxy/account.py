@@ -186,6 +186,10 @@ class AccountRuntime:
         # News may have been missed while the link was down: every mailbox asks again.
         self._synced_at.clear()
         self._listed_at = self._subscriptions_at = None
+        if "NOTIFY" in self.link.upstream_capabilities:
+            # The folder list and each folder's STATUS come next: covered sooner, they
+            # are answered without a round trip each (watcher.prepare).
+            self.watcher.prepare()
 
         async def catch_up() -> None:
             if self.outbox.pending():

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from imapclient import IMAPClient
 
 from tests.integration.clients import imap
@@ -105,6 +106,25 @@ def test_cached_status_needs_no_round_trip_and_news_still_shows(
         assert _until(lambda: new_folder not in _folders(client), NOTIFY_BOUND) is not None
 
 
+def test_with_notify_the_watcher_connects_at_login_before_anything_is_listed(
+    make_proxy: ProxyFactory, fresh_user: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Until NOTIFY covers a folder, its STATUS asks the upstream. The watcher connects
+    once the login is through (watcher.prepare), so its NOTIFY SET follows the folder
+    list by one round trip instead of a new connection's three. (With the background
+    sync off, nothing else lists the folders before the client does.)"""
+    monkeypatch.setenv("IMAPPROXY_SYNC_INTERVAL", "0")
+    proxy = make_proxy()
+    relay = proxy.relay
+    assert relay is not None
+    with imap(proxy.host, proxy.port, fresh_user) as client:
+        # Nothing listed or selected yet: the link, and the watcher made ahead.
+        assert _until(lambda: relay.active_connections == 2, 10.0) is not None
+        assert "upstream watcher: NOTIFY" in proxy.log_text()
+        _folders(client)  # the watcher now covers every folder: on the same connection
+        assert _until(lambda: relay.active_connections != 2, 1.0) is None
+
+
 def test_without_notify_every_status_asks_the_upstream(
     dovecot_without_notify: Dovecot, tmp_path: Path
 ) -> None:
@@ -117,6 +137,8 @@ def test_without_notify_every_status_asks_the_upstream(
         ProxyProcess(f"imap+plain://{dovecot.host}:{relay.port}", tmp_path / "state") as proxy,
         imap(proxy.host, proxy.port, account) as client,
     ):
+        # No NOTIFY: nothing to connect a watcher ahead for (it polls selected folders).
+        assert _until(lambda: relay.active_connections > 1, 1.0) is None
         before = _status_all(client, ["Sent"])
         folders = _folders(client)
         for _ in range(3):

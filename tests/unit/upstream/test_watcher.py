@@ -10,7 +10,12 @@ from twisted.internet import defer, task
 
 from imapproxy.protocol import Atom, UntaggedData
 from imapproxy.upstream.errors import UpstreamUnavailable, UpstreamUnreachable
-from imapproxy.upstream.watcher import ALIVE_FOR_SECONDS, KEEPALIVE_SECONDS, MailboxWatcher
+from imapproxy.upstream.watcher import (
+    ALIVE_FOR_SECONDS,
+    KEEPALIVE_SECONDS,
+    PREPARED_SECONDS,
+    MailboxWatcher,
+)
 
 
 class FakeProtocol:
@@ -257,3 +262,47 @@ def test_watching_everything_covers_the_folder_list_and_its_news_is_told() -> No
     assert told == [None]
     client.protocol.drop()
     assert watcher.list_covered_since() is None
+
+
+def test_a_connection_made_ahead_is_used_once_there_is_something_to_watch() -> None:
+    """prepare: connected and logged in before the folder list is known, so NOTIFY
+    covers the folders one round trip after it, not a new connection later."""
+    client = FakeClient({"NOTIFY"})
+    watcher, clock, _, attempts = make([client])
+    watcher.prepare()
+    assert attempts == [0]  # connecting already
+    clock.advance(PREPARED_SECONDS / 2)
+    assert client.sent == [] and not client.logged_out  # nothing to watch yet: it waits
+    watcher.watch(set(), {"A", "B"})
+    clock.advance(0)
+    assert client.sent == [("NOTIFY", "A", "B", "+list")]
+    assert attempts == [0]  # the same connection
+    assert watcher.covered_since("A") == clock.seconds()
+    # Watched now: it stays past the time a connection made ahead waits.
+    clock.advance(PREPARED_SECONDS)
+    assert not client.logged_out
+
+
+def test_a_connection_made_ahead_and_never_needed_goes() -> None:
+    client, later = FakeClient({"NOTIFY"}), FakeClient({"NOTIFY"})
+    watcher, clock, _, attempts = make([client, later])
+    watcher.prepare()
+    clock.advance(PREPARED_SECONDS + 1)
+    assert client.logged_out and client.sent == []
+    watcher.prepare()  # a later session: connects again
+    assert attempts == [0, 1] and not later.logged_out
+
+
+def test_prepare_does_nothing_once_closed_or_while_watching() -> None:
+    client = FakeClient({"NOTIFY"})
+    watcher, clock, _, attempts = make([client])
+    watcher.watch({"A"})
+    watcher.prepare()
+    assert attempts == [0]
+    watcher.watch(set())  # nothing to watch: the connection goes at once
+    clock.advance(1)
+    assert client.logged_out
+    closed, _, _, attempts2 = make([FakeClient({"NOTIFY"})])
+    defer.ensureDeferred(closed.close())
+    closed.prepare()
+    assert attempts2 == []

@@ -188,8 +188,11 @@ class AccountRuntime:
         self._listed_at = self._subscriptions_at = None
         if "NOTIFY" in self.link.upstream_capabilities:
             # The folder list and each folder's STATUS come next: covered sooner, they
-            # are answered without a round trip each (watcher.prepare).
-            self.watcher.prepare()
+            # are answered without a round trip each (watcher.prepare). A turn later:
+            # the client's LOGIN answer, written as the link came up, goes out when the
+            # reactor next polls, and a connection's setup (its TLS context: the CA
+            # bundle) takes about 10 ms it would otherwise wait.
+            self.reactor.callLater(0, self.watcher.prepare)
 
         async def catch_up() -> None:
             if self.outbox.pending():

@@ -74,3 +74,15 @@ def test_intermediate_depths_do_not_mark_the_leaf_checked(certs: dict[str, crypt
     assert not options.leaf_checked
     assert options._verify(None, certs["good"], 0, 0, 1) is True  # type: ignore[arg-type]
     assert options.leaf_checked
+
+
+def test_a_secured_connection_without_tls_options_is_refused() -> None:
+    """A plain connection builds no TLS options (loading the CA bundle costs about
+    10 ms); one that must be secured and somehow has none fails, closed."""
+    from imapproxy.upstream.client import _required
+    from imapproxy.upstream.errors import UpstreamUnreachable
+
+    with pytest.raises(UpstreamUnreachable, match="must be secured"):
+        _required(None)
+    options = VerifiedClientTLS("localhost", None)
+    assert _required(options) is options

@@ -105,22 +105,28 @@ class LineFormat:
         self, tx: Tx, messages: list[Message], seq_of: dict[UID, SeqNum]
     ) -> tuple[list[bytes], list[Message]]:
         """The lines of the messages the cache can answer, and the messages it cannot."""
-        pieces = list(zip(self._heads, self._pieces(tx), strict=True))
-        # Where a cached item's value sits in a line's parts: ["* n FETCH (UID u",
-        # head, value, head, value, ...].
-        content = [2 + 2 * i for i, a in enumerate(self.attributes) if a.name in _CACHED]
+        # (head, piece, whether its bytes count as served from the cache) per item.
+        steps = [
+            (head, piece, a.name in _CACHED)
+            for head, piece, a in zip(self._heads, self._pieces(tx), self.attributes, strict=True)
+        ]
         out: list[bytes] = []
         misses: list[Message] = []
+        served = 0
         for message in messages:
             parts = [b"* %d FETCH (UID %d" % (seq_of[message.uid], message.uid)]
-            for head, piece in pieces:
+            size = 0
+            for head, piece, cached in steps:
                 value = piece(message)
                 if value is None:
                     misses.append(message)
                     break
+                if cached:
+                    size += len(value)
                 parts += (head, value)
             else:
                 parts.append(b")\r\n")
                 out.append(b"".join(parts))
-                self.served += sum(len(parts[i]) for i in content)
+                served += size
+        self.served += served
         return out, misses

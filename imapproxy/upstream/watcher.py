@@ -177,8 +177,7 @@ class MailboxWatcher:
         if self._running:
             self._wakeup()  # the loop re-reads the names now
         elif names:
-            self._running = True
-            defer.ensureDeferred(self._run()).addErrback(self._crashed)
+            self._start()
 
     def prepare(self) -> None:
         """Connect and log in now, with nothing to watch yet, where NOTIFY will cover
@@ -195,8 +194,11 @@ class MailboxWatcher:
             return
         self._prepared_until = self.reactor.seconds() + PREPARED_SECONDS
         if not self._running:
-            self._running = True
-            defer.ensureDeferred(self._run()).addErrback(self._crashed)
+            self._start()
+
+    def _start(self) -> None:
+        self._running = True
+        defer.ensureDeferred(self._run()).addErrback(self._crashed)
 
     def _wanted(self) -> bool:
         """Whether to keep a connection: mailboxes to watch, or one made ahead."""
@@ -258,8 +260,7 @@ class MailboxWatcher:
         finally:
             self._running = False
         if self.names and not self._closed:  # watched again just as the loop ended
-            self._running = True
-            defer.ensureDeferred(self._run()).addErrback(self._crashed)
+            self._start()
 
     async def _connect(self) -> UpstreamClient:
         link = self.link

@@ -497,12 +497,12 @@ class AccountRuntime:
             raise
         self.status.fetched(fetched)
 
-    def content_read(self, blobs: Iterable[BlobId], fetched: bool) -> None:
+    def content_read(self, blobs: Iterable[BlobId]) -> None:
         """A client read these bodies (noted in memory for the least-recently-read order,
-        written in batches); when some came from the upstream just now, the cache is
-        brought back under its limit, after they were sent (store/eviction.py)."""
+        written in batches). What came from the upstream for them is kept later, and the
+        cache brought back under its limit then (server/held_content.py, trim_cache)."""
         self.store.note_reads(self.account.id, blobs)
-        if fetched or self.store.reads.due():
+        if self.store.reads.due():
             self.trim_cache()
 
     def trim_cache(self) -> None:

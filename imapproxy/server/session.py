@@ -22,6 +22,7 @@ from imapproxy.router import ListenerLogins
 from imapproxy.sasl import MECHANISMS
 from imapproxy.server import replies, rev2
 from imapproxy.server.capabilities import capabilities, upstream_append_limit
+from imapproxy.server.held_content import HeldContent
 from imapproxy.server.replies import CommandFailed
 from imapproxy.server.view import Modes, SelectedView
 from imapproxy.store import mailboxes
@@ -104,6 +105,8 @@ class Session:
         self.modes = Modes()
         #: Work the running command leaves for after its answer (``after_answer``).
         self._after_answer: list[Callable[[], None]] = []
+        #: What this session's FETCHes took from the upstream, not kept yet.
+        self.held = HeldContent(context.reactor, self._kept)
 
     # plumbing ----------------------------------------------------------------
 
@@ -163,6 +166,10 @@ class Session:
         whatever that answer is: what the client waits for does not wait for it."""
         self._after_answer.append(work)
 
+    def _kept(self) -> None:
+        if self._runtime is not None:
+            self._runtime.trim_cache()
+
     def _answered(self) -> None:
         if not self._after_answer:
             return
@@ -203,6 +210,8 @@ class Session:
     async def handle(self, command: Any) -> None:
         if self.modes.rev2:
             command = rev2.adapt(command)
+        if not isinstance(command, p.Fetch):
+            self.held.keep()  # it may read the cache (or the client paused): see held_content.py
         tag = command.tag
         registered = HANDLERS.get(type(command))
         if registered is None:
@@ -259,6 +268,7 @@ class Session:
         return self.view.updates(allow_expunge)
 
     def closed(self) -> None:
+        self.held.keep()
         self.leave_selected()
         if not self._ended:
             self._ended = True

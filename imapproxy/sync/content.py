@@ -92,19 +92,25 @@ _Content = tuple[Message, dict[str, Value], list[tuple[Need, bytes]]]
 
 
 class Fetched:
-    """Content fetched for a client's FETCH, served from memory before it is kept.
+    """Content fetched for a session's FETCHes, served from memory before it is kept.
 
     The client's answer does not wait for the disk: keeping a body (a write
     transaction and its disk sync, about a millisecond of a first read's three) runs
-    once the answer is out (issue 6). It is content the upstream can give again, so a
-    keep that fails costs a later fetch, never data."""
+    once the answer is out, when the session pauses (server/held_content.py). It is
+    content the upstream can give again, so a keep that fails costs a later fetch,
+    never data."""
 
     def __init__(self) -> None:
         self._pieces: dict[tuple[BlobId, Kind, str], bytes] = {}
         self._keeps: list[Callable[[], int]] = []
+        #: Bytes of content held (server/held_content.py bounds it).
+        self.held_bytes = 0
 
     def get(self, blob: BlobId, kind: Kind, section: str = "") -> bytes | None:
         return self._pieces.get((blob, kind, section))
+
+    def has(self, blob: BlobId, kind: Kind, section: str = "") -> bool:
+        return (blob, kind, section) in self._pieces
 
     @property
     def pending(self) -> bool:
@@ -114,12 +120,14 @@ class Fetched:
         for message, _, pieces in content:
             for need, data in pieces:
                 self._pieces[(message.blob, need.kind, need.section)] = data
+                self.held_bytes += len(data)
         self._keeps.append(keep)
 
     def keep(self) -> int:
         """Write what came and let go of it in memory; returns the bytes kept."""
         keeps, self._keeps = self._keeps, []
         self._pieces.clear()
+        self.held_bytes = 0
         kept = 0
         for keep in keeps:
             try:
@@ -129,16 +137,26 @@ class Fetched:
         return kept
 
 
-def _derivable(tx: Tx, message: Message, account: int, need: Need) -> bool:
+def _derivable(tx: Tx, message: Message, account: int, need: Need, fresh: Fetched | None) -> bool:
     if need.kind in (Kind.HEADER, Kind.SECTION):
+        if fresh is not None and fresh.has(message.blob, Kind.FULL):
+            return True
         return cache.has(tx, account, message.blob, Kind.FULL)  # type: ignore[arg-type]
     return False
 
 
+def _held(fresh: Fetched | None, message: Message, need: Need) -> bool:
+    return fresh is not None and fresh.has(message.blob, need.kind, need.section)
+
+
 def missing(
-    store: Store, mailbox: Mailbox, wanted: Iterable[Message], needs: set[Need]
+    store: Store,
+    mailbox: Mailbox,
+    wanted: Iterable[Message],
+    needs: set[Need],
+    fresh: Fetched | None = None,
 ) -> dict[frozenset[Need], list[Message]]:
-    """Group messages by which needs the cache cannot answer."""
+    """Group messages by which needs neither the cache nor ``fresh`` can answer."""
 
     def scan(tx: Tx) -> dict[frozenset[Need], list[Message]]:
         groups: dict[frozenset[Need], list[Message]] = defaultdict(list)
@@ -148,8 +166,9 @@ def missing(
             lacking = frozenset(
                 need
                 for need in needs
-                if not cache.has(tx, mailbox.account, message.blob, need.kind, need.section)
-                and not _derivable(tx, message, mailbox.account, need)
+                if not _held(fresh, message, need)
+                and not cache.has(tx, mailbox.account, message.blob, need.kind, need.section)
+                and not _derivable(tx, message, mailbox.account, need, fresh)
             )
             if lacking:
                 groups[lacking].append(message)
@@ -178,8 +197,9 @@ async def fetch_missing(
     wanted = list(wanted)
     fetched = 0
     if any(n.is_body for n in needs):
-        fetched += await _take_twins(link, store, mailbox, wanted)
-    groups = missing(store, mailbox, wanted, needs)
+        unheld = [m for m in wanted if fresh is None or not fresh.has(m.blob, Kind.FULL)]
+        fetched += await _take_twins(link, store, mailbox, unheld)
+    groups = missing(store, mailbox, wanted, needs, fresh)
     for group_needs, group in groups.items():
         if any(n.is_body for n in group_needs):
             fits = [m for m in group if m.size <= link.max_message]

@@ -357,23 +357,24 @@ async def fetch(session: Session, cmd: p.Fetch) -> list[bytes]:
     read: list[BlobId] = []  # bodies served, for the cache's least-recently-read order
     seen_now: set[int] = set()
     lines = LineFormat(view, attributes) if fetch_lines.applies(attributes) else None
-    # What the upstream gives is served from memory and kept once sent (the lines of
-    # metadata alone read the cache, so there it is kept first).
-    fresh = Fetched() if lines is None else None
+    # What the upstream gives is served from memory and kept once the session pauses
+    # (server/held_content.py). The lines of metadata read the cache alone, so what the
+    # session holds is kept first, and what they fetch is kept at once.
+    held = session.held
+    fresh: Fetched | None = held.fetched
+    if lines is not None:
+        held.keep()
+        fresh = None
 
     def keep_sent() -> None:
-        """Keep the content of the groups sent so far, then bring the cache back under
-        its limit: a long FETCH overshoots it by one group at most."""
-        if fresh is not None and fresh.pending:
-            fresh.keep()
-            if reads_bodies:
-                session.account.content_read(read, fetched=True)
-                read.clear()
+        """While the upstream works on a group: keep what is held if it is a lot (a
+        long FETCH holds HOLD_BYTES at most, and overshoots the cache limit by as much)."""
+        held.keep_if_full()
 
     def after_answer() -> None:
-        keep_sent()
+        held.answered()
         if read:
-            session.account.content_read(read, fetched=False)
+            session.account.content_read(read)
 
     if fresh is not None:  # the lines of metadata leave nothing for after
         session.after_answer(after_answer)

@@ -16,9 +16,11 @@ from twisted.internet.testing import MemoryReactorClock
 
 from imapproxy import protocol as p
 from imapproxy.registry import AccountRegistry
+from imapproxy.server import held_content
 from imapproxy.server.connection import OUTPUT_HIGH_WATER, ClientConnection
 from imapproxy.server.handlers import fetch as fetch_handler
 from imapproxy.server.handlers import fetch_lines
+from imapproxy.server.held_content import HeldContent
 from imapproxy.server.session import ServerContext
 from imapproxy.server.view import SelectedView
 from imapproxy.store import Store, cache, mailboxes, messages
@@ -87,6 +89,8 @@ class Client:
         self.selected = view
         self.modes = view.modes
         self.filled: list[int] = []  # messages per ensure_content call
+        self.trims = 0
+        self.held = HeldContent(self.clock, self._kept)
         self.after: list[Callable[[], None]] = []
 
         async def ensure_content(
@@ -104,7 +108,8 @@ class Client:
             if hold and fresh is not None:  # as the account does: served first, kept later
                 await deferLater(self.clock, 0, lambda: None)  # the upstream's round trip
                 body = [(m, {}, [(Need(cache.Kind.FULL), _body(m))]) for m in wanted]
-                fresh.add(body, lambda: view.store.write(keep) or 0)
+                size = sum(len(data) for _, _, pieces in body for _, data in pieces)
+                fresh.add(body, lambda: view.store.write(keep) or size)
             else:
                 view.store.write(keep)
 
@@ -112,9 +117,12 @@ class Client:
             store=view.store,
             ensure_content=ensure_content,
             status=SimpleNamespace(served=lambda count: None),
-            content_read=lambda blobs, fetched: None,
+            content_read=lambda blobs: None,
             request_sync=lambda name: None,
         )
+
+    def _kept(self) -> None:
+        self.trims += 1
 
     def send(self, chunks: list[bytes]) -> None:
         self.connection.write_chunks(chunks)
@@ -236,24 +244,59 @@ def test_missing_bodies_are_fetched_a_few_at_a_time(
     assert b"Subject: 130\r\n" in received
 
 
+def _bodies_kept(view: SelectedView, count: int) -> int:
+    return view.store.read(
+        lambda tx: sum(cache.has(tx, 1, BlobId(u), cache.Kind.FULL) for u in range(1, count + 1))
+    )
+
+
 def test_fetched_bodies_are_answered_before_they_are_kept(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The answer does not wait for the disk: each group's bodies are kept once sent,
-    the last group's after the tagged answer (session.after_answer)."""
+    """The answer does not wait for the disk: what the upstream gave is held, and kept
+    in one write once the session has been quiet for HOLD_QUIET after the answer."""
     monkeypatch.setattr(fetch_handler, "BODY_FILL_GROUP", 30)
     view = _mailbox(tmp_path, 70, cached=False)
     client = Client(tmp_path, view, hold=True)
 
-    def bodies_kept() -> int:
-        return view.store.read(
-            lambda tx: sum(cache.has(tx, 1, BlobId(u), cache.Kind.FULL) for u in range(1, 71))
-        )
-
     received = client.run(b"a1 FETCH 1:* (UID BODY.PEEK[])")
     assert received.count(b" FETCH (") == 70
     assert b"Subject: 70\r\n" in received
-    assert bodies_kept() == 60  # the groups sent before the last
+    assert _bodies_kept(view, 70) == 0
     assert len(client.after) == 1
     client.after[0]()
-    assert bodies_kept() == 70
+    assert _bodies_kept(view, 70) == 0  # not before the session is quiet
+    client.clock.advance(held_content.HOLD_QUIET)
+    assert _bodies_kept(view, 70) == 70
+    assert client.trims == 1  # the cache limit, after what the keep added
+    assert not client.held.fetched.pending
+
+
+def test_held_bodies_answer_the_next_fetch_without_the_upstream(tmp_path: Path) -> None:
+    """A body held from one FETCH serves the session's next FETCH of it: nothing is
+    fetched again, and the answer is the same."""
+    view = _mailbox(tmp_path, 5, cached=False)
+    client = Client(tmp_path, view, hold=True)
+    first = client.run(b"a1 FETCH 2 (BODY.PEEK[])")
+    client.after.pop()()
+    second = client.run(b"a2 FETCH 2 (BODY.PEEK[HEADER] BODY.PEEK[])")
+    assert client.filled == [1]
+    assert _bodies_kept(view, 5) == 0
+    assert b"Subject: 2\r\n\r\nx\r\n" in first
+    assert second.count(b"Subject: 2\r\n") == 2  # the header, derived from the held body
+
+
+def test_a_long_fetch_keeps_what_it_holds_past_hold_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Memory stays bounded in a FETCH of many bodies: past HOLD_BYTES, what is held is
+    kept while the upstream works on the next group."""
+    monkeypatch.setattr(fetch_handler, "BODY_FILL_GROUP", 30)
+    monkeypatch.setattr(held_content, "HOLD_BYTES", 100)
+    view = _mailbox(tmp_path, 70, cached=False)
+    client = Client(tmp_path, view, hold=True)
+    received = client.run(b"a1 FETCH 1:* (UID BODY.PEEK[])")
+    assert received.count(b" FETCH (") == 70
+    assert _bodies_kept(view, 70) == 60  # the groups sent before the last
+    client.after.pop()()  # past HOLD_BYTES: at once, not when quiet
+    assert _bodies_kept(view, 70) == 70

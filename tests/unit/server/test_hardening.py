@@ -20,6 +20,7 @@ from imapproxy.registry import LoginFailed
 from imapproxy.server.connection import MAX_PIPELINED_INPUT, ClientConnection
 from imapproxy.server.handlers import fetch as fetch_handler
 from imapproxy.server.handlers import messages as messages_handler
+from imapproxy.server.held_content import HeldContent
 from imapproxy.server.session import ServerContext
 from imapproxy.server.view import SelectedView, contains, intervals
 from imapproxy.store import Store, cache, mailboxes, messages
@@ -276,12 +277,13 @@ class FetchSession:
             store=view.store,
             ensure_content=ensure_content,
             status=SimpleNamespace(served=lambda count: None),
-            content_read=lambda blobs, fetched: None,
+            content_read=lambda blobs: None,
         )
         self.connection = self
         self.pending = 0
         self.most_between_drains = 0
         self.after: list[Callable[[], None]] = []
+        self.held = HeldContent(MemoryReactorClock(), lambda: None)
 
     def after_answer(self, work: Callable[[], None]) -> None:
         self.after.append(work)

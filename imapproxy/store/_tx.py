@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import lmdb
@@ -95,6 +95,23 @@ class Tx:
             return None
         sealing = self._sealing(db, key)
         return bytes(value) if sealing is None else sealing.open(db, key, value)
+
+    def getter(self, db: bytes, account: int) -> Callable[[bytes], bytes | None]:
+        """``get`` for many keys of one account's records in db (keys that start with
+        its number, as every sealed record's does), with whether they are sealed decided
+        once: a header FETCH of 10,000 messages reads 30,000 records, and asking per
+        record was a fifth of its CPU."""
+        assert db != b"meta"  # its sealed records are not keyed by account first
+        get, handle = self.txn.get, self.dbs[db]
+        sealing = self._sealing(db, U32.pack(account))
+        if sealing is None:
+            return lambda key: get(key, db=handle)  # type: ignore[return-value]
+
+        def opened(key: bytes) -> bytes | None:
+            value = get(key, db=handle)
+            return None if value is None else sealing.open(db, key, value)
+
+        return opened
 
     def put(self, db: bytes, key: bytes, value: bytes | bytearray) -> None:
         sealing = self._sealing(db, key)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from enum import Enum
 
 from imapproxy.store import gmail_ids, held, twins, usage
-from imapproxy.store._tx import Tx, u32, u64
+from imapproxy.store._tx import U64, Tx, u32, u64
 from imapproxy.types import AccountId, BlobId
 
 
@@ -51,8 +51,9 @@ def getter(tx: Tx, account: AccountId, kind: Kind) -> Callable[[BlobId], bytes |
     """``get`` of one kind (not SECTION) for many blobs of an account in tx: the key's
     fixed parts made once, for a FETCH that reads the ENVELOPE of 100,000 messages."""
     assert kind is not Kind.SECTION
-    head, tail, read = u32(account), kind.value, tx.get
-    return lambda blob: read(b"cache", head + u64(blob) + tail)
+    head, tail, read = u32(account), kind.value, tx.getter(b"cache", account)
+    pack = U64.pack
+    return lambda blob: read(head + pack(blob) + tail)
 
 
 def has(tx: Tx, account: AccountId, blob: BlobId, kind: Kind, section: str = "") -> bool:

@@ -20,7 +20,7 @@ import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 
-from imapproxy.store._tx import Tx, decode, encode, read_u32, u32, u64
+from imapproxy.store._tx import U32, Tx, decode, encode, read_u32, u32, u64
 from imapproxy.types import UID, AccountId, BlobId, MailboxId, UpstreamUID
 
 
@@ -129,9 +129,10 @@ def get(tx: Tx, account: AccountId, mailbox: MailboxId, uid: UID) -> Message | N
 
 def get_many(tx: Tx, account: AccountId, mailbox: MailboxId, uids: Iterable[UID]) -> list[Message]:
     key_prefix = prefix(account, mailbox)
+    get, pack = tx.getter(b"messages", account), U32.pack
     found = []
     for uid in uids:
-        value = tx.get(b"messages", key_prefix + u32(uid))
+        value = get(key_prefix + pack(uid))
         if value is not None:
             found.append(_decode(uid, value))
     return found

@@ -5,8 +5,9 @@ RFC822.SIZE ENVELOPE BODYSTRUCTURE``) is answered with one line per message. Bui
 a tuple of values per message and walking it in the generic serializer cost about
 30 µs of CPU per message: 2 to 3 times Dovecot's time to serve a cached header FETCH
 of 10,000 messages (bench/serve_fetch.py). Here what is the same for every line is
-done once per command (the item names, each distinct flag list, the cache keys'
-shape), and a line is one ``bytes.join`` of its pieces: about 13 µs.
+done once per command (the item names in one %-format, each distinct flag list, the
+cache keys' shape and whether they are sealed), and a line is that format applied to
+its values: about 8 µs with reading its record.
 
 Only items whose whole wire form is known here take this path: UID, FLAGS,
 INTERNALDATE, RFC822.SIZE, MODSEQ, and ENVELOPE, BODYSTRUCTURE and BODY, which the
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from operator import attrgetter
 
 from imapproxy import protocol as p
 from imapproxy.server.view import SelectedView
@@ -37,9 +39,9 @@ _CACHED = {"ENVELOPE": Kind.ENVELOPE, "BODYSTRUCTURE": Kind.BODYSTRUCTURE, "BODY
 #: A string the serializer sends quoted as it is (quote_safe, and nothing to escape).
 _PLAIN = re.compile(rb"[\x20\x21\x23-\x5b\x5d-\x7e]{0,1024}")
 
-#: One item of a line: the message's value as wire bytes, or None when the cache
-#: lacks it (the message is then fetched upstream first).
-Piece = Callable[[Message], bytes | None]
+#: One item of a line: the message's value (wire bytes, or a number its format
+#: writes), or None when the cache lacks it (the message is then fetched upstream first).
+Piece = Callable[[Message], bytes | int | None]
 
 
 def _cached(get: Callable[[BlobId], bytes | None]) -> Piece:
@@ -83,50 +85,55 @@ class LineFormat:
             self._flags[key] = formatted
         return formatted
 
-    def _pieces(self, tx: Tx) -> list[Piece]:
-        pieces: list[Piece] = []
+    def _pieces(self, tx: Tx) -> list[tuple[bytes, Piece]]:
+        """Each item's format in the line, and its value's piece."""
+        pieces: list[tuple[bytes, Piece]] = []
         for attribute in self.attributes:
             name = attribute.name
             if name == "UID":
-                pieces.append(lambda m: b"%d" % m.uid)
+                pieces.append((b"%d", attrgetter("uid")))
             elif name == "FLAGS":
-                pieces.append(self._flag_list)
+                pieces.append((b"%s", self._flag_list))
             elif name == "INTERNALDATE":
-                pieces.append(lambda m: _quoted(m.internaldate))
+                pieces.append((b"%s", lambda m: _quoted(m.internaldate)))
             elif name == "RFC822.SIZE":
-                pieces.append(lambda m: b"%d" % m.size)
+                pieces.append((b"%d", attrgetter("size")))
             elif name == "MODSEQ":
-                pieces.append(lambda m: b"(%d)" % m.modseq)
+                pieces.append((b"(%d)", attrgetter("modseq")))
             else:
-                pieces.append(_cached(cache.getter(tx, self.account, _CACHED[name])))
+                pieces.append((b"%s", _cached(cache.getter(tx, self.account, _CACHED[name]))))
         return pieces
 
     def lines(
         self, tx: Tx, messages: list[Message], seq_of: dict[UID, SeqNum]
     ) -> tuple[list[bytes], list[Message]]:
         """The lines of the messages the cache can answer, and the messages it cannot."""
-        # (head, piece, whether its bytes count as served from the cache) per item.
-        steps = [
-            (head, piece, a.name in _CACHED)
-            for head, piece, a in zip(self._heads, self._pieces(tx), self.attributes, strict=True)
-        ]
+        formats_and_pieces = self._pieces(tx)
+        pieces = [piece for _, piece in formats_and_pieces]
+        # One %-format per command, and a line is one format of its values: 4.6 µs a
+        # line, against 6.0-6.8 joining its pieces. The cached items' values count as
+        # served from the cache.
+        items = b"".join(
+            head.replace(b"%", b"%%") + form
+            for head, (form, _) in zip(self._heads, formats_and_pieces, strict=True)
+        )
+        template = b"* %d FETCH (UID %d" + items + b")\r\n"
+        cached = [i + 2 for i, a in enumerate(self.attributes) if a.name in _CACHED]
         out: list[bytes] = []
         misses: list[Message] = []
         served = 0
         for message in messages:
-            parts = [b"* %d FETCH (UID %d" % (seq_of[message.uid], message.uid)]
-            size = 0
-            for head, piece, cached in steps:
+            uid = message.uid
+            values: list[object] = [seq_of[uid], uid]
+            for piece in pieces:
                 value = piece(message)
                 if value is None:
                     misses.append(message)
                     break
-                if cached:
-                    size += len(value)
-                parts += (head, value)
+                values.append(value)
             else:
-                parts.append(b")\r\n")
-                out.append(b"".join(parts))
-                served += size
+                out.append(template % tuple(values))
+                for i in cached:
+                    served += len(values[i])  # type: ignore[arg-type]
         self.served += served
         return out, misses

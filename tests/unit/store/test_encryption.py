@@ -23,14 +23,16 @@ from imapproxy.store import (
     key_drop,
     key_wrapping,
     mailboxes,
+    messages,
     outbox,
     subscriptions,
 )
 from imapproxy.store.cache import Kind
 from imapproxy.store.compact import compact
 from imapproxy.store.keyring import AccountKey, sealed_account
+from imapproxy.store.messages import Message
 from imapproxy.store.verifier import ScryptParams
-from imapproxy.types import AccountId, BlobId
+from imapproxy.types import UID, AccountId, BlobId
 
 CHEAP = ScryptParams(2**10, 8, 1)
 MARKER = b"Subject: zebra-marker-7731"
@@ -266,3 +268,38 @@ def test_only_the_accounts_own_key_fits(store: Store) -> None:
         lambda tx: tx.txn.delete(b"key_check:" + account.id.to_bytes(4, "big"), db=tx.dbs[b"meta"])
     )
     assert not store.read(lambda tx: account_keys.key_fits(tx, account, key))
+
+
+def test_the_getter_for_many_records_seals_as_get_does(store: Store, tmp_path: Path) -> None:
+    """``cache.getter`` and ``messages.get_many`` decide sealing once per call (the
+    header FETCH path): they open what ``get`` opens, and refuse what it refuses."""
+    account = _account(store)
+    _fill(store, account)
+    clear = store.write(lambda tx: accounts.ensure_account(tx, "imap://x", "user2"))
+    store.write(lambda tx: cache.put(tx, clear.id, BlobId(1), Kind.FULL, b"clear body"))
+    _encrypt(store, account)
+    read = store.read(lambda tx: cache.getter(tx, account.id, Kind.FULL)(BlobId(1)))
+    assert read is not None and read.startswith(MARKER)
+    assert store.read(lambda tx: cache.getter(tx, account.id, Kind.FULL)(BlobId(9))) is None
+    assert store.read(lambda tx: cache.getter(tx, clear.id, Kind.FULL)(BlobId(1))) == b"clear body"
+    box = store.write(lambda tx: mailboxes.create(tx, account.id, "INBOX"))
+    message = Message(UID(1), None, ("\\Seen",), "01-Jan-2020 10:00:00 +0000", 5, 1, BlobId(1))
+    store.write(lambda tx: messages.put(tx, account.id, box.id, message))
+    assert store.read(lambda tx: messages.get_many(tx, account.id, box.id, [UID(1)])) == [message]
+    env, db = store._env.env, store._env.dbs[b"cache"]
+    key = cache._key(account.id, BlobId(1), Kind.FULL, "")
+    with env.begin(write=True, db=db) as txn:
+        sealed = bytearray(txn.get(key))
+        sealed[20] ^= 1
+        txn.put(key, bytes(sealed))
+    with pytest.raises(RecordTampered):
+        store.read(lambda tx: cache.getter(tx, account.id, Kind.FULL)(BlobId(1)))
+    store.close()
+    reopened = Store(tmp_path / "replica")
+    try:
+        with pytest.raises(StoreLocked):
+            reopened.read(lambda tx: cache.getter(tx, account.id, Kind.FULL)(BlobId(1)))
+        with pytest.raises(StoreLocked):
+            reopened.read(lambda tx: messages.get_many(tx, account.id, box.id, [UID(1)]))
+    finally:
+        reopened.close()

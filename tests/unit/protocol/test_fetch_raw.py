@@ -151,6 +151,19 @@ def _meaning(value: object) -> object:
         b"* 1 FETCH (UID 99999999999999999999999 X-GM-MSGID 1278455344230334865)",
         b"* 1 FETCH (MODSEQ (18446744073709551615) UID 2)",
         b"* 1 FETCH (UID 5 FLAGS (\\Seen [x]))",
+        # The message list's head (UID FLAGS INTERNALDATE RFC822.SIZE), read in one match
+        # where every part is what the single items take, else item by item.
+        b'* 1 FETCH (UID 5 FLAGS (\\Seen) INTERNALDATE "01-Jan-2023 09:00:45 +0000" RFC822.SIZE 7'
+        b" ENVELOPE NIL)",
+        b'* 1 FETCH (UID 5 FLAGS () INTERNALDATE "" RFC822.SIZE 0)',
+        b'* 1 FETCH (UID 5 FLAGS (\\Seen NIL) INTERNALDATE "d" RFC822.SIZE 7)',
+        b'* 1 FETCH (UID 5 FLAGS (123) INTERNALDATE "d" RFC822.SIZE 7)',
+        b'* 1 FETCH (UID 007 FLAGS () INTERNALDATE "d" RFC822.SIZE 7)',
+        b'* 1 FETCH (UID 5 FLAGS () INTERNALDATE "d" RFC822.SIZE 07)',
+        b'* 1 FETCH (UID 5 FLAGS () INTERNALDATE "d" RFC822.SIZE 7X)',
+        b'* 1 FETCH (UID 5 FLAGS () INTERNALDATE "a \\"q\\" d" RFC822.SIZE 7)',
+        b'* 1 FETCH (UID 5  FLAGS () INTERNALDATE "d" RFC822.SIZE 7)',
+        b'* 1 FETCH (uid 5 FLAGS () INTERNALDATE "d" RFC822.SIZE 7)',
     ],
 )
 def test_everyday_items_read_as_the_general_reader_reads_them(line: bytes) -> None:
@@ -224,6 +237,38 @@ def test_any_fetch_response_means_the_same_read_either_way(
     parts = [texts[0]]
     for text in texts[1:]:
         parts += [literal, text]
+    try:
+        expected = _general(parts)
+    except ParseError:
+        with pytest.raises(ParseError):
+            parse_response(parts, raw_fetch_items=RAW_FETCH_ITEMS)
+        return
+    response = parse_response(parts, raw_fetch_items=RAW_FETCH_ITEMS)
+    assert isinstance(response, UntaggedData)
+    got = fetch_items(response.values[0])  # type: ignore[arg-type]
+    assert {k: _meaning(v) for k, v in got.items()} == expected
+
+
+@given(_atoms, st.lists(_atoms, max_size=4), _quoted, _atoms, st.lists(_item, max_size=2))
+def test_the_message_list_head_means_the_same_read_either_way(
+    uid: bytes, flags: list[bytes], date: bytes, size: bytes, rest: list[tuple[bytes, bytes]]
+) -> None:
+    """The message list's first four items, read in one match where they can be: the
+    same values as item by item, or the same refusal."""
+    line = (
+        b"* 1 FETCH (UID "
+        + uid
+        + b" FLAGS ("
+        + b" ".join(flags)
+        + b") INTERNALDATE "
+        + date
+        + b" RFC822.SIZE "
+        + size
+        + b"".join(b" " + n + b" " + v for n, v in rest)
+        + b")"
+    )
+    parts = line.split(b"\x00LIT")
+    parts = [piece for text in parts for piece in (text, b"x")][:-1]
     try:
         expected = _general(parts)
     except ParseError:

@@ -113,6 +113,25 @@ class Tx:
 
         return opened
 
+    def putter(self, db: bytes, account: int) -> Callable[[bytes, bytes | bytearray], None]:
+        """``put`` for many of one account's records in db, as ``getter`` reads them:
+        a first sync writes five records a message."""
+        assert db != b"meta"  # its sealed records are not keyed by account first
+        put, handle = self.txn.put, self.dbs[db]
+        sealing = self._sealing(db, U32.pack(account))
+
+        def clear(key: bytes, value: bytes | bytearray) -> None:
+            put(key, value, db=handle)
+
+        if sealing is None:
+            return clear
+        key_of_account = sealing
+
+        def sealed(key: bytes, value: bytes | bytearray) -> None:
+            put(key, key_of_account.seal(db, key, value), db=handle)
+
+        return sealed
+
     def put(self, db: bytes, key: bytes, value: bytes | bytearray) -> None:
         sealing = self._sealing(db, key)
         if sealing is not None:

@@ -56,6 +56,15 @@ def getter(tx: Tx, account: AccountId, kind: Kind) -> Callable[[BlobId], bytes |
     return lambda blob: read(head + pack(blob) + tail)
 
 
+def putter(tx: Tx, account: AccountId, kind: Kind) -> Callable[[BlobId, bytes], None]:
+    """``put`` of one kind that is not a body (nothing to count against the limit, no
+    twin to note) for many blobs: a first sync keeps two such items a message."""
+    assert kind not in BODY_KINDS
+    head, tail, write = u32(account), kind.value, tx.putter(b"cache", account)
+    pack = U64.pack
+    return lambda blob, data: write(head + pack(blob) + tail, data)
+
+
 def has(tx: Tx, account: AccountId, blob: BlobId, kind: Kind, section: str = "") -> bool:
     return tx.has(b"cache", _key(account, blob, kind, section))
 

@@ -17,7 +17,7 @@ it; a removal also tells the transaction which blobs may have lost their last us
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 
 from imapproxy.store._tx import U32, Tx, decode, encode, read_u32, u32, u64
@@ -120,6 +120,26 @@ def put(tx: Tx, account: AccountId, mailbox: MailboxId, message: Message) -> Non
         tx.put(b"upstream_uids", key_prefix + u32(message.upstream_uid), u32(message.uid))
     known = b"\x01" if message.upstream_uid is not None else b"\x00"
     tx.put(b"blob_refs", _ref_key(account, message.blob, mailbox, message.uid), known)
+
+
+def putter(tx: Tx, account: AccountId, mailbox: MailboxId) -> Callable[[Message], None]:
+    """``put`` for many messages of one mailbox (a first sync's), its keys' fixed parts
+    and the records' sealing decided once."""
+    key_prefix, ref_prefix, pack = prefix(account, mailbox), u32(account), U32.pack
+    ref_tail = u32(mailbox)
+    put_message = tx.putter(b"messages", account)
+    put_upstream = tx.putter(b"upstream_uids", account)
+    put_ref = tx.putter(b"blob_refs", account)
+
+    def put_one(message: Message) -> None:
+        uid = pack(message.uid)
+        put_message(key_prefix + uid, _encode(message))
+        if message.upstream_uid is not None:
+            put_upstream(key_prefix + pack(message.upstream_uid), uid)
+        known = b"\x01" if message.upstream_uid is not None else b"\x00"
+        put_ref(ref_prefix + u64(message.blob) + ref_tail + uid, known)
+
+    return put_one
 
 
 def get(tx: Tx, account: AccountId, mailbox: MailboxId, uid: UID) -> Message | None:

@@ -500,6 +500,7 @@ def _add_upstream(
     account, mailbox_id = mailbox.account, mailbox.id
     uid, modseq = mailbox.uidnext, mailbox.highestmodseq
     fresh = cache.new_blobs(tx, account, len(items))
+    put_message = messages.putter(tx, account, mailbox_id)
     recent: UID | None = None
     structures: list[tuple[BlobId, Kind, bytes]] = []
     for item in items:
@@ -517,7 +518,7 @@ def _add_upstream(
             modseq,
             blob,
         )
-        messages.put(tx, account, mailbox_id, message)
+        put_message(message)
         if gmail_id is not None:
             note_gmail_id(tx, account, blob, gmail_id)
         for name, kind in _STRUCTURE_ITEMS:
@@ -533,8 +534,9 @@ def _add_upstream(
     # (STATUS counts) maps the pages around each one it reads (the kernel's
     # fault-around): with every record beside ENVELOPEs, a scan of a 100,000-message
     # mailbox mapped the whole 86 MB file.
+    keep = {kind: cache.putter(tx, account, kind) for _, kind in _STRUCTURE_ITEMS}
     for blob, kind, data in structures:
-        cache.put(tx, account, blob, kind, data)
+        keep[kind](blob, data)
     if items:
         mailbox = mailbox.with_(uidnext=uid, highestmodseq=modseq)
     return mailbox, recent

@@ -32,7 +32,7 @@ from imapproxy.store.compact import compact
 from imapproxy.store.keyring import AccountKey, sealed_account
 from imapproxy.store.messages import Message
 from imapproxy.store.verifier import ScryptParams
-from imapproxy.types import UID, AccountId, BlobId
+from imapproxy.types import UID, AccountId, BlobId, UpstreamUID
 
 CHEAP = ScryptParams(2**10, 8, 1)
 MARKER = b"Subject: zebra-marker-7731"
@@ -303,3 +303,32 @@ def test_the_getter_for_many_records_seals_as_get_does(store: Store, tmp_path: P
             reopened.read(lambda tx: messages.get_many(tx, account.id, box.id, [UID(1)]))
     finally:
         reopened.close()
+
+
+@pytest.mark.parametrize("encrypted", [False, True])
+def test_the_writers_for_many_records_write_as_put_does(
+    store: Store, tmp_path: Path, encrypted: bool
+) -> None:
+    """A first sync's writers (messages.putter, cache.putter) decide sealing once: what
+    they write reads back as put's does, and an encrypted account's stays sealed."""
+    account = _account(store)
+    if encrypted:
+        _encrypt(store, account)
+    box = store.write(lambda tx: mailboxes.create(tx, account.id, "INBOX"))
+    message = Message(
+        UID(3), UpstreamUID(7), ("\\Seen",), "01-Jan-2020 10:00:00 +0000", 5, 1, BlobId(4)
+    )
+    envelope = b'("zebra-envelope-4411")'
+
+    def write(tx: Tx) -> None:
+        messages.putter(tx, account.id, box.id)(message)
+        cache.putter(tx, account.id, Kind.ENVELOPE)(BlobId(4), envelope)
+
+    store.write(write)
+    assert store.read(lambda tx: messages.get(tx, account.id, box.id, UID(3))) == message
+    assert store.read(lambda tx: messages.upstream_map(tx, account.id, box.id)) == {7: UID(3)}
+    assert store.read(lambda tx: messages.blob_users(tx, account.id, BlobId(4))) == [
+        (box.id, UID(3), True)
+    ]
+    assert store.read(lambda tx: cache.get(tx, account.id, BlobId(4), Kind.ENVELOPE)) == envelope
+    assert (b"zebra-envelope-4411" in _raw_values(tmp_path / "replica")) is not encrypted

@@ -477,7 +477,7 @@ async def fetch(session: Session, cmd: p.Fetch) -> list[bytes]:
     # Per group of FILL_GROUP records: send what the cache can answer, then fetch what
     # it cannot and send that. Metadata of the next group is fetched while this one is
     # sent; bodies BODY_FILL_GROUP at a time, each sent before the next is asked for,
-    # so the cache limit is overshot by one such group at most.
+    # so what is held beyond HOLD_BYTES (and the cache limit) is one such group at most.
     pending: _Group | None = None
     try:
         for chunk in _groups(pairs, FILL_GROUP):

@@ -9,9 +9,10 @@ over 50 first reads: the next command waited for the keep, 1.1 ms of a read's
 
 So what a session fetched is held until it pauses: no new content for HOLD_QUIET
 (which a command waiting on the upstream is), HOLD_BYTES held, content older than
-HOLD_LONGEST, or before any command other than FETCH runs (Session.handle: another
-command may read the cache, and a client that sends one has paused). Many reads are
-then kept in one write, where the client is not waiting for us. Until kept, the
+HOLD_LONGEST, before any command other than FETCH runs (Session.handle: another
+command may read the cache, and a client that sends one has paused), or once the
+session has closed (after LOGOUT's answer, not before it). Many reads are then kept
+in one write transaction, where the client is not waiting for us. Until kept, the
 session's own FETCHes read the held content first (``fetched``); a FETCH of metadata
 lines, which reads the cache alone, keeps it first. Other sessions and the background
 do not see it, and at worst fetch it again: it is a cache. A crash loses only content

@@ -210,7 +210,7 @@ class Session:
     async def handle(self, command: Any) -> None:
         if self.modes.rev2:
             command = rev2.adapt(command)
-        if not isinstance(command, p.Fetch):
+        if not isinstance(command, p.Fetch | p.Logout):
             self.held.keep()  # it may read the cache (or the client paused): see held_content.py
         tag = command.tag
         registered = HANDLERS.get(type(command))

@@ -21,6 +21,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from functools import partial
 
 from imapproxy.message import fetch_structure
 from imapproxy.message.structure_wire import (
@@ -102,7 +103,8 @@ class Fetched:
 
     def __init__(self) -> None:
         self._pieces: dict[tuple[BlobId, Kind, str], bytes] = {}
-        self._keeps: list[Callable[[], int]] = []
+        #: Per batch fetched: the store, and the transaction body that keeps it there.
+        self._keeps: list[tuple[Store, Callable[[Tx], int]]] = []
         #: Bytes of content held (server/held_content.py bounds it).
         self.held_bytes = 0
 
@@ -116,25 +118,44 @@ class Fetched:
     def pending(self) -> bool:
         return bool(self._keeps)
 
-    def add(self, content: list[_Content], keep: Callable[[], int]) -> None:
+    def add(self, content: list[_Content], store: Store, keep: Callable[[Tx], int]) -> None:
+        """Hold content; ``keep`` writes it in a transaction of store's (and returns the
+        bytes it kept)."""
         for message, _, pieces in content:
             for need, data in pieces:
                 self._pieces[(message.blob, need.kind, need.section)] = data
                 self.held_bytes += len(data)
-        self._keeps.append(keep)
+        self._keeps.append((store, keep))
 
     def keep(self) -> int:
-        """Write what came and let go of it in memory; returns the bytes kept."""
+        """Write what came, all in one transaction (one disk sync however many batches),
+        and let go of it in memory; returns the bytes kept. Should that write fail, each
+        batch is written on its own, so one that cannot be kept loses no other."""
         keeps, self._keeps = self._keeps, []
         self._pieces.clear()
         self.held_bytes = 0
+        by_store: dict[int, tuple[Store, list[Callable[[Tx], int]]]] = {}
+        for store, keep in keeps:
+            by_store.setdefault(id(store), (store, []))[1].append(keep)
         kept = 0
-        for keep in keeps:
+        for store, bodies in by_store.values():
             try:
-                kept += keep()
-            except Exception:  # served already; not cached, so fetched again if asked
-                log.exception("could not keep fetched content")
+                kept += store.write(partial(_keep_all, bodies), durable=False)
+                continue
+            except Exception:
+                if len(bodies) == 1:
+                    log.exception("could not keep fetched content")
+                    continue
+            for body in bodies:
+                try:
+                    kept += store.write(body, durable=False)
+                except Exception:  # served already; not cached, so fetched again if asked
+                    log.exception("could not keep fetched content")
         return kept
+
+
+def _keep_all(bodies: list[Callable[[Tx], int]], tx: Tx) -> int:
+    return sum(body(tx) for body in bodies)
 
 
 def _derivable(tx: Tx, message: Message, account: int, need: Need, fresh: Fetched | None) -> bool:
@@ -298,14 +319,14 @@ async def fetch_batch(
     items = await link.use(fetch, background=background, reads_only=True)
     content = list(_content(by_upstream, needs, items))
 
-    def keep() -> int:
-        # Not durable: fetched again if a power loss takes it back, and a client's read
-        # does not wait for a second disk sync (store/_env.py).
-        return store.write(lambda tx: _keep(tx, mailbox, needs, content, prefetched), durable=False)
+    def keep(tx: Tx) -> int:
+        return _keep(tx, mailbox, needs, content, prefetched)
 
     if fresh is None:
-        return keep()
-    fresh.add(content, keep)
+        # Not durable: fetched again if a power loss takes it back, and a client's read
+        # does not wait for a second disk sync (store/_env.py).
+        return store.write(keep, durable=False)
+    fresh.add(content, store, keep)
     return sum(len(data) for _, _, pieces in content for _, data in pieces)
 
 

@@ -109,7 +109,7 @@ class Client:
                 await deferLater(self.clock, 0, lambda: None)  # the upstream's round trip
                 body = [(m, {}, [(Need(cache.Kind.FULL), _body(m))]) for m in wanted]
                 size = sum(len(data) for _, _, pieces in body for _, data in pieces)
-                fresh.add(body, lambda: view.store.write(keep) or size)
+                fresh.add(body, view.store, lambda tx: keep(tx) or size)
             else:
                 view.store.write(keep)
 

@@ -3,6 +3,7 @@ the session pauses, when much is held or held long, and before any other command
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -23,11 +24,24 @@ def _message(uid: int) -> Message:
     return Message(UID(uid), UpstreamUID(uid), (), "01-Jan-2020 10:00:00 +0000", 10, 1, BlobId(uid))
 
 
+class Writes:
+    """A store that counts its write transactions (each one a disk sync)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def write(self, body: Callable[[object], int], durable: bool = True) -> int:
+        assert not durable  # content the upstream can give again
+        self.count += 1
+        return body(object())
+
+
 class Holder:
     def __init__(self) -> None:
         self.clock = MemoryReactorClock()
         self.kept: list[int] = []
         self.trims = 0
+        self.store = Writes()
         self.held = HeldContent(self.clock, self._trim)
 
     def _trim(self) -> None:
@@ -36,7 +50,12 @@ class Holder:
     def fetch(self, uid: int, size: int = 10) -> None:
         """What a FETCH that read message uid's body from the upstream leaves held."""
         content = [(_message(uid), {}, [(Need(Kind.FULL), b"x" * size)])]
-        self.held.fetched.add(content, lambda: self.kept.append(uid) or size)  # type: ignore[func-returns-value]
+
+        def keep(tx: object) -> int:
+            self.kept.append(uid)
+            return size
+
+        self.held.fetched.add(content, self.store, keep)  # type: ignore[arg-type]
 
 
 def test_kept_once_quiet_and_the_quiet_restarts_with_each_answer() -> None:
@@ -51,6 +70,7 @@ def test_kept_once_quiet_and_the_quiet_restarts_with_each_answer() -> None:
     assert h.held.fetched.get(BlobId(1), Kind.FULL) == b"x" * 10
     h.clock.advance(held_content.HOLD_QUIET * 0.3)
     assert h.kept == [1, 2]
+    assert h.store.count == 1  # one write transaction, one disk sync, for both
     assert h.trims == 1
     assert h.held.fetched.get(BlobId(1), Kind.FULL) is None
     assert h.held.fetched.held_bytes == 0
@@ -84,10 +104,10 @@ def test_a_failing_keep_or_trim_is_logged_and_the_holder_goes_on(
 ) -> None:
     h = Holder()
 
-    def broken() -> int:
+    def broken(tx: object) -> int:
         raise OSError("disk full")
 
-    h.held.fetched.add([(_message(1), {}, [(Need(Kind.FULL), b"x")])], broken)
+    h.held.fetched.add([(_message(1), {}, [(Need(Kind.FULL), b"x")])], h.store, broken)  # type: ignore[arg-type]
     h.fetch(2)
     h.held.on_kept = lambda: (_ for _ in ()).throw(RuntimeError("trim failed"))
     h.held.keep()
@@ -110,12 +130,22 @@ def test_nothing_held_keeps_nothing_and_schedules_nothing() -> None:
 
 def _held_in(session: object, kept: list[int]) -> None:
     content = [(_message(1), {}, [(Need(Kind.FULL), b"body")])]
-    session.held.fetched.add(content, lambda: kept.append(1) or 4)  # type: ignore[attr-defined]
+
+    def keep(tx: object) -> int:
+        kept.append(1)
+        return 4
+
+    session.held.fetched.add(content, Writes(), keep)  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(
     ("command", "keeps"),
-    [(b"a NOOP", True), (b"a UID SEARCH BODY x", True), (b"a FETCH 1 (BODY[])", False)],
+    [
+        (b"a NOOP", True),
+        (b"a UID SEARCH BODY x", True),
+        (b"a FETCH 1 (BODY[])", False),
+        (b"a LOGOUT", False),  # kept once the session has closed, after its answer
+    ],
 )
 def test_a_command_other_than_fetch_keeps_first(
     tmp_path: Path, command: bytes, keeps: bool

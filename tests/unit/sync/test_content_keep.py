@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from imapproxy.store import Store, accounts, cache, mailboxes, messages
+from imapproxy.store import Store, Tx, accounts, cache, mailboxes, messages
 from imapproxy.store.cache import Kind
 from imapproxy.store.messages import Message
 from imapproxy.sync import content
@@ -43,25 +43,35 @@ def test_a_nil_body_is_not_kept_as_an_empty_message(tmp_path: Path) -> None:
 
 
 def test_fetched_content_is_served_until_kept_and_a_failed_keep_loses_no_other(
-    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    message = Message(UID(1), UpstreamUID(7), (), "01-Jan-2026 00:00:00 +0000", 5, 1, BlobId(3))
-    fresh = content.Fetched()
-    full = content.Need(Kind.FULL)
-    kept: list[str] = []
+    """What is held is kept in one transaction; if that fails, each batch on its own,
+    so a batch that cannot be kept loses no other."""
+    store = Store(tmp_path / "replica")
+    try:
+        message = Message(UID(1), UpstreamUID(7), (), "01-Jan-2026 00:00:00 +0000", 5, 1, BlobId(3))
+        fresh = content.Fetched()
+        full = content.Need(Kind.FULL)
 
-    def broken() -> int:
-        raise OSError("disk full")
+        def broken(tx: Tx) -> int:
+            raise OSError("disk full")
 
-    fresh.add([(message, {}, [(full, b"hello")])], broken)
-    fresh.add([], lambda: kept.append("second") or 4)
-    assert fresh.pending
-    assert fresh.get(BlobId(3), Kind.FULL) == b"hello"
-    assert fresh.get(BlobId(3), Kind.HEADER) is None
-    with caplog.at_level(logging.ERROR):
-        assert fresh.keep() == 4
-    assert kept == ["second"]
-    assert "could not keep fetched content" in caplog.text
-    # Let go of: what was kept is read from the cache from now on.
-    assert not fresh.pending
-    assert fresh.get(BlobId(3), Kind.FULL) is None
+        def second(tx: Tx) -> int:
+            cache.put(tx, 1, BlobId(4), Kind.ENVELOPE, b"(NIL)")
+            return 5
+
+        fresh.add([(message, {}, [(full, b"hello")])], store, broken)
+        fresh.add([], store, second)
+        assert fresh.pending and fresh.held_bytes == 5
+        assert fresh.get(BlobId(3), Kind.FULL) == b"hello"
+        assert fresh.has(BlobId(3), Kind.FULL) and not fresh.has(BlobId(3), Kind.HEADER)
+        assert fresh.get(BlobId(3), Kind.HEADER) is None
+        with caplog.at_level(logging.ERROR):
+            assert fresh.keep() == 5
+        assert store.read(lambda tx: cache.get(tx, 1, BlobId(4), Kind.ENVELOPE)) == b"(NIL)"
+        assert "could not keep fetched content" in caplog.text
+        # Let go of: what was kept is read from the cache from now on.
+        assert not fresh.pending and fresh.held_bytes == 0
+        assert fresh.get(BlobId(3), Kind.FULL) is None
+    finally:
+        store.close()

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 
 from imapproxy.message.structure_wire import upstream_structure_bytes
 from imapproxy.notify import MailboxChange
@@ -83,12 +84,33 @@ class FirstLook:
 def flags_of(value: Value) -> tuple[str, ...]:
     """Upstream flags as we keep them: \\Recent is per-session and never replicated."""
     assert isinstance(value, tuple)
-    return tuple(f for f in (text(v) for v in value) if f.upper() != "\\RECENT")
+    return _read_flags(value)[0]
 
 
 def _recent_upstream(item: dict[str, Value]) -> bool:
     flags = item.get("FLAGS", ())
-    return isinstance(flags, tuple) and any(text(f).upper() == "\\RECENT" for f in flags)
+    return isinstance(flags, tuple) and _read_flags(flags)[1]
+
+
+def _read_flags(value: tuple[Value, ...]) -> tuple[tuple[str, ...], bool]:
+    """(the flags kept, whether \\Recent is among them) of one FLAGS value."""
+    try:
+        return _read_flags_once(value)
+    except TypeError:  # a value that cannot be a cache key (no server sends one)
+        return _flags_read(value)
+
+
+@lru_cache(maxsize=4096)
+def _read_flags_once(value: tuple[Value, ...]) -> tuple[tuple[str, ...], bool]:
+    """_flags_read once per distinct list: a first sync meets the same few lists on
+    every message (a tenth of applying one, read per message)."""
+    return _flags_read(value)
+
+
+def _flags_read(value: tuple[Value, ...]) -> tuple[tuple[str, ...], bool]:
+    names = [text(v) for v in value]
+    kept = tuple(f for f in names if f.upper() != "\\RECENT")
+    return kept, len(kept) < len(names)
 
 
 @dataclass

@@ -103,7 +103,7 @@ def _read_flags(value: tuple[Value, ...]) -> tuple[tuple[str, ...], bool]:
 @lru_cache(maxsize=4096)
 def _read_flags_once(value: tuple[Value, ...]) -> tuple[tuple[str, ...], bool]:
     """_flags_read once per distinct list: a first sync meets the same few lists on
-    every message (a tenth of applying one, read per message)."""
+    every message (read per message, and twice for \\Recent: about 7% of its CPU)."""
     return _flags_read(value)
 
 

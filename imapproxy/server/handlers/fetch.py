@@ -366,11 +366,6 @@ async def fetch(session: Session, cmd: p.Fetch) -> list[bytes]:
         held.keep()
         fresh = None
 
-    def keep_sent() -> None:
-        """While the upstream works on a group: keep what is held if it is a lot (a
-        long FETCH holds HOLD_BYTES at most, and overshoots the cache limit by as much)."""
-        held.keep_if_full()
-
     def after_answer() -> None:
         held.answered()
         if read:
@@ -467,7 +462,9 @@ async def fetch(session: Session, cmd: p.Fetch) -> list[bytes]:
         nonlocal unavailable, missing
         misses = group.misses
         if group.fill is not None:
-            keep_sent()  # while the upstream works on this group
+            # While the upstream works on this group: keep what is held if it is a lot
+            # (a long FETCH holds HOLD_BYTES at most, and overshoots the limit by as much).
+            held.keep_if_full()
             if not await group.fill:
                 unavailable = True
             inflight.remove(group)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TypeAlias
 
 from ._errors import ParseError
-from ._fetch_raw import read_fetch_attributes
+from ._fetch_raw import read_fetch_attributes, read_list_entry
 from ._lexer import END, Scanner
 from ._values import Raw, Value, _emit, coalesce
 
@@ -192,6 +192,10 @@ def _fetch(
     parts: list[bytes], pos: int, number: int, max_depth: int, raw_fetch_items: frozenset[str]
 ) -> UntaggedData:
     """An untagged FETCH whose attribute list starts at pos (_fetch_raw's shortcuts)."""
+    if len(parts) == 1:
+        entry = read_list_entry(parts[0], pos, raw_fetch_items, max_depth)
+        if entry is not None:
+            return UntaggedData(number, "FETCH", (entry,))
     scanner = Scanner(parts, numbers=True, max_depth=max_depth, pos=pos)
     attributes = read_fetch_attributes(scanner, raw_fetch_items)
     if not scanner.at_end():

@@ -18,6 +18,8 @@ from imapproxy.protocol import (
     parse_response,
     serialize_value,
 )
+from imapproxy.protocol._fetch_raw import read_fetch_attributes, read_list_entry
+from imapproxy.protocol._lexer import Scanner
 
 ENVELOPE = (
     b'("Mon, 7 Feb 1994 21:52:25 -0800" "a \\"quoted\\" (subject)" '
@@ -273,4 +275,79 @@ def test_the_message_list_head_means_the_same_read_either_way(
         + b"".join(b" " + n + b" " + v for n, v in rest)
         + b")"
     )
+    _same_read_either_way(line, b"x")
+
+
+def _item_by_item(line: bytes, pos: int) -> tuple[object, ...]:
+    scanner = Scanner([line], numbers=True, max_depth=256, pos=pos)
+    return read_fetch_attributes(scanner, RAW_FETCH_ITEMS)
+
+
+_ENTRY = (
+    b'* 2 FETCH (UID 2 FLAGS (\\Seen) INTERNALDATE "01-Jan-2023 11:27:14 +0000" RFC822.SIZE 6787'
+    b" ENVELOPE " + ENVELOPE + b" BODYSTRUCTURE " + BODYSTRUCTURE + b")"
+)
+
+
+@pytest.mark.parametrize(
+    ("line", "whole"),
+    [
+        (_ENTRY, True),
+        (_ENTRY + b"  ", True),
+        (_ENTRY.replace(b"FETCH (", b"FETCH   ("), True),
+        (_ENTRY.replace(b"(\\Seen)", b"()"), True),
+        (_ENTRY[:-1] + b" MODSEQ (5))", False),  # another item: item by item
+        (_ENTRY.replace(b"UID 2", b"UID 007"), False),  # "007" is an atom
+        (_ENTRY.replace(b"(\\Seen)", b"(\\Seen 12)"), False),  # a number to the reader
+        (_ENTRY.replace(b"(\\Seen)", b"(NIL)"), False),  # nil to the reader
+        (_ENTRY.replace(b'"Fred Foobar"', '"Frédéric"'.encode()), False),  # 8-bit data
+        (_ENTRY.replace(b"RFC822.SIZE 6787 ", b"RFC822.SIZE 6787  "), False),
+        (_ENTRY.replace(b'"7BIT" 1152', b"(" * 20 + b'"7BIT"' + b")" * 20 + b" 1152"), False),
+        (_ENTRY.replace(b" BODYSTRUCTURE ", b" BODY "), False),
+        (_ENTRY + b")", False),
+    ],
+)
+def test_a_whole_message_list_entry_reads_in_one_match_as_item_by_item(
+    line: bytes, whole: bool
+) -> None:
+    """A first sync's every response, read in one match where it is exactly the list
+    head, ENVELOPE and BODYSTRUCTURE: the very values the item-by-item reader makes, or
+    None where that reader must say what it means (or that it is wrong)."""
+    pos = len(b"* 2 FETCH")
+    entry = read_list_entry(line, pos, RAW_FETCH_ITEMS, 256)
+    assert (entry is not None) is whole
+    if entry is not None:
+        assert entry == _item_by_item(line, pos)
+    assert read_list_entry(line, pos, frozenset({"ENVELOPE"}), 256) is None
+    assert read_list_entry(line, pos, RAW_FETCH_ITEMS, 11) is None
+    _same_read_either_way(line, b"x")
+
+
+@given(
+    st.sampled_from([b"0", b"12", b"007", b"4294967295"]),
+    st.lists(_atoms, max_size=4),
+    _quoted,
+    st.sampled_from([b"0", b"7", b"07", b"123456"]),
+    _lists(_values),
+    _lists(_values),
+    st.sampled_from([b"", b" ", b"  "]),
+)
+def test_any_message_list_entry_reads_the_same_in_one_match(
+    uid: bytes,
+    flags: list[bytes],
+    date: bytes,
+    size: bytes,
+    envelope: bytes,
+    structure: bytes,
+    tail: bytes,
+) -> None:
+    """Composed from the same atoms as the other property tests: where the one match
+    takes an entry, its values are exactly the item-by-item reader's."""
+    line = b"* 1 FETCH (UID " + uid + b" FLAGS (" + b" ".join(flags) + b") INTERNALDATE " + date
+    line += b" RFC822.SIZE " + size + b" ENVELOPE " + envelope
+    line += b" BODYSTRUCTURE " + structure + b")" + tail
+    if b"\x00LIT" not in line:
+        entry = read_list_entry(line, len(b"* 1 FETCH"), RAW_FETCH_ITEMS, 256)
+        if entry is not None:
+            assert entry == _item_by_item(line, len(b"* 1 FETCH"))
     _same_read_either_way(line, b"x")

@@ -18,7 +18,12 @@ from imapproxy.protocol import (
     parse_response,
     serialize_value,
 )
-from imapproxy.protocol._fetch_raw import read_fetch_attributes, read_list_entry
+from imapproxy.protocol._fetch_raw import (
+    _list_end,
+    _list_end_by_tokens,
+    read_fetch_attributes,
+    read_list_entry,
+)
 from imapproxy.protocol._lexer import Scanner
 
 ENVELOPE = (
@@ -351,3 +356,18 @@ def test_any_message_list_entry_reads_the_same_in_one_match(
         if entry is not None:
             assert entry == _item_by_item(line, len(b"* 1 FETCH"))
     _same_read_either_way(line, b"x")
+
+
+@given(_lists(_values), st.binary(min_size=0, max_size=6), st.sampled_from([b")", b" X)", b""]))
+def test_a_list_holding_literals_ends_where_a_token_at_a_time_finds_its_end(
+    value: bytes, literal: bytes, after: bytes
+) -> None:
+    """A list with literals in it is measured a few parentheses at a time (_FLAT): it
+    ends exactly where the token-by-token scan says, or is refused where that scan
+    refuses it (8-bit data, a NUL in a literal, a literal after an atom)."""
+    texts = (b"(BODYSTRUCTURE " + value + after).split(b"\x00LIT")
+    parts = [texts[0]]
+    for text in texts[1:]:
+        parts += [literal, text]
+    start = len(b"(BODYSTRUCTURE ")
+    assert _list_end(parts, 0, start, 256) == _list_end_by_tokens(parts, 0, start, 256)

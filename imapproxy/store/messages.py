@@ -181,6 +181,20 @@ def upstream_map(tx: Tx, account: AccountId, mailbox: MailboxId) -> dict[int, UI
     }
 
 
+def upstream_map_between(
+    tx: Tx, account: AccountId, mailbox: MailboxId, low: int, high: int
+) -> dict[int, UID]:
+    """``upstream_map`` for upstream UIDs from low to high only, in one range read."""
+    key_prefix = prefix(account, mailbox)
+    found: dict[int, UID] = {}
+    for key, value in tx.scan(b"upstream_uids", key_prefix, start=key_prefix + u32(low)):
+        upstream = read_u32(key, 8)
+        if upstream > high:
+            break
+        found[upstream] = UID(read_u32(value))
+    return found
+
+
 def remove(tx: Tx, account: AccountId, mailbox: MailboxId, message: Message) -> None:
     key_prefix = prefix(account, mailbox)
     tx.delete(b"messages", key_prefix + u32(message.uid))

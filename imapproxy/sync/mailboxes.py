@@ -500,13 +500,13 @@ def _upstream_map(tx: Tx, mailbox: Mailbox, fetched: _Fetched, reset: bool) -> d
     )
     if not only_adds:
         return messages.upstream_map(tx, mailbox.account, mailbox.id)
-    found: dict[int, UID] = {}
-    for item in fetched.new:
-        up_uid = as_int(item["UID"])
-        local = messages.local_uid(tx, mailbox.account, mailbox.id, up_uid)
-        if local is not None:
-            found[up_uid] = local
-    return found
+    if not fetched.new:
+        return {}
+    # One range read, not a look-up per UID: the new UIDs are one stretch (the next
+    # part of a message list, or what came above the last UID synced), and the replica
+    # knows few of them if any (ours, linked after an APPEND or COPY).
+    uids = [as_int(item["UID"]) for item in fetched.new]
+    return messages.upstream_map_between(tx, mailbox.account, mailbox.id, min(uids), max(uids))
 
 
 def _add_upstream(
@@ -531,10 +531,13 @@ def _add_upstream(
         shared = None if gmail_id is None else gmail_blob(tx, account, gmail_id)
         blob = next(fresh) if shared is None else shared
         modseq += 1
+        flag_list = item.get("FLAGS", ())
+        assert isinstance(flag_list, tuple)
+        flags, upstream_recent = _read_flags(flag_list)
         message = Message(
             UID(uid),
             UpstreamUID(as_int(item["UID"])),
-            flags_of(item.get("FLAGS", ())),
+            flags,
             text(item.get("INTERNALDATE")),
             as_int(item.get("RFC822.SIZE")),
             modseq,
@@ -548,7 +551,7 @@ def _add_upstream(
             # NIL: expunged upstream while listed; nothing is kept, as for any fetch.
             if value is not None and (shared is None or not cache.has(tx, account, blob, kind)):
                 structures.append((blob, kind, upstream_structure_bytes(name, value)))
-        if recent is None and _recent_upstream(item):
+        if recent is None and upstream_recent:
             recent = UID(uid)
         uid += 1
     # After the message records, not between them: LMDB places the pages a transaction

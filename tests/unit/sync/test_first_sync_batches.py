@@ -345,3 +345,29 @@ def test_an_unsolicited_flag_change_in_the_list_is_no_new_message(
     synced, _ = run_now(sync.sync_messages(upstream, store, box))  # type: ignore[arg-type]
     assert _upstream_uids(store, box) == [1, 2, 3, 4, 5]
     assert synced.upstream_last_uid == 5
+
+
+def test_new_messages_already_linked_here_are_not_added_again(replica: Any) -> None:
+    """A sync that only adds looks its new UIDs up in one range read: messages of ours
+    linked to them (our APPEND, replayed), at either end of the range, keep their local
+    UIDs and take the upstream's flags; the one between is added; one linked outside
+    the range is left alone."""
+    store, box = replica
+    first = messages.Message(
+        messages.UID(1), messages.UpstreamUID(6), (), "01-Jan-2026 00:00:00 +0000", 6, 1, 1
+    )
+    last = first.with_(uid=messages.UID(2), upstream_uid=messages.UpstreamUID(8), blob=2)
+    outside = first.with_(uid=messages.UID(3), upstream_uid=messages.UpstreamUID(20), blob=3)
+    linked = (first, last, outside)
+    store.write(lambda tx: [messages.put(tx, box.account, box.id, m) for m in linked])
+    box = box.with_(uidnext=4)
+    store.write(lambda tx: mailboxes.put(tx, box))
+    upstream = Upstream([6, 7, 8])
+    info = SelectInfo(777, 9, 3, 50, (), None)
+    fetched = sync._Fetched(info, new=[upstream._item(u) for u in (6, 7, 8)], local_modseq=0)
+    box = sync._store_batch(store, box, fetched)
+
+    upmap = store.read(lambda tx: messages.upstream_map(tx, box.account, box.id))
+    assert upmap == {6: 1, 7: 4, 8: 2, 20: 3}
+    mine = store.read(lambda tx: messages.get_many(tx, box.account, box.id, [1, 2]))
+    assert [m.flags for m in mine] == [("\\Seen",), ("\\Seen",)]

@@ -181,6 +181,11 @@ def upstream_map(tx: Tx, account: AccountId, mailbox: MailboxId) -> dict[int, UI
     }
 
 
+def upstream_count(tx: Tx, account: AccountId, mailbox: MailboxId) -> int:
+    """How many messages the replica has linked to an upstream UID (keys only)."""
+    return sum(1 for _ in tx.keys(b"upstream_uids", prefix(account, mailbox)))
+
+
 def upstream_map_between(
     tx: Tx, account: AccountId, mailbox: MailboxId, low: int, high: int
 ) -> dict[int, UID]:

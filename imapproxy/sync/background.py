@@ -37,7 +37,7 @@ from twisted.internet import defer
 from imapproxy.store import Tx, held, messages, reclaim
 from imapproxy.store.cache import Kind
 from imapproxy.store.mailboxes import Mailbox
-from imapproxy.store.messages import Message, prefix
+from imapproxy.store.messages import Message
 from imapproxy.sync.content import Need, fetch_batch, missing
 from imapproxy.sync.prefetch import PrefetchPolicy, fetch_bodies, plan
 from imapproxy.sync.progress import Progress
@@ -64,10 +64,6 @@ DEFAULT_INTERVAL = 300.0
 def folder_order(mailbox: Mailbox) -> tuple[int, str]:
     """INBOX first (what users read first when they land), then by name."""
     return (0 if mailbox.name == "INBOX" else 1, mailbox.name)
-
-
-def _upstream_count(tx: Tx, mailbox: Mailbox) -> int:
-    return sum(1 for _ in tx.scan(b"upstream_uids", prefix(mailbox.account, mailbox.id)))
 
 
 class BackgroundSync:
@@ -269,7 +265,9 @@ class BackgroundSync:
         except UpstreamRefused as exc:
             log.info("background STATUS of %r refused: %s", mailbox.name, exc.text)
             return
-        count = self.runtime.store.read(lambda tx: _upstream_count(tx, mailbox))
+        count = self.runtime.store.read(
+            lambda tx: messages.upstream_count(tx, mailbox.account, mailbox.id)
+        )
         unchanged = (
             mailbox.contents_known
             and now.get("UIDVALIDITY") == mailbox.upstream_uidvalidity

@@ -77,6 +77,8 @@ HEALTHY_SECONDS = 60.0
 CONNECT_TIMEOUT_SECONDS = 20.0
 #: How long a connection made ahead of need (``prepare``) waits for something to watch.
 PREPARED_SECONDS = 30.0
+#: How long ``until_covered`` waits at most for a NOTIFY SET on its way.
+COVER_WAIT_SECONDS = 1.0
 
 
 class MailboxWatcher:
@@ -118,6 +120,11 @@ class MailboxWatcher:
         #: While a NOTIFY SET runs: its ``* STATUS`` responses state each mailbox, they
         #: are no news.
         self._setting = False
+        #: While a connection is being made or a NOTIFY SET runs (until the SET answers,
+        #: or the attempt fails): a cover is on its way.
+        self._covering = False
+        #: Told (fired) when a cover arrives or stops being on its way.
+        self._cover_waiters: list[defer.Deferred[None]] = []
         #: Until when a connection made ahead (``prepare``) stays with nothing to watch.
         self._prepared_until = 0.0
         #: Whether the upstream offers NOTIFY (None until the first connection says).
@@ -147,6 +154,50 @@ class MailboxWatcher:
     def heard_at(self, name: str) -> float | None:
         """When news of name last arrived (its resync may still be coming)."""
         return self._heard.get(name)
+
+    def cover_coming(self, name: str) -> bool:
+        """Whether a NOTIFY SET that will cover name is on its way: the connection that
+        sends it is being made or its SET runs, and name is among what it will watch."""
+        return (
+            self._covering
+            and not self._closed
+            and self._notify_offered is not False
+            and name in self.names
+            and name not in self._covered
+        )
+
+    async def until_covered(self, seconds: float = COVER_WAIT_SECONDS) -> None:
+        """Wait until the cover on its way arrives, stops being on its way, or seconds
+        pass, whichever comes first.
+
+        A new session asks each folder's STATUS moments after logging in, while the
+        watcher is still logging in or setting NOTIFY. The SET's answer states every
+        folder's STATUS as the upstream has it then, after the client asked, which makes
+        a replica that matches it fresh; asking the upstream instead costs a round trip
+        on the link, where it waits behind whatever the link is doing (a large folder's
+        first sync)."""
+        if not self._covering:
+            return
+        waiter: defer.Deferred[None] = defer.Deferred()
+        self._cover_waiters.append(waiter)
+        timer = self.reactor.callLater(seconds, self._release_cover_waiters, [waiter])
+        try:
+            await waiter
+        finally:
+            if timer.active():
+                timer.cancel()
+
+    def _cover_settled(self) -> None:
+        """The cover arrived, or will not come on this attempt: nobody waits for it."""
+        self._covering = False
+        self._release_cover_waiters(self._cover_waiters)
+
+    def _release_cover_waiters(self, waiters: list[defer.Deferred[None]]) -> None:
+        for waiter in list(waiters):
+            if waiter in self._cover_waiters:
+                self._cover_waiters.remove(waiter)
+            if not waiter.called:
+                waiter.callback(None)
 
     def list_covered_since(self) -> float | None:
         """From when every change of the folder list and subscriptions upstream is
@@ -208,6 +259,7 @@ class MailboxWatcher:
         self._closed = True
         self._names = self._everything = frozenset()
         self._uncover()
+        self._cover_settled()
         for call in self._pending.values():
             if call.active():
                 call.cancel()
@@ -227,9 +279,11 @@ class MailboxWatcher:
         failures = 0
         try:
             while self._wanted() and not self._closed:
+                self._covering = True
                 try:
                     client = await self._connect()
                 except UpstreamError as exc:
+                    self._cover_settled()
                     if self._closed:
                         return
                     failures += 1
@@ -253,6 +307,7 @@ class MailboxWatcher:
                         self._client = None
                     self.mode = None
                     self._uncover()
+                    self._cover_settled()
                     await client.logout()
                 if self._wanted() and not self._closed and failures:
                     delay = min(RETRY_MAX_SECONDS, RETRY_MIN_SECONDS * 2 ** (failures - 1))
@@ -294,6 +349,7 @@ class MailboxWatcher:
         if notify:
             log.info("upstream watcher: NOTIFY for the mailboxes clients have selected")
         else:
+            self._cover_settled()
             log.info("upstream watcher: STATUS poll every %g s (no NOTIFY)", self.poll_seconds)
         told: frozenset[str] | None = None
         last: dict[str, dict[str, int]] = {}
@@ -310,7 +366,7 @@ class MailboxWatcher:
                             self._uncover()
                             await client.notify(())
                         folder_list = bool(self._everything)
-                        self._setting = True
+                        self._setting = self._covering = True
                         try:
                             statuses = await client.notify(sorted(names), folder_list=folder_list)
                         finally:
@@ -323,14 +379,18 @@ class MailboxWatcher:
                         )
                         notify, self.mode = False, "poll"
                         self._notify_offered = False
+                        self._cover_settled()
                         client.protocol.on_untagged = None
                         continue
                     told = names
                     now = self._alive_at = self.reactor.seconds()
                     self._covered = dict.fromkeys(names, now)
                     self._list_covered = now if folder_list else None
-                    if self.on_covered is not None:
-                        self.on_covered(names, statuses)
+                    try:
+                        if self.on_covered is not None:
+                            self.on_covered(names, statuses)
+                    finally:
+                        self._cover_settled()
                     log.debug("upstream NOTIFY set for %d mailboxes", len(names))
                 else:
                     await client.noop()

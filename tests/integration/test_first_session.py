@@ -7,6 +7,7 @@ the other folders never synced in the same round trip."""
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +31,19 @@ HEADER_ITEMS = ["FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODYSTRUCTU
 @pytest.fixture
 def recorded(dovecot: Dovecot, tmp_path: Path) -> Iterator[tuple[Account, CommandLog, int]]:
     """A fresh account, and a proxy whose upstream commands are recorded."""
+    yield from _recorded(dovecot, tmp_path)
+
+
+@pytest.fixture
+def recorded_alone(
+    dovecot: Dovecot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[Account, CommandLog, int]]:
+    """``recorded``, with the background sync off: the client's commands alone."""
+    monkeypatch.setenv("IMAPPROXY_SYNC_INTERVAL", "0")
+    yield from _recorded(dovecot, tmp_path)
+
+
+def _recorded(dovecot: Dovecot, tmp_path: Path) -> Iterator[tuple[Account, CommandLog, int]]:
     user = f"first-{uuid.uuid4().hex[:8]}"
     dovecot.add_user(user, f"{user}-pw")
     seed_messages(dovecot.mail_root(user), "INBOX", make_messages(MESSAGES, seed=7))
@@ -98,3 +112,33 @@ def test_the_first_status_brings_in_every_new_folder_in_one_round_trip(
         client.select_folder("Big", readonly=True)
         mine = sorted(client.fetch(client.search("ALL"), ["INTERNALDATE"]).items())
     assert [v[b"INTERNALDATE"] for _, v in mine] == [v[b"INTERNALDATE"] for _, v in big]
+
+
+def test_a_folder_the_first_look_left_unfinished_goes_on_without_being_asked(
+    dovecot: Dovecot, recorded_alone: tuple[Account, CommandLog, int]
+) -> None:
+    """The STATUS of one folder brings the first 200 messages of Big with it; the rest
+    of Big's list follows at once, not when a client asks for Big (with the background
+    sync off, nothing else would fetch it). The client opening one folder of a new
+    account opens the others next: in a cold session at 50 ms, a 10,000-message INBOX's
+    sync started 0.15 s after the look had come, behind two other folders' EXAMINEs."""
+    account, commands, port = recorded_alone
+    with imap("127.0.0.1", port, account) as client:
+        client.folder_status("Work", ["MESSAGES"])
+
+        def rest_of_big() -> bool:
+            return any(c.startswith("UID FETCH 201:*") for c in commands.since(0))
+
+        for _ in range(100):  # 10 s at most
+            if rest_of_big():
+                break
+            time.sleep(0.1)
+        assert rest_of_big(), commands.since(0)
+        mark = commands.mark()
+        through = client.folder_status("Big", ["MESSAGES", "UNSEEN"])
+        # Synced, and NOTIFY covers it (the watcher's connection is another): nothing
+        # more goes upstream on the link for Big's STATUS.
+        asked = [c for c in commands.since(mark) if "Big" in c and not c.startswith("NOTIFY")]
+        assert asked == [], asked
+    with imap(dovecot.host, dovecot.port, account) as direct:
+        assert through == direct.folder_status("Big", ["MESSAGES", "UNSEEN"])

@@ -12,6 +12,7 @@ from imapproxy.protocol import Atom, UntaggedData
 from imapproxy.upstream.errors import UpstreamUnavailable, UpstreamUnreachable
 from imapproxy.upstream.watcher import (
     ALIVE_FOR_SECONDS,
+    COVER_WAIT_SECONDS,
     KEEPALIVE_SECONDS,
     PREPARED_SECONDS,
     MailboxWatcher,
@@ -82,6 +83,8 @@ def make(
     async def connector(*args: Any, **kwargs: Any) -> Any:
         attempts.append(len(attempts))
         outcome = clients.pop(0)
+        if isinstance(outcome, defer.Deferred):
+            outcome = await outcome  # a connection still being made
         if isinstance(outcome, Exception):
             raise outcome
         return outcome
@@ -306,3 +309,49 @@ def test_prepare_does_nothing_once_closed_or_while_watching() -> None:
     defer.ensureDeferred(closed.close())
     closed.prepare()
     assert attempts2 == []
+
+
+def test_a_cover_on_its_way_is_waited_for_until_the_set_is_answered() -> None:
+    """A STATUS asked while the watcher logs in waits for its NOTIFY SET, whose answer
+    states the mailbox as the upstream has it after the client asked."""
+    connecting: defer.Deferred[Any] = defer.Deferred()
+    watcher, clock, _, _ = make([connecting])
+    watcher.watch(set(), {"A", "B"})
+    assert watcher.cover_coming("A") and watcher.cover_coming("B")
+    assert not watcher.cover_coming("C")  # not watched: no cover is coming for it
+    waited = defer.ensureDeferred(watcher.until_covered())
+    clock.advance(COVER_WAIT_SECONDS / 2)
+    assert not waited.called
+    connecting.callback(FakeClient({"NOTIFY"}))
+    assert waited.called  # with the SET's answer, not at the bound
+    assert watcher.covered_since("A") is not None
+    assert not watcher.cover_coming("A")
+    done = defer.ensureDeferred(watcher.until_covered())
+    assert done.called  # nothing on its way: no wait
+
+
+def test_a_wait_for_a_cover_ends_at_the_bound_or_when_the_cover_will_not_come() -> None:
+    stuck: defer.Deferred[Any] = defer.Deferred()
+    watcher, clock, _, _ = make([stuck])
+    watcher.watch(set(), {"A"})
+    waited = defer.ensureDeferred(watcher.until_covered())
+    clock.advance(COVER_WAIT_SECONDS - 0.01)
+    assert not waited.called
+    clock.advance(0.02)
+    assert waited.called and watcher.covered_since("A") is None
+
+    failing: defer.Deferred[Any] = defer.Deferred()
+    watcher, clock, _, _ = make([failing, FakeClient({"NOTIFY"})])
+    watcher.watch(set(), {"A"})
+    waited = defer.ensureDeferred(watcher.until_covered())
+    failing.callback(UpstreamUnreachable("refused"))
+    assert waited.called
+    assert not watcher.cover_coming("A")  # backing off: nothing is on its way
+
+    polling: defer.Deferred[Any] = defer.Deferred()
+    watcher, clock, _, _ = make([polling])
+    watcher.watch({"A"})
+    waited = defer.ensureDeferred(watcher.until_covered())
+    polling.callback(FakeClient(set()))  # no NOTIFY: STATUS polls cover nothing
+    assert waited.called and not watcher.cover_coming("A")
+    watcher.watch(set())

@@ -119,16 +119,11 @@ class Tx:
         assert db != b"meta"  # its sealed records are not keyed by account first
         put, handle = self.txn.put, self.dbs[db]
         sealing = self._sealing(db, U32.pack(account))
-
-        def clear(key: bytes, value: bytes | bytearray) -> None:
-            put(key, value, db=handle)
-
         if sealing is None:
-            return clear
-        key_of_account = sealing
+            return lambda key, value: put(key, value, db=handle)  # type: ignore[return-value]
 
         def sealed(key: bytes, value: bytes | bytearray) -> None:
-            put(key, key_of_account.seal(db, key, value), db=handle)
+            put(key, sealing.seal(db, key, value), db=handle)
 
         return sealed
 

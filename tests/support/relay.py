@@ -366,6 +366,13 @@ class Relay:
             direction.src_eof = True
         self._flush(direction)
 
+    def _count(self, direction: _Direction, delta: int) -> None:
+        with self._counter_lock:
+            if direction.upstream:
+                self._bytes_up += delta
+            else:
+                self._bytes_down += delta
+
     def _filter(self, direction: _Direction, data: bytes) -> None:
         """Pass whole lines on, minus the one drop_line asked for."""
         direction.unchecked += data
@@ -384,18 +391,20 @@ class Relay:
 
     def _flush(self, direction: _Direction) -> None:
         if direction.buffer and not self._stalled:
+            # Counted before the send, the part not sent taken back after it: counted
+            # after it, the receiver could act on the bytes (the proxy answer its client)
+            # before they were counted, and a test read a count short by the last chunk.
+            offered, sent = len(direction.buffer), 0
+            self._count(direction, offered)
             try:
                 sent = direction.dst.send(direction.buffer)
             except BlockingIOError:
-                sent = 0
+                pass
+            finally:
+                self._count(direction, sent - offered)
             if sent and direction.upstream and self.tap is not None:
                 self.tap(direction, bytes(direction.buffer[:sent]))
             del direction.buffer[:sent]
-            with self._counter_lock:
-                if direction.upstream:
-                    self._bytes_up += sent
-                else:
-                    self._bytes_down += sent
         if direction.done and not direction.dst_shut:
             direction.dst.shutdown(socket.SHUT_WR)  # pass the half-close on
             direction.dst_shut = True

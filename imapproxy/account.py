@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from twisted.internet import defer
@@ -402,12 +402,16 @@ class AccountRuntime:
             self._track(client)
             began = self.reactor.seconds()
             current = self.mailbox(mailbox.name) or mailbox
+            look = self._first_looks.get(current.id)
+            if look is not None:
+                # What goes on from a look is current from when the look was asked.
+                began = min(began, look.asked_at)
             if fresh_enough and self.fresh(current):
                 # Made fresh while this waited for the link: by NOTIFY's cover, or by
                 # the sync ahead of it (a first sync going on in the background).
                 return current, None
             del also[:], looked[:]  # a run again on a new connection starts afresh
-            synced = await sync_one(client, current)
+            synced = await sync_one(client, current, began)
             # Noted before the link is released: an operation waiting for it runs at
             # once, and must find this mailbox fresh if it is.
             for done, _ in [*also, synced]:
@@ -415,7 +419,7 @@ class AccountRuntime:
             return synced
 
         async def sync_one(
-            client: UpstreamClient, current: Mailbox
+            client: UpstreamClient, current: Mailbox, began: float
         ) -> tuple[Mailbox, MailboxChange]:
             others = self._never_synced_besides(current)
             if others:
@@ -425,7 +429,9 @@ class AccountRuntime:
                     )
                 except UpstreamRefused:
                     done, looks = [], {}  # the mailbox's own sync below says why
-                self._first_looks.update(looks)
+                self._first_looks.update(
+                    (id_, replace(look, asked_at=began)) for id_, look in looks.items()
+                )
                 looked.extend(looks)
                 also.extend(pair for pair in done if pair[0].id != current.id)
                 mine = [pair for pair in done if pair[0].id == current.id]
@@ -515,6 +521,7 @@ class AccountRuntime:
             and m.id not in queued
             and m.id not in self._first_looks
         ]
+        others.sort(key=lambda m: m.name != "INBOX")  # within the limit, whatever the order
         return others[:NEW_FOLDERS_AT_ONCE]
 
     def stats(self, mailbox: Mailbox) -> MailboxStats:

@@ -79,6 +79,9 @@ class FirstLook:
 
     info: SelectInfo
     upto: int
+    #: When the look was asked, by the account's clock (0: not known). A sync that goes
+    #: on from info has the mailbox as it was then, not at its own start.
+    asked_at: float = 0.0
 
 
 def flags_of(value: Value) -> tuple[str, ...]:
@@ -152,28 +155,37 @@ async def sync_new_mailboxes(
     that opens one folder of a new account is about to open the others: a cold
     session's STATUS of each folder cost one round trip per folder.
 
+    INBOX is examined last: the connection stays on the last mailbox examined, so the
+    rest of INBOX's list (the folder clients open first, and often the largest) goes
+    on from there without a second EXAMINE (UpstreamClient.still_selected).
+
     Returns the mailboxes synced whole, and the looks at those whose message list did
     not all come (their own sync goes on from there, see FirstLook). Raises
-    UpstreamRefused when the first mailbox's EXAMINE is refused. ``changed_after``: as
+    UpstreamRefused when the first EXAMINE sent is refused. ``changed_after``: as
     sync_messages's, for the first mailbox."""
-    firsts = [PIPELINED_FIRST_UIDS] + [
-        PIPELINED_FIRST_UIDS if m.name == "INBOX" else NEW_FOLDER_UIDS for m in mailboxes[1:]
+    asked = mailboxes[0]
+    order = sorted(mailboxes, key=lambda m: m.name == "INBOX")
+    firsts = [
+        PIPELINED_FIRST_UIDS if m is asked or m.name == "INBOX" else NEW_FOLDER_UIDS for m in order
     ]
     infos = await client.examine_new(
-        [m.name for m in mailboxes],
+        [m.name for m in order],
         [SequenceSet(((1, upto),)) for upto in firsts],
         new_message_items(client),
     )
     synced: list[tuple[Mailbox, MailboxChange]] = []
     looks: dict[MailboxId, FirstLook] = {}
-    for mailbox, info, upto in zip(mailboxes, infos, firsts, strict=True):
+    for mailbox, info, upto in zip(order, infos, firsts, strict=True):
         if isinstance(info, UpstreamRefused) or info.first is None:
             continue  # gone meanwhile, or its FETCH refused: its own sync tells
         if len(info.first) < info.exists:
             looks[mailbox.id] = FirstLook(info, upto)
             continue
-        first = mailbox is mailboxes[0]
-        guard = changed_after if first and changed_after is not None else mailbox.highestmodseq
+        guard = (
+            changed_after
+            if mailbox is asked and changed_after is not None
+            else mailbox.highestmodseq
+        )
         fetched = _Fetched(info, new=list(info.first), local_modseq=guard)
         fetched.first_sync = True
         synced.append(_store_whole(store, mailbox, fetched))
@@ -233,14 +245,20 @@ async def sync_messages(
         if never_seen and look is None
         else None
     )
-    info = await client.select(
-        mailbox.name,
-        readonly=True,
-        qresync=qresync_parameter(client, mailbox, known),
-        first=first,
-    )
-    if look is not None and _usable_look(look, info):
-        info = replace(info, first=look.info.first)
+    if look is not None and client.still_selected(look.info):
+        # The look's EXAMINE is still this connection's selection, with nothing run
+        # since: its answer is the state a second EXAMINE would find, a round trip
+        # sooner (a cold session's 10,000-message INBOX, at 50 ms, went on 0.06 s later).
+        info = look.info
+    else:
+        info = await client.select(
+            mailbox.name,
+            readonly=True,
+            qresync=qresync_parameter(client, mailbox, known),
+            first=first,
+        )
+        if look is not None and _usable_look(look, info):
+            info = replace(info, first=look.info.first)
     # (A look that no longer holds: info.first stays None, the list is fetched whole.)
     reset = (
         mailbox.upstream_uidvalidity is not None

@@ -209,6 +209,9 @@ class UpstreamClient:
         #: The upstream was seen to forget old expunges: the QRESYNC parameter carries
         #: sequence match data (sync/mailboxes.py decides, and says why).
         self.sequence_match = False
+        #: The answer that made the current selection, and the protocol's tag count
+        #: just after its command went: see still_selected.
+        self._selection: tuple[SelectInfo, int] | None = None
 
     @property
     def qresync(self) -> bool:
@@ -444,7 +447,7 @@ class UpstreamClient:
             and uidvalidity == qresync[0]
             and self.selected_highestmodseq is not None
         )
-        return SelectInfo(
+        info = SelectInfo(
             uidvalidity=uidvalidity,
             uidnext=number("UIDNEXT"),
             exists=exists,
@@ -457,6 +460,20 @@ class UpstreamClient:
             changed=tuple(i for i in _fetched_with_uid(result) if "FLAGS" in i) if taken else (),
             first=_pipelined_fetch(result) if first else None,
         )
+        self._selection = (info, self.protocol.tags_issued)
+        return info
+
+    def still_selected(self, info: SelectInfo) -> bool:
+        """Whether info answered the SELECT or EXAMINE that made the current selection,
+        and no command has run here since (any command could have brought EXPUNGE or
+        EXISTS, moving what sequence numbers mean): a first sync can go on from info's
+        EXISTS without asking again. A look's pipeline sends all its commands before
+        their answers come, so its last mailbox stays "still selected" until the next
+        command."""
+        if self._selection is None or self.selected is None:
+            return False
+        selection, tags = self._selection
+        return selection is info and tags == self.protocol.tags_issued
 
     def _fetch_line(
         self, uids: SequenceSet, attributes: tuple[FetchAttribute, ...]

@@ -233,6 +233,8 @@ class UpstreamProtocol(Protocol):
         self.closed: defer.Deferred[None] = defer.Deferred()
         self.on_untagged: Callable[[Untagged], None] | None = None
         self._tags = (f"P{n}" for n in itertools.count(1))
+        #: Tags handed out so far: a count that moves with every command sent.
+        self.tags_issued = 0
         self._running: _Running | None = None
         #: The IDLE that end_idle ended, until its tagged answer.
         self._ending: _Running | None = None
@@ -342,6 +344,7 @@ class UpstreamProtocol(Protocol):
         write_next()
 
     def next_tag(self) -> str:
+        self.tags_issued += 1
         return next(self._tags)
 
     async def run(

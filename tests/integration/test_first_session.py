@@ -142,3 +142,56 @@ def test_a_folder_the_first_look_left_unfinished_goes_on_without_being_asked(
         assert asked == [], asked
     with imap(dovecot.host, dovecot.port, account) as direct:
         assert through == direct.folder_status("Big", ["MESSAGES", "UNSEEN"])
+
+
+@pytest.fixture
+def large_inbox(
+    dovecot: Dovecot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[Account, CommandLog, int]]:
+    """An INBOX larger than the part of it a first look fetches (PIPELINED_FIRST_UIDS,
+    1,000), a small folder beside it; the background sync off."""
+    monkeypatch.setenv("IMAPPROXY_SYNC_INTERVAL", "0")
+    user = f"large-{uuid.uuid4().hex[:8]}"
+    dovecot.add_user(user, f"{user}-pw")
+    seed_messages(dovecot.mail_root(user), "INBOX", make_messages(1100, seed=11))
+    seed_messages(dovecot.mail_root(user), "Work", make_messages(5, seed=12))
+    open_mailboxes(dovecot, user, ["INBOX", "Work"])
+    commands = CommandLog()
+    with (
+        Relay(dovecot.host, dovecot.port, tap=commands.tap) as relay,
+        ProxyProcess(f"imap+plain://{dovecot.host}:{relay.port}", tmp_path / "state") as proxy,
+    ):
+        yield Account(user, f"{user}-pw", {}), commands, proxy.port
+
+
+@pytest.mark.parametrize("asked_first", ["Work", "INBOX"])
+def test_the_rest_of_a_large_inbox_goes_on_from_the_first_look_without_a_second_examine(
+    dovecot: Dovecot, large_inbox: tuple[Account, CommandLog, int], asked_first: str
+) -> None:
+    """The first look examines INBOX last, whichever folder the client asked for, and
+    the connection stays on it: the rest of its list is fetched from there. A second
+    EXAMINE cost a cold 10,000-message session at 50 ms a round trip."""
+    account, commands, port = large_inbox
+    with imap("127.0.0.1", port, account) as client:
+        through = _status(client, [asked_first])
+        for _ in range(100):  # 10 s at most: the rest goes on after the look, unasked
+            if any(c.startswith("UID FETCH 1001:*") for c in commands.since(0)):
+                break
+            time.sleep(0.1)
+        through.update(_status(client, ["INBOX", "Work"]))
+        client.select_folder("INBOX", readonly=True)
+        listed = client.fetch(client.search("ALL"), ["RFC822.SIZE"])
+    sent = commands.since(0)
+    look = max(commands.chunks, key=lambda c: sum(x.startswith("EXAMINE ") for x in c))
+    examines = [c for c in look if c.startswith("EXAMINE ")]
+    assert examines[-1] == 'EXAMINE "INBOX" (CONDSTORE)', look
+    assert [c for c in sent if c.startswith('EXAMINE "INBOX"')] == [examines[-1]], sent
+    assert [c for c in sent if c.startswith("UID FETCH 1001:*")] != [], sent
+    with imap(dovecot.host, dovecot.port, account) as direct:
+        assert through == _status(direct, ["INBOX", "Work", asked_first])
+        direct.select_folder("INBOX", readonly=True)
+        expected = direct.fetch(direct.search("ALL"), ["RFC822.SIZE"])
+    assert len(listed) == 1100
+    assert sorted(v[b"RFC822.SIZE"] for v in listed.values()) == sorted(
+        v[b"RFC822.SIZE"] for v in expected.values()
+    )

@@ -29,6 +29,9 @@ class Upstream:
         self.skipped: set[int] = set()
         self.highestmodseq = 50
         self.qresync = False
+        self.examines = 0
+        #: The SelectInfo still_selected answers True for (the connection's selection).
+        self.selection: SelectInfo | None = None
 
     def has(self, capability: str) -> bool:
         return False
@@ -36,6 +39,7 @@ class Upstream:
     async def select(
         self, name: str, readonly: bool = True, qresync: Any = None, first: Any = None
     ) -> SelectInfo:
+        self.examines += 1
         pipelined = None
         if first is not None:  # the UID FETCH behind the EXAMINE, as Dovecot answers it
             ((low, high),) = first[0].ranges
@@ -44,6 +48,9 @@ class Upstream:
         return SelectInfo(
             777, max(self.uids) + 1, len(self.uids), self.highestmodseq, (), None, first=pipelined
         )
+
+    def still_selected(self, info: SelectInfo) -> bool:
+        return info is self.selection
 
     def _item(self, uid: int) -> dict[str, Any]:
         flags = (Atom("\\Recent"),) if uid in self.recent else (Atom("\\Seen"),)
@@ -281,6 +288,29 @@ def test_a_first_sync_goes_on_from_an_unchanged_look(replica: Any) -> None:
     # No FETCH behind the EXAMINE: the look's first part stands, the rest is fetched.
     assert upstream.fetches == [("5:*", False)]
     assert _upstream_uids(store, box) == list(range(1, 11))
+
+
+def test_a_look_still_selected_goes_on_without_a_second_examine(replica: Any) -> None:
+    """The last mailbox a look examined stays selected: with nothing run since, its
+    EXAMINE's answer is the state, and the rest is fetched by number from there."""
+    store, box = replica
+    upstream = Upstream(list(range(1, 3001)))
+    look = _look(upstream, 1000)
+    upstream.selection = look.info
+    run_now(sync.sync_messages(upstream, store, box, look=look))  # type: ignore[arg-type]
+    assert upstream.examines == 0
+    assert upstream.fetches == [("1001:3000", True), ("1001:3000 answered", True)]
+    assert _upstream_uids(store, box) == list(range(1, 3001))
+
+
+def test_a_look_no_longer_selected_is_examined_again(replica: Any) -> None:
+    store, box = replica
+    upstream = Upstream(list(range(1, 3001)))
+    look = _look(upstream, 1000)
+    upstream.selection = _look(upstream, 1000).info  # an EXAMINE since, equal but not it
+    run_now(sync.sync_messages(upstream, store, box, look=look))  # type: ignore[arg-type]
+    assert upstream.examines == 1
+    assert _upstream_uids(store, box) == list(range(1, 3001))
 
 
 def test_a_look_at_a_mailbox_that_changed_since_is_not_used(replica: Any) -> None:

@@ -55,6 +55,27 @@ def test_every_examine_and_fetch_go_in_one_write_and_keep_their_own_answers() ->
     assert (sent_box.uidvalidity, sent_box.exists) == (9, 1)
     assert [item["UID"] for item in sent_box.first or ()] == [3]
     assert client.selected == "Sent" and client.qresync_enabled
+    # The last one examined is the connection's selection until the next command.
+    assert client.still_selected(sent_box) and not client.still_selected(inbox)
+    d = defer.ensureDeferred(client.noop())
+    assert not client.still_selected(sent_box)
+    protocol.dataReceived(b"P8 OK done\r\n")
+    assert d.called and not client.still_selected(sent_box)
+
+
+def test_a_refused_last_examine_leaves_nothing_selected() -> None:
+    client, transport, protocol = connected(CAPS)
+    d = _examine_new(client, ["INBOX", "Gone"])
+    sent(transport)
+    protocol.dataReceived(
+        b"* ENABLED QRESYNC\r\nP1 OK enabled\r\n"
+        + _examined(7, 0)
+        + b"P2 OK [READ-ONLY] examined\r\nP3 OK done\r\n"
+        + b"P4 NO [NONEXISTENT] no such mailbox\r\nP5 BAD no mailbox selected\r\n"
+    )
+    inbox, gone = d.result
+    assert isinstance(inbox, SelectInfo) and isinstance(gone, UpstreamRefused)
+    assert client.selected is None and not client.still_selected(inbox)
 
 
 def test_a_refused_first_examine_is_raised_once_everything_is_answered() -> None:

@@ -622,7 +622,10 @@ class AccountRuntime:
             if not touched and self._matches(mailbox, statuses.get(mailbox.name)):
                 self._synced_at[mailbox.id] = covered_at
             else:
-                self.request_sync(mailbox.name)
+                # Unless a sync under way makes it fresh first: a first sync in
+                # batches is part stored when the cover comes, and a second pass
+                # after it cost a cold 10,000-message session a round trip and more.
+                self.request_sync(mailbox.name, unless_fresh=True)
         if self._list_refresh is None or not self._list_refresh.active():
             # Not at once: the cover comes in the middle of a new session's STATUS of
             # each folder, and a LIST then took the link from them for a round trip (the
@@ -661,10 +664,12 @@ class AccountRuntime:
         held = self.store.read(lambda tx: messages.upstream_count(tx, self.account.id, mailbox.id))
         return status.get("MESSAGES") == held
 
-    def request_sync(self, name: str) -> None:
-        """Resync a mailbox in the background (upstream news, a client starting IDLE)."""
+    def request_sync(self, name: str, unless_fresh: bool = False) -> None:
+        """Resync a mailbox in the background (upstream news, a client starting IDLE).
+        ``unless_fresh``: not if it is fresh by the time the link is free (see fresh)."""
         mailbox = self.mailbox(name)
         if mailbox is not None:
-            defer.ensureDeferred(self.sync(mailbox, client=False)).addErrback(
+            synced = self.sync(mailbox, client=False, fresh_enough=unless_fresh)
+            defer.ensureDeferred(synced).addErrback(
                 lambda f: log.warning("resync of a mailbox after upstream news failed: %s", f.value)
             )

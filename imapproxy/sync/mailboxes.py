@@ -20,6 +20,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
+from twisted.internet import defer
+
 from imapproxy.message.structure_wire import upstream_structure_bytes
 from imapproxy.notify import MailboxChange
 from imapproxy.protocol import FetchAttribute, SequenceSet, Value
@@ -378,7 +380,17 @@ async def _first_sync_in_batches(
         for first in range(len(prefetched) + 1, info.exists + 1, FIRST_SYNC_COMMAND):
             last = min(first + FIRST_SYNC_COMMAND - 1, info.exists)
             numbers = SequenceSet(((first, last),))
-            await client.fetch_each(numbers, new_message_items(client), take, by_sequence=True)
+            fetching = defer.ensureDeferred(
+                client.fetch_each(numbers, new_message_items(client), take, by_sequence=True)
+            )
+            if pending and not failed:
+                # Stored while the FETCH is on its way (the look's messages, at first):
+                # a round trip in which the CPU, the bound of a first sync, would wait.
+                try:
+                    store_pending()
+                except Exception as exc:
+                    failed.append(exc)
+            await fetching
             if failed:
                 raise failed[0]
     finally:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from twisted.internet import defer
 
 from imapproxy.protocol import Atom, SequenceSet
 from imapproxy.store import Store, mailboxes, messages
@@ -354,6 +355,51 @@ def test_batches_are_stored_as_the_answer_streams_in(
         "9:12 answered",
     ]
     assert _upstream_uids(store, box) == list(range(1, 13))
+
+
+def test_the_looks_messages_are_stored_while_the_rest_is_on_its_way(
+    replica: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first sync is bound by the proxy's CPU: the messages that came with the look
+    are stored in the round trip the FETCH of the rest takes, not after it."""
+    store, box = replica
+    upstream = Upstream(list(range(1, 3001)))
+    look = _look(upstream, 1000)
+    upstream.selection = look.info
+    answer: defer.Deferred[None] = defer.Deferred()
+    deliver = upstream.fetch_each
+
+    async def later(*args: Any, **kwargs: Any) -> None:
+        upstream.fetches.append(("sent", False))
+        await answer
+        await deliver(*args, **kwargs)
+
+    monkeypatch.setattr(upstream, "fetch_each", later)
+    done = defer.ensureDeferred(sync.sync_messages(upstream, store, box, look=look))  # type: ignore[arg-type]
+    assert upstream.fetches == [("sent", False)]
+    assert _upstream_uids(store, box) == list(range(1, 1001))
+    answer.callback(None)
+    assert done.called and _upstream_uids(store, box) == list(range(1, 3001))
+
+
+def test_a_look_that_cannot_be_stored_fails_the_sync_once_the_fetch_is_answered(
+    replica: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, box = replica
+    upstream = Upstream(list(range(1, 3001)))
+    look = _look(upstream, 1000)
+    upstream.selection = look.info
+
+    def broken(store: Store, mailbox: Any, batch: Any) -> Any:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(sync, "_store_batch", broken)
+    done = defer.ensureDeferred(sync.sync_messages(upstream, store, box, look=look))  # type: ignore[arg-type]
+    failures: list[Any] = []
+    done.addErrback(failures.append)
+    assert upstream.fetches[-1] == ("1001:3000 answered", True)
+    assert len(failures) == 1 and failures[0].check(OSError)
+    assert _upstream_uids(store, box) == []
 
 
 def test_an_unsolicited_flag_change_in_the_list_is_no_new_message(

@@ -175,7 +175,7 @@ async def sync_new_mailboxes(
         [SequenceSet(((1, upto),)) for upto in firsts],
         new_message_items(client),
     )
-    synced: list[tuple[Mailbox, MailboxChange]] = []
+    whole: list[tuple[Mailbox, _Fetched]] = []
     looks: dict[MailboxId, FirstLook] = {}
     for mailbox, info, upto in zip(order, infos, firsts, strict=True):
         if isinstance(info, UpstreamRefused) or info.first is None:
@@ -190,7 +190,9 @@ async def sync_new_mailboxes(
         )
         fetched = _Fetched(info, new=list(info.first), local_modseq=guard)
         fetched.first_sync = True
-        synced.append(_store_whole(store, mailbox, fetched))
+        whole.append((mailbox, fetched))
+    # One transaction for them all: one disk sync, not one a folder.
+    synced = store.write(lambda tx: [_apply(tx, m, f, False) for m, f in whole]) if whole else []
     return synced, looks
 
 

@@ -447,3 +447,53 @@ def test_new_messages_already_linked_here_are_not_added_again(replica: Any) -> N
     assert upmap == {6: 1, 7: 4, 8: 2, 20: 3}
     mine = store.read(lambda tx: messages.get_many(tx, box.account, box.id, [1, 2]))
     assert [m.flags for m in mine] == [("\\Seen",), ("\\Seen",)]
+
+
+class _Looker:
+    """Enough of UpstreamClient for sync_new_mailboxes: each name's messages by UID."""
+
+    def __init__(self, uids: dict[str, list[int]]) -> None:
+        self.uids = uids
+        self.examined: list[str] = []
+
+    def has(self, capability: str) -> bool:
+        return False
+
+    async def examine_new(self, names: list[str], firsts: list[Any], items: Any) -> list[Any]:
+        self.examined = names
+        infos = []
+        for name, first in zip(names, firsts, strict=True):
+            ((low, high),) = first.ranges
+            upstream = Upstream(self.uids[name])
+            listed = tuple(upstream._item(u) for u in upstream.uids if low <= u <= high)
+            infos.append(
+                SelectInfo(
+                    7, max(upstream.uids) + 1, len(upstream.uids), 50, (), None, first=listed
+                )
+            )
+        return infos
+
+
+def test_a_first_look_examines_inbox_last_and_stores_what_came_whole_at_once(
+    replica: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, inbox = replica
+    work, big = (
+        store.write(lambda tx, n=n: mailboxes.create(tx, inbox.account, n)) for n in ("Work", "Big")
+    )
+    upstream = _Looker({"INBOX": [1, 2, 3], "Work": [1, 2], "Big": list(range(1, 300))})
+    writes = []
+    write = store.write
+
+    def counted(fn: Any) -> Any:
+        writes.append(fn)
+        return write(fn)
+
+    monkeypatch.setattr(store, "write", counted)
+    done, looks = run_now(sync.sync_new_mailboxes(upstream, store, [work, inbox, big]))  # type: ignore[arg-type]
+    assert upstream.examined == ["Work", "Big", "INBOX"]
+    assert len(writes) == 1  # one transaction (one disk sync) for every folder that came whole
+    assert sorted(m.name for m, _ in done) == ["INBOX", "Work"]
+    assert list(looks) == [big.id] and looks[big.id].upto == sync.NEW_FOLDER_UIDS
+    assert _upstream_uids(store, inbox) == [1, 2, 3] and _upstream_uids(store, work) == [1, 2]
+    assert _upstream_uids(store, big) == []

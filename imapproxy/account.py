@@ -521,7 +521,9 @@ class AccountRuntime:
             and m.id not in queued
             and m.id not in self._first_looks
         ]
-        others.sort(key=lambda m: m.name != "INBOX")  # within the limit, whatever the order
+        # INBOX first, so the limit never leaves it out (sync_new_mailboxes examines it
+        # last, whatever the order here).
+        others.sort(key=lambda m: m.name != "INBOX")
         return others[:NEW_FOLDERS_AT_ONCE]
 
     def stats(self, mailbox: Mailbox) -> MailboxStats:

@@ -63,15 +63,22 @@ def test_every_examine_and_fetch_go_in_one_write_and_keep_their_own_answers() ->
     assert d.called and not client.still_selected(sent_box)
 
 
-def test_a_refused_last_examine_leaves_nothing_selected() -> None:
+def _answered(names: list[str], answer: bytes) -> tuple[Any, Any, defer.Deferred[Any]]:
+    """(client, protocol, examine_new's Deferred) once the upstream sent answer."""
     client, transport, protocol = connected(CAPS)
-    d = _examine_new(client, ["INBOX", "Gone"])
+    d = _examine_new(client, names)
     sent(transport)
-    protocol.dataReceived(
+    protocol.dataReceived(answer)
+    return client, protocol, d
+
+
+def test_a_refused_last_examine_leaves_nothing_selected() -> None:
+    client, _, d = _answered(
+        ["INBOX", "Gone"],
         b"* ENABLED QRESYNC\r\nP1 OK enabled\r\n"
         + _examined(7, 0)
         + b"P2 OK [READ-ONLY] examined\r\nP3 OK done\r\n"
-        + b"P4 NO [NONEXISTENT] no such mailbox\r\nP5 BAD no mailbox selected\r\n"
+        + b"P4 NO [NONEXISTENT] no such mailbox\r\nP5 BAD no mailbox selected\r\n",
     )
     inbox, gone = d.result
     assert isinstance(inbox, SelectInfo) and isinstance(gone, UpstreamRefused)
@@ -79,13 +86,11 @@ def test_a_refused_last_examine_leaves_nothing_selected() -> None:
 
 
 def test_a_refused_first_examine_is_raised_once_everything_is_answered() -> None:
-    client, transport, protocol = connected(CAPS)
-    d = _examine_new(client, ["Gone", "Sent"])
-    sent(transport)
-    protocol.dataReceived(
+    _, protocol, d = _answered(
+        ["Gone", "Sent"],
         b"* ENABLED QRESYNC\r\nP1 OK enabled\r\nP2 NO [NONEXISTENT] no\r\nP3 BAD none\r\n"
         + _examined(9, 0)
-        + b"P4 OK [READ-ONLY] examined\r\nP5 OK done\r\n"
+        + b"P4 OK [READ-ONLY] examined\r\nP5 OK done\r\n",
     )
     assert isinstance(d.result.value, UpstreamRefused)
     d.addErrback(lambda _: None)

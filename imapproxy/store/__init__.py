@@ -58,10 +58,12 @@ class Store:
         self._lock = StoreLock.shared(path)
         #: Which accounts are encrypted, and the keys unlocked so far (keyring.py).
         self.keyring = Keyring()
-        #: The map's pages that transactions touched, released now and then (resident.py).
-        self.resident = ResidentPages(path / "data.mdb")
         try:
             self._env = Environment(path) if map_size is None else Environment(path, map_size)
+            #: The map's pages that transactions touched, released now and then.
+            self.resident = ResidentPages(
+                path / "data.mdb", generation=lambda: self._env.map_generation
+            )
             self.write(check_or_initialize)
             for account in self.read(encrypted_accounts):
                 self.keyring.note_encrypted(account)

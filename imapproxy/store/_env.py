@@ -65,6 +65,8 @@ class Environment:
             mode=0o600,
         )
         self.dbs: dict[bytes, lmdb._Database] = {}
+        #: Moves each time the map may have moved (set_mapsize maps the file anew).
+        self.map_generation = 0
         with self.env.begin(write=True) as txn:
             for name in DATABASES:
                 self.dbs[name] = self.env.open_db(name, txn=txn)
@@ -100,11 +102,17 @@ class Environment:
                 return result
 
     def grow(self) -> None:
-        self.env.set_mapsize(self.env.info()["map_size"] * 2)
+        self._remap(self.env.info()["map_size"] * 2)
 
     def adopt_size(self) -> None:
         """Another process (`imapproxy prefetch` beside a running proxy) grew the map."""
-        self.env.set_mapsize(0)
+        self._remap(0)
+
+    def _remap(self, size: int) -> None:
+        try:
+            self.env.set_mapsize(size)
+        finally:
+            self.map_generation += 1
 
     def close(self) -> None:
         self.env.close()

@@ -357,15 +357,9 @@ def test_batches_are_stored_as_the_answer_streams_in(
     assert _upstream_uids(store, box) == list(range(1, 13))
 
 
-def test_the_looks_messages_are_stored_while_the_rest_is_on_its_way(
-    replica: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A first sync is bound by the proxy's CPU: the messages that came with the look
-    are stored in the round trip the FETCH of the rest takes, not after it."""
-    store, box = replica
-    upstream = Upstream(list(range(1, 3001)))
-    look = _look(upstream, 1000)
-    upstream.selection = look.info
+def _answered_later(upstream: Upstream, monkeypatch: pytest.MonkeyPatch) -> defer.Deferred[None]:
+    """Make upstream's fetch_each note its command as sent, then deliver only once the
+    returned Deferred fires: the FETCH on its way, as on a real link."""
     answer: defer.Deferred[None] = defer.Deferred()
     deliver = upstream.fetch_each
 
@@ -375,6 +369,19 @@ def test_the_looks_messages_are_stored_while_the_rest_is_on_its_way(
         await deliver(*args, **kwargs)
 
     monkeypatch.setattr(upstream, "fetch_each", later)
+    return answer
+
+
+def test_the_looks_messages_are_stored_while_the_rest_is_on_its_way(
+    replica: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first sync is bound by the proxy's CPU: the messages that came with the look
+    are stored in the round trip the FETCH of the rest takes, not after it."""
+    store, box = replica
+    upstream = Upstream(list(range(1, 3001)))
+    look = _look(upstream, 1000)
+    upstream.selection = look.info
+    answer = _answered_later(upstream, monkeypatch)
     done = defer.ensureDeferred(sync.sync_messages(upstream, store, box, look=look))  # type: ignore[arg-type]
     assert upstream.fetches == [("sent", False)]
     assert _upstream_uids(store, box) == list(range(1, 1001))
@@ -385,10 +392,13 @@ def test_the_looks_messages_are_stored_while_the_rest_is_on_its_way(
 def test_a_look_that_cannot_be_stored_fails_the_sync_once_the_fetch_is_answered(
     replica: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The look's messages fail to store while the FETCH is on its way: the sync fails
+    only once that FETCH is answered (the link is left with no command half read)."""
     store, box = replica
     upstream = Upstream(list(range(1, 3001)))
     look = _look(upstream, 1000)
     upstream.selection = look.info
+    answer = _answered_later(upstream, monkeypatch)
 
     def broken(store: Store, mailbox: Any, batch: Any) -> Any:
         raise OSError("disk full")
@@ -397,6 +407,8 @@ def test_a_look_that_cannot_be_stored_fails_the_sync_once_the_fetch_is_answered(
     done = defer.ensureDeferred(sync.sync_messages(upstream, store, box, look=look))  # type: ignore[arg-type]
     failures: list[Any] = []
     done.addErrback(failures.append)
+    assert not done.called
+    answer.callback(None)
     assert upstream.fetches[-1] == ("1001:3000 answered", True)
     assert len(failures) == 1 and failures[0].check(OSError)
     assert _upstream_uids(store, box) == []

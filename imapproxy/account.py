@@ -87,18 +87,17 @@ class MailboxStats:
 
 
 def _compute_stats(tx: Tx, mailbox: Mailbox) -> MailboxStats:
-    count = unseen = size = 0
+    tally = messages.flag_tally(tx, mailbox.account, mailbox.id)
+    unseen = 0
+    first_unseen: int | None = None
     keywords: set[bytes] = set()
-    first_unseen = None
-    for message_size, flags in messages.sizes_and_flags(tx, mailbox.account, mailbox.id):
-        count += 1
-        size += message_size
-        if b"\\Seen" not in flags and not any(f.upper() == b"\\SEEN" for f in flags):
-            unseen += 1
-            first_unseen = first_unseen or count
-        keywords.update(f for f in flags if not f.startswith(b"\\"))
+    for flags, (first, many) in tally.by_flags.items():
+        if not any(flag.upper() == b"\\SEEN" for flag in flags):
+            unseen += many
+            first_unseen = first if first_unseen is None else min(first, first_unseen)
+        keywords.update(flag for flag in flags if not flag.startswith(b"\\"))
     names = sorted(keyword.decode() for keyword in keywords)
-    return MailboxStats(count, unseen, size, tuple(names), first_unseen)
+    return MailboxStats(tally.messages, unseen, tally.size, tuple(names), first_unseen)
 
 
 class AccountRuntime:

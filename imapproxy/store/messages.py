@@ -93,20 +93,49 @@ def _decode(uid: int, value: bytes) -> Message:
     )
 
 
-def sizes_and_flags(
-    tx: Tx, account: AccountId, mailbox: MailboxId
-) -> Iterator[tuple[int, list[bytes]]]:
-    """Each message's size and flags (as bytes), in UID order, without building the
-    Message: STATUS and SELECT count a whole mailbox after every change, and a Message
-    costs more to build than the counting does."""
+@dataclass(frozen=True, slots=True)
+class FlagTally:
+    """A mailbox's messages counted by their set of flags. Most messages share one of
+    a few sets, so STATUS and SELECT decide what a set means (unseen? which keywords?)
+    once a set, not once a message: they count a whole mailbox after every change."""
+
+    messages: int
+    size: int
+    #: Each set of flags, as stored -> (the sequence number of the first message with
+    #: it, in UID order; how many messages have it).
+    by_flags: dict[tuple[bytes, ...], tuple[int, int]]
+
+
+def flag_tally(tx: Tx, account: AccountId, mailbox: MailboxId) -> FlagTally:
+    """The mailbox counted without building a Message (which costs more to build than
+    the counting does): a compact record's flags are grouped by their stored bytes."""
+    count = size = 0
+    raw: dict[bytes | tuple[bytes, ...], list[int]] = {}
+    unpack, head = _RECORD.unpack_from, _RECORD.size
     for _, value in tx.scan(b"messages", prefix(account, mailbox)):
+        count += 1
+        flags: bytes | tuple[bytes, ...]
         if value[:1] == b"[":
             message = _decode(0, value)
-            yield message.size, [flag.encode() for flag in message.flags]
-            continue
-        _, _, size, _, _, length = _RECORD.unpack_from(value)
-        flags = value[_RECORD.size + length + 1 :]
-        yield size, flags.split(b" ") if flags else []
+            size += message.size
+            flags = tuple(flag.encode() for flag in message.flags)
+        else:
+            _, _, message_size, _, _, length = unpack(value)
+            size += message_size
+            flags = value[head + length + 1 :]
+        known = raw.get(flags)
+        if known is None:
+            raw[flags] = [count, 1]
+        else:
+            known[1] += 1
+    by_flags: dict[tuple[bytes, ...], tuple[int, int]] = {}
+    for flags, (first, many) in raw.items():
+        if isinstance(flags, bytes):
+            flags = tuple(flags.split(b" ")) if flags else ()
+        # The same set from a compact and an older record: one entry.
+        before_first, before_many = by_flags.get(flags, (first, 0))
+        by_flags[flags] = (min(first, before_first), many + before_many)
+    return FlagTally(count, size, by_flags)
 
 
 def _ref_key(account: AccountId, blob: BlobId, mailbox: MailboxId, uid: UID) -> bytes:
@@ -179,6 +208,15 @@ def upstream_map(tx: Tx, account: AccountId, mailbox: MailboxId) -> dict[int, UI
         read_u32(key, 8): UID(read_u32(value))
         for key, value in tx.scan(b"upstream_uids", prefix(account, mailbox))
     }
+
+
+def upstream_uids(tx: Tx, account: AccountId, mailbox: MailboxId) -> list[int]:
+    """The upstream UIDs linked in mailbox, ascending, read from the keys alone: every
+    sync of a known mailbox starts from them, and building the map to sort its keys
+    cost three times as much (14 ms against 4 ms at 10,000 messages)."""
+    key_prefix = prefix(account, mailbox)
+    unpack = U32.unpack_from
+    return [unpack(key, 8)[0] for key in tx.keys(b"upstream_uids", key_prefix)]
 
 
 def upstream_count(tx: Tx, account: AccountId, mailbox: MailboxId) -> int:

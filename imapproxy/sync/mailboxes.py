@@ -330,7 +330,7 @@ async def _fetch_above(client: UpstreamClient, last_uid: int) -> list[dict[str, 
 
 def _known(store: Store, mailbox: Mailbox) -> list[int]:
     """The upstream UIDs the replica holds in mailbox, ascending."""
-    return store.read(lambda tx: sorted(messages.upstream_map(tx, mailbox.account, mailbox.id)))
+    return store.read(lambda tx: messages.upstream_uids(tx, mailbox.account, mailbox.id))
 
 
 async def _first_sync_in_batches(

@@ -1,5 +1,6 @@
 """The store: schema, key ranges per account, map growth, outbox ordering."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,20 @@ def test_messages_and_upstream_map(tmp_path: Path) -> None:
     store.write(lambda tx: messages.remove(tx, 1, box.id, msg))
     assert store.read(lambda tx: messages.local_uid(tx, 1, box.id, 30)) is None
     assert store.read(lambda tx: messages.uids(tx, 1, box.id)) == [1, 2, 4, 5]
+    # Read from the keys alone, ascending; another mailbox's links are not among them.
+    other = store.write(lambda tx: mailboxes.create(tx, 1, "Other"))
+    far = Message(UID(1), UpstreamUID(2**32 - 1), (), "d", 1, 1, BlobId(9))
+    store.write(lambda tx: messages.put(tx, 1, box.id, replace(far, uid=UID(6))))
+    store.write(
+        lambda tx: messages.put(tx, 1, other.id, replace(far, upstream_uid=UpstreamUID(15)))
+    )
+    assert store.read(lambda tx: messages.upstream_uids(tx, 1, box.id)) == [
+        10,
+        20,
+        40,
+        50,
+        2**32 - 1,
+    ]
 
 
 def test_map_grows_instead_of_failing(tmp_path: Path) -> None:
@@ -111,8 +126,9 @@ def test_a_message_record_reads_back_as_written(tmp_path: Path, message: Message
     store.write(lambda tx: messages.put(tx, account, box.id, message))
     assert store.read(lambda tx: messages.get(tx, account, box.id, message.uid)) == message
     # What STATUS counts, read without building the Message, says the same.
-    listed = store.read(lambda tx: list(messages.sizes_and_flags(tx, account, box.id)))
-    assert listed == [(message.size, [flag.encode() for flag in message.flags])]
+    tally = store.read(lambda tx: messages.flag_tally(tx, account, box.id))
+    flags = tuple(flag.encode() for flag in message.flags)
+    assert (tally.messages, tally.size, tally.by_flags) == (1, message.size, {flags: (1, 1)})
     store.close()
 
 

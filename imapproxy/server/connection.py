@@ -18,7 +18,6 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
-from twisted.internet.abstract import FileDescriptor
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
@@ -35,6 +34,7 @@ from imapproxy.protocol import (
     LiteralChunk,
     RawLine,
 )
+from imapproxy.send_now import send_now
 from imapproxy.server import handlers, replies  # noqa: F401  (importing handlers registers them)
 from imapproxy.server.session import APPEND_NEEDS_AUTH, Session
 
@@ -137,20 +137,10 @@ class ClientConnection(Protocol):
             self.transport.writeSequence([bytes(chunk) for chunk in chunks])
 
     def flush(self) -> None:
-        """Hand what was written to the kernel now, not on the reactor's next turn.
-
-        Twisted sends a write when the reactor next polls, after the timed calls and
-        any work still running in this turn. A command's answer flushed before the
-        work it leaves behind (keeping the body it just fetched: a disk sync) reaches
-        the client first. Over TLS the bytes are already in the TCP transport's
-        buffer; the socket is non-blocking, and whatever it does not take now goes on
-        the next turn as before."""
-        transport = self.transport
-        while transport is not None and not isinstance(transport, FileDescriptor):
-            transport = getattr(transport, "transport", None)
-        if transport is None or not transport.connected or transport.disconnecting:
-            return
-        transport.doWrite()
+        """Hand what was written to the kernel now (send_now): a command's answer
+        flushed before the work it leaves behind (keeping the body it just fetched: a
+        disk sync) reaches the client first."""
+        send_now(self.transport)
 
     def start_compression(self) -> None:
         """Compress from the next byte on, both ways (the tagged OK has gone out)."""

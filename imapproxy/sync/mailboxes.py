@@ -388,9 +388,7 @@ async def _first_sync_in_batches(
             if pending and not failed:
                 # Stored while the FETCH is on its way (the look's messages, at first):
                 # a round trip in which the CPU, the bound of a first sync, would wait.
-                # Once it has gone out: stored at once, the store held it back.
-                await client.sent()
-            if pending and not failed:
+                # (It is: the upstream connection hands a command to the kernel at once.)
                 try:
                     store_pending()
                 except Exception as exc:

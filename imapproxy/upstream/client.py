@@ -475,10 +475,6 @@ class UpstreamClient:
         selection, tags = self._selection
         return selection is info and tags == self.protocol.tags_issued
 
-    def sent(self) -> defer.Deferred[None]:
-        """Fires once the commands asked for so far have gone out (UpstreamProtocol.sent)."""
-        return self.protocol.sent()
-
     def _fetch_line(
         self, uids: SequenceSet, attributes: tuple[FetchAttribute, ...]
     ) -> Callable[[str], bytes]:

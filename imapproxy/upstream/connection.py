@@ -47,6 +47,7 @@ from imapproxy.protocol import (
     UntaggedData,
     UntaggedStatus,
 )
+from imapproxy.send_now import send_now
 from imapproxy.upstream.errors import (
     ClosedAsIdleEnded,
     UpstreamRefused,
@@ -328,7 +329,12 @@ class UpstreamProtocol(Protocol):
 
     def _write_group(self, group: Sequence[Chunk]) -> None:
         """Write chunks in order; a large one (a message being appended) is fed to the
-        transport slice by slice as it drains, so it is never copied whole."""
+        transport slice by slice as it drains, so it is never copied whole.
+
+        What was written goes to the kernel at once (send_now), not on the reactor's
+        next pass: the work a caller does next would hold the command back (a first
+        sync's FETCH left 28 ms late, behind the storing meant to overlap its round
+        trip; a body read's request, behind the rest of the client's command)."""
         pending = list(group)
 
         def write_next(_: object = None) -> None:
@@ -342,6 +348,7 @@ class UpstreamProtocol(Protocol):
                 self.write(bytes(chunk))
 
         write_next()
+        send_now(self.transport)
 
     def next_tag(self) -> str:
         self.tags_issued += 1
@@ -423,6 +430,7 @@ class UpstreamProtocol(Protocol):
         once, behind it, instead of after IDLE's tagged answer."""
         self._ending = self._running
         self.write(b"DONE\r\n")
+        send_now(self.transport)
 
     def _timed_out(self, result: object, timeout: float) -> None:
         self.broken = True
@@ -469,16 +477,6 @@ class UpstreamProtocol(Protocol):
         if self._watch_call is not None and self._watch_call.active():
             self._watch_call.cancel()
         self._watch_call = None
-
-    def sent(self) -> defer.Deferred[None]:
-        """Fires after the reactor's next pass over I/O, when what was written so far
-        has gone out. Twisted's transports send on that pass, not within write(): CPU
-        spent before returning to the reactor holds back a command just written (a
-        first sync's FETCH left 28 ms late, behind the storing meant to overlap it)."""
-        done: defer.Deferred[None] = defer.Deferred()
-        # A call that a due call schedules runs only after the next I/O pass.
-        self.clock.callLater(0, self.clock.callLater, 0, done.callback, None)
-        return done
 
     @property
     def last_progress(self) -> float:

@@ -33,8 +33,6 @@ class Upstream:
         self.examines = 0
         #: The SelectInfo still_selected answers True for (the connection's selection).
         self.selection: SelectInfo | None = None
-        #: sent(): None, the reactor's pass comes at once; else each call waits on one.
-        self.passes: list[defer.Deferred[None]] | None = None
 
     def has(self, capability: str) -> bool:
         return False
@@ -54,12 +52,6 @@ class Upstream:
 
     def still_selected(self, info: SelectInfo) -> bool:
         return info is self.selection
-
-    def sent(self) -> defer.Deferred[None]:
-        if self.passes is None:
-            return defer.succeed(None)
-        self.passes.append(defer.Deferred())
-        return self.passes[-1]
 
     def _item(self, uid: int) -> dict[str, Any]:
         flags = (Atom("\\Recent"),) if uid in self.recent else (Atom("\\Seen"),)
@@ -390,12 +382,8 @@ def test_the_looks_messages_are_stored_while_the_rest_is_on_its_way(
     look = _look(upstream, 1000)
     upstream.selection = look.info
     answer = _answered_later(upstream, monkeypatch)
-    upstream.passes = []
     done = defer.ensureDeferred(sync.sync_messages(upstream, store, box, look=look))  # type: ignore[arg-type]
     assert upstream.fetches == [("sent", False)]
-    # Not before the FETCH has gone out: the reactor sends it only once it runs again.
-    assert _upstream_uids(store, box) == []
-    upstream.passes[0].callback(None)
     assert _upstream_uids(store, box) == list(range(1, 1001))
     answer.callback(None)
     assert done.called and _upstream_uids(store, box) == list(range(1, 3001))

@@ -1,6 +1,7 @@
-"""UpstreamProtocol.sent: what was written has left the process when it fires, on a
-real reactor and a real socket (Twisted sends on its next pass over I/O, not within
-write(), which is why the first sync waits for it before spending the CPU)."""
+"""A command the upstream connection writes is handed to the kernel at once, on a real
+reactor and a real socket: Twisted would send it only on its next pass over I/O, after
+whatever work the caller does next (a first sync stores messages right after asking
+for the next ones, to overlap the round trip)."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ class _Connected(UpstreamProtocol):
 
     def connectionMade(self) -> None:
         super().connectionMade()
-        self.greeting.addErrback(lambda _: None)  # none comes: the peer is a plain socket
+        self.greeting.addErrback(lambda _: None)  # if the test fails before it comes
         self.made.callback(self)
 
 
@@ -41,7 +42,7 @@ def _received(peer: socket.socket) -> bytes | None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_what_was_written_is_out_when_sent_fires() -> None:
+async def test_a_command_is_out_before_the_reactor_runs_again() -> None:
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(5)
     factory = _Factory()
@@ -49,11 +50,16 @@ async def test_what_was_written_is_out_when_sent_fires() -> None:
     protocol = await factory.made  # the kernel's backlog took the connection
     peer, _ = listener.accept()
     try:
-        protocol.transport.write(b"A1 NOOP\r\n")
-        # The premise: written, not yet sent (the reactor has not run since).
+        # The premise: Twisted holds a plain write until the reactor runs again.
+        protocol.transport.write(b"X1 NOOP\r\n")
         assert _received(peer) is None
-        await protocol.sent()
-        assert _received(peer) == b"A1 NOOP\r\n"
+        running = defer.ensureDeferred(protocol.run(lambda tag: [[f"{tag} NOOP\r\n".encode()]]))
+        sent = _received(peer)
+        assert sent is not None and sent.startswith(b"X1 NOOP\r\n") and sent.endswith(b" NOOP\r\n")
+        tag = sent.split(b"\r\n")[1].split()[0]
+        peer.sendall(b"* OK ready\r\n" + tag + b" OK done\r\n")
+        result = await running
+        assert result.text == "done"
     finally:
         connector.disconnect()
         peer.close()

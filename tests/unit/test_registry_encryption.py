@@ -44,6 +44,7 @@ class Proxy(Env):
             encrypt=encrypt,
         )
         self.registry.in_thread = lambda f, *args: defer.maybeDeferred(f, *args)
+        self.registry.verifier_quiet = 0.0
         self.registry.verifier_params = CHEAP
 
     def restart(self, encrypt: bool = True) -> None:

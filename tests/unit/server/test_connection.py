@@ -147,6 +147,7 @@ class ProxyWithUpstream:
             self.clock, self.store, UpstreamAddress.parse("imap+plain://127.0.0.1:1")
         )
         self.registry.in_thread = lambda f, *args: defer.maybeDeferred(f, *args)
+        self.registry.verifier_quiet = 0.0
         self.upstream_password = upstream_password
         self.upstreams: list[ScriptedUpstream] = []
         self.pumps: list[iosim.IOPump] = []

@@ -11,21 +11,29 @@ from hypothesis import strategies as st
 from imapproxy.account import MailboxStats, _compute_stats
 from imapproxy.store import Store, accounts, mailboxes, messages
 from imapproxy.store._tx import Tx
+from imapproxy.store.mailboxes import Mailbox
 from imapproxy.store.messages import Message
-from imapproxy.types import UID, BlobId, UpstreamUID
+from imapproxy.types import UID, AccountId, BlobId, UpstreamUID
+
+DATE = "01-Jan-2026 00:00:00 +0000"
+
+
+def _replica(directory: Path) -> tuple[Store, AccountId, Mailbox]:
+    """A store with one account and its INBOX, empty."""
+    store = Store(directory / "replica")
+    account = store.write(lambda tx: accounts.ensure_account(tx, "imaps://x", "ann")).id
+    box = store.write(lambda tx: mailboxes.create(tx, account, "INBOX"))
+    return store, account, box
 
 
 def test_counts_over_compact_and_json_records(tmp_path: Path) -> None:
-    store = Store(tmp_path / "replica")
-    account = store.write(lambda tx: accounts.ensure_account(tx, "imaps://x", "ann")).id
-    box = store.write(lambda tx: mailboxes.create(tx, account, "INBOX"))
-    date = "01-Jan-2026 00:00:00 +0000"
+    store, account, box = _replica(tmp_path)
     listed = [
-        Message(UID(1), UpstreamUID(1), ("\\Seen", "$Label1"), date, 10, 1, BlobId(1)),
-        Message(UID(2), UpstreamUID(2), ("\\seen",), date, 20, 1, BlobId(2)),  # any case
-        Message(UID(3), UpstreamUID(3), ("\\Flagged", "Grüße"), date, 30, 1, BlobId(3)),
-        Message(UID(4), UpstreamUID(4), ("a b",), date, 40, 1, BlobId(4)),  # a JSON record
-        Message(UID(5), UpstreamUID(5), ("\\Seen",), date, 50, 1, BlobId(5)),
+        Message(UID(1), UpstreamUID(1), ("\\Seen", "$Label1"), DATE, 10, 1, BlobId(1)),
+        Message(UID(2), UpstreamUID(2), ("\\seen",), DATE, 20, 1, BlobId(2)),  # any case
+        Message(UID(3), UpstreamUID(3), ("\\Flagged", "Grüße"), DATE, 30, 1, BlobId(3)),
+        Message(UID(4), UpstreamUID(4), ("a b",), DATE, 40, 1, BlobId(4)),  # a JSON record
+        Message(UID(5), UpstreamUID(5), ("\\Seen",), DATE, 50, 1, BlobId(5)),
     ]
 
     def fill(tx: object) -> None:
@@ -41,13 +49,10 @@ def test_counts_over_compact_and_json_records(tmp_path: Path) -> None:
 
 def test_the_same_flags_in_an_older_record_count_with_the_compact_ones(tmp_path: Path) -> None:
     """A set of flags stored both ways is one set: its first message is the earlier."""
-    store = Store(tmp_path / "replica")
-    account = store.write(lambda tx: accounts.ensure_account(tx, "imaps://x", "ann")).id
-    box = store.write(lambda tx: mailboxes.create(tx, account, "INBOX"))
-    date = "01-Jan-2026 00:00:00 +0000"
+    store, account, box = _replica(tmp_path)
     listed = [
-        Message(UID(1), UpstreamUID(1), ("\\Seen",), date, 1, 1, BlobId(1)),
-        Message(UID(3), UpstreamUID(3), ("\\Flagged",), date, 4, 1, BlobId(3)),
+        Message(UID(1), UpstreamUID(1), ("\\Seen",), DATE, 1, 1, BlobId(1)),
+        Message(UID(3), UpstreamUID(3), ("\\Flagged",), DATE, 4, 1, BlobId(3)),
     ]
     older = b'[2,["\\\\Flagged"],"01-Jan-2026 00:00:00 +0000",2,1,2]'  # as written before
 
@@ -75,12 +80,9 @@ _FLAGS = st.lists(
 @given(st.lists(_FLAGS, max_size=30))
 def test_counts_by_set_agree_with_a_count_per_message(flag_lists: list[list[str]]) -> None:
     with tempfile.TemporaryDirectory() as directory:
-        store = Store(Path(directory) / "replica")
-        account = store.write(lambda tx: accounts.ensure_account(tx, "imaps://x", "ann")).id
-        box = store.write(lambda tx: mailboxes.create(tx, account, "INBOX"))
-        date = "01-Jan-2026 00:00:00 +0000"
+        store, account, box = _replica(Path(directory))
         listed = [
-            Message(UID(n), UpstreamUID(n), tuple(f), date, n, 1, BlobId(n))
+            Message(UID(n), UpstreamUID(n), tuple(f), DATE, n, 1, BlobId(n))
             for n, f in enumerate(flag_lists, start=1)
         ]
         store.write(lambda tx: [messages.put(tx, account, box.id, m) for m in listed])

@@ -392,10 +392,12 @@ class MailboxWatcher:
                     finally:
                         self._cover_settled()
                     log.debug("upstream NOTIFY set for %d mailboxes", len(names))
-                else:
+                elif self.reactor.seconds() - self._alive_at >= KEEPALIVE_SECONDS:
                     await client.noop()
                     self._alive_at = self.reactor.seconds()
-                await self._sleep(KEEPALIVE_SECONDS)
+                # Woken with the names the SET already covers (a client selected a
+                # folder of the account): nothing to ask until the keepalive is due.
+                await self._sleep(self._alive_at + KEEPALIVE_SECONDS - self.reactor.seconds())
             else:
                 last = {n: s for n, s in last.items() if n in names}
                 for name in sorted(names):

@@ -187,6 +187,28 @@ def test_with_notify_every_mailbox_is_covered_from_the_set_until_the_connection_
     assert watcher.covered_since("B") == 8.0
 
 
+def test_a_client_selecting_a_covered_folder_sends_nothing_until_the_keepalive() -> None:
+    """Watching everything, a client's SELECT changes the selected names but not what
+    the SET covers: the watcher wakes and asks nothing (it sent a NOOP each time, a
+    round trip per SELECT), until the keepalive is due."""
+    client = FakeClient({"NOTIFY"})
+    watcher, clock, _, _ = make([client])
+    watcher.watch(set(), {"A", "B"})
+    clock.advance(0)
+    assert client.sent == [("NOTIFY", "A", "B", "+list")]
+    for selected in ({"A"}, set(), {"B"}, set()):
+        clock.advance(1.0)
+        watcher.watch(selected, {"A", "B"})
+        clock.advance(0)
+    assert client.sent == [("NOTIFY", "A", "B", "+list")]
+    clock.advance(KEEPALIVE_SECONDS - 4.0)
+    assert client.sent[-1] == ("NOOP",) and len(client.sent) == 2
+    clock.advance(KEEPALIVE_SECONDS - 1.0)
+    assert len(client.sent) == 2
+    clock.advance(1.0)
+    assert len(client.sent) == 3
+
+
 def test_replacing_the_set_covers_nothing_until_the_new_set_is_answered() -> None:
     client = FakeClient({"NOTIFY"})
     watcher, clock, _, _ = make([client])

@@ -327,6 +327,7 @@ class AccountRegistry:
             record = await self.in_thread(accounts.make_verifier, password, self.verifier_params)
             if self._verifier_generation.get(name) == generation:
                 self.store.write(lambda tx: accounts.set_verifier(tx, account, record))
+                log.info("offline verifier of %r stored", name)
 
         done = defer.ensureDeferred(derive())
         done.addErrback(

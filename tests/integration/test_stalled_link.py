@@ -37,6 +37,12 @@ def _timed(what: str, call: object, within: float = ANSWER_WITHIN) -> tuple[str,
     return typ, data
 
 
+def _told(client: imaplib.IMAP4) -> int:
+    """The message count the selected session was last told (its latest EXISTS)."""
+    exists = client.untagged_responses.get("EXISTS") or [b"0"]
+    return int(exists[-1])
+
+
 def _messages(client: imaplib.IMAP4, mailbox: str) -> int:
     typ, data = client.status(mailbox, "(MESSAGES)")
     assert typ == "OK", data
@@ -83,6 +89,13 @@ def test_stalled_link_answers_from_the_replica_then_recovers(
             assert time.monotonic() < deadline, proxy.log_tail()
             time.sleep(0.5)
         print(f"stalled link: new mail seen {time.monotonic() - unstalled:.1f} s after unstall")
+        # STATUS counts the replica; the selected session is told at a command of its
+        # own, and a client names only the sequence numbers it was told of.
+        client.noop()
+        while _told(client) < before + 1:
+            assert time.monotonic() < deadline, proxy.log_tail()
+            time.sleep(0.2)
+            client.noop()
         typ, data = client.fetch(str(before + 1), "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
         assert typ == "OK" and b"after the stall" in data[0][1], data
     finally:

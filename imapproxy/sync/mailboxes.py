@@ -368,15 +368,20 @@ async def _first_sync_in_batches(
         mailbox = _store_batch(store, mailbox, batch)
         progress.advance(len(batch.new))
 
+    def store_or_fail_later() -> None:
+        """Store what is held; a failure fails the sync once the FETCH is answered (the
+        link is left with no command half read), and nothing more is stored."""
+        try:
+            store_pending()
+        except Exception as exc:
+            failed.append(exc)
+
     def take(item: dict[str, Value]) -> None:
         if failed:
-            return  # the sync fails once the command is answered; nothing more is stored
+            return
         pending.append(item)
         if len(pending) >= FIRST_SYNC_BATCH:
-            try:
-                store_pending()
-            except Exception as exc:
-                failed.append(exc)
+            store_or_fail_later()
 
     try:
         for first in range(len(prefetched) + 1, info.exists + 1, FIRST_SYNC_COMMAND):
@@ -389,10 +394,7 @@ async def _first_sync_in_batches(
                 # Stored while the FETCH is on its way (the look's messages, at first):
                 # a round trip in which the CPU, the bound of a first sync, would wait.
                 # (It is: the upstream connection hands a command to the kernel at once.)
-                try:
-                    store_pending()
-                except Exception as exc:
-                    failed.append(exc)
+                store_or_fail_later()
             await fetching
             if failed:
                 raise failed[0]

@@ -156,47 +156,46 @@ def test_offline_the_verifier_decides(env: Env) -> None:
     assert isinstance(env.login(b"right"), AccountRuntime)
 
 
+def _quiet_wait(env: Env, monkeypatch: pytest.MonkeyPatch, quiet: list[float]) -> None:
+    """New verifiers wait for 0.5 s of quiet; the account's link says it has been
+    quiet for quiet[0] seconds."""
+    env.registry.verifier_quiet = 0.5
+    monkeypatch.setattr(FakeLink, "quiet_for", lambda self: quiet[0], raising=False)
+
+
 def test_an_offline_login_does_not_wait_for_a_quiet_link_to_find_the_verifier(
-    env: Env,
+    env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The verifier of a login just accepted waits for the link to be quiet; an
     offline login that comes first has it derived at once, and it is the newest."""
-    env.registry.verifier_quiet = 0.5
-    FakeLink.quiet_for = lambda self: 0.0  # type: ignore[attr-defined]
-    try:
-        env.login(b"right")
-        env.clock.pump([0.25] * 4)
-        assert env.stored() is None  # still waiting for the link to be quiet
-        env.upstream.down = True
-        for link in env.upstream.links:
-            link.logged_in = False
-        assert isinstance(env.login(b"wrong"), LoginFailed)
-        assert isinstance(env.login(b"right"), AccountRuntime)
-        assert verifier.matches(env.stored(), b"right")
-        env.clock.pump([1.0] * 12)  # the wait that was cut short leaves nothing behind
-        assert not env.clock.getDelayedCalls() or all(
-            c.getTime() > env.clock.seconds() + 10 for c in env.clock.getDelayedCalls()
-        )
-    finally:
-        del FakeLink.quiet_for  # type: ignore[attr-defined]
+    _quiet_wait(env, monkeypatch, [0.0])  # the link stays busy
+    env.login(b"right")
+    env.clock.pump([0.25] * 4)
+    assert env.stored() is None  # still waiting for the link to be quiet
+    env.upstream.down = True
+    for link in env.upstream.links:
+        link.logged_in = False
+    assert isinstance(env.login(b"wrong"), LoginFailed)
+    assert isinstance(env.login(b"right"), AccountRuntime)
+    assert verifier.matches(env.stored(), b"right")
+    env.clock.pump([1.0] * 12)  # the wait that was cut short leaves nothing behind
+    assert not env.clock.getDelayedCalls() or all(
+        c.getTime() > env.clock.seconds() + 10 for c in env.clock.getDelayedCalls()
+    )
 
 
 def test_a_verifier_waiting_for_a_quiet_link_is_stored_when_the_registry_closes(
-    env: Env,
+    env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A stop right after a first login must not leave the next, offline start with no
     verifier."""
-    env.registry.verifier_quiet = 0.5
-    FakeLink.quiet_for = lambda self: 0.0  # type: ignore[attr-defined]
-    try:
-        env.login(b"right")
-        env.clock.advance(0.25)
-        assert env.stored() is None
-        closed = defer.ensureDeferred(env.registry.close())
-        env.clock.advance(0)
-        assert closed.called and verifier.matches(env.stored(), b"right")
-    finally:
-        del FakeLink.quiet_for  # type: ignore[attr-defined]
+    _quiet_wait(env, monkeypatch, [0.0])  # the link stays busy
+    env.login(b"right")
+    env.clock.advance(0.25)
+    assert env.stored() is None
+    closed = defer.ensureDeferred(env.registry.close())
+    env.clock.advance(0)
+    assert closed.called and verifier.matches(env.stored(), b"right")
 
 
 def test_offline_a_user_never_seen_gets_unavailable_not_a_session(env: Env) -> None:
@@ -329,37 +328,33 @@ def test_the_verifier_is_stored_after_the_answer_and_only_the_newest(env: Env) -
 
 
 def test_the_verifier_waits_for_the_link_to_be_quiet_and_no_longer_than_the_limit(
-    env: Env,
+    env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The scrypt waits until the link has had nothing to do for verifier_quiet seconds
     (the first sync is through), and at most VERIFIER_AT_LATEST while it stays busy."""
-    env.registry.verifier_quiet = 0.5
     quiet = [0.0]  # what the account's link says: busy
-    FakeLink.quiet_for = lambda self: quiet[0]  # type: ignore[attr-defined]
-    try:
-        env.login(b"right")
-        env.clock.pump([0.25] * 8)
-        assert env.stored() is None  # busy all along
-        quiet[0] = 0.3
-        env.clock.advance(0.1)
-        assert env.stored() is None  # quiet, not long enough
-        quiet[0] = 0.5
-        env.clock.advance(0.5)
-        assert verifier.matches(env.stored(), b"right")
+    _quiet_wait(env, monkeypatch, quiet)
+    env.login(b"right")
+    env.clock.pump([0.25] * 8)
+    assert env.stored() is None  # busy all along
+    quiet[0] = 0.3
+    env.clock.advance(0.1)
+    assert env.stored() is None  # quiet, not long enough
+    quiet[0] = 0.5
+    env.clock.advance(0.5)
+    assert verifier.matches(env.stored(), b"right")
 
-        env.store_verifier(None)  # type: ignore[arg-type]
-        quiet[0] = 0.0
-        env.upstream.password = b"newer"
-        for link in env.upstream.links:
-            link.logged_in = False
-        env.login(b"newer")
-        steps = int(registry_module.VERIFIER_AT_LATEST / 0.1)
-        env.clock.pump([0.1] * (steps - 6))
-        assert env.stored() is None
-        env.clock.pump([0.1] * 12)
-        assert verifier.matches(env.stored(), b"newer")
-    finally:
-        del FakeLink.quiet_for  # type: ignore[attr-defined]
+    env.store_verifier(None)  # type: ignore[arg-type]
+    quiet[0] = 0.0
+    env.upstream.password = b"newer"
+    for link in env.upstream.links:
+        link.logged_in = False
+    env.login(b"newer")
+    steps = int(registry_module.VERIFIER_AT_LATEST / 0.1)
+    env.clock.pump([0.1] * (steps - 6))
+    assert env.stored() is None
+    env.clock.pump([0.1] * 12)
+    assert verifier.matches(env.stored(), b"newer")
 
 
 def test_a_verifier_that_cannot_be_stored_is_logged_and_the_old_one_stays(

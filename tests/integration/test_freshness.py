@@ -120,7 +120,8 @@ def test_with_notify_the_watcher_connects_at_login_before_anything_is_listed(
     with imap(proxy.host, proxy.port, fresh_user) as client:
         # Nothing listed or selected yet: the link, and the watcher made ahead.
         assert _until(lambda: relay.active_connections == 2, 10.0) is not None
-        assert "upstream watcher: NOTIFY" in proxy.log_text()
+        # Connected is not yet logged in: the line comes once its LOGIN is answered.
+        proxy.wait_for_log("upstream watcher: NOTIFY", seconds=10)
         _folders(client)  # the watcher now covers every folder: on the same connection
         assert _until(lambda: relay.active_connections != 2, 1.0) is None
 

@@ -21,7 +21,7 @@ from imapproxy.metrics import METRICS
 from imapproxy.notify import MailboxChange, Notifier
 from imapproxy.outbox.replica import is_local
 from imapproxy.outbox.runner import WAIT_SECONDS, Outbox
-from imapproxy.store import Store, Tx, mailboxes, messages, subscriptions
+from imapproxy.store import Store, Tx, held, mailboxes, messages, subscriptions
 from imapproxy.store.accounts import Account
 from imapproxy.store.mailboxes import Mailbox
 from imapproxy.store.messages import Message
@@ -232,10 +232,15 @@ class AccountRuntime:
     # mailbox list ------------------------------------------------------------
 
     async def refresh_mailboxes(
-        self, force: bool = False, required: bool = False, background: bool = False
+        self,
+        force: bool = False,
+        required: bool = False,
+        background: bool = False,
+        spare: bool = False,
     ) -> bool:
         """Sync the mailbox list once per runtime (and after changes); offline, keep the
-        replica's. Returns whether the list was fetched now."""
+        replica's. Returns whether the list was fetched now. ``spare``: nobody waits for
+        it (UpstreamLink.use)."""
         if self._listed and not force:
             return False
         if not await self._replayed_first(self.outbox.folders_pending, background):
@@ -254,7 +259,7 @@ class AccountRuntime:
             )
 
         try:
-            removed = await self.link.use(run, background=background)
+            removed = await self.link.use(run, background=background, spare=spare)
         except UpstreamUnavailable as exc:
             self._went_offline(exc)
             if required:
@@ -358,13 +363,21 @@ class AccountRuntime:
         """Whether the replica of mailbox is as current as the upstream's own
         notification delay: NOTIFY has covered it since before its last sync began,
         and no news of it arrived since. Anything less, and a client's STATUS or SELECT
-        asks the upstream."""
+        asks the upstream.
+
+        Nor while a body is held after an upstream expunge (store/held.py): its message
+        may have moved to this folder, and Dovecot tells of a folder other than the
+        one that changed about a second later. A client that saw the message leave
+        one folder and opens another at once must find it there; and the background
+        pass, which lets the body go, must have looked in every folder itself."""
         covered = self.watcher.covered_since(mailbox.name)
         synced = self._synced_at.get(mailbox.id)
         if covered is None or synced is None or synced < covered:
             return False
         heard = self.watcher.heard_at(mailbox.name)
-        return heard is None or heard < synced
+        if heard is not None and heard >= synced:
+            return False
+        return not self.store.read(lambda tx: held.any_held(tx, self.account.id))
 
     async def sync(
         self,
@@ -379,8 +392,9 @@ class AccountRuntime:
         without a round trip.
 
         New messages get their metadata fetched in the background at once (unless this
-        is the background's own sync, which fetches it itself). A sync a client waits
-        for (``client``, not ``background``) waits for the link at most write_wait."""
+        is the background's own sync, which fetches it itself, and waits for a quiet
+        link). A sync a client waits for (``client``, not ``background``) waits for the
+        link at most write_wait."""
         patient = background or not client
         if is_local(mailbox) or (fresh_enough and self.fresh(mailbox)):
             return self.mailbox(mailbox.name) or mailbox
@@ -445,7 +459,9 @@ class AccountRuntime:
         try:
             with METRICS.sync_seconds.time():
                 # EXAMINE, FETCH and SEARCH only: nothing upstream changes.
-                synced, change = await self.link.use(run, background=patient, reads_only=True)
+                synced, change = await self.link.use(
+                    run, background=patient, reads_only=True, spare=background
+                )
         except UpstreamUnavailable as exc:
             self._went_offline(exc)
             if required:
@@ -662,8 +678,8 @@ class AccountRuntime:
         )
         if not same:
             return False
-        held = self.store.read(lambda tx: messages.upstream_count(tx, self.account.id, mailbox.id))
-        return status.get("MESSAGES") == held
+        count = self.store.read(lambda tx: messages.upstream_count(tx, self.account.id, mailbox.id))
+        return status.get("MESSAGES") == count
 
     def request_sync(self, name: str, unless_fresh: bool = False) -> None:
         """Resync a mailbox in the background (upstream news, a client starting IDLE).

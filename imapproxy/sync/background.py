@@ -164,10 +164,11 @@ class BackgroundSync:
     def _resync_watched(self) -> None:
         """The link had other folders open meanwhile, so it heard no news (EXISTS, EXPUNGE,
         or VANISHED where QRESYNC is enabled) of the one clients watch, and entering IDLE again does not report what changed
-        in between: look once, so nothing that arrived during the pass waits for a poll."""
+        in between: look once, so nothing that arrived during the pass waits for a poll
+        (unless NOTIFY told of it anyway: then the replica is fresh)."""
         watched = self.runtime.link.watched
         if watched is not None:
-            self.runtime.request_sync(watched)
+            self.runtime.request_sync(watched, unless_fresh=True)
 
     def _mailbox(self, mailbox_id: MailboxId) -> Mailbox | None:
         return next((m for m in self.runtime.mailboxes() if m.id == mailbox_id), None)
@@ -175,7 +176,9 @@ class BackgroundSync:
     async def _full_pass(self) -> None:
         started = self.reactor.seconds()
         began = held.now_ms()
-        if not await self.runtime.refresh_mailboxes(force=True, required=True, background=True):
+        if not await self.runtime.refresh_mailboxes(
+            force=True, required=True, background=True, spare=True
+        ):
             return
         boxes = sorted((m for m in self.runtime.mailboxes() if m.selectable), key=folder_order)
         for mailbox in boxes:
@@ -252,7 +255,13 @@ class BackgroundSync:
         )
 
     async def _message_list(self, mailbox: Mailbox) -> None:
-        """Resync one folder's message list, unless STATUS says nothing moved."""
+        """Resync one folder's message list, unless NOTIFY keeps it current or STATUS
+        says nothing moved. (The pass listed the folders before its earlier turns; a
+        first session's look may have synced this one since.)"""
+        current = self._mailbox(mailbox.id)
+        if current is None or self.runtime.fresh(current):
+            return
+        mailbox = current
 
         async def status(client: UpstreamClient) -> dict[str, int]:
             items: tuple[str, ...] = ("MESSAGES", "UIDNEXT", "UIDVALIDITY")
@@ -261,7 +270,7 @@ class BackgroundSync:
             return await client.status(mailbox.name, items)
 
         try:
-            now = await self.runtime.link.use(status, background=True)
+            now = await self.runtime.link.use(status, spare=True)
         except UpstreamRefused as exc:
             log.info("background STATUS of %r refused: %s", mailbox.name, exc.text)
             return

@@ -306,7 +306,7 @@ async def fetch_batch(
     Bodies fetched for a client count as read now; ``prefetched`` ones as not read yet
     (store/usage.py: they are evicted before anything a client read). A client's fetch
     waits for the link at most its client_wait; ``background`` work (metadata,
-    prefetch) waits its turn."""
+    prefetch), which nobody waits for, waits for a quiet link and then its turn."""
     by_upstream = {int(m.upstream_uid): m for m in batch if m.upstream_uid is not None}
     attributes = tuple(
         need.attribute() for need in sorted(needs, key=lambda n: (n.kind.value, n.section))
@@ -316,7 +316,7 @@ async def fetch_batch(
         await client.ensure_selected(mailbox.name)
         return await client.fetch(SequenceSet.from_ints(by_upstream), attributes)
 
-    items = await link.use(fetch, background=background, reads_only=True)
+    items = await link.use(fetch, background=background, reads_only=True, spare=background)
     content = list(_content(by_upstream, needs, items))
 
     def keep(tx: Tx) -> int:

@@ -2,16 +2,20 @@
 that came to cover the mailbox while its sync ran makes it current from the cover on,
 but only if the sync's result matches the STATUS the SET stated, and no news came
 since. Otherwise the sync's own start stands (and the next STATUS asks again). And when
-the folder list is fetched again once NOTIFY covers it (AccountRuntime._covered)."""
+the folder list is fetched again once NOTIFY covers it (AccountRuntime._covered). And
+that nothing is fresh while a body is held after an upstream expunge (AccountRuntime.fresh)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from twisted.internet.task import Clock
 
 from imapproxy.account import LIST_REFRESH_DELAY, LIST_REFRESH_LATEST, AccountRuntime
+from imapproxy.store import Store, accounts, held
+from imapproxy.types import BlobId
 
 
 @dataclass
@@ -197,3 +201,40 @@ def test_a_cover_that_finds_a_mailbox_behind_asks_for_a_sync_unless_fresh_by_the
     runtime = _MailboxCoverRuntime()
     AccountRuntime._covered(runtime, frozenset({"INBOX"}), {})  # type: ignore[arg-type]
     assert runtime.requested == [("INBOX", True)]
+
+
+# -- fresh: covered, synced since, no news, and nothing held ---------------------------
+
+
+@dataclass
+class _FreshRuntime:
+    """What AccountRuntime.fresh uses."""
+
+    watcher: _Watcher
+    store: Store
+    account: Any
+    _synced_at: dict[int, float]
+
+
+@dataclass(frozen=True)
+class _Box:
+    id: int
+    name: str = "Archive"
+
+
+def test_a_body_held_after_an_upstream_expunge_makes_no_folder_fresh(tmp_path: Path) -> None:
+    """The held body's message may have moved to a folder whose news is on its way:
+    until the background pass has looked, a SELECT there asks the upstream."""
+    store = Store(tmp_path / "replica")
+    try:
+        account = store.write(lambda tx: accounts.ensure_account(tx, "imaps://x", "ann"))
+        runtime = _FreshRuntime(_Watcher(covered=1.0), store, account, {7: 2.0})
+        box = _Box(7)
+        fresh = AccountRuntime.fresh
+        assert fresh(runtime, box)  # type: ignore[arg-type]
+        store.write(lambda tx: held.hold(tx, account.id, BlobId(3)))
+        assert not fresh(runtime, box)  # type: ignore[arg-type]
+        store.write(lambda tx: held.forget(tx, account.id, BlobId(3)))
+        assert fresh(runtime, box)  # type: ignore[arg-type]
+    finally:
+        store.close()

@@ -43,6 +43,7 @@ class FakeLink:
         operation: Callable[[Any], Awaitable[Any]],
         background: bool = False,
         reads_only: bool = False,
+        spare: bool = False,
     ) -> Any:
         return await operation(self.client)
 

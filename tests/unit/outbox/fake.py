@@ -232,6 +232,7 @@ class ScriptedLink:
         *,
         background: bool = False,
         reads_only: bool = False,
+        spare: bool = False,
     ) -> Any:
         self.uses += 1
         outcome = self.outcomes.pop(0) if self.outcomes else None

@@ -219,7 +219,13 @@ class ScriptedLink:
         self.answers = answers
         self.asked: list[tuple[str, ...]] = []
 
-    async def use(self, operation: Any, background: bool = False, reads_only: bool = False) -> Any:
+    async def use(
+        self,
+        operation: Any,
+        background: bool = False,
+        reads_only: bool = False,
+        spare: bool = False,
+    ) -> Any:
         return await operation(self)
 
     async def ensure_selected(self, name: str) -> None:

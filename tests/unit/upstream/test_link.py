@@ -660,3 +660,86 @@ def test_a_client_waits_its_turn_behind_an_operation_that_progresses() -> None:
     server.run(10.0)
     assert holder.called and holder.result is None
     assert waiter.called and waiter.result is None
+
+
+# -- spare work gives way to the link's other users ------------------------------------
+
+
+def _noop_count(connection: FakeConnection) -> int:
+    return sum(1 for c in connection.commands if c.endswith(b"NOOP"))
+
+
+def test_spare_work_waits_while_a_client_keeps_the_link_busy() -> None:
+    """A client reading bodies one after another: the background's turn comes once the
+    client has left the link alone for SPARE_QUIET_SECONDS, not between two reads."""
+    server = FakeServer()
+    link = make_link(server)
+    assert start(link, server).called
+    spare = defer.ensureDeferred(link.use(_noop, spare=True))
+    for _ in range(20):  # 2 s of a client's commands, 0.1 s apart
+        assert start(link, server).called
+        server.run(0.1)
+        assert not spare.called
+    server.run(link_module.SPARE_QUIET_SECONDS - 0.2)
+    assert not spare.called
+    server.run(0.3)
+    assert spare.called and spare.result is None
+
+
+def test_spare_work_on_a_quiet_link_runs_at_once() -> None:
+    server = FakeServer()
+    link = make_link(server)
+    spare = defer.ensureDeferred(link.use(_noop, spare=True))
+    server.clock.advance(0)
+    assert spare.called and spare.result is None
+    assert start(link, server).called
+    server.run(link_module.SPARE_QUIET_SECONDS + 0.1)
+    connection = server.connections[-1]
+    before = _noop_count(connection)
+    spare = defer.ensureDeferred(link.use(_noop, spare=True))
+    server.clock.advance(0)
+    assert spare.called and _noop_count(connection) == before + 1
+
+
+def test_spare_work_does_not_wait_for_spare_work() -> None:
+    """A background pass's turns follow one another without a pause between them."""
+    server = FakeServer()
+    link = make_link(server)
+    first = defer.ensureDeferred(link.use(_noop, spare=True))
+    second = defer.ensureDeferred(link.use(_noop, spare=True))
+    server.clock.advance(0)
+    assert first.called and second.called
+
+
+def test_spare_work_gets_its_turn_on_a_link_that_is_never_quiet() -> None:
+    server = FakeServer()
+    link = make_link(server)
+    assert start(link, server).called
+    spare = defer.ensureDeferred(link.use(_noop, spare=True))
+    waited = 0.0
+    while not spare.called and waited < 30:
+        start(link, server)
+        server.run(0.1)
+        waited += 0.1
+    assert spare.called and spare.result is None
+    assert (
+        link_module.SPARE_AT_LATEST_SECONDS - 0.2
+        <= waited
+        <= (link_module.SPARE_AT_LATEST_SECONDS + 0.3)
+    )
+
+
+def test_a_client_refused_as_busy_still_counts_as_having_wanted_the_link() -> None:
+    """A client's operation that gave up waiting (UpstreamBusy) leaves the count of
+    those waiting as it found it: spare work is not held back for ever after."""
+    server = FakeServer()
+    link = make_link(server)
+    assert start(link, server).called
+    server.stalled = True
+    holder = start(link, server, _slow_search)
+    waiter = start(link, server)
+    server.run(link.client_wait + 0.5)
+    assert isinstance(error_of(waiter), UpstreamBusy)
+    server.run(40.0)
+    error_of(holder)
+    assert link._pressing == 0

@@ -28,6 +28,7 @@ from typing import Any
 from bench.link import LinkProcess, Profile
 from bench.report import machine_facts, write_json
 from bench.scenario import REGISTRY, Bench, Context, Outcome, Scenario, log
+from imapproxy.account import SYNC_INTERVAL_ENV
 from tests.support.dovecot import Dovecot
 
 #: Modules that register scenarios, in the order they run and report.
@@ -91,6 +92,14 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument(
+        "--background",
+        type=float,
+        metavar="SECONDS",
+        help="run the proxies' background sync and prefetch every SECONDS, as "
+        "`imapproxy serve` does (every 300 s by default); default: off, the client's "
+        "workload alone",
+    )
+    parser.add_argument(
         "--encrypt",
         action="store_true",
         help="run every proxy with --encrypt (replicas encrypted at rest), to measure its cost",
@@ -110,6 +119,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--repeat and --sizes must be positive, --bodies not negative")
     if args.bandwidth is not None and args.bandwidth <= 0:
         parser.error("--bandwidth must be positive")
+    if args.background is not None and args.background <= 0:
+        parser.error("--background must be positive (leave it out for none)")
     return args
 
 
@@ -195,6 +206,7 @@ def _report(outcome: Outcome, args: argparse.Namespace, started: float) -> dict[
             "replay_changes",
         )
     }
+    config["background_sync_interval"] = os.environ[SYNC_INTERVAL_ENV]
     return {
         "machine": machine_facts(),
         "command": " ".join(["python -m bench.run", *args.argv]),
@@ -212,8 +224,11 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     # The proxy's background sync and prefetch would download, during a session, what
     # the session itself does not ask for; these scenarios measure the client's
-    # workload alone (bench/offline.py measures the background sync).
-    os.environ.setdefault("IMAPPROXY_SYNC_INTERVAL", "0")
+    # workload alone (bench/offline.py measures the background sync), unless
+    # --background asks for the proxy as it runs by default.
+    if args.background is not None:
+        os.environ[SYNC_INTERVAL_ENV] = f"{args.background:g}"
+    os.environ.setdefault(SYNC_INTERVAL_ENV, "0")
     started = time.monotonic()
     scenarios = [REGISTRY[name] for name in args.scenarios]
     bandwidth = None if args.bandwidth is None else args.bandwidth * 1e6

@@ -259,7 +259,11 @@ class AccountRuntime:
             )
 
         try:
-            removed = await self.link.use(run, background=background, spare=spare)
+            # LIST, LSUB, STATUS and EXAMINE only: after a quiet spell the LIST follows
+            # IDLE's DONE in the same write (the background pass's LIST, coming once a
+            # client's session left the link to IDLE, cost the client's next read a
+            # round trip more).
+            removed = await self.link.use(run, background=background, spare=spare, reads_only=True)
         except UpstreamUnavailable as exc:
             self._went_offline(exc)
             if required:

@@ -727,6 +727,21 @@ def test_spare_work_gets_its_turn_on_a_link_that_is_never_quiet() -> None:
         <= waited
         <= (link_module.SPARE_AT_LATEST_SECONDS + 0.3)
     )
+    # The rest of the pass then takes its turns among the client's for a while...
+    follower = defer.ensureDeferred(link.use(_noop, spare=True))
+    start(link, server)
+    server.run(0.1)
+    assert follower.called and follower.result is None
+    # ... and after that waits for a quiet link again.
+    server.run(link_module.SPARE_BURST_SECONDS)
+    start(link, server)
+    late = defer.ensureDeferred(link.use(_noop, spare=True))
+    for _ in range(5):
+        start(link, server)
+        server.run(0.1)
+    assert not late.called
+    server.run(link_module.SPARE_QUIET_SECONDS + 0.2)
+    assert late.called and late.result is None
 
 
 def test_a_client_refused_as_busy_still_counts_as_having_wanted_the_link() -> None:

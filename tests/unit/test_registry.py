@@ -68,13 +68,8 @@ class FakeLink:
         self.on_connected: Any = None
         self.upstream.links.append(self)
 
-    async def use(
-        self,
-        operation: Any,
-        background: bool = False,
-        reads_only: bool = False,
-        spare: bool = False,
-    ) -> Any:
+    async def use(self, operation: Any, **how: bool) -> Any:
+        """UpstreamLink.use; how it waits for its turn does not matter here."""
         if self.upstream.hang is not None and not self.logged_in:
             await self.upstream.hang
         if self.upstream.error is not None:

@@ -219,13 +219,8 @@ class ScriptedLink:
         self.answers = answers
         self.asked: list[tuple[str, ...]] = []
 
-    async def use(
-        self,
-        operation: Any,
-        background: bool = False,
-        reads_only: bool = False,
-        spare: bool = False,
-    ) -> Any:
+    async def use(self, operation: Any, **how: bool) -> Any:
+        """UpstreamLink.use; how it waits for its turn does not matter here."""
         return await operation(self)
 
     async def ensure_selected(self, name: str) -> None:

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -219,9 +220,23 @@ def test_ready_line_names_the_listening_address(proxy: ProxyProcess) -> None:
     assert f"{proxy.host}:{proxy.port}" in ready[0]
 
 
+@pytest.fixture
+def sigint_not_ignored() -> Iterator[None]:
+    """A proxy started as from a terminal, where Ctrl-C sends SIGINT. A shell starts a
+    background job of a script (`./scripts/test &`) with SIGINT ignored, every process
+    under it inherits that, and Twisted rightly leaves an ignored SIGINT ignored. A
+    handler set here is reset to the default in the proxy's process when it starts."""
+    previous = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_signal_stops_cleanly_with_a_client_connected(
-    make_proxy: ProxyFactory, alice: Account, signum: signal.Signals
+    make_proxy: ProxyFactory, alice: Account, signum: signal.Signals, sigint_not_ignored: None
 ) -> None:
     proxy = make_proxy()
     pid = proxy.pid

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
 
-from imapproxy.store import Tx, held, messages, reclaim
+from imapproxy.store import Tx, held, mailboxes, messages, reclaim
 from imapproxy.store.cache import Kind
 from imapproxy.store.mailboxes import Mailbox
 from imapproxy.store.messages import Message
@@ -171,7 +171,10 @@ class BackgroundSync:
             self.runtime.request_sync(watched, unless_fresh=True)
 
     def _mailbox(self, mailbox_id: MailboxId) -> Mailbox | None:
-        return next((m for m in self.runtime.mailboxes() if m.id == mailbox_id), None)
+        """Its record as it is now (one key, not the account's whole list: the pass asks
+        once a folder)."""
+        account = self.runtime.account.id
+        return self.runtime.store.read(lambda tx: mailboxes.get(tx, account, mailbox_id))
 
     async def _full_pass(self) -> None:
         started = self.reactor.seconds()

@@ -34,7 +34,7 @@ from imapproxy.protocol import (
     LiteralChunk,
     RawLine,
 )
-from imapproxy.send_now import send_now
+from imapproxy.send_now import no_delay, send_now
 from imapproxy.server import handlers, replies  # noqa: F401  (importing handlers registers them)
 from imapproxy.server.session import APPEND_NEEDS_AUTH, Session
 
@@ -87,6 +87,7 @@ class ClientConnection(Protocol):
         if hasattr(self.transport, "bufferSize"):
             self.transport.bufferSize = OUTPUT_HIGH_WATER
         self.transport.registerProducer(self, True)
+        no_delay(self.transport)
         self.write_chunks(self.session.greeting())
 
     def connectionLost(self, reason: Failure | None = None) -> None:

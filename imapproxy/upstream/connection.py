@@ -47,7 +47,7 @@ from imapproxy.protocol import (
     UntaggedData,
     UntaggedStatus,
 )
-from imapproxy.send_now import send_now
+from imapproxy.send_now import no_delay, send_now
 from imapproxy.upstream.errors import (
     ClosedAsIdleEnded,
     UpstreamRefused,
@@ -255,6 +255,7 @@ class UpstreamProtocol(Protocol):
 
     def connectionMade(self) -> None:
         self.connected_ok = True
+        no_delay(self.transport)
 
     def dataReceived(self, data: bytes) -> None:
         if self.broken:

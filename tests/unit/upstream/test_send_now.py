@@ -1,7 +1,8 @@
 """A command the upstream connection writes is handed to the kernel at once, on a real
 reactor and a real socket: Twisted would send it only on its next pass over I/O, after
 whatever work the caller does next (a first sync stores messages right after asking
-for the next ones, to overlap the round trip)."""
+for the next ones, to overlap the round trip); and Nagle's algorithm does not hold a
+small write back (TCP_NODELAY)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import socket
 import pytest_twisted
 from twisted.internet import defer, reactor
 from twisted.internet.protocol import ClientFactory
+from twisted.internet.testing import StringTransport
 
+from imapproxy.send_now import no_delay
 from imapproxy.upstream.connection import UpstreamProtocol
 
 
@@ -64,3 +67,44 @@ async def test_a_command_is_out_before_the_reactor_runs_again() -> None:
         connector.disconnect()
         peer.close()
         listener.close()
+
+
+def _no_delay(sock: socket.socket) -> bool:
+    return bool(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+
+class _Wrapper:
+    """Stands for a TLS wrapper: the socket's transport is one ``.transport`` below."""
+
+    def __init__(self, transport: object) -> None:
+        self.transport = transport
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_upstream_socket_sends_small_writes_without_waiting_for_acks() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(5)
+    factory = _Factory()
+    connector = reactor.connectTCP("127.0.0.1", listener.getsockname()[1], factory, timeout=5)
+    protocol = await factory.made
+    peer, _ = listener.accept()
+    try:
+        assert not _no_delay(peer)  # the premise: a TCP socket starts with Nagle on
+        handle = protocol.transport.getHandle()
+        assert _no_delay(handle)
+        # Below a wrapper too, as under TLS.
+        handle.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
+        no_delay(_Wrapper(protocol.transport))
+        assert _no_delay(handle)
+    finally:
+        connector.disconnect()
+        peer.close()
+        listener.close()
+
+
+def test_a_transport_without_a_tcp_socket_is_left_alone() -> None:
+    transport = StringTransport()
+    no_delay(transport)
+    no_delay(_Wrapper(None))
+    transport.write(b"still usable")
+    assert transport.value() == b"still usable"

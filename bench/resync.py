@@ -75,7 +75,7 @@ def run(ctx: Context) -> None:
                 ctx.problem(f"resync: session through the proxy failed: {exc!r}")
                 continue
             settle(ctx.upstream)
-            comparison = compare(direct_answers, proxy_answers)
+            comparison = compare(direct_answers.unpack(), proxy_answers)
             for text in comparison.problems:
                 ctx.problem(f"resync: {text}")
             ctx.record(

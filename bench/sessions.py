@@ -16,20 +16,22 @@ from bench.compare import compare
 from bench.measure import Sample, settle
 from bench.report import memory_table, phase_table, summary_table
 from bench.scenario import Context, Outcome, RunningProxy, Scenario, log, register
-from bench.workload import Answers, run_session
+from bench.workload import Answers, PackedAnswers, run_session
 
 COLD, WARM, RESTARTED = "1 cold", "2 warm", "2 restarted"
 
 
 def direct_session(
     ctx: Context, user_name: str, password: str, bodies: int
-) -> tuple[Sample, Answers]:
+) -> tuple[Sample, PackedAnswers]:
+    """The workload straight against Dovecot; its answers packed, for the proxy's
+    session that runs next to be compared with (PackedAnswers says why)."""
     link = ctx.direct
     link.reset_counters()
     result = run_session(link.host, link.port, user_name, password, bodies)
     settle(link)
     sample = Sample(result.wall, result.server_wall, result.phases, link.bytes_down, link.bytes_up)
-    return sample, result.answers
+    return sample, PackedAnswers.of(result.answers)
 
 
 def proxy_session(
@@ -73,7 +75,7 @@ def _pair(ctx: Context, proxy: RunningProxy, session: str) -> None:
     row = outcome.row(ctx.size, ctx.rtt_ms, session)
     row.direct.append(direct)
     row.proxy.append(proxied)
-    comparison = compare(direct_answers, proxy_answers)
+    comparison = compare(direct_answers.unpack(), proxy_answers)
     outcome.problems += [f"{ctx.label} {session}: {p}" for p in comparison.problems]
     outcome.notes.update(comparison.notes)
     log(

@@ -44,6 +44,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -64,6 +65,7 @@ from imapproxy.upstream.errors import (
     ClosedAsIdleEnded,
     UpstreamBusy,
     UpstreamError,
+    UpstreamRefused,
     UpstreamUnavailable,
     UpstreamUnreachable,
 )
@@ -599,16 +601,24 @@ class UpstreamLink:
         return self._watched
 
     def watch(self, mailbox: str | None, on_change: Callable[[str], None]) -> None:
-        """IDLE on mailbox whenever the link is free; call on_change(mailbox) on news."""
+        """IDLE on mailbox whenever the link is free; call on_change(mailbox) on news.
+
+        A connected link opens the mailbox now rather than when IDLE is due: a client
+        that just selected it reads from it next, and its first body read paid the
+        EXAMINE's round trip (a repeat session at 50 ms, traced: 105 ms for that read
+        against 52 ms for the next). Leaving IDLE elsewhere goes in the same write."""
         self._on_change = on_change
         if mailbox == self._watched:
             return
         self._watched = mailbox
-        if self._idle is not None:
-            # Re-target: leave IDLE now, the next idle pass picks the new mailbox.
+        if mailbox is not None and self._state in (LinkState.READY, LinkState.IDLING):
             self._background(
-                self.use(_nothing, background=True), "leaving IDLE to watch another mailbox"
+                self.use(partial(_open, mailbox), background=True, reads_only=True),
+                "opening the watched mailbox",
             )
+        elif self._idle is not None:
+            # Watching nothing: leave IDLE now.
+            self._background(self.use(_nothing, background=True), "leaving IDLE")
         elif mailbox is not None and self._state is LinkState.BACKING_OFF:
             self._schedule_reconnect(max(self._retry_at - self.reactor.seconds(), 0.0))
         else:
@@ -790,3 +800,13 @@ async def _nothing(client: UpstreamClient) -> None:
 
 async def _noop(client: UpstreamClient) -> None:
     await client.noop()
+
+
+async def _open(name: str, client: UpstreamClient) -> None:
+    """EXAMINE name unless the connection has it open already (a client's SELECT that
+    synced it did). One the upstream refuses (gone meanwhile) is the next sync's to
+    find; IDLE would have met the same."""
+    try:
+        await client.ensure_selected(name)
+    except UpstreamRefused as exc:
+        log.info("opening %r to watch it: %s", name, exc)

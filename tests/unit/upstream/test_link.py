@@ -758,3 +758,54 @@ def test_a_client_refused_as_busy_still_counts_as_having_wanted_the_link() -> No
     server.run(40.0)
     error_of(holder)
     assert link._pressing == 0
+
+
+# -- the watched mailbox opened ahead of the client's reads ---------------------------
+
+
+def _names(commands: list[bytes]) -> list[bytes]:
+    """Each command's name and first argument, tag left out (DONE has no tag)."""
+    return [b" ".join(c.split(b" ")[1:3]) if c != b"DONE" else c for c in commands]
+
+
+def test_a_mailbox_a_client_selects_is_opened_at_once_not_when_idle_is_due() -> None:
+    """The client reads from it next: its first read would pay the EXAMINE's round trip."""
+    server = FakeServer()
+    link = make_link(server)
+    assert start(link, server).called
+    connection = server.connections[-1]
+    before = len(connection.commands)
+    link.watch("Sent", lambda _: None)
+    server.clock.advance(0)
+    assert _names(connection.commands[before:]) == [b'EXAMINE "Sent"']
+    server.run(link_module.IDLE_DELAY_SECONDS + 0.2)
+    assert link.state is LinkState.IDLING  # IDLE then follows on it, no second EXAMINE
+    assert _names(connection.commands[before:]) == [b'EXAMINE "Sent"', b"IDLE"]
+
+
+def test_a_link_idling_elsewhere_opens_the_new_mailbox_in_the_same_write_as_done() -> None:
+    server = FakeServer()
+    link, connection = idling(server)
+    link.watch("Sent", lambda _: None)
+    server.clock.advance(0)
+    assert _names(connection.reads[-1]) == [b"DONE", b'EXAMINE "Sent"']
+    server.run(link_module.IDLE_DELAY_SECONDS + 0.2)
+    assert link.state is LinkState.IDLING
+    assert _names(connection.commands[-1:]) == [b"IDLE"]
+
+
+def test_a_mailbox_the_connection_has_open_is_not_opened_again() -> None:
+    server = FakeServer()
+    link = make_link(server)
+
+    async def select_inbox(client: UpstreamClient) -> None:
+        await client.ensure_selected("INBOX")
+
+    assert start(link, server, select_inbox).called
+    connection = server.connections[-1]
+    before = len(connection.commands)
+    link.watch("INBOX", lambda _: None)
+    server.clock.advance(0)
+    assert connection.commands[before:] == []
+    server.run(link_module.IDLE_DELAY_SECONDS + 0.2)
+    assert _names(connection.commands[before:]) == [b"IDLE"]

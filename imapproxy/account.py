@@ -615,12 +615,16 @@ class AccountRuntime:
 
     def _watch_changed(self) -> None:
         """Sessions came or went: the link IDLEs where a client still is, and the watcher
-        hears news of every selected mailbox (NOTIFY, else a STATUS poll)."""
+        hears news of every selected mailbox (NOTIFY, else a STATUS poll), and of every
+        mailbox where the upstream offers NOTIFY: the link's capabilities say so, so a
+        watcher does not connect only to find out (once the folder list came, with no
+        folder selected, it did, and left again)."""
         names = self._watched_names()
         if self.link.watched not in names:
             self.watch(self.mailbox(sorted(names)[0]) if names else None)
         upstream = {m.name for m in self.mailboxes() if m.selectable and not is_local(m)}
-        self.watcher.watch(names & upstream, upstream if self._listed else set())
+        notify = "NOTIFY" in self.link.upstream_capabilities
+        self.watcher.watch(names & upstream, upstream if self._listed and notify else set())
 
     def _local(self, name: str) -> bool:
         mailbox = self.mailbox(name)

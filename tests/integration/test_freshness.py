@@ -138,8 +138,10 @@ def test_without_notify_every_status_asks_the_upstream(
         ProxyProcess(f"imap+plain://{dovecot.host}:{relay.port}", tmp_path / "state") as proxy,
         imap(proxy.host, proxy.port, account) as client,
     ):
-        # No NOTIFY: nothing to connect a watcher ahead for (it polls selected folders).
-        assert _until(lambda: relay.active_connections > 1, 1.0) is None
+        # No NOTIFY: nothing to connect a watcher for until a folder is selected (it
+        # polls selected folders), not even once the background pass has listed them.
+        proxy.wait_for_log("background sync complete", seconds=10)
+        assert relay.connections_made == 1
         before = _status_all(client, ["Sent"])
         folders = _folders(client)
         for _ in range(3):

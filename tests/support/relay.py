@@ -153,6 +153,8 @@ class Relay:
         ] = queue.SimpleQueue()
         self._listener: socket.socket | None = None
         self._links: set[_Link] = set()
+        #: Connections relayed since the start, however short they lived.
+        self.connections_made = 0
         self._registered: dict[socket.socket, int] = {}
         self._stalled = False
         self._drop_prefix: re.Pattern[bytes] | None = None
@@ -328,6 +330,7 @@ class Relay:
             _reset(client)  # the target is down: so is the relayed connection
             return
         link = _Link(client, target)
+        self.connections_made += 1
         for sock in link.sockets():
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

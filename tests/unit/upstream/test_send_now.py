@@ -7,6 +7,8 @@ small write back (TCP_NODELAY)."""
 from __future__ import annotations
 
 import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest_twisted
 from twisted.internet import defer, reactor
@@ -44,8 +46,9 @@ def _received(peer: socket.socket) -> bytes | None:
         return None
 
 
-@pytest_twisted.ensureDeferred
-async def test_a_command_is_out_before_the_reactor_runs_again() -> None:
+@asynccontextmanager
+async def _connected() -> AsyncIterator[tuple[UpstreamProtocol, socket.socket]]:
+    """An upstream protocol on a real connection, and the socket at its other end."""
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(5)
     factory = _Factory()
@@ -53,6 +56,16 @@ async def test_a_command_is_out_before_the_reactor_runs_again() -> None:
     protocol = await factory.made  # the kernel's backlog took the connection
     peer, _ = listener.accept()
     try:
+        yield protocol, peer
+    finally:
+        connector.disconnect()
+        peer.close()
+        listener.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_command_is_out_before_the_reactor_runs_again() -> None:
+    async with _connected() as (protocol, peer):
         # The premise: Twisted holds a plain write until the reactor runs again.
         protocol.transport.write(b"X1 NOOP\r\n")
         assert _received(peer) is None
@@ -63,10 +76,6 @@ async def test_a_command_is_out_before_the_reactor_runs_again() -> None:
         peer.sendall(b"* OK ready\r\n" + tag + b" OK done\r\n")
         result = await running
         assert result.text == "done"
-    finally:
-        connector.disconnect()
-        peer.close()
-        listener.close()
 
 
 def _no_delay(sock: socket.socket) -> bool:
@@ -82,13 +91,7 @@ class _Wrapper:
 
 @pytest_twisted.ensureDeferred
 async def test_the_upstream_socket_sends_small_writes_without_waiting_for_acks() -> None:
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(5)
-    factory = _Factory()
-    connector = reactor.connectTCP("127.0.0.1", listener.getsockname()[1], factory, timeout=5)
-    protocol = await factory.made
-    peer, _ = listener.accept()
-    try:
+    async with _connected() as (protocol, peer):
         assert not _no_delay(peer)  # the premise: a TCP socket starts with Nagle on
         handle = protocol.transport.getHandle()
         assert _no_delay(handle)
@@ -96,10 +99,6 @@ async def test_the_upstream_socket_sends_small_writes_without_waiting_for_acks()
         handle.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
         no_delay(_Wrapper(protocol.transport))
         assert _no_delay(handle)
-    finally:
-        connector.disconnect()
-        peer.close()
-        listener.close()
 
 
 def test_a_transport_without_a_tcp_socket_is_left_alone() -> None:
